@@ -1,0 +1,137 @@
+# tidegate — one non-recursive Makefile.
+#
+# Two builds of the same sources live side by side:
+#   $(B)/rel   optimised (-O2), what `make`, `make demo` and `make bench` use
+#   $(B)/asan  -O1 -g with AddressSanitizer + UndefinedBehaviorSanitizer, what the
+#              unit tests and the sanitizer pass of the integration tests use
+# Sources are found by wildcard, so a new module or a new tests/unit/test_*.c needs no
+# Makefile edit. User CFLAGS/LDFLAGS are kept and appended.
+
+B        ?= build
+PREFIX   ?= /usr/local
+PYTHON   ?= /usr/bin/python3
+PKGS     := libmosquitto jansson sqlite3 libpcre2-8 libcurl zlib libmicrohttpd openssl
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter -Wformat=2
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) -Igateway -MMD -MP $(PKG_CFLAGS)
+REL_CFLAGS  := $(BASE_CFLAGS) -O2 -g $(CFLAGS)
+ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined $(CFLAGS)
+ASAN_LDFLAGS := -fsanitize=address,undefined $(LDFLAGS)
+
+# ---- sources -------------------------------------------------------------------------
+GW_MAIN  := gateway/main.c
+GW_SRCS  := $(filter-out $(GW_MAIN),$(wildcard gateway/*.c gateway/rules/*.c gateway/sinks/*.c))
+AUTH_SRCS := $(wildcard gateway/auth/*.c)
+SIM_SRCS := $(wildcard device_sim/*.c)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
+
+REL_GW_OBJS  := $(call obj,$(B)/rel,$(GW_SRCS))
+ASAN_GW_OBJS := $(call obj,$(B)/asan,$(GW_SRCS))
+
+REL_BINS  := $(B)/rel/tidegate $(if $(SIM_SRCS),$(B)/rel/device_sim) $(if $(AUTH_SRCS),$(B)/rel/tidegate_auth.so)
+ASAN_BINS := $(B)/asan/tidegate $(if $(SIM_SRCS),$(B)/asan/device_sim) $(if $(AUTH_SRCS),$(B)/asan/tidegate_auth.so)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/asan/tests/%,$(UNIT_SRCS))
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/asan/fuzz/%,$(FUZZ_SRCS))
+
+.PHONY: all asan deps certs demo check unit integration integration-asan fuzz-replay \
+        bench bench-quick clean valgrind install deb format
+
+all: $(REL_BINS)
+asan: $(ASAN_BINS) $(UNIT_BINS) $(FUZZ_BINS)
+
+# ---- compile rules -------------------------------------------------------------------
+$(B)/rel/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -c $< -o $@
+
+$(B)/asan/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+
+$(B)/rel/libtidegate.a: $(REL_GW_OBJS)
+	@rm -f $@; $(AR) rcs $@ $^
+$(B)/asan/libtidegate.a: $(ASAN_GW_OBJS)
+	@rm -f $@; $(AR) rcs $@ $^
+
+$(B)/rel/tidegate: $(call obj,$(B)/rel,$(GW_MAIN)) $(B)/rel/libtidegate.a
+	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+$(B)/asan/tidegate: $(call obj,$(B)/asan,$(GW_MAIN)) $(B)/asan/libtidegate.a
+	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
+
+$(B)/rel/device_sim: $(call obj,$(B)/rel,$(SIM_SRCS)) $(B)/rel/libtidegate.a
+	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+$(B)/asan/device_sim: $(call obj,$(B)/asan,$(SIM_SRCS)) $(B)/asan/libtidegate.a
+	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
+
+# The broker plugin is loaded by mosquitto itself, so even the "asan" copy is built
+# without sanitizers (the broker binary is not instrumented).
+$(B)/rel/tidegate_auth.so $(B)/asan/tidegate_auth.so: $(AUTH_SRCS) $(wildcard gateway/auth/*.h gateway/registry.[ch])
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -shared -o $@ $(AUTH_SRCS) $(wildcard gateway/registry.c) $(PKG_LIBS) $(LDFLAGS)
+
+$(B)/asan/tests/%: $(B)/asan/obj/tests/unit/%.o $(B)/asan/libtidegate.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(PKG_LIBS) -lcmocka $(ASAN_LDFLAGS)
+
+# Fuzz targets: built as plain programs that replay corpus files (tests/fuzz/local_main.c);
+# with clang and FUZZ=1 they link against libFuzzer instead.
+$(B)/asan/fuzz/%: $(B)/asan/obj/tests/fuzz/%.o $(B)/asan/obj/tests/fuzz/local_main.o $(B)/asan/libtidegate.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# ---- the two commands ----------------------------------------------------------------
+deps:
+	@packaging/install-deps.sh
+
+certs: deps
+	@certs/make-certs.sh certs/out
+
+demo: deps all certs
+	@B=$(B) packaging/demo.sh
+
+check: deps
+	$(MAKE) --no-print-directory all asan
+	$(MAKE) --no-print-directory unit fuzz-replay integration
+
+unit: $(UNIT_BINS)
+	@tests/run-unit.sh $(UNIT_BINS)
+
+fuzz-replay: $(FUZZ_BINS)
+	@tests/run-fuzz-replay.sh $(B)/asan/fuzz
+
+# Integration tests run against the optimised build, then again (a quicker subset marked
+# `asan` is not needed: the whole suite) against the sanitizer build.
+integration: $(REL_BINS) $(ASAN_BINS)
+	@tests/integration/npm-peers.sh
+	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	TIDEGATE_BUILD=$(abspath $(B)/asan) TIDEGATE_SANITIZED=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests/integration
+
+valgrind: $(B)/rel/tidegate
+	@tests/run-valgrind.sh $(B)/rel
+
+bench: deps all
+	@B=$(B) bench/run.sh
+
+bench-quick: deps all
+	@BENCH_QUICK=1 B=$(B) bench/run.sh
+
+install: all
+	install -D -m 0755 $(B)/rel/tidegate $(DESTDIR)$(PREFIX)/bin/tidegate
+	install -D -m 0755 $(B)/rel/device_sim $(DESTDIR)$(PREFIX)/bin/tidegate-device-sim
+	install -D -m 0644 $(B)/rel/tidegate_auth.so $(DESTDIR)$(PREFIX)/lib/tidegate/tidegate_auth.so
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(B)

@@ -1,0 +1,128 @@
+/*
+ * config.h — the daemon's configuration, read from one INI-style file.
+ *
+ *   # comment (also ; comment)
+ *   gateway_id = gw-01
+ *   [broker]
+ *   host = 127.0.0.1
+ *   [sink lake]
+ *   type = file
+ *   path = /var/lib/tidegate/lake
+ *
+ * Every option is declared once in a table of config_option {name, type, default, bounds,
+ * offset, flags, help}: the same table sets defaults, parses and bounds-checks values,
+ * rejects unknown keys with file:line:col, redacts secrets when printing and backs
+ * `tidegate --check-config` / `tidegate config-reference`. Sinks declare their own tables
+ * (sink.h) which the loader applies to `[sink NAME]` sections.
+ *
+ * Ownership: config_load() returns a tg_config the caller owns; config_free() frees it
+ * with every string and sink option struct inside.
+ */
+#ifndef TG_CONFIG_H
+#define TG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+	CFG_STRING,   /* char *, strdup'ed */
+	CFG_INT,      /* int64_t, bounds min..max */
+	CFG_BOOL,     /* int, true/false/yes/no/on/off/1/0 */
+	CFG_DOUBLE,   /* double */
+	CFG_SIZE,     /* int64_t bytes: 512, 64k, 16M, 1G (binary units) */
+	CFG_DURATION, /* int64_t milliseconds: 250ms, 5s, 2m, 1h; a bare number is ms */
+	CFG_ENUM,     /* int index into enum_values */
+} config_type;
+
+enum { CFG_SECRET = 1 << 0, CFG_REQUIRED = 1 << 1 };
+
+typedef struct config_option {
+	const char *name;
+	config_type type;
+	const char *def;          /* default as text, NULL = none (0 / NULL) */
+	int64_t min, max;         /* for INT/SIZE/DURATION; min == max == 0: unbounded */
+	size_t offset;            /* offsetof(struct, field) */
+	unsigned flags;
+	const char *help;
+	const char *const *enum_values; /* CFG_ENUM: NULL-terminated */
+} config_option;
+
+/* Apply every default of table to base. */
+int config_table_defaults(const config_option *table, void *base, char *err, size_t errlen);
+/* Parse one key=value against table into base. TG_ENOTFOUND for an unknown key. */
+int config_table_set(const config_option *table, void *base, const char *key, const char *value,
+		     char *err, size_t errlen);
+/* Check CFG_REQUIRED options are set. */
+int config_table_check(const config_option *table, const void *base, char *err, size_t errlen);
+/* Free every CFG_STRING of base (not base itself). */
+void config_table_free(const config_option *table, void *base);
+/* Print "key = value" lines, secrets redacted. */
+void config_table_print(const config_option *table, const void *base, FILE *out);
+/* Print a markdown reference of the table. */
+void config_table_reference(const char *section, const config_option *table, FILE *out);
+
+/* Parse "64k" style sizes and "5s" style durations; 0 or TG_EINVAL. */
+int config_parse_size(const char *s, int64_t *out);
+int config_parse_duration_ms(const char *s, int64_t *out);
+
+struct sink_ops;
+typedef struct tg_sink_conf {
+	char *name;
+	const struct sink_ops *ops;
+	void *opts;       /* ops->options_size bytes, parsed with ops->options */
+	int64_t batch_max_records; /* 0 = sink's own limit */
+	int64_t retry_base_ms, retry_cap_ms;
+	int priority_first; /* forward higher priority first (default on) */
+} tg_sink_conf;
+
+typedef struct tg_config {
+	char *path;            /* file it was read from */
+	char *gateway_id;
+	char *data_dir;        /* outbox, quarantine, registry live here by default */
+	char *log_level;
+	/* [broker] */
+	char *broker_host;
+	int64_t broker_port;
+	char *client_id;
+	char *ca_file, *cert_file, *key_file;
+	int broker_tls;
+	int64_t keepalive_s;
+	char *subscribe;       /* comma-separated topic filters */
+	int64_t sub_qos;
+	int clean_start;
+	int64_t reconnect_min_ms, reconnect_max_ms;
+	/* [ingest] */
+	int64_t max_payload;
+	int64_t max_depth;
+	char *rules_dir;
+	char *schemas_dir;
+	int rules_watch;
+	char *quarantine_topic; /* republish prefix for rejects, "" = off */
+	/* [outbox] */
+	char *outbox_path;
+	int64_t commit_interval_ms;
+	int64_t commit_max_records;
+	int64_t outbox_max_bytes;
+	int64_t outbox_max_rows;
+	int outbox_full_policy; /* 0 drop_oldest, 1 reject_new */
+	/* [http] */
+	char *http_bind;
+	int64_t http_port;     /* 0 = off */
+	/* [registry] */
+	char *registry_path;
+	/* [default] route when no rule claims a message */
+	char *default_sink;    /* telemetry with no matching sink rule goes here; "" = none */
+	/* sinks */
+	tg_sink_conf *sinks;
+	size_t nsinks;
+} tg_config;
+
+/* Load and validate a config file. On error NULL and "file:line:col: message" in err. */
+tg_config *config_load(const char *path, char *err, size_t errlen);
+void config_free(tg_config *c); /* NULL-safe */
+void config_print(const tg_config *c, FILE *out); /* secrets redacted */
+void config_reference(FILE *out);                  /* markdown, every option */
+const tg_sink_conf *config_sink(const tg_config *c, const char *name);
+
+#endif

@@ -1,0 +1,104 @@
+/*
+ * rules.h — the IoT-SQL rules engine (AWS IoT Core SQL version 2016-03-23 subset).
+ *
+ * A rule set is compiled once from a folder of JSON rule files (one rule per file, the
+ * rule's name is the file name without .json) and is immutable afterwards, so the daemon
+ * can build a new set on reload and swap it atomically between two messages.
+ *
+ * Evaluation: rules_eval() picks candidate rules through a topic-filter trie, evaluates
+ * SET/WHERE/SELECT against the message and calls the caller's action callback once per
+ * action of every matching rule. The callback does the side effect (republish, outbox
+ * append, alert state machine); if it returns < 0 the rule's errorAction is invoked with
+ * the documented error-message payload. A rule that fails never blocks the others.
+ *
+ * Ownership: rules_set is owned by the caller of rules_load_dir() and freed with
+ * rules_set_free(). Everything in a rules_action_out is borrowed for the duration of the
+ * callback only; copy what you keep.
+ */
+#ifndef TG_RULES_H
+#define TG_RULES_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "msg.h"
+
+typedef struct rules_set rules_set;
+
+typedef enum {
+	RULES_ACT_REPUBLISH = 1, /* {"republish": {"topic": "...${}...", "qos": 0|1}} */
+	RULES_ACT_SINK,          /* {"sink": {"name": "lake", "partitionKey": "${...}", "table": "..."}} */
+	RULES_ACT_ALERT,         /* {"alert": {...}}: see alert fields below */
+	RULES_ACT_WEBHOOK,       /* {"webhook": {"url": "...", "headers": {...}}} */
+} rules_action_kind;
+
+/* For RULES_ACT_ALERT the engine reports, per message whose topic matches the rule's FROM,
+ * which condition holds; the alert state machine (alerts.c) does for/clear/rate limit. */
+typedef enum {
+	RULES_ALERT_NONE = 0,  /* neither WHERE nor clear held (or clear absent and WHERE false) */
+	RULES_ALERT_RAISE,     /* WHERE held: payload is the SELECT output */
+	RULES_ALERT_CLEAR,     /* WHERE false and the clear expression held; payload is SELECT output
+	                          evaluated regardless of WHERE (Undefined fields left out) */
+} rules_alert_cond;
+
+typedef struct rules_action_out {
+	const char *rule;         /* rule name (file name without .json) */
+	rules_action_kind kind;
+	int is_error_action;      /* 1 when this is the rule's errorAction firing */
+	json_t *payload;          /* SELECT output object (or the error-message object for errorAction) */
+	/* republish */
+	const char *topic;        /* template already expanded */
+	int qos;
+	/* sink */
+	const char *sink;         /* configured sink name */
+	const char *pkey;         /* partitionKey template expanded (default: the thing) */
+	const char *table;        /* table name (default "telemetry"... see rules reference) */
+	/* alert */
+	const char *alert_name;
+	rules_alert_cond alert_cond;
+	const json_t *params;     /* the action's parameter object, string templates expanded */
+	/* webhook */
+	const char *url;
+} rules_action_out;
+
+/* Return 0 on success, < 0 (TG_E*) to trigger the rule's errorAction; write a reason into err. */
+typedef int (*rules_action_fn)(void *ud, const rules_action_out *act, char *err, size_t errlen);
+
+/* Optional services the host offers the engine. All may be NULL. */
+typedef struct rules_env {
+	/* get_registry_data(thing): attributes object of a registered thing, caller of the hook
+	 * receives a new reference (json_decref it) or NULL when unknown. */
+	json_t *(*registry_lookup)(void *ud, const char *thing);
+	void *registry_ud;
+	/* names of configured sinks; a sink action naming another sink is a load error.
+	 * NULL: any name accepted. NULL-terminated. */
+	const char *const *sink_names;
+} rules_env;
+
+typedef struct rules_stats {
+	uint64_t evaluated;   /* rules whose FROM matched */
+	uint64_t matched;     /* rules whose WHERE held */
+	uint64_t actions;     /* action callbacks made */
+	uint64_t action_errors; /* callbacks that returned < 0 */
+	uint64_t eval_errors; /* runtime errors in SQL evaluation */
+} rules_stats;
+
+/* Compile every *.json file in dir (not recursive, sorted by name). On any error returns
+ * NULL and writes one "file:line:col: message" line per error into errbuf (the position
+ * inside the sql string mapped to the file's line/column). env is copied. */
+rules_set *rules_load_dir(const char *dir, const rules_env *env, char *errbuf, size_t errlen);
+/* Same for one file (used by `tidegate rules test`). */
+rules_set *rules_load_file(const char *path, const rules_env *env, char *errbuf, size_t errlen);
+void rules_set_free(rules_set *rs); /* NULL-safe */
+size_t rules_count(const rules_set *rs); /* enabled + disabled */
+
+/* Evaluate all rules against one message; calls fn per action. Stats are added to *st
+ * (may be NULL). Returns the number of rules whose WHERE held, or < 0 on a fatal error. */
+int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *ud, rules_stats *st);
+
+/* `tidegate rules check DIR` / `tidegate rules test FILE --topic T --payload JSON`.
+ * argv[0] is "check" or "test". Returns the process exit code. */
+int rules_cli_main(int argc, char **argv);
+
+#endif
