@@ -50,11 +50,11 @@ asan: $(ASAN_BINS) $(UNIT_BINS) $(FUZZ_BINS)
 # ---- compile rules -------------------------------------------------------------------
 $(B)/rel/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -c $< -o $@
+	@echo "CC  $<"; $(CC) $(REL_CFLAGS) -c $< -o $@
 
 $(B)/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+	@echo "CC  $< (asan)"; $(CC) $(ASAN_CFLAGS) -c $< -o $@
 
 $(B)/rel/libtidegate.a: $(REL_GW_OBJS)
 	@rm -f $@; $(AR) rcs $@ $^

@@ -103,12 +103,8 @@ static int open_db(const char *path, sqlite3 **out, int sync_full, char *err, si
 		 "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
 		 "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-4096;",
 		 sync_full ? "FULL" : "NORMAL");
-	if (exec(db, sql, err, errlen)) {
-		sqlite3_close(db);
-		return TG_EDB;
-	}
-	*out = db;
-	return 0;
+	*out = db; /* even on failure, so the caller can read the error code, then close */
+	return exec(db, sql, err, errlen);
 }
 
 static int migrate(sqlite3 *db, char *err, size_t errlen)
