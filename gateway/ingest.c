@@ -236,7 +236,7 @@ int ingest_message(ingest *ig, const char *topic, const void *payload, size_t le
 		return quarantine(ig, thing, topic, INGEST_R_TOO_DEEP, NULL, detail, payload, len, now_ms);
 	}
 	json_error_t jerr;
-	json_t *obj = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *obj = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (!obj) {
 		snprintf(detail, sizeof detail, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
 		return quarantine(ig, thing, topic, INGEST_R_BAD_JSON, NULL, detail, payload, len, now_ms);
