@@ -8,10 +8,12 @@
 #include "sinks/sink.h"
 
 extern const sink_ops sink_kinesis_ops;
+extern const sink_ops sink_s3_ops;
 
 static const sink_ops *const all_sinks[] = {
 	/* TODO(lead): &sink_file_ops once gateway/sinks/file.c is merged. */
 	&sink_kinesis_ops,
+	&sink_s3_ops,
 	NULL,
 };
 
