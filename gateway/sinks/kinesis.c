@@ -67,12 +67,31 @@ static const config_option kinesis_options[] = {
 
 /* ---- pure parts ------------------------------------------------------------------------ */
 
-static size_t utf8_chars(const char *s)
+/* Kinesis counts a partition key's length in UTF-16 code units (a Java String), so a
+ * character outside the BMP — a 4-byte UTF-8 sequence — counts twice. */
+static size_t utf16_units(const char *s)
 {
 	size_t n = 0;
-	for (; *s; s++)
-		n += ((unsigned char)*s & 0xC0) != 0x80;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		n += (c & 0xC0) != 0x80;
+		n += c >= 0xF0;
+	}
 	return n;
+}
+
+/* Stream names: [a-zA-Z0-9_.-]{1,128}. Checked at open so that a ValidationException
+ * can only be about a record, never about our envelope. */
+static int stream_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n < 1 || n > 128)
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+		      *s == '_' || *s == '.' || *s == '-'))
+			return 0;
+	return 1;
 }
 
 size_t sink_kinesis_record_cost(const sink_record *r)
@@ -86,7 +105,7 @@ sink_status sink_kinesis_check_record(const sink_record *r, char *why, size_t wh
 		tg_seterr(why, whylen, TG_EPERM, "record %lld: empty partition key", (long long)r->id);
 		return SINK_POISON;
 	}
-	if (utf8_chars(r->pkey) > KINESIS_MAX_PKEY_CHARS) {
+	if (utf16_units(r->pkey) > KINESIS_MAX_PKEY_CHARS) {
 		tg_seterr(why, whylen, TG_EPERM, "record %lld: partition key over %d characters",
 			  (long long)r->id, KINESIS_MAX_PKEY_CHARS);
 		return SINK_POISON;
@@ -255,6 +274,11 @@ static sink *kinesis_open(const void *opts_, const sink_env *env, sink_limits *l
 	k->opts = o;
 	if (!o->stream || !*o->stream) {
 		tg_seterr(err, errlen, TG_EINVAL, "kinesis: stream is required");
+		goto fail;
+	}
+	if (!stream_name_ok(o->stream)) {
+		tg_seterr(err, errlen, TG_EINVAL,
+			  "kinesis: stream name \"%s\" is not 1-128 characters of [a-zA-Z0-9_.-]", o->stream);
 		goto fail;
 	}
 	if (aws_creds_resolve(&creds, o->access_key_id, o->secret_access_key, o->session_token, NULL,

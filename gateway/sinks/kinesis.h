@@ -38,8 +38,8 @@ typedef struct kinesis_opts {
 extern const sink_ops sink_kinesis_ops;
 
 /* SINK_OK when r can be sent, SINK_POISON (reason in why) when Kinesis would refuse it
- * whatever happens: empty partition key, key over 256 characters, data + "\n" + key over
- * 1 MiB. */
+ * whatever happens: empty partition key, key over 256 UTF-16 code units (Kinesis counts
+ * like a Java String), data + "\n" + key over 1 MiB. */
 sink_status sink_kinesis_check_record(const sink_record *r, char *why, size_t whylen);
 
 /* Bytes r adds to a PutRecords request for the 5 MiB limit: data + "\n" + partition key. */

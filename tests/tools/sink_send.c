@@ -198,25 +198,25 @@ int main(int argc, char **argv)
 		goto out;
 	for (int64_t i = 0; i < count; i++) {
 		int64_t id = start + i;
-		char head[512];
-		int hn;
+		const char *table = tables[i % (int64_t)ntables];
+		int64_t cms = created + i * step;
 		pkeys[i] = malloc(32);
 		if (!pkeys[i])
 			goto out;
 		snprintf(pkeys[i], 32, "dev-%04" PRId64, i % npk);
 		if (id == empty_id)
 			pkeys[i][0] = '\0';
-		const char *table = tables[i % (int64_t)ntables];
-		int64_t cms = created + i * step;
-		hn = snprintf(head, sizeof head,
-			      "{\"msg_id\":\"%s-%" PRId64 "\",\"thing\":\"%s\",\"table\":\"%s\",\"ts\":%" PRId64
-			      ",\"seq\":%" PRId64 ",\"pad\":\"",
-			      gw, id, pkeys[i], table, cms, i);
+#define HEAD_FMT "{\"msg_id\":\"%s-%" PRId64 "\",\"thing\":\"%s\",\"table\":\"%s\",\"ts\":%" PRId64 \
+		 ",\"seq\":%" PRId64 ",\"pad\":\""
+		int hn = snprintf(NULL, 0, HEAD_FMT, gw, id, pkeys[i], table, cms, i);
+		if (hn < 0)
+			goto out;
 		size_t pad = id == big_id && big_bytes > hn + 2 ? (size_t)big_bytes - (size_t)hn - 2 : 0;
 		bufs[i] = malloc((size_t)hn + pad + 3);
 		if (!bufs[i])
 			goto out;
-		memcpy(bufs[i], head, (size_t)hn);
+		snprintf(bufs[i], (size_t)hn + 1, HEAD_FMT, gw, id, pkeys[i], table, cms, i);
+#undef HEAD_FMT
 		memset(bufs[i] + hn, 'x', pad);
 		memcpy(bufs[i] + hn + pad, "\"}", 3);
 		recs[i] = (sink_record){ .id = id, .table = table, .pkey = pkeys[i], .created_ms = cms,

@@ -178,6 +178,16 @@ static void test_check_record(void **state)
 	assert_int_equal(sink_kinesis_check_record(&r, why, sizeof why), SINK_POISON);
 	r.pkey = utf;
 	assert_int_equal(sink_kinesis_check_record(&r, why, sizeof why), SINK_OK);
+	/* Outside the BMP a character is two UTF-16 units: 128 emoji fit, 129 do not. */
+	char emoji[4 * 129 + 1];
+	for (int i = 0; i < 129; i++)
+		memcpy(emoji + 4 * i, "\xf0\x9f\x8c\x8a", 4);
+	emoji[4 * 128] = 0;
+	r.pkey = emoji;
+	assert_int_equal(sink_kinesis_check_record(&r, why, sizeof why), SINK_OK);
+	memcpy(emoji + 4 * 128, "\xf0\x9f\x8c\x8a", 4);
+	emoji[4 * 129] = 0;
+	assert_int_equal(sink_kinesis_check_record(&r, why, sizeof why), SINK_POISON);
 
 	/* data + "\n" + key exactly 1 MiB is fine, one byte more is poison. */
 	r = rec(7, "k", big, KINESIS_MAX_RECORD - 2);
@@ -357,6 +367,9 @@ static void test_send_unreachable(void **state)
 	o.stream = "";
 	assert_null(sink_kinesis_ops.open(&o, &env, &lim, err, sizeof err));
 	assert_non_null(strstr(err, "stream"));
+	o.stream = "bad name";
+	assert_null(sink_kinesis_ops.open(&o, &env, &lim, err, sizeof err));
+	assert_non_null(strstr(err, "bad name"));
 	o.stream = "s";
 	o.access_key_id = "AK";
 	o.secret_access_key = "";
