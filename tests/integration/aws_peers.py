@@ -358,7 +358,7 @@ class ScriptedPeer:
                                                peer.service_is_s3)
                 peer.requests.append({"method": self.command, "path": self.path, "headers": hdrs,
                                       "body": body, "sig_ok": ok, "sig_why": why,
-                                      "signed": signed})
+                                      "signed": signed, "client": self.client_address})
                 status, rh, rb = peer.respond(self.command, self.path, hdrs, body)
                 self.send_response(status)
                 for k, v in rh.items():

@@ -199,12 +199,48 @@ def test_kinesis_validation_error_is_narrowed_to_the_bad_record():
     assert len(calls) == 9
     delivered = [i for c in calls for i in _ids(c) if "gw-v-7" not in _ids(c)]
     assert sorted(delivered) == sorted("gw-v-%d" % i for i in range(1, 17) if i != 7)
+    # One keep-alive connection for the whole batch.
+    assert len({c["client"] for c in calls}) == 1
     for c in calls:
         assert c["method"] == "POST" and c["path"] == "/"
         assert c["headers"]["x-amz-target"] == "Kinesis_20131202.PutRecords"
         assert c["headers"]["content-type"] == "application/x-amz-json-1.1"
         assert c["sig_ok"], c["sig_why"]
         assert "/eu-west-1/kinesis/aws4_request" in c["headers"]["authorization"]
+
+
+def test_kinesis_partial_failure_retries_only_the_failed_records():
+    def respond(method, path, headers, body):
+        ids = [json.loads(base64.b64decode(r["Data"]))["msg_id"] for r in json.loads(body)["Records"]]
+        recs = []
+        for i, m in enumerate(ids):
+            n = int(m.rsplit("-", 1)[1])
+            if n % 5 == 0:
+                recs.append({"ErrorCode": "ProvisionedThroughputExceededException",
+                             "ErrorMessage": "Rate exceeded for shard shardId-0"})
+            elif n == 3:
+                recs.append({"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."})
+            else:
+                recs.append({"SequenceNumber": str(i), "ShardId": "shardId-0"})
+        out = {"FailedRecordCount": sum("ErrorCode" in r for r in recs), "Records": recs}
+        return 200, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(out).encode()
+    with aws_peers.ScriptedPeer(respond, aws_peers.KINESIS_SECRET) as peer:
+        status, _, summary, err = run_sink("kinesis", [
+            "--count", 20, "--gateway-id", "gw-r", "stream=s", "endpoint=" + peer.endpoint],
+            KIN_CREDS, check_rc=1)
+    assert len(peer.requests) == 1  # a partial failure is not retried inside the sink
+    assert {i for i, s in status.items() if s == "RETRY"} == {3, 5, 10, 15, 20}
+    assert summary["ok"] == 15 and summary["poison"] == 0 and summary["failed_calls"] == 0
+    assert "5 of 20 records failed" in err
+
+
+def test_kinesis_oversized_or_garbled_answer_is_a_retry():
+    big = b'{"FailedRecordCount":0,"Records":[' + b" " * (2 << 20) + b"]}"
+    for body in (big, b"<html>proxy</html>", b'{"FailedRecordCount":0,"Records":[]}'):
+        with aws_peers.ScriptedPeer(lambda *a: (200, {}, body), aws_peers.KINESIS_SECRET) as peer:
+            _, _, summary, err = run_sink("kinesis", ["--count", 2, "stream=s",
+                                                      "endpoint=" + peer.endpoint], KIN_CREDS, check_rc=1)
+        assert summary["retry"] == 2 and summary["failed_calls"] == 1, err
 
 
 def test_kinesis_signature_with_session_token_checks_out():
