@@ -233,17 +233,7 @@ kinesis_call_action sink_kinesis_classify(long status, const char *body, size_t 
 
 static void kinesis_options_free(void *opts)
 {
-	kinesis_opts *o = opts;
-	if (!o)
-		return;
-	free(o->stream);
-	free(o->region);
-	free(o->endpoint);
-	free(o->access_key_id);
-	free(o->secret_access_key);
-	free(o->session_token);
-	o->stream = o->region = o->endpoint = NULL;
-	o->access_key_id = o->secret_access_key = o->session_token = NULL;
+	config_table_free(kinesis_options, opts);
 }
 
 static void kinesis_close(sink *s)

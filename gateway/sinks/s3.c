@@ -230,18 +230,7 @@ sink_status sink_s3_classify(long status, const char *body, size_t len, char *co
 
 static void s3_options_free(void *opts)
 {
-	s3_opts *o = opts;
-	if (!o)
-		return;
-	free(o->bucket);
-	free(o->prefix);
-	free(o->region);
-	free(o->endpoint);
-	free(o->access_key_id);
-	free(o->secret_access_key);
-	free(o->session_token);
-	o->bucket = o->prefix = o->region = o->endpoint = NULL;
-	o->access_key_id = o->secret_access_key = o->session_token = NULL;
+	config_table_free(s3_options, opts);
 }
 
 static void s3_close(sink *s)

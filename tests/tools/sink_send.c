@@ -13,11 +13,9 @@
  * "summary ok=N retry=N poison=N calls=N failed_calls=N"; the sink's error text goes to
  * stderr. Exit status 0 when every call returned and nothing is left SINK_RETRY.
  *
- * Options are parsed against the sink's own config_option table by a small local parser
- * (strings, ints, bools, sizes, durations) so this tool does not depend on the daemon's
- * config loader.
+ * Options are parsed against the sink's own config_option table with the config loader's
+ * table functions, so they take the same values as a `[sink NAME]` section.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,77 +27,6 @@
 #include "err.h"
 #include "log.h"
 #include "sinks/sink.h"
-
-static int parse_num(const char *s, int64_t *out, int kind) /* kind: 0 int, 1 size, 2 duration */
-{
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (errno || end == s)
-		return -1;
-	int64_t m = 1;
-	if (kind == 1 && *end) {
-		switch (*end++) {
-		case 'k': case 'K': m = 1024; break;
-		case 'm': case 'M': m = 1024 * 1024; break;
-		case 'g': case 'G': m = 1024 * 1024 * 1024; break;
-		default: return -1;
-		}
-	} else if (kind == 2 && *end) {
-		if (!strcmp(end, "ms")) m = 1, end += 2;
-		else if (*end == 's') m = 1000, end++;
-		else if (*end == 'm') m = 60000, end++;
-		else if (*end == 'h') m = 3600000, end++;
-		else return -1;
-	}
-	if (*end)
-		return -1;
-	*out = (int64_t)v * m;
-	return 0;
-}
-
-static int opt_set(const config_option *o, void *base, const char *value)
-{
-	char *p = (char *)base + o->offset;
-	int64_t v;
-	switch (o->type) {
-	case CFG_STRING: {
-		char *d = strdup(value);
-		if (!d)
-			return -1;
-		free(*(char **)p);
-		*(char **)p = d;
-		return 0;
-	}
-	case CFG_BOOL:
-		if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "yes") || !strcmp(value, "on"))
-			*(int *)p = 1;
-		else if (!strcmp(value, "false") || !strcmp(value, "0") || !strcmp(value, "no") || !strcmp(value, "off"))
-			*(int *)p = 0;
-		else
-			return -1;
-		return 0;
-	case CFG_INT:
-	case CFG_SIZE:
-	case CFG_DURATION:
-		if (parse_num(value, &v, o->type == CFG_SIZE ? 1 : o->type == CFG_DURATION ? 2 : 0))
-			return -1;
-		if ((o->min || o->max) && (v < o->min || v > o->max))
-			return -1;
-		*(int64_t *)p = v;
-		return 0;
-	default:
-		return -1;
-	}
-}
-
-static const config_option *opt_find(const config_option *t, const char *name, size_t len)
-{
-	for (; t->name; t++)
-		if (strlen(t->name) == len && !strncmp(t->name, name, len))
-			return t;
-	return NULL;
-}
 
 static void usage(void)
 {
@@ -140,11 +67,10 @@ int main(int argc, char **argv)
 	opts = calloc(1, ops->options_size);
 	if (!opts)
 		goto out;
-	for (const config_option *o = ops->options; o->name; o++)
-		if (o->def && opt_set(o, opts, o->def)) {
-			fprintf(stderr, "sink_send: bad default for %s\n", o->name);
-			goto out;
-		}
+	if (config_table_defaults(ops->options, opts, err, sizeof err)) {
+		fprintf(stderr, "sink_send: defaults: %s\n", err);
+		goto out;
+	}
 	created = (int64_t)time(NULL) * 1000;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
@@ -164,9 +90,10 @@ int main(int argc, char **argv)
 			else if (!strcmp(a, "--batch")) batch = strtoll(nv, NULL, 10);
 			else { usage(); goto out; }
 		} else if (eq) {
-			const config_option *o = opt_find(ops->options, a, (size_t)(eq - a));
-			if (!o || opt_set(o, opts, eq + 1)) {
-				fprintf(stderr, "sink_send: bad option %s\n", a);
+			char key[128];
+			snprintf(key, sizeof key, "%.*s", (int)(eq - a), a);
+			if (config_table_set(ops->options, opts, key, eq + 1, err, sizeof err)) {
+				fprintf(stderr, "sink_send: option %s: %s\n", a, err);
 				goto out;
 			}
 		} else {
@@ -184,6 +111,10 @@ int main(int argc, char **argv)
 	     t = strtok(NULL, ","))
 		tables[ntables++] = t;
 
+	if (config_table_check(ops->options, opts, err, sizeof err)) {
+		fprintf(stderr, "sink_send: %s\n", err);
+		goto out;
+	}
 	sink_env env = { .gateway_id = gw };
 	s = ops->open(opts, &env, &lim, err, sizeof err);
 	if (!s) {
@@ -276,6 +207,8 @@ out:
 	free(tables_arg);
 	if (opts && ops->options_free)
 		ops->options_free(opts);
+	if (opts)
+		config_table_free(ops->options, opts);
 	free(opts);
 	curl_global_cleanup();
 	return rc;
