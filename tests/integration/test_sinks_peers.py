@@ -40,7 +40,9 @@ def run_sink(sink_type, args, creds, check_rc=None):
     if not os.path.exists(SINK_SEND):
         pytest.fail("%s missing: make %s" % (SINK_SEND, os.path.relpath(SINK_SEND, ROOT)))
     env = dict(os.environ)
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+    # Only the test's credentials, and never a proxy between us and 127.0.0.1.
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "http_proxy",
+              "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         env.pop(k, None)
     env.update(creds)
     env["ASAN_OPTIONS"] = "detect_leaks=1:exitcode=86"
@@ -369,6 +371,11 @@ def test_s3_put_is_signed_with_md5_and_payload_hash():
         assert "content-encoding" not in h
         lines = gzip.decompress(r["body"]).decode().splitlines()
         assert lines and all(json.loads(x)["table"] == "telemetry" for x in lines)
+    # Negative control: the same upload signed with another secret does not check out.
+    with aws_peers.ScriptedPeer(respond, "another-secret", service_is_s3=True) as peer:
+        run_sink("s3", ["--count", 1, "bucket=lake", "path_style=true", "endpoint=" + peer.endpoint],
+                 {"AWS_ACCESS_KEY_ID": "AKIDT", "AWS_SECRET_ACCESS_KEY": "sekrit"})
+    assert not peer.requests[0]["sig_ok"]
 
 
 def test_s3_peer_down_then_back():
