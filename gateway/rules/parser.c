@@ -59,6 +59,25 @@ static int next(parser *p)
 	return 0;
 }
 
+/* "identifier 'foo'" for tokens with text of their own, "'>'" for punctuation */
+static const char *describe(parser *p, char *buf, size_t len)
+{
+	rules_tok_kind k = p->lx.tok.k;
+	if (k == TK_EOF)
+		return "end of input";
+	if (k >= TK_SELECT) { /* keywords as the reader would write them */
+		size_t n = p->lx.tok.len < len - 1 ? p->lx.tok.len : len - 1;
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (char)toupper((unsigned char)p->lx.src[p->lx.tok.pos + i]);
+		buf[n] = '\0';
+	} else if (k == TK_IDENT || k == TK_STR || k == TK_INT || k == TK_DEC || k == TK_VAR)
+		snprintf(buf, len, "%s '%.*s'", rules_tok_name(k), (int)(p->lx.tok.len > 40 ? 40 : p->lx.tok.len),
+			 p->lx.src + p->lx.tok.pos);
+	else
+		snprintf(buf, len, "%s", rules_tok_name(k));
+	return buf;
+}
+
 static rules_tok_kind cur(parser *p)
 {
 	return p->lx.tok.k;
@@ -66,12 +85,12 @@ static rules_tok_kind cur(parser *p)
 
 static int expect(parser *p, rules_tok_kind k, const char *what)
 {
+	char dbuf[80];
 	if (cur(p) != k) {
 		if (cur(p) == TK_EOF)
 			fail(p, p->lx.tok.pos, "expected %s, found end of input", what);
 		else
-			fail(p, p->lx.tok.pos, "expected %s, found %s '%.*s'", what, rules_tok_name(cur(p)),
-			     (int)(p->lx.tok.len > 40 ? 40 : p->lx.tok.len), p->lx.src + p->lx.tok.pos);
+			fail(p, p->lx.tok.pos, "expected %s, found %s", what, describe(p, dbuf, sizeof dbuf));
 		return -1;
 	}
 	return next(p);
@@ -417,6 +436,7 @@ fail:
 
 static rules_node *parse_primary(parser *p)
 {
+	char dbuf[80];
 	size_t pos = p->lx.tok.pos;
 	rules_node *n = NULL;
 	switch (cur(p)) {
@@ -517,8 +537,7 @@ static rules_node *parse_primary(parser *p)
 	case TK_EOF: return fail(p, pos, "expected an expression, found end of input");
 	case TK_STAR: return fail(p, pos, "'*' is only allowed as a SELECT item or in encode(*, ...)");
 	default:
-		return fail(p, pos, "expected an expression, found %s '%.*s'", rules_tok_name(cur(p)),
-			    (int)(p->lx.tok.len > 40 ? 40 : p->lx.tok.len), p->lx.src + pos);
+		return fail(p, pos, "expected an expression, found %s", describe(p, dbuf, sizeof dbuf));
 	}
 	if (next(p) < 0) {
 		rules_node_free(n);
@@ -858,6 +877,7 @@ static int parse_item(parser *p, rules_query *q)
 
 static rules_query *parse_query(parser *p, int top)
 {
+	char dbuf[80];
 	rules_query *q = calloc(1, sizeof *q);
 	if (!q)
 		return fail(p, p->lx.tok.pos, "out of memory");
@@ -888,8 +908,7 @@ static rules_query *parse_query(parser *p, int top)
 		if (cur(p) == TK_EOF)
 			fail(p, p->lx.tok.pos, "expected FROM, found end of input");
 		else
-			fail(p, p->lx.tok.pos, "expected ',' or FROM, found %s '%.*s'", rules_tok_name(cur(p)),
-			     (int)(p->lx.tok.len > 40 ? 40 : p->lx.tok.len), p->lx.src + p->lx.tok.pos);
+			fail(p, p->lx.tok.pos, "expected ',' or FROM, found %s", describe(p, dbuf, sizeof dbuf));
 		goto fail;
 	}
 	if (next(p) < 0)
@@ -943,6 +962,7 @@ static void report(parser *p, size_t *err_pos, char *err, size_t errlen)
 
 rules_stmt *rules_parse_stmt(const char *src, size_t len, size_t *err_pos, char *err, size_t errlen)
 {
+	char dbuf[80];
 	parser p;
 	parser_init(&p, src, len, 0);
 	rules_stmt *st = calloc(1, sizeof *st);
@@ -1017,8 +1037,7 @@ rules_stmt *rules_parse_stmt(const char *src, size_t len, size_t *err_pos, char 
 	if (!st->q)
 		goto fail;
 	if (cur(&p) != TK_EOF) {
-		fail(&p, p.lx.tok.pos, "unexpected %s '%.*s' after the statement", rules_tok_name(cur(&p)),
-		     (int)(p.lx.tok.len > 40 ? 40 : p.lx.tok.len), src + p.lx.tok.pos);
+		fail(&p, p.lx.tok.pos, "unexpected %s after the statement", describe(&p, dbuf, sizeof dbuf));
 		goto fail;
 	}
 	rules_lex_free(&p.lx);
@@ -1034,6 +1053,7 @@ rules_node *rules_parse_expr(const char *src, size_t len, size_t start, rules_to
 			     char **var_names, int nvars, size_t *end_pos, size_t *err_pos,
 			     char *err, size_t errlen)
 {
+	char dbuf[80];
 	parser p;
 	parser_init(&p, src, len, start);
 	p.vars = var_names;
@@ -1048,7 +1068,7 @@ rules_node *rules_parse_expr(const char *src, size_t len, size_t start, rules_to
 		if (end == TK_RBRACE)
 			fail(&p, p.lx.tok.pos, "expected '}' to close ${...}");
 		else
-			fail(&p, p.lx.tok.pos, "unexpected %s after the expression", rules_tok_name(cur(&p)));
+			fail(&p, p.lx.tok.pos, "unexpected %s after the expression", describe(&p, dbuf, sizeof dbuf));
 		goto fail;
 	}
 	if (end_pos)
