@@ -219,7 +219,7 @@ static void test_sql_error_positions(void **state)
 	/* tab escape */
 	expect_err("{\"actions\": [], \"sql\":\n\t\"SELECT\\ta FROM 'x' WHERE\"}", "r.json:2:27: expected an expression, found end of input");
 	expect_err("{\"actions\": [], \"sql\": \"SELECT aws_lambda('arn', *) FROM 'x'\"}",
-		   "r.json:1:33: function 'aws_lambda' is not supported at the edge");
+		   "r.json:1:32: function 'aws_lambda' is not supported at the edge");
 	expect_err("{\"actions\": [], \"sql\": \"SELECT get_thing_shadow('t', 'r') FROM 'x'\"}",
 		   "not supported at the edge");
 	expect_err("{\"actions\": [], \"sql\": \"SELECT get_dynamodb('t','k','v','r') FROM 'x'\"}", "not supported at the edge");
@@ -227,7 +227,7 @@ static void test_sql_error_positions(void **state)
 		   "not supported at the edge");
 	expect_err("{\"actions\": [], \"sql\": \"SELECT machinelearning_predict('m','r',*) FROM 'x'\"}",
 		   "not supported at the edge");
-	expect_err("{\"actions\": [], \"sql\": \"SELECT nosuch(1) FROM 'x'\"}", "r.json:1:33: unknown function 'nosuch'");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT nosuch(1) FROM 'x'\"}", "r.json:1:32: unknown function 'nosuch'");
 	expect_err("{\"actions\": [], \"sql\": \"SELECT abs(1, 2) FROM 'x'\"}", "abs() takes 1 argument, 2 given");
 	expect_err("{\"actions\": [], \"sql\": \"SELECT regexp_matches(a, '[') FROM 'x'\"}",
 		   "invalid regular expression");
