@@ -272,7 +272,7 @@ int main(void)
 		tests[i].test_func = run_case;
 		tests[i].initial_state = c;
 	}
-	if (n < 200 && !getenv("TG_RULES_ANY_COUNT")) {
+	if (n < 200) {
 		fprintf(stderr, "%s: only %zu cases (the suite promises at least 200)\n", path, n);
 		bad = 1;
 	}
