@@ -116,6 +116,12 @@ static int node_add(parser *p, rules_node *n, rules_node *child)
 	}
 	n->a = a;
 	n->a[n->na++] = child;
+	if (child->depth + 1 > n->depth)
+		n->depth = child->depth + 1;
+	if (n->depth > MAX_DEPTH) {
+		fail(p, child->pos, "expression nested too deeply");
+		return -1;
+	}
 	return 0;
 }
 

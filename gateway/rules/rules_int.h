@@ -170,6 +170,7 @@ typedef struct rules_query rules_query;
 typedef struct rules_node {
 	rules_node_kind k;
 	size_t pos;              /* offset in the source text for error messages */
+	int depth;               /* height of the subtree: bounded so evaluation cannot overflow the stack */
 	int64_t ival;
 	char *name;              /* RN_FIELD / RN_DOT member, RN_CALL lower-cased name */
 	rules_val lit;           /* RN_LIT */
