@@ -19,6 +19,7 @@
 #include "broker.h"
 #include "config.h"
 #include "outbox.h"
+#include "rules/rules.h"
 
 typedef enum {
 	INGEST_R_TOO_LARGE = 0,
@@ -39,9 +40,19 @@ typedef struct ingest_stats {
 
 typedef struct ingest ingest;
 
+/* Counters of the rules stage (written by the ingest thread only, read by /metrics). */
+typedef struct ingest_rule_stats {
+	_Atomic uint64_t evaluated, matched, actions, action_errors, eval_errors;
+	_Atomic uint64_t republished, republish_errors, sink_appends;
+} ingest_rule_stats;
+
 ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size_t errlen);
 void ingest_free(ingest *ig); /* NULL-safe */
 ingest_stats *ingest_stats_of(ingest *ig);
+ingest_rule_stats *ingest_rule_stats_of(ingest *ig);
+/* Swap the active rule set (borrowed; the daemon owns it and frees the old one after this
+ * returns, which is safe because rules run only on the ingest thread). NULL = no rules. */
+void ingest_set_rules(ingest *ig, const rules_set *rs);
 
 /* Process one message. payload is borrowed. Returns 0 (accepted or quarantined) or < 0
  * when the outbox failed (the daemon logs it; the message was not accepted). */

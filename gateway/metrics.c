@@ -92,7 +92,17 @@ static char *render_metrics(tg_daemon *d)
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
 		sb_printf(&b, "tidegate_sink_up{sink=\"%s\",type=\"%s\"} %d\n", s->name, s->type, atomic_load(&s->up));
 	}
-	counter(&b, "tidegate_rules_reloads_total", "Rule reloads.", d->reloads);
+	ingest_rule_stats *rs = ingest_rule_stats_of(d->ig);
+	counter(&b, "tidegate_rules_evaluated_total", "Rules whose FROM matched a message.", atomic_load(&rs->evaluated));
+	counter(&b, "tidegate_rules_matched_total", "Rules whose WHERE held.", atomic_load(&rs->matched));
+	counter(&b, "tidegate_rules_actions_total", "Rule actions run.", atomic_load(&rs->actions));
+	counter(&b, "tidegate_rules_action_errors_total", "Rule actions that failed (errorAction ran).",
+		atomic_load(&rs->action_errors));
+	counter(&b, "tidegate_rules_eval_errors_total", "Runtime errors evaluating rule SQL.", atomic_load(&rs->eval_errors));
+	counter(&b, "tidegate_republished_rule_total", "Messages republished by rule actions.", atomic_load(&rs->republished));
+	counter(&b, "tidegate_rules_reloads_total", "Successful rule reloads.", atomic_load(&d->reloads));
+	counter(&b, "tidegate_rules_reload_failures_total", "Reloads refused because the new set was invalid.",
+		atomic_load(&d->reload_failures));
 	return b.p;
 }
 
