@@ -59,6 +59,7 @@ struct counters {
 	uint64_t kinds[SIM_KIND_COUNT];
 	uint64_t spike, anomaly, stuck;
 	uint64_t reconnects;
+	uint64_t not_sent; /* count mode: slots never published (a connection given up) */
 };
 
 struct conn;
@@ -89,6 +90,7 @@ struct conn {
 	int unfinished;  /* things on this connection that still have slots to send */
 	uint64_t outstanding; /* published, not yet acknowledged */
 	int64_t retry_at_ns;
+	int64_t down_since_ns; /* when the connection was lost (0 while up) */
 };
 
 struct run;
@@ -138,6 +140,7 @@ static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	struct conn *c = obj;
 	if (rc == 0) {
 		c->connected = 1;
+		c->down_since_ns = 0;
 	} else {
 		c->refused = 1;
 		LOG_ERROR(SUB, "msg=\"connection refused\" conn=%d reason=\"%s\"", c->index,
@@ -149,6 +152,8 @@ static void cb_disconnect(struct mosquitto *mosq, void *obj, int rc,
 			  const mosquitto_property *props)
 {
 	struct conn *c = obj;
+	if (c->connected)
+		c->down_since_ns = mono_ns();
 	c->connected = 0;
 	if (!c->closing && c->w)
 		LOG_WARN(SUB, "msg=\"connection lost\" conn=%d rc=%d", c->index, rc);
@@ -428,6 +433,29 @@ static void try_reconnect(struct worker *w, struct conn *c, int64_t now)
 	c->retry_at_ns = now + 2000000000;
 }
 
+/* A connection that was refused on reconnect, or has been down for longer than the drain
+ * timeout, stops sending (its unsent messages show up as not_sent); one whose --duration
+ * is over stops too. What it has in flight is still awaited until the drain deadline. */
+static void give_up_if_hopeless(struct worker *w, struct conn *c, int64_t now)
+{
+	const struct run *r = w->run;
+	if (c->unfinished == 0)
+		return;
+	int over = r->o.duration_s > 0 && now - r->start_ns >= (int64_t)(r->o.duration_s * 1e9);
+	int hopeless = c->refused ||
+		       (c->down_since_ns && now - c->down_since_ns > (int64_t)(r->o.drain_timeout_s * 1e9));
+	if (hopeless)
+		LOG_ERROR(SUB, "msg=\"giving up on connection\" conn=%d refused=%d", c->index, c->refused);
+	if (hopeless || over)
+		c->unfinished = 0;
+	if (c->refused) {
+		/* Nothing will ever acknowledge these. */
+		w->c.failed += c->outstanding;
+		w->c.failed_unacked += c->outstanding;
+		c->outstanding = 0;
+	}
+}
+
 static int worker_busy(const struct worker *w)
 {
 	for (int i = 0; i < w->nconns; i++)
@@ -458,6 +486,7 @@ static void *worker_main(void *arg)
 		for (int i = 0; i < w->nconns; i++) {
 			struct conn *c = w->conns[i];
 			if (!c->connected) {
+				give_up_if_hopeless(w, c, now);
 				if (c->unfinished > 0 || c->outstanding > 0)
 					try_reconnect(w, c, now);
 				continue;
@@ -547,6 +576,7 @@ static void merge(struct counters *a, const struct counters *b)
 	a->anomaly += b->anomaly;
 	a->stuck += b->stuck;
 	a->reconnects += b->reconnects;
+	a->not_sent += b->not_sent;
 }
 
 static int write_summary_json(const struct run *r, const struct counters *k, double elapsed,
@@ -571,6 +601,7 @@ static int write_summary_json(const struct run *r, const struct counters *k, dou
 	json_object_set_new(root, "threads", json_integer(r->nworkers));
 	json_object_set_new(root, "seed", json_integer((json_int_t)r->o.seed));
 	json_object_set_new(root, "reconnects", json_integer((json_int_t)k->reconnects));
+	json_object_set_new(root, "not_sent", json_integer((json_int_t)k->not_sent));
 	json_object_set_new(root, "acked_no_subscribers",
 			    json_integer((json_int_t)k->acked_no_subscribers));
 	json_object_set_new(root, "exit_code", json_integer(exit_code));
@@ -753,14 +784,20 @@ int main(int argc, char **argv)
 		merge(&total, &r.workers[i].c);
 		worker_failed |= r.workers[i].rc != 0;
 	}
+	if (r.o.count && r.o.duration_s <= 0 && !atomic_load(&g_stop))
+		for (int i = 0; i < r.o.things; i++)
+			total.not_sent += r.o.count - r.things[i].slots;
 	double elapsed = (double)(mono_ns() - r.start_ns) / 1e9;
 	double rate = elapsed > 0 ? (double)total.acked / elapsed : 0;
-	exit_code = worker_failed ? 1 : (total.failed ? 4 : 0);
+	exit_code = worker_failed ? 1 : (total.failed || total.not_sent ? 4 : 0);
 	if (r.hostile_log)
 		fflush(r.hostile_log);
 	printf("device_sim: sent=%" PRIu64 " acked=%" PRIu64 " failed=%" PRIu64 " hostile=%" PRIu64
 	       " elapsed=%.3f rate=%.1f/s\n",
 	       total.sent, total.acked, total.failed, total.hostile, elapsed, rate);
+	if (total.not_sent)
+		fprintf(stderr, "device_sim: %" PRIu64 " messages were never sent (connection given up)\n",
+			total.not_sent);
 	fflush(stdout);
 	if (r.o.summary_json && write_summary_json(&r, &total, elapsed, rate, exit_code) < 0) {
 		fprintf(stderr, "device_sim: cannot write %s\n", r.o.summary_json);
