@@ -15,8 +15,8 @@ THING=$2
 check_thing_name "$THING"
 [ -f "$OUT/ca.crt" ] && [ -f "$OUT/ca-db/index.txt" ] ||
 	die "$OUT has no CA; run make-certs.sh first"
-write_ca_config "$OUT"
 lock_db "$OUT"
+write_ca_config "$OUT"
 ISSUED=0
 issue "$THING" "$OUT/things" client_ext
 echo "$OUT/things/$THING.crt"

@@ -16,8 +16,8 @@ check_thing_name "$THING"
 [ -f "$OUT/ca-db/index.txt" ] || die "$OUT has no CA database; run make-certs.sh first"
 crt=$OUT/things/$THING.crt
 [ -f "$crt" ] || die "no certificate for $THING ($crt)"
-write_ca_config "$OUT"
 lock_db "$OUT"
+write_ca_config "$OUT"
 
 serial=$(openssl x509 -in "$crt" -noout -serial)
 serial=${serial#serial=}
