@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -229,50 +230,68 @@ static int conn_start(struct run *r, struct conn *c)
 	return 0;
 }
 
+/* Let libmosquitto read, write and keep alive one connection after poll() said `revents`.
+ * Our own poll instead of mosquitto_loop(), which uses select() and so refuses every
+ * descriptor above 1023. */
+static int conn_drive(struct conn *c, short revents)
+{
+	int rc = MOSQ_ERR_SUCCESS;
+	if (revents & (POLLIN | POLLERR | POLLHUP))
+		rc = mosquitto_loop_read(c->mosq, 1);
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(c->mosq) >= 0 && mosquitto_want_write(c->mosq))
+		rc = mosquitto_loop_write(c->mosq, 1);
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(c->mosq) >= 0)
+		rc = mosquitto_loop_misc(c->mosq);
+	return rc;
+}
+
 /* Connect every connection and wait for every CONNACK. Up to CONNECT_WINDOW handshakes
  * run at once: the broker spends tens of milliseconds per TLS 1.3 handshake (session
  * tickets), so doing them one after another would make 100 things take seconds. */
 #define CONNECT_WINDOW 32
 static int connect_all(struct run *r)
 {
-	int started = 0, done = 0;
+	struct conn *pending[CONNECT_WINDOW];
+	struct pollfd pfd[CONNECT_WINDOW];
+	int npending = 0, started = 0, done = 0;
 	int64_t deadline = mono_ns() + (int64_t)(r->o.connect_timeout_s * 1e9);
 	while (done < r->nconns) {
-		while (started < r->nconns && started - done < CONNECT_WINDOW) {
+		while (started < r->nconns && npending < CONNECT_WINDOW) {
 			int rc = conn_start(r, &r->conns[started]);
 			if (rc < 0)
 				return rc;
-			started++;
+			pending[npending++] = &r->conns[started++];
 		}
-		int progressed = 0;
-		done = 0;
-		for (int i = 0; i < started; i++) {
-			struct conn *c = &r->conns[i];
-			if (c->refused) {
-				LOG_ERROR(SUB, "msg=\"CONNACK refused\" conn=%d", i);
-				return TG_EPERM;
-			}
-			if (c->connected) {
-				done++;
-				continue;
-			}
-			int rc = mosquitto_loop(c->mosq, 0, 1);
+		for (int i = 0; i < npending; i++) {
+			pfd[i].fd = mosquitto_socket(pending[i]->mosq);
+			pfd[i].events = POLLIN | (mosquitto_want_write(pending[i]->mosq) ? POLLOUT : 0);
+			pfd[i].revents = 0;
+		}
+		if (poll(pfd, (nfds_t)npending, 5) < 0 && errno != EINTR)
+			return TG_EIO;
+		for (int i = 0; i < npending;) {
+			struct conn *c = pending[i];
+			int rc = pfd[i].fd >= 0 ? conn_drive(c, pfd[i].revents) : MOSQ_ERR_NO_CONN;
+			if (c->refused)
+				return TG_EPERM; /* cb_connect logged the reason */
 			if (rc != MOSQ_ERR_SUCCESS) {
-				LOG_ERROR(SUB, "msg=\"no CONNACK\" conn=%d thing=%s err=\"%s\"", i,
+				LOG_ERROR(SUB, "msg=\"no CONNACK\" conn=%d thing=%s err=\"%s\"", c->index,
 					  c->things[0]->gen.name, mosquitto_strerror(rc));
 				return TG_ENET;
 			}
-			progressed |= c->connected;
+			if (c->connected) { /* swap-remove; pfd follows so the indexes stay paired */
+				pending[i] = pending[--npending];
+				pfd[i] = pfd[npending];
+				done++;
+				continue;
+			}
+			i++;
 		}
-		if (done == r->nconns)
-			break;
-		if (mono_ns() > deadline || atomic_load(&g_stop)) {
+		if (done < r->nconns && (mono_ns() > deadline || atomic_load(&g_stop))) {
 			LOG_ERROR(SUB, "msg=\"timed out waiting for CONNACKs\" connected=%d of=%d", done,
 				  r->nconns);
 			return TG_ENET;
 		}
-		if (!progressed)
-			usleep(1000);
 	}
 	return 0;
 }
@@ -527,15 +546,8 @@ static void *worker_main(void *arg)
 			w->rc = TG_EIO;
 			break;
 		}
-		for (int p = 0; p < np; p++) {
-			struct conn *c = w->conns[pidx[p]];
-			if (pfd[p].revents & (POLLIN | POLLERR | POLLHUP))
-				mosquitto_loop_read(c->mosq, 1);
-			if (mosquitto_socket(c->mosq) >= 0 && mosquitto_want_write(c->mosq))
-				mosquitto_loop_write(c->mosq, 1);
-			if (mosquitto_socket(c->mosq) >= 0)
-				mosquitto_loop_misc(c->mosq);
-		}
+		for (int p = 0; p < np; p++)
+			conn_drive(w->conns[pidx[p]], pfd[p].revents); /* errors surface as disconnects */
 	}
 	/* Whatever is still unacknowledged now is lost to us: count it, never hide it. */
 	for (int i = 0; i < w->nconns; i++) {
@@ -545,9 +557,14 @@ static void *worker_main(void *arg)
 		c->outstanding = 0;
 		c->closing = 1;
 		if (c->connected) {
+			/* DISCONNECT goes out at once; then read until the broker closes (at most
+			 * 200 ms), so our close is not a reset of a half-read connection. */
 			mosquitto_disconnect_v5(c->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
-			for (int k = 0; k < 20 && mosquitto_socket(c->mosq) >= 0; k++)
-				mosquitto_loop(c->mosq, 10, 1);
+			for (int k = 0; k < 20 && mosquitto_socket(c->mosq) >= 0; k++) {
+				struct pollfd one = {.fd = mosquitto_socket(c->mosq), .events = POLLIN};
+				if (poll(&one, 1, 10) > 0 && conn_drive(c, one.revents) != MOSQ_ERR_SUCCESS)
+					break;
+			}
 		}
 	}
 out:
@@ -666,6 +683,21 @@ static void run_free(struct run *r)
 	sim_opts_free(&r->o);
 }
 
+/* Each libmosquitto client holds a socket and a socket pair (3 descriptors), so a few
+ * hundred per-thing connections exceed the usual soft limit of 1024: raise it to the hard
+ * limit when that is needed. */
+static void raise_fd_limit(int nconns)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)nconns * 3 + 64;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		LOG_WARN(SUB, "msg=\"file descriptor limit may be too low\" limit=%llu needed=%llu",
+			 (unsigned long long)rl.rlim_cur, (unsigned long long)want);
+}
+
 /* Things, connections and workers, all wired up (no network yet). */
 static int build(struct run *r)
 {
@@ -752,6 +784,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "device_sim: out of memory\n");
 		goto out;
 	}
+	raise_fd_limit(r.nconns);
 	if (r.o.hostile_log && !(r.hostile_log = fopen(r.o.hostile_log, "w"))) {
 		fprintf(stderr, "device_sim: cannot open %s: %s\n", r.o.hostile_log, strerror(errno));
 		goto out;
