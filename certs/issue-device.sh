@@ -10,7 +10,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 [ $# -eq 2 ] || die "usage: issue-device.sh OUTDIR THING"
-OUT=$(cd "$1" && pwd) || die "no such directory $1"
+[ -d "$1" ] || die "no such directory $1"
+OUT=$(cd "$1" && pwd)
 THING=$2
 check_thing_name "$THING"
 [ -f "$OUT/ca.crt" ] && [ -f "$OUT/ca-db/index.txt" ] ||
