@@ -175,7 +175,11 @@ port = {self.http_port}
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=99")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=98")
-        self.proc = Proc([BUILD / "tidegate", "run", "-c", self.conf], self.dir / "tidegate.log", env=env)
+        argv = [BUILD / "tidegate", "run", "-c", self.conf]
+        if os.environ.get("TIDEGATE_VALGRIND") == "1":
+            argv = ["valgrind", "--quiet", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                    "--error-exitcode=97", *argv]
+        self.proc = Proc(argv, self.dir / "tidegate.log", env=env)
         if wait_connected:
             wait_until(lambda: self.metric("tidegate_broker_connected") == 1 or not self.proc.alive(), 20,
                        what="tidegate connected")
@@ -229,10 +233,28 @@ def read_lake(lake, table="telemetry"):
         data = p.read_bytes()
         if p.name.endswith(".gz") or p.name.endswith(".gz.inprogress"):
             data = gzip.decompress(data)
-        for line in data.decode().splitlines():
-            if line.strip():
+        lines = data.decode(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
                 out.append(json.loads(line))
+            except ValueError:
+                # only the tail of a file still being written (or cut by a crash) may be partial
+                if not (p.name.endswith(".inprogress") and i == len(lines) - 1):
+                    raise
     return out
+
+
+def outbox_msg_ids(db_path):
+    """msg_ids of the records still queued in an outbox database (read-only)."""
+    import sqlite3
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT payload FROM outbox").fetchall()
+    finally:
+        con.close()
+    return {json.loads(r[0])["msg_id"] for r in rows}
 
 
 def lake_files(lake, table="telemetry"):
