@@ -525,8 +525,12 @@ struct lctx {
 
 /* Position of the last key of path in the text: search each "key" (followed by ':') after
  * the previous one. Good enough to point at the offending key of a hand-written file. */
-static void locate(const struct lctx *c, const char *const *path, int *line, int *col)
+void schema_locate(const char *text, size_t len, const char *const *path, int *line, int *col)
 {
+	const struct {
+		const char *text;
+		size_t textlen;
+	} cc = {text, len}, *c = &cc;
 	size_t pos = 0, found = 0;
 	int have = 0;
 	for (int k = 0; path[k]; k++) {
@@ -576,7 +580,7 @@ static void lerr(struct lctx *c, const char *k1, const char *k2, const char *k3,
 {
 	const char *path[4] = {k1, k1 ? k2 : NULL, k1 && k2 ? k3 : NULL, NULL};
 	int line, col;
-	locate(c, path, &line, &col);
+	schema_locate(c->text, c->textlen, path, &line, &col);
 	c->nerr++;
 	if (!c->err || c->used + 1 >= c->errlen)
 		return;

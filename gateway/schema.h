@@ -120,6 +120,10 @@ int schema_topic_match(const char *filter, const char *topic);
 /* Parse RFC 3339 ("2026-11-25T16:30:09.123Z", "+01:00" offsets, 't'/' ' separator,
  * any number of fraction digits) into epoch ms. 0 or TG_EINVAL. */
 int schema_parse_rfc3339(const char *s, int64_t *out_ms);
+/* Locate the last key of a NULL-terminated key path in JSON source text (each key searched
+ * after the previous one) as 1-based line/column; 1:1 when not found. Loaders use it to
+ * name file:line:col for semantic errors, since jansson keeps no node positions. */
+void schema_locate(const char *text, size_t len, const char *const *path, int *line, int *col);
 /* Format epoch ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 25 bytes). Returns length or
  * TG_EINVAL (out of years 0000..9999). */
 int schema_format_rfc3339(int64_t ms, char *buf, size_t len);
