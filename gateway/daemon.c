@@ -79,6 +79,30 @@ static int load_rules(tg_daemon *d, int initial)
 	return 0;
 }
 
+static int load_schemas(tg_daemon *d, int initial)
+{
+	if (!d->cfg->schemas_dir || !*d->cfg->schemas_dir)
+		return 0;
+	char errbuf[8192] = "";
+	schema_set *ss = schema_load_dir(d->cfg->schemas_dir, errbuf, sizeof errbuf);
+	if (!ss) {
+		if (!initial)
+			atomic_fetch_add(&d->reload_failures, 1);
+		for (char *save = NULL, *line = strtok_r(errbuf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			LOG_ERROR("schema", "msg=\"%s\" error=\"%s\"",
+				  initial ? "invalid schema set, not starting" : "invalid schema set, keeping the previous one",
+				  line);
+		return TG_EPARSE;
+	}
+	if (d->ig)
+		ingest_set_schemas(d->ig, ss);
+	schema_set_free(d->schemas);
+	d->schemas = ss;
+	LOG_INFO("schema", "msg=\"schemas %s\" dir=%s schemas=%zu", initial ? "loaded" : "reloaded",
+		 d->cfg->schemas_dir, schema_count(ss));
+	return 0;
+}
+
 static void watch_rules(tg_daemon *d)
 {
 	d->inotify_fd = -1;
@@ -117,19 +141,22 @@ static void check_watch(tg_daemon *d, int64_t now)
 
 static void teardown(tg_daemon *d)
 {
+	http_stop(d->http);
+	d->http = NULL;
 	if (d->br)
 		broker_disconnect(d->br, 1000);
+	ingest_free(d->ig); /* emits open aggregate windows into the outbox */
+	d->ig = NULL;
 	if (d->ob && outbox_commit(d->ob) < 0)
 		LOG_ERROR("daemon", "msg=\"final outbox commit failed\"");
 	if (d->fw) {
 		forwarder_notify(d->fw);
 		forwarder_stop(d->fw, SHUTDOWN_DRAIN_MS);
 	}
-	http_stop(d->http);
-	ingest_free(d->ig);
 	broker_free(d->br);
 	outbox_close(d->ob);
 	rules_set_free(d->rules);
+	schema_set_free(d->schemas);
 	if (d->inotify_fd >= 0)
 		close(d->inotify_fd);
 	free(d->sink_names);
@@ -151,7 +178,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		goto out;
 	for (size_t i = 0; i < d.cfg->nsinks; i++)
 		d.sink_names[i] = d.cfg->sinks[i].name;
-	if (load_rules(&d, 1))
+	if (load_rules(&d, 1) || load_schemas(&d, 1))
 		goto out;
 	if (mkdir_p(d.cfg->data_dir)) {
 		LOG_ERROR("daemon", "msg=\"cannot create data_dir\" path=%s err=\"%s\"", d.cfg->data_dir, strerror(errno));
@@ -182,6 +209,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		goto out;
 	}
 	ingest_set_rules(d.ig, d.rules);
+	ingest_set_schemas(d.ig, d.schemas);
 	watch_rules(&d);
 	if (d.cfg->http_port > 0 &&
 	    !(d.http = http_start(d.cfg->http_bind, (int)d.cfg->http_port, metrics_render, &d, err, sizeof err))) {
@@ -196,8 +224,9 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		int64_t now = wall_ms();
 		if (*reload) {
 			*reload = 0;
-			LOG_INFO("daemon", "msg=\"SIGHUP: reloading rules\"");
+			LOG_INFO("daemon", "msg=\"SIGHUP: reloading rules and schemas\"");
 			load_rules(&d, 0);
+			load_schemas(&d, 0);
 		}
 		check_watch(&d, now);
 		int64_t wait = outbox_next_deadline(d.ob, now);
@@ -205,6 +234,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 			wait = 100;
 		broker_loop(d.br, (int)wait, now);
 		now = wall_ms();
+		ingest_tick(d.ig, now);
 		int c = outbox_tick(d.ob, now);
 		if (c > 0)
 			forwarder_notify(d.fw);

@@ -20,6 +20,7 @@
 #include "ingest.h"
 #include "outbox.h"
 #include "rules/rules.h"
+#include "schema.h"
 
 typedef struct tg_daemon {
 	tg_config *cfg;
@@ -29,6 +30,7 @@ typedef struct tg_daemon {
 	ingest *ig;
 	http_server *http;
 	rules_set *rules;        /* active set, swapped on reload */
+	schema_set *schemas;     /* active set, swapped on reload */
 	const char **sink_names; /* NULL-terminated, for rules_env */
 	int inotify_fd;          /* -1 when not watching */
 	int64_t reload_due_ms;   /* debounced file-change reload, 0 = none */
