@@ -87,6 +87,10 @@ $(B)/asan/fuzz/%: $(B)/asan/obj/tests/fuzz/%.o $(B)/asan/obj/tests/fuzz/local_ma
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
 
+# Rules engine benchmark (tests/bench/bench_rules.c), optimised build.
+$(B)/rel/bench_rules: $(B)/rel/obj/tests/bench/bench_rules.o $(B)/rel/libtidegate.a
+	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # ---- the two commands ----------------------------------------------------------------
