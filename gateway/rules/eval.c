@@ -831,6 +831,16 @@ json_t *rules_eval_select(rules_ctx *c, const rules_query *q)
 		rules_eval_node(c, q->items[0].e, &v);
 		return rules_val_to_json(&v);
 	}
+	if (q->nitems == 1 && !q->items[0].e && !json_is_object(c->row)) {
+		/* SELECT * of something that is not an object: the row itself (a scalar element of
+		 * a nested query) or, for a non-JSON payload, its bytes as a string (Undefined when
+		 * they are not UTF-8, as JSON cannot carry them) */
+		if (c->row)
+			return json_incref(c->row);
+		if (c->m && c->m->payload)
+			return json_stringn(c->m->payload, c->m->payloadlen);
+		return NULL;
+	}
 	json_t *o = json_object();
 	if (!o)
 		return NULL;
