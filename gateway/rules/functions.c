@@ -215,9 +215,14 @@ F(trunc)
 		return;
 	}
 	double f = pow(10, (double)places);
-	/* the epsilon keeps 2.3 * 10 from truncating to 22.999... */
-	double t = trunc(d * f + (d >= 0 ? 1e-9 : -1e-9)) / f;
-	set_dec(o, t);
+	double t = trunc(d * f);
+	/* 2.3 * 10 is 22.999999999999996 in binary: step to the next integer when that one,
+	 * scaled back, is still not beyond d (so the decimal digits of d are kept exactly) */
+	if (d >= 0 && (t + 1) / f <= d)
+		t += 1;
+	else if (d < 0 && (t - 1) / f >= d)
+		t -= 1;
+	set_dec(o, t / f);
 }
 
 F(nanvl)

@@ -886,11 +886,18 @@ static json_t *expand_params(rules_ctx *c, const raction *a)
 {
 	if (a->ntp == 0)
 		return a->params;
-	json_t *p = rules_ctx_keep(c, json_deep_copy(a->params));
+	/* a shallow copy; nested objects holding templates (headers) are copied once each */
+	json_t *p = rules_ctx_keep(c, json_copy(a->params));
 	if (!p)
 		return a->params;
 	for (int i = 0; i < a->ntp; i++) {
 		json_t *o = p;
+		if (a->tp[i].npath > 1) {
+			json_t *orig = json_object_get(a->params, a->tp[i].path[0]);
+			json_t *cur = json_object_get(p, a->tp[i].path[0]);
+			if (cur == orig)
+				json_object_set_new(p, a->tp[i].path[0], json_deep_copy(orig));
+		}
 		for (int k = 0; k + 1 < a->tp[i].npath && o; k++)
 			o = json_object_get(o, a->tp[i].path[k]);
 		if (json_is_object(o))
