@@ -690,6 +690,25 @@ static void test_cli_test(void **state)
 	char *other[] = {"test", "rules/hot-alerts.json", "--topic", "x/y", "--payload", "{}"};
 	assert_int_equal(run_cli_capture(6, other, out, sizeof out, errs, sizeof errs), 0);
 	assert_non_null(strstr(out, "does not match the rule's FROM filter"));
+	/* payload from stdin, thing and client id given */
+	FILE *in = tmpfile();
+	fputs("{\"temperature\": 40, \"sensor_id\": \"s\", \"ts\": 2}", in);
+	rewind(in);
+	int saved = dup(0);
+	dup2(fileno(in), 0);
+	clearerr(stdin);
+	char *piped[] = {"test", "rules/high-temperature-alert.json", "--topic", "devices/d9/telemetry", "--client-id", "cli-9"};
+	int rc = run_cli_capture(6, piped, out, sizeof out, errs, sizeof errs);
+	dup2(saved, 0);
+	close(saved);
+	clearerr(stdin);
+	fclose(in);
+	assert_int_equal(rc, 0);
+	want = "high-temperature-alert alert: name=high-temperature condition=none topic=alerts/d9/high-temperature "
+	       "payload={\"sensor_id\":\"s\",\"temperature\":40,\"ts\":2,\"thing\":\"d9\"}\n"
+	       "no match: WHERE did not hold\n";
+	if (strcmp(out, want) != 0)
+		fail_msg("got '%s'", out);
 	char *missing[] = {"test", "rules/hot-alerts.json"};
 	assert_int_equal(run_cli_capture(2, missing, out, sizeof out, errs, sizeof errs), 2);
 }
