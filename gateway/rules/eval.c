@@ -541,10 +541,11 @@ static void index_of(rules_ctx *c, const rules_val *base, const rules_val *idx, 
 		return;
 	double d;
 	int64_t i;
+	/* the standard Int conversion: Decimal rounded to nearest, String truncated */
 	if (idx->t == RV_INT)
 		i = idx->u.i;
-	else if (rules_to_dec(idx, &d) == 0 && d > -1e18 && d < 1e18)
-		i = (int64_t)d;
+	else if ((idx->t == RV_DEC || idx->t == RV_STR) && rules_to_dec(idx, &d) == 0 && d > -1e18 && d < 1e18)
+		i = (int64_t)(idx->t == RV_DEC ? round(d) : trunc(d));
 	else
 		return;
 	if (i < 0 || (size_t)i >= json_array_size(base->u.j))

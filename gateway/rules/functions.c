@@ -90,6 +90,22 @@ static int to_int_floor(const rules_val *v, int64_t *i)
 	return -1;
 }
 
+/* The standard conversion to Int (iot-sql-data-types.md): a Decimal is rounded to the
+ * nearest Int, a String is parsed as a Decimal and truncated. */
+static int to_int_std(const rules_val *v, int64_t *i)
+{
+	double d;
+	if (v->t == RV_INT) {
+		*i = v->u.i;
+		return 0;
+	}
+	if ((v->t != RV_DEC && v->t != RV_STR) || rules_to_dec(v, &d) < 0 || isnan(d))
+		return -1;
+	d = v->t == RV_DEC ? round(d) : trunc(d);
+	*i = d > 9.2e18 ? INT64_MAX : d < -9.2e18 ? INT64_MIN : (int64_t)d;
+	return 0;
+}
+
 static int str_arg(rules_ctx *c, const rules_val *v, const char **p, size_t *n)
 {
 	return rules_to_str(c, v, p, n);
@@ -775,7 +791,7 @@ F(topic)
 		return;
 	}
 	int64_t k;
-	if (to_int_floor(&a[0], &k) < 0 || k < 1)
+	if (to_int_std(&a[0], &k) < 0 || k < 1)
 		return;
 	const char *s = t;
 	for (int64_t i = 1; i < k; i++) {
@@ -805,11 +821,11 @@ F(get)
 {
 	int64_t i;
 	if (a[0].t == RV_ARR) {
-		if (a[1].t == RV_BOOL || to_int_floor(&a[1], &i) < 0 || i < 0 || (size_t)i >= json_array_size(a[0].u.j))
+		if (to_int_std(&a[1], &i) < 0 || i < 0 || (size_t)i >= json_array_size(a[0].u.j))
 			return;
 		rules_val_from_json(json_array_get(a[0].u.j, (size_t)i), o);
 	} else if (a[0].t == RV_STR) {
-		if (to_int_floor(&a[1], &i) < 0 || i < 0)
+		if (to_int_std(&a[1], &i) < 0 || i < 0)
 			return;
 		size_t cl = utf8_len(a[0].u.s.p, a[0].u.s.n);
 		if ((size_t)i >= cl)
