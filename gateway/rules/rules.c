@@ -916,6 +916,8 @@ static void fill_out(rules_ctx *c, const rule *r, const raction *a, rules_action
 	switch (a->kind) {
 	case RULES_ACT_REPUBLISH:
 		out->topic = tmpl_expand(c, &a->topic);
+		if (out->topic[0] == '$' && out->topic[1] == '$')
+			out->topic++; /* republish-rule-action.md: "$$" writes a reserved "$" topic */
 		out->qos = a->qos;
 		break;
 	case RULES_ACT_SINK:
@@ -983,13 +985,11 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 		c->nvars = i + 1;
 	}
 	int where_ok = !s->q->where || rules_eval_cond(c, s->q->where);
-	if (c->err)
-		goto eval_error;
-	if (!where_ok && !r->has_alert)
+	if (c->err || (!where_ok && !r->has_alert))
 		goto out;
 	payload = rules_eval_select(c, s->q);
 	if (c->err)
-		goto eval_error;
+		goto out;
 	if (!payload)
 		payload = json_string(""); /* SELECT VALUE of Undefined serialises as "" */
 	if (where_ok) {
@@ -1041,12 +1041,12 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 	} else if (failures) {
 		LOG_WARN(SUB, "rule=%s %zu action(s) failed, no errorAction", r->name, json_array_size(failures));
 	}
-	goto out;
-eval_error:
-	st->eval_errors++;
-	LOG_WARN(SUB, "rule=%s topic=%s evaluation error: %s", r->name, m->topic ? m->topic : "", c->errmsg);
-	matched = 0;
 out:
+	if (c->err) {
+		/* a runtime error (regex match limit, memory): this rule does not fire */
+		st->eval_errors++;
+		LOG_WARN(SUB, "rule=%s topic=%s evaluation error: %s", r->name, m->topic ? m->topic : "", c->errmsg);
+	}
 	json_decref(failures);
 	json_decref(payload);
 	return matched;

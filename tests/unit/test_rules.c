@@ -339,6 +339,14 @@ static void test_actions_fields(void **state)
 	assert_int_equal(eval_json(rs, "other/dev-9/telemetry", "{\"temperature\": 99}", &R, &st), 0);
 	assert_int_equal(st.evaluated, 2);
 	rules_set_free(rs);
+	/* "$$" in a republish topic writes to a reserved "$" topic */
+	rs = load_str("{\"sql\": \"SELECT * FROM 'a/+'\", \"actions\": [{\"republish\": {\"topic\": \"$$aws/things/${topic(2)}/shadow/update\", \"roleArn\": \"arn:aws:iam::1:role/r\"}}]}",
+		      err, sizeof err);
+	assert_non_null(rs);
+	assert_int_equal(eval_json(rs, "a/t1", "{}", &R, NULL), 1);
+	assert_string_equal(R.r[0].topic, "$aws/things/t1/shadow/update");
+	rec_clear(&R);
+	rules_set_free(rs);
 }
 
 static void test_alert_conditions(void **state)
