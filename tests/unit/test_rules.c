@@ -785,6 +785,8 @@ static void test_shipped_examples(void **state)
 	json_decref(want);
 	assert_string_equal(R.r[3].rule, "with-error-action");
 	assert_string_equal(R.r[3].sink, "lake");
+	for (int i = 0; i < R.n; i++) /* disabled-debug-tap matches the topic but is disabled */
+		assert_string_not_equal(R.r[i].rule, "disabled-debug-tap");
 	rec_clear(&R);
 	/* the error action of with-error-action */
 	R.fail_kind = RULES_ACT_SINK;
