@@ -1259,6 +1259,39 @@ F(time_to_epoch)
 	set_int(o, ((days * 86400 + h * 3600 + mi * 60 + se) - off) * 1000 + ms);
 }
 
+/* transform('enrichArray', obj, arr): each object element of arr merged with obj's
+ * attributes (obj wins on a clash); any other mode gives Undefined. The result is capped
+ * at 128 KiB as documented. */
+F(transform)
+{
+	if (a[0].t != RV_STR || a[0].u.s.n != 11 || memcmp(a[0].u.s.p, "enrichArray", 11) != 0 || a[1].t != RV_OBJ ||
+	    a[2].t != RV_ARR)
+		return;
+	json_t *res = rules_ctx_keep(c, json_array());
+	if (!res)
+		return;
+	size_t i;
+	json_t *el;
+	json_array_foreach(a[2].u.j, i, el)
+	{
+		if (!json_is_object(el))
+			continue;
+		json_t *e = json_copy(el);
+		if (!e)
+			return;
+		if (json_object_update(e, a[1].u.j) < 0) {
+			json_decref(e);
+			return;
+		}
+		if (json_array_append_new(res, e) < 0) /* steals e even when it fails */
+			return;
+	}
+	if (json_dumpb(res, NULL, 0, JSON_COMPACT) > 128 * 1024)
+		return;
+	o->t = RV_ARR;
+	o->u.j = res;
+}
+
 F(unsupported) {}
 
 /* ---- the table ---------------------------------------------------------------------------- */
@@ -1280,7 +1313,7 @@ static const rules_func funcs[] = {
 	FN(rtrim, 1, 1), FN(sha1, 1, 1), FN(sha224, 1, 1), FN(sha256, 1, 1), FN(sha384, 1, 1),
 	FN(sha512, 1, 1), FN(sign, 1, 1), FN(sin, 1, 1), FN(sinh, 1, 1), FN(sql_version, 0, 0),
 	FN(sqrt, 1, 1), FN(startswith, 2, 2), FN(substring, 2, 3), FN(tan, 1, 1), FN(tanh, 1, 1),
-	FN(time_to_epoch, 2, 2), FN(timestamp, 0, 0), FN(topic, 0, 1), FN(trim, 1, 1), FN(trunc, 2, 2),
+	FN(time_to_epoch, 2, 2), FN(timestamp, 0, 0), FN(topic, 0, 1), FN(transform, 3, 3), FN(trim, 1, 1), FN(trunc, 2, 2),
 	FN(upper, 1, 1),
 	/* need an AWS service or account context: refused at load */
 	{"aws_lambda", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
@@ -1290,7 +1323,6 @@ static const rules_func funcs[] = {
 	{"machinelearning_predict", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 	{"accountid", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 	{"traceid", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
-	{"transform", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 	{"md2", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 	{"kinesis", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 };
