@@ -1043,9 +1043,10 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 	}
 out:
 	if (c->err) {
-		/* a runtime error (regex match limit, memory): this rule does not fire */
+		/* a runtime error (regex match limit, memory): this rule does not fire. The line
+		 * carries no per-message detail so the log's repeat folding can absorb a flood */
 		st->eval_errors++;
-		LOG_WARN(SUB, "rule=%s topic=%s evaluation error: %s", r->name, m->topic ? m->topic : "", c->errmsg);
+		LOG_WARN(SUB, "rule=%s evaluation error: %s", r->name, c->errmsg);
 	}
 	json_decref(failures);
 	json_decref(payload);
