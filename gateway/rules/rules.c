@@ -31,6 +31,7 @@
 
 #define RULE_FILE_MAX (256 * 1024)
 #define SUB "rules"
+#define TMPL_MAX_PARTS 30 /* ${...} per template string; tmpl_expand() sizes its table on it */
 
 typedef struct tmpl_part {
 	char *lit;
@@ -173,6 +174,12 @@ static int tmpl_compile(loader *ld, const rule *r, const char *s, const char *co
 		size_t lit_end = d ? (size_t)(d - s) : n;
 		rules_node *e = NULL;
 		size_t next = n + 1;
+		if (d && t->nparts >= TMPL_MAX_PARTS) {
+			const char *dp = d;
+			add_err(ld, pos_of(ld, path, npath, (size_t)(dp - s)),
+				"in substitution template: more than %d ${...} in one string", TMPL_MAX_PARTS);
+			return TG_EPARSE;
+		}
 		if (d) {
 			char msg[200];
 			size_t ep = 0, end = 0;
@@ -196,10 +203,10 @@ static int tmpl_compile(loader *ld, const rule *r, const char *s, const char *co
 /* Expand into the arena; Undefined expressions expand to the empty string. */
 static const char *tmpl_expand(rules_ctx *c, const tmpl *t)
 {
-	const char *ps[64];
-	size_t ns[64], total = 0;
+	const char *ps[2 * TMPL_MAX_PARTS + 2];
+	size_t ns[2 * TMPL_MAX_PARTS + 2], total = 0;
 	int k = 0;
-	for (int i = 0; i < t->nparts && k < 62; i++) {
+	for (int i = 0; i < t->nparts; i++) {
 		ps[k] = t->parts[i].lit;
 		ns[k] = t->parts[i].litlen;
 		total += ns[k++];

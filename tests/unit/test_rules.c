@@ -275,6 +275,13 @@ static void test_template_and_clear_positions(void **state)
 		   "r.json:3:25: in alert clear condition: expected an expression");
 	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [],\n \"errorAction\": {\"republish\": {\"topic\": \"e/${nosuch()}\"}}}",
 		   "r.json:2:46: in substitution template: unknown function 'nosuch'");
+	{
+		char big[1024] = "{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"republish\": {\"topic\": \"";
+		for (int i = 0; i < 31; i++)
+			strcat(big, "${1}");
+		strcat(big, "\"}}]}");
+		expect_err(big, "more than 30 ${...} in one string");
+	}
 	/* header templates inside nested objects are compiled too */
 	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"webhook\": {\"url\": \"http://127.0.0.1/\", \"headers\": {\"X\": \"${1 +}\"}}}]}",
 		   "in substitution template");
