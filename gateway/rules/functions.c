@@ -987,12 +987,15 @@ static int parse_zone(const char *z, size_t n, int *off)
 typedef struct tbuf {
 	char *p;
 	size_t n, cap;
+	int overflow;
 } tbuf;
 
 static void tb_put(tbuf *b, const char *s, size_t n)
 {
-	if (b->n + n >= b->cap)
+	if (b->n + n >= b->cap) {
+		b->overflow = 1; /* the result is Undefined rather than cut short */
 		n = b->cap - b->n - 1;
+	}
 	memcpy(b->p + b->n, s, n);
 	b->n += n;
 }
@@ -1033,7 +1036,7 @@ F(parse_time)
 	char *buf = rules_ctx_alloc(c, 256);
 	if (!buf)
 		return;
-	tbuf b = {buf, 0, 256};
+	tbuf b = {buf, 0, 256, 0};
 	for (size_t i = 0; i < pn;) {
 		char ch = pat[i];
 		size_t k = i;
@@ -1108,6 +1111,8 @@ F(parse_time)
 				tb_put(&b, &ch, 1);
 		}
 	}
+	if (b.overflow)
+		return;
 	buf[b.n] = '\0';
 	rules_val_str(o, buf, b.n);
 }
