@@ -199,7 +199,7 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 	if (rc == 0 && ig->cfg->quarantine_topic && *ig->cfg->quarantine_topic) {
 		char t[512];
 		snprintf(t, sizeof t, "%s/%s", ig->cfg->quarantine_topic, thing);
-		char *s = json_dumps(q, JSON_COMPACT);
+		char *s = json_dumps(q, JSON_COMPACT | JSON_REAL_PRECISION(15));
 		if (s) {
 			broker_publish(ig->br, t, s, strlen(s), 0, 0);
 			free(s);
@@ -219,7 +219,7 @@ static int on_alert(void *ud, const alerts_event *ev)
 		snprintf(topic, sizeof topic, "%s", ig->alert_topic);
 	else
 		snprintf(topic, sizeof topic, "alerts/%s/%s", ev->thing, ev->alert);
-	char *text = json_dumps(ev->json, JSON_COMPACT);
+	char *text = json_dumps(ev->json, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	if (!text)
 		return TG_ENOMEM;
 	/* the broker copy is best effort (not connected: the outbox copy still goes upstream) */
@@ -271,7 +271,7 @@ static int on_action(void *ud, const rules_action_out *a, char *err, size_t errl
 	ingest *ig = ac->ig;
 	switch (a->kind) {
 	case RULES_ACT_REPUBLISH: {
-		char *text = json_dumps(a->payload, JSON_COMPACT);
+		char *text = json_dumps(a->payload, JSON_COMPACT | JSON_REAL_PRECISION(15));
 		if (!text)
 			return tg_seterr(err, errlen, TG_ENOMEM, "cannot serialise the payload");
 		int rc = broker_publish(ig->br, a->topic, text, strlen(text), a->qos, 0);
@@ -298,8 +298,7 @@ static int on_action(void *ud, const rules_action_out *a, char *err, size_t errl
 		return 0;
 	}
 	case RULES_ACT_ALERT: {
-		json_t *t = a->params ? json_object_get(a->params, "topic") : NULL;
-		ig->alert_topic = json_is_string(t) ? json_string_value(t) : NULL;
+		ig->alert_topic = a->topic; /* expanded by the engine, default alerts/<clientid>/<name> */
 		int rc = alerts_on_action(ig->al, a, ac->m, ig->now_ms);
 		ig->alert_topic = NULL;
 		if (rc == ALERTS_SUPPRESSED)
@@ -366,7 +365,7 @@ static void drain_windows(ingest *ig, int64_t now_ms)
 		json_t *obj = json_object_get(item, "json");
 		char topic[512];
 		snprintf(topic, sizeof topic, "aggregates/%s", thing);
-		char *text = json_dumps(obj, JSON_COMPACT);
+		char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
 		if (text) {
 			broker_publish(ig->br, topic, text, strlen(text), 0, 0);
 			tg_msg m = {.topic = topic, .thing = thing, .client_id = thing, .principal = thing,
