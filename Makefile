@@ -16,7 +16,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
-            -Wno-unused-parameter -Wformat=2
+            -Wno-unused-parameter -Wformat=2 -Wno-format-truncation
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) -Igateway -MMD -MP $(PKG_CFLAGS)
 REL_CFLAGS  := $(BASE_CFLAGS) -O2 -g $(CFLAGS)
 ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer \
@@ -50,11 +50,11 @@ asan: $(ASAN_BINS) $(UNIT_BINS) $(FUZZ_BINS)
 # ---- compile rules -------------------------------------------------------------------
 $(B)/rel/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -c $< -o $@
+	@echo "CC  $<"; $(CC) $(REL_CFLAGS) -c $< -o $@
 
 $(B)/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+	@echo "CC  $< (asan)"; $(CC) $(ASAN_CFLAGS) -c $< -o $@
 
 $(B)/rel/libtidegate.a: $(REL_GW_OBJS)
 	@rm -f $@; $(AR) rcs $@ $^

@@ -8,7 +8,7 @@ PKGS=(
   libmosquitto-dev mosquitto mosquitto-clients mosquitto-dev
   libssl-dev openssl libjansson-dev libsqlite3-dev sqlite3 libpcre2-dev
   libcurl4-openssl-dev zlib1g-dev libmicrohttpd-dev libcmocka-dev
-  python3 python3-pytest python3-boto3 awscli
+  python3 python3-pytest python3-paho-mqtt python3-boto3 awscli curl
   nodejs npm valgrind gnuplot-nox
 )
 

@@ -1,0 +1,238 @@
+/*
+ * broker.c — see broker.h.
+ */
+#include "broker.h"
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "log.h"
+
+#define SESSION_EXPIRY_S (7 * 24 * 3600)
+
+struct broker {
+	struct mosquitto *mosq;
+	const tg_config *cfg;
+	broker_message_fn on_message;
+	void *ud;
+	char **filters;
+	size_t nfilters;
+	broker_stats st;
+	int want_connect;
+	int64_t next_attempt_ms;
+	int64_t delay_ms;
+};
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
+{
+	broker *b = obj;
+	if (rc != 0) {
+		LOG_WARN("broker", "msg=\"connect refused\" reason=\"%s\"", mosquitto_reason_string(rc));
+		return;
+	}
+	b->st.connected = 1;
+	b->st.connects++;
+	b->delay_ms = b->cfg->reconnect_min_ms;
+	LOG_INFO("broker", "msg=connected host=%s port=%lld session_present=%d", b->cfg->broker_host,
+		 (long long)b->cfg->broker_port, flags & 1);
+	for (size_t i = 0; i < b->nfilters; i++) {
+		int src = mosquitto_subscribe_v5(mosq, NULL, b->filters[i], (int)b->cfg->sub_qos, 0, NULL);
+		if (src != MOSQ_ERR_SUCCESS)
+			LOG_ERROR("broker", "msg=\"subscribe failed\" filter=%s err=\"%s\"", b->filters[i], mosquitto_strerror(src));
+	}
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
+{
+	broker *b = obj;
+	if (b->st.connected)
+		b->st.disconnects++;
+	b->st.connected = 0;
+	if (b->want_connect)
+		LOG_WARN("broker", "msg=disconnected reason=\"%s\"", rc ? mosquitto_strerror(rc) : "clean");
+}
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *m,
+		       const mosquitto_property *props)
+{
+	broker *b = obj;
+	b->st.received++;
+	b->on_message(b->ud, m->topic, m->payload, (size_t)m->payloadlen, m->qos, props);
+}
+
+static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted,
+			 const mosquitto_property *props)
+{
+	for (int i = 0; i < n; i++)
+		if (granted[i] >= 0x80)
+			LOG_ERROR("broker", "msg=\"subscription refused by broker\" reason=%d", granted[i]);
+}
+
+broker *broker_new(const tg_config *cfg, broker_message_fn cb, void *ud, char *err, size_t errlen)
+{
+	broker *b = calloc(1, sizeof *b);
+	char *list = NULL;
+	if (!b)
+		goto oom;
+	b->cfg = cfg;
+	b->on_message = cb;
+	b->ud = ud;
+	b->delay_ms = cfg->reconnect_min_ms;
+	if (!(list = strdup(cfg->subscribe)))
+		goto oom;
+	for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		while (*tok == ' ')
+			tok++;
+		size_t n = strlen(tok);
+		while (n && tok[n - 1] == ' ')
+			tok[--n] = '\0';
+		if (!n)
+			continue;
+		if (mosquitto_sub_topic_check(tok) != MOSQ_ERR_SUCCESS) {
+			tg_seterr(err, errlen, TG_EINVAL, "%s: [broker] subscribe: '%s' is not a valid topic filter", cfg->path, tok);
+			goto fail;
+		}
+		char **nf = realloc(b->filters, (b->nfilters + 1) * sizeof *nf);
+		if (!nf)
+			goto oom;
+		b->filters = nf;
+		if (!(b->filters[b->nfilters] = strdup(tok)))
+			goto oom;
+		b->nfilters++;
+	}
+	free(list);
+	list = NULL;
+	b->mosq = mosquitto_new(cfg->client_id, cfg->clean_start ? true : false, b);
+	if (!b->mosq)
+		goto oom;
+	mosquitto_int_option(b->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+	/* we process one message at a time; let the broker keep the rest queued for us */
+	mosquitto_int_option(b->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 1000);
+	mosquitto_connect_v5_callback_set(b->mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(b->mosq, on_disconnect);
+	mosquitto_message_v5_callback_set(b->mosq, on_message);
+	mosquitto_subscribe_v5_callback_set(b->mosq, on_subscribe);
+	if (cfg->broker_tls) {
+		int rc = mosquitto_tls_set(b->mosq, cfg->ca_file, NULL, cfg->cert_file, cfg->key_file, NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			tg_seterr(err, errlen, TG_EINVAL, "%s: [broker] TLS files: %s (ca_file=%s cert_file=%s)", cfg->path,
+				  mosquitto_strerror(rc), cfg->ca_file, cfg->cert_file);
+			goto fail;
+		}
+		mosquitto_tls_opts_set(b->mosq, 1, "tlsv1.2", NULL);
+	}
+	return b;
+oom:
+	tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+fail:
+	free(list);
+	broker_free(b);
+	return NULL;
+}
+
+void broker_free(broker *b)
+{
+	if (!b)
+		return;
+	if (b->mosq)
+		mosquitto_destroy(b->mosq);
+	for (size_t i = 0; i < b->nfilters; i++)
+		free(b->filters[i]);
+	free(b->filters);
+	free(b);
+}
+
+static void try_connect(broker *b)
+{
+	mosquitto_property *props = NULL;
+	if (!b->cfg->clean_start)
+		mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, SESSION_EXPIRY_S);
+	int rc = mosquitto_connect_bind_v5(b->mosq, b->cfg->broker_host, (int)b->cfg->broker_port,
+					   (int)(b->cfg->keepalive_s / 1000), NULL, props);
+	mosquitto_property_free_all(&props);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		LOG_WARN("broker", "msg=\"connect failed\" host=%s port=%lld err=\"%s\" retry_ms=%lld", b->cfg->broker_host,
+			 (long long)b->cfg->broker_port, mosquitto_strerror(rc), (long long)b->delay_ms);
+		b->next_attempt_ms = mono_ms() + b->delay_ms;
+		b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
+	} else {
+		b->next_attempt_ms = 0;
+	}
+}
+
+int broker_start(broker *b, char *err, size_t errlen)
+{
+	b->want_connect = 1;
+	try_connect(b);
+	return 0;
+}
+
+int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
+{
+	if (b->next_attempt_ms) {
+		int64_t now = mono_ms();
+		if (now < b->next_attempt_ms) {
+			int64_t left = b->next_attempt_ms - now;
+			struct timespec ts = {0, (long)((left < timeout_ms ? left : timeout_ms) * 1000000L)};
+			nanosleep(&ts, NULL);
+			return 0;
+		}
+		try_connect(b);
+		return 0;
+	}
+	int rc = mosquitto_loop(b->mosq, timeout_ms, 1);
+	if (rc == MOSQ_ERR_SUCCESS)
+		return 0;
+	if (!b->want_connect)
+		return 0;
+	/* lost the connection (or never had it): reconnect with backoff */
+	if (b->st.connected) {
+		b->st.connected = 0;
+		b->st.disconnects++;
+	}
+	LOG_WARN("broker", "msg=\"connection lost\" err=\"%s\" retry_ms=%lld", mosquitto_strerror(rc), (long long)b->delay_ms);
+	b->next_attempt_ms = mono_ms() + b->delay_ms;
+	b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
+	/* the first attempt goes through mosquitto_reconnect to keep the session state */
+	return 0;
+}
+
+int broker_publish(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain)
+{
+	if (!b->st.connected)
+		return TG_ENET;
+	int rc = mosquitto_publish_v5(b->mosq, NULL, topic, (int)len, payload, qos, retain ? true : false, NULL);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		b->st.publish_errors++;
+		return TG_ENET;
+	}
+	b->st.published++;
+	return 0;
+}
+
+void broker_disconnect(broker *b, int timeout_ms)
+{
+	b->want_connect = 0;
+	if (!b->st.connected)
+		return;
+	/* give outgoing QoS 1 publishes (alerts) a moment to be acknowledged */
+	int64_t until = mono_ms() + timeout_ms;
+	while (mosquitto_want_write(b->mosq) && mono_ms() < until)
+		mosquitto_loop(b->mosq, 10, 1);
+	mosquitto_disconnect_v5(b->mosq, 0, NULL);
+	mosquitto_loop(b->mosq, 10, 1);
+	b->st.connected = 0;
+}
+
+const broker_stats *broker_stats_get(const broker *b) { return &b->st; }

@@ -1,0 +1,44 @@
+/*
+ * broker.h — the daemon's MQTT v5 client of the local broker (libmosquitto).
+ *
+ * Mutual TLS with the gateway's certificate, a persistent session (clean_start off plus a
+ * session-expiry interval) so QoS 1 messages queued while we were away are delivered when
+ * we come back, subscriptions renewed on every (re)connect, reconnects with exponential
+ * backoff. The caller drives the network from its own thread with broker_loop(), so
+ * messages are handed to the ingest callback on that thread, one at a time.
+ *
+ * Ownership: broker_new() copies what it needs from cfg; the callback's arguments are
+ * borrowed for the duration of the call.
+ */
+#ifndef TG_BROKER_H
+#define TG_BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct broker broker;
+struct mqtt5__property;
+
+typedef void (*broker_message_fn)(void *ud, const char *topic, const void *payload, size_t len, int qos,
+				  const struct mqtt5__property *props);
+
+typedef struct broker_stats {
+	uint64_t connects, disconnects, received, published, publish_errors;
+	int connected;
+} broker_stats;
+
+broker *broker_new(const tg_config *cfg, broker_message_fn on_message, void *ud, char *err, size_t errlen);
+void broker_free(broker *b); /* disconnects; NULL-safe */
+/* Start connecting (non-blocking). */
+int broker_start(broker *b, char *err, size_t errlen);
+/* Run the network for at most timeout_ms; reconnects as needed. */
+int broker_loop(broker *b, int timeout_ms, int64_t now_ms);
+/* Publish (QoS 0/1). Returns 0 or TG_ENET when not connected (callers keep the outbox copy). */
+int broker_publish(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain);
+/* Disconnect cleanly and flush outgoing QoS 1 publishes for up to timeout_ms. */
+void broker_disconnect(broker *b, int timeout_ms);
+const broker_stats *broker_stats_get(const broker *b);
+
+#endif

@@ -1,0 +1,40 @@
+/*
+ * daemon.h — the one context that owns the running gateway's state, and its lifecycle:
+ * load config, open the outbox, start the forwarder and ops HTTP, connect to the broker,
+ * run the ingest loop until a stop signal, then stop in order without losing anything
+ * (stop taking messages, commit the outbox, drain the sinks for a bounded time).
+ *
+ * The only process-wide mutable state outside this struct are the two signal flags the
+ * caller passes in (volatile sig_atomic_t, set by handlers that do nothing else).
+ */
+#ifndef TG_DAEMON_H
+#define TG_DAEMON_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "broker.h"
+#include "config.h"
+#include "forwarder.h"
+#include "http.h"
+#include "ingest.h"
+#include "outbox.h"
+
+typedef struct tg_daemon {
+	tg_config *cfg;
+	outbox *ob;
+	forwarder *fw;
+	broker *br;
+	ingest *ig;
+	http_server *http;
+	int64_t started_ms;
+	uint64_t reloads, reload_failures;
+} tg_daemon;
+
+/* Run until *stop is set. *reload (SIGHUP) reloads rules. Returns a process exit code. */
+int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
+
+/* Render /metrics, /healthz, /api/status for the HTTP server (metrics.c). */
+char *metrics_render(void *daemon, const char *path, int *status, const char **content_type);
+
+#endif

@@ -1,0 +1,291 @@
+/*
+ * forwarder.c — see forwarder.h. One thread per sink keeps a slow upstream (S3 over a bad
+ * uplink) from holding back a fast one (the local lake). Threads sleep on a condition
+ * variable that group commits signal, so forwarding latency is a commit, not a poll.
+ */
+#include "forwarder.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "log.h"
+
+typedef struct fw_thread {
+	forwarder *fw;
+	const tg_sink_conf *conf;
+	sink *s;
+	sink_limits limits;
+	outbox_reader *reader;
+	pthread_t tid;
+	int started;
+	unsigned rng;
+	forwarder_sink_stats st;
+} fw_thread;
+
+struct forwarder {
+	outbox *ob;
+	const tg_config *cfg;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t gen;      /* bumped by notify */
+	int stop;          /* set under mu */
+	int64_t drain_until_ms;
+	fw_thread *t;
+	size_t n;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t forwarder_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, double r)
+{
+	if (attempt < 0)
+		attempt = 0;
+	int64_t ceil_ms = base_ms;
+	for (int i = 0; i < attempt && ceil_ms < cap_ms; i++)
+		ceil_ms *= 2;
+	if (ceil_ms > cap_ms)
+		ceil_ms = cap_ms;
+	return (int64_t)(r * (double)ceil_ms);
+}
+
+/* Wait until notified, stopped or timeout_ms passed. Returns 1 if stopping. */
+static int wait_for(forwarder *fw, uint64_t *seen_gen, int64_t timeout_ms)
+{
+	pthread_mutex_lock(&fw->mu);
+	if (!fw->stop && fw->gen == *seen_gen && timeout_ms > 0) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		int64_t ns = ts.tv_nsec + (timeout_ms % 1000) * 1000000;
+		ts.tv_sec += timeout_ms / 1000 + ns / 1000000000;
+		ts.tv_nsec = ns % 1000000000;
+		pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
+	}
+	*seen_gen = fw->gen;
+	int stop = fw->stop;
+	pthread_mutex_unlock(&fw->mu);
+	return stop;
+}
+
+static int draining(forwarder *fw, int64_t now)
+{
+	pthread_mutex_lock(&fw->mu);
+	int d = fw->stop && now < fw->drain_until_ms;
+	pthread_mutex_unlock(&fw->mu);
+	return d;
+}
+
+static void *run(void *arg)
+{
+	fw_thread *t = arg;
+	forwarder *fw = t->fw;
+	outbox_batch b = {0};
+	sink_status *status = NULL;
+	size_t status_cap = 0;
+	uint64_t gen = 0;
+	int attempt = 0;
+	char err[512];
+	size_t max_records = t->limits.max_records;
+	if (t->conf->batch_max_records > 0 && (size_t)t->conf->batch_max_records < max_records)
+		max_records = (size_t)t->conf->batch_max_records;
+
+	for (;;) {
+		int64_t now = now_ms();
+		int stopping;
+		pthread_mutex_lock(&fw->mu);
+		stopping = fw->stop;
+		pthread_mutex_unlock(&fw->mu);
+		int drain = stopping && draining(fw, now);
+		if (stopping && !drain)
+			break;
+
+		int n = outbox_read_batch(t->reader, t->conf->name, max_records, t->limits.max_bytes, &b);
+		if (n < 0) {
+			LOG_ERROR("forwarder", "msg=\"outbox read failed\" sink=%s", t->conf->name);
+			if (wait_for(fw, &gen, 1000) && !drain)
+				break;
+			continue;
+		}
+		if (n == 0) {
+			atomic_store(&t->st.pending, 0);
+			if (drain)
+				break;
+			outbox_reclaim(t->reader);
+			wait_for(fw, &gen, 1000);
+			continue;
+		}
+		/* size/age threshold (S3 objects, lake files): wait unless full, old or draining */
+		if (!drain && t->limits.max_age_ms > 0 && (size_t)n < max_records && b.bytes < t->limits.max_bytes &&
+		    now - b.oldest_ms < t->limits.max_age_ms) {
+			int64_t left = b.oldest_ms + t->limits.max_age_ms - now;
+			wait_for(fw, &gen, left < 1000 ? left : 1000);
+			continue;
+		}
+		if (status_cap < (size_t)n) {
+			sink_status *ns = realloc(status, (size_t)n * sizeof *ns);
+			if (!ns) {
+				wait_for(fw, &gen, 100);
+				continue;
+			}
+			status = ns;
+			status_cap = (size_t)n;
+		}
+		for (int i = 0; i < n; i++)
+			status[i] = SINK_RETRY;
+		err[0] = '\0';
+		int rc = t->conf->ops->send(t->s, b.recs, (size_t)n, status, now, err, sizeof err);
+		if (rc < 0)
+			for (int i = 0; i < n; i++)
+				status[i] = SINK_RETRY;
+		size_t ok = 0, retry = 0, dead = 0;
+		for (int i = 0; i < n; i++) {
+			if (status[i] == SINK_OK)
+				ok++;
+			else if (status[i] == SINK_POISON)
+				dead++;
+			else
+				retry++;
+		}
+		if (outbox_settle(t->reader, t->conf->name, &b, status, err[0] ? err : NULL, now_ms()) < 0) {
+			wait_for(fw, &gen, 500);
+			continue;
+		}
+		atomic_fetch_add(&t->st.batches, 1);
+		atomic_fetch_add(&t->st.records_ok, ok);
+		atomic_fetch_add(&t->st.records_retry, retry);
+		atomic_fetch_add(&t->st.records_dead, dead);
+		if (dead)
+			LOG_WARN("forwarder", "msg=\"records dead-lettered\" sink=%s count=%zu err=\"%s\"", t->conf->name, dead, err);
+		if (retry) {
+			if (rc < 0)
+				atomic_fetch_add(&t->st.send_errors, 1);
+			atomic_store(&t->st.up, 0);
+			double r = (double)rand_r(&t->rng) / ((double)RAND_MAX + 1.0);
+			int64_t delay = forwarder_backoff_ms(attempt, t->conf->retry_base_ms, t->conf->retry_cap_ms, r);
+			if (attempt < 62)
+				attempt++;
+			atomic_store(&t->st.backoff_until_ms, now + delay);
+			LOG_WARN("forwarder", "msg=\"send failed, backing off\" sink=%s retry=%zu ok=%zu attempt=%d delay_ms=%" PRId64
+				 " err=\"%s\"", t->conf->name, retry, ok, attempt, delay, err);
+			if (drain)
+				break; /* don't spend the drain budget on a dead uplink */
+			/* sleep the backoff, but wake for stop */
+			pthread_mutex_lock(&fw->mu);
+			int64_t until = now + delay;
+			while (!fw->stop) {
+				int64_t left = until - now_ms();
+				if (left <= 0)
+					break;
+				struct timespec ts;
+				clock_gettime(CLOCK_REALTIME, &ts);
+				int64_t ns = ts.tv_nsec + (left % 1000) * 1000000;
+				ts.tv_sec += left / 1000 + ns / 1000000000;
+				ts.tv_nsec = ns % 1000000000;
+				pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
+			}
+			pthread_mutex_unlock(&fw->mu);
+		} else {
+			if (attempt)
+				LOG_INFO("forwarder", "msg=\"sink recovered\" sink=%s", t->conf->name);
+			attempt = 0;
+			atomic_store(&t->st.up, 1);
+			atomic_store(&t->st.last_ok_ms, now);
+			atomic_store(&t->st.backoff_until_ms, 0);
+		}
+	}
+	outbox_batch_free(&b);
+	free(status);
+	return NULL;
+}
+
+forwarder *forwarder_start(outbox *ob, const tg_config *cfg, char *err, size_t errlen)
+{
+	forwarder *fw = calloc(1, sizeof *fw);
+	if (!fw) {
+		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		return NULL;
+	}
+	fw->ob = ob;
+	fw->cfg = cfg;
+	pthread_mutex_init(&fw->mu, NULL);
+	pthread_cond_init(&fw->cv, NULL);
+	fw->t = calloc(cfg->nsinks ? cfg->nsinks : 1, sizeof *fw->t);
+	if (!fw->t) {
+		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		goto fail;
+	}
+	sink_env env = {.gateway_id = cfg->gateway_id};
+	for (size_t i = 0; i < cfg->nsinks; i++) {
+		fw_thread *t = &fw->t[fw->n];
+		const tg_sink_conf *sc = &cfg->sinks[i];
+		t->fw = fw;
+		t->conf = sc;
+		t->rng = (unsigned)(now_ms() ^ (int64_t)(i * 2654435761u));
+		t->st.name = sc->name;
+		t->st.type = sc->ops->type;
+		t->limits = (sink_limits){.max_records = 500, .max_bytes = 4 << 20, .max_age_ms = 0};
+		char why[512];
+		t->s = sc->ops->open(sc->opts, &env, &t->limits, why, sizeof why);
+		if (!t->s) {
+			tg_seterr(err, errlen, TG_EINVAL, "sink '%s' (%s): %s", sc->name, sc->ops->type, why);
+			goto fail;
+		}
+		fw->n++;
+		if (!(t->reader = outbox_open_reader(ob, why, sizeof why))) {
+			tg_seterr(err, errlen, TG_EDB, "sink '%s': outbox reader: %s", sc->name, why);
+			goto fail;
+		}
+	}
+	for (size_t i = 0; i < fw->n; i++) {
+		if (pthread_create(&fw->t[i].tid, NULL, run, &fw->t[i]) != 0) {
+			tg_seterr(err, errlen, TG_ENOMEM, "cannot start forwarder thread");
+			goto fail;
+		}
+		fw->t[i].started = 1;
+	}
+	return fw;
+fail:
+	forwarder_stop(fw, 0);
+	return NULL;
+}
+
+void forwarder_notify(forwarder *fw)
+{
+	pthread_mutex_lock(&fw->mu);
+	fw->gen++;
+	pthread_cond_broadcast(&fw->cv);
+	pthread_mutex_unlock(&fw->mu);
+}
+
+void forwarder_stop(forwarder *fw, int64_t drain_ms)
+{
+	if (!fw)
+		return;
+	pthread_mutex_lock(&fw->mu);
+	fw->stop = 1;
+	fw->drain_until_ms = drain_ms > 0 ? now_ms() + drain_ms : 0;
+	pthread_cond_broadcast(&fw->cv);
+	pthread_mutex_unlock(&fw->mu);
+	for (size_t i = 0; i < fw->n; i++) {
+		fw_thread *t = &fw->t[i];
+		if (t->started)
+			pthread_join(t->tid, NULL);
+		outbox_reader_close(t->reader);
+		t->conf->ops->close(t->s);
+	}
+	free(fw->t);
+	pthread_cond_destroy(&fw->cv);
+	pthread_mutex_destroy(&fw->mu);
+	free(fw);
+}
+
+size_t forwarder_nsinks(const forwarder *fw) { return fw->n; }
+forwarder_sink_stats *forwarder_stats(forwarder *fw, size_t i) { return &fw->t[i].st; }

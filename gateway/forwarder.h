@@ -1,0 +1,45 @@
+/*
+ * forwarder.h — moves records from the outbox to the sinks, one thread per sink.
+ *
+ * Each thread reads a batch for its sink (priority first, then id order), waits for the
+ * sink's size/age threshold, calls send(), deletes what was delivered, dead-letters
+ * poison records and keeps the rest for the next batch after an exponential backoff with
+ * full jitter. The core owns retry; a sink only reports a status per record.
+ *
+ * Ownership: forwarder_start() borrows the outbox (which must outlive the forwarder) and
+ * the sink configs; it opens the sinks itself and closes them in forwarder_stop().
+ */
+#ifndef TG_FORWARDER_H
+#define TG_FORWARDER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "outbox.h"
+
+typedef struct forwarder forwarder;
+
+typedef struct forwarder_sink_stats {
+	const char *name;           /* borrowed from the config */
+	const char *type;
+	_Atomic uint64_t batches, records_ok, records_retry, records_dead, send_errors;
+	_Atomic int64_t backoff_until_ms;
+	_Atomic int64_t pending;    /* rows queued, sampled */
+	_Atomic int64_t last_ok_ms;
+	_Atomic int up;             /* last send succeeded */
+} forwarder_sink_stats;
+
+/* Full-jitter backoff: a uniform value in [0, min(cap, base * 2^attempt)], from r in [0,1). */
+int64_t forwarder_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, double r);
+
+forwarder *forwarder_start(outbox *ob, const tg_config *cfg, char *err, size_t errlen);
+/* Wake the threads (new records committed). Cheap; called after each group commit. */
+void forwarder_notify(forwarder *fw);
+/* Stop: with drain_ms > 0 each sink first tries to send everything pending (ignoring age
+ * thresholds) for at most drain_ms. Joins the threads, closes the sinks, frees fw. NULL-safe. */
+void forwarder_stop(forwarder *fw, int64_t drain_ms);
+size_t forwarder_nsinks(const forwarder *fw);
+forwarder_sink_stats *forwarder_stats(forwarder *fw, size_t i);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * main.c — the `tidegate` command: the daemon and its subcommands.
+ *
+ *   tidegate [run] -c FILE          run the gateway daemon
+ *   tidegate check-config -c FILE   validate a config, print it with secrets redacted
+ *   tidegate config-reference       print the configuration reference (markdown)
+ *   tidegate version
+ *
+ * Signal handlers only set flags; the daemon loop reads them.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "daemon.h"
+
+#define TIDEGATE_VERSION "0.1.0"
+
+static volatile sig_atomic_t g_stop, g_reload;
+
+static void on_stop(int sig) { g_stop = 1; }
+static void on_hup(int sig) { g_reload = 1; }
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: tidegate [run] -c FILE\n"
+		     "       tidegate check-config -c FILE\n"
+		     "       tidegate config-reference\n"
+		     "       tidegate version\n");
+}
+
+static const char *config_arg(int argc, char **argv)
+{
+	for (int i = 1; i < argc - 1; i++)
+		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
+			return argv[i + 1];
+	return "/etc/tidegate/tidegate.conf";
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd = argc > 1 && argv[1][0] != '-' ? argv[1] : "run";
+	if (strcmp(cmd, "version") == 0 || (argc > 1 && strcmp(argv[1], "--version") == 0)) {
+		printf("tidegate %s\n", TIDEGATE_VERSION);
+		return 0;
+	}
+	if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "config-reference") == 0) {
+		config_reference(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "check-config") == 0 || (argc > 1 && strcmp(argv[1], "--check-config") == 0)) {
+		char err[1024];
+		tg_config *c = config_load(config_arg(argc, argv), err, sizeof err);
+		if (!c) {
+			fprintf(stderr, "%s\n", err);
+			return 2;
+		}
+		config_print(c, stdout);
+		config_free(c);
+		return 0;
+	}
+	if (strcmp(cmd, "run") != 0) {
+		fprintf(stderr, "tidegate: unknown command '%s'\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+	struct sigaction sa = {0};
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_hup;
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	return daemon_run(config_arg(argc, argv), &g_stop, &g_reload);
+}

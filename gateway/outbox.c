@@ -1,0 +1,700 @@
+/*
+ * outbox.c — SQLite store-and-forward queue; see outbox.h for the contract.
+ *
+ * The writer keeps one transaction open while records arrive and commits it as a group;
+ * every statement is prepared once. Caps are enforced on the writer side from in-memory
+ * counters (initialised from the table at open) so an append never scans the table: when
+ * a cap is crossed, drop_oldest deletes the lowest-priority oldest rows down to 95 % of the
+ * cap in one statement run, reject_new refuses the append.
+ */
+#include "outbox.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "outbox_sql.h"
+
+#define MAX_SINKS 32
+#define QUARANTINE_KEEP 100000
+
+struct outbox {
+	sqlite3 *db;
+	char *path;
+	outbox_opts opts;
+	char *gateway_id;
+	sqlite3_stmt *ins, *set_last, *sink_id, *sink_add, *oldest, *del, *quar, *quar_trim;
+	struct {
+		char *name;
+		int64_t id;
+	} sinks[MAX_SINKS];
+	size_t nsinks;
+	int in_txn;
+	int64_t group_n, group_rows, group_bytes, group_first_ms;
+	int64_t last_id, committed_last_id;
+	uint64_t quarantine_n;
+	outbox_counters ctr;
+	char *line; /* scratch for serialising */
+};
+
+struct outbox_reader {
+	sqlite3 *db;
+	outbox *ob; /* for counters only */
+	sqlite3_stmt *batch, *del, *dead, *attempt, *sink_id, *pending, *freelist;
+};
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		tg_seterr(err, errlen, TG_EDB, "%s", msg ? msg : sqlite3_errmsg(db));
+		sqlite3_free(msg);
+		return TG_EDB;
+	}
+	return 0;
+}
+
+static int prep(sqlite3 *db, sqlite3_stmt **st, const char *sql, char *err, size_t errlen)
+{
+	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+		return tg_seterr(err, errlen, TG_EDB, "prepare: %s", sqlite3_errmsg(db));
+	return 0;
+}
+
+static int64_t scalar(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st;
+	int64_t v = -1;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+static int open_db(const char *path, sqlite3 **out, int sync_full, char *err, size_t errlen)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		tg_seterr(err, errlen, TG_EDB, "%s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close(db);
+		return TG_EDB;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	char sql[256];
+	snprintf(sql, sizeof sql,
+		 "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+		 "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-4096;",
+		 sync_full ? "FULL" : "NORMAL");
+	*out = db; /* even on failure, so the caller can read the error code, then close */
+	return exec(db, sql, err, errlen);
+}
+
+static int migrate(sqlite3 *db, char *err, size_t errlen)
+{
+	int64_t v = scalar(db, "PRAGMA user_version");
+	if (v < 0)
+		return tg_seterr(err, errlen, TG_EDB, "cannot read schema version: %s", sqlite3_errmsg(db));
+	if (v > OUTBOX_SCHEMA_VERSION)
+		return tg_seterr(err, errlen, TG_EDB, "outbox schema version %" PRId64 " is newer than this build (%d)", v,
+				 OUTBOX_SCHEMA_VERSION);
+	if (v < 1) {
+		int rc = exec(db, "BEGIN;" OUTBOX_SQL_V1 "PRAGMA user_version=1; COMMIT;", err, errlen);
+		if (rc) {
+			exec(db, "ROLLBACK", NULL, 0);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void writer_finalize(outbox *ob)
+{
+	sqlite3_stmt **all[] = {&ob->ins, &ob->set_last, &ob->sink_id, &ob->sink_add,
+				&ob->oldest, &ob->del, &ob->quar, &ob->quar_trim};
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+		sqlite3_finalize(*all[i]);
+		*all[i] = NULL;
+	}
+}
+
+/* Try to open and prepare; returns TG_EDB with SQLite's primary code in *sqlite_rc. */
+static int writer_setup(outbox *ob, char *err, size_t errlen)
+{
+	int rc;
+	if ((rc = open_db(ob->path, &ob->db, ob->opts.synchronous_full, err, errlen)))
+		return rc;
+	if ((rc = migrate(ob->db, err, errlen)))
+		return rc;
+	if ((rc = prep(ob->db, &ob->ins, OUTBOX_SQL_INSERT, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->set_last, OUTBOX_SQL_SET_LAST_ID, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->sink_id, OUTBOX_SQL_SINK_ID, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->sink_add, OUTBOX_SQL_SINK_ADD, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->oldest, OUTBOX_SQL_OLDEST, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->del, OUTBOX_SQL_DELETE, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->quar, OUTBOX_SQL_QUARANTINE, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->quar_trim, OUTBOX_SQL_QUARANTINE_TRIM, err, errlen)))
+		return rc;
+	int64_t last = scalar(ob->db, OUTBOX_SQL_GET_LAST_ID), maxid = scalar(ob->db, OUTBOX_SQL_MAX_ID);
+	if (last < 0 || maxid < 0)
+		return tg_seterr(err, errlen, TG_EDB, "cannot read ids: %s", sqlite3_errmsg(ob->db));
+	ob->last_id = ob->committed_last_id = last > maxid ? last : maxid;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(ob->db, OUTBOX_SQL_TOTALS, -1, &st, NULL) != SQLITE_OK)
+		return tg_seterr(err, errlen, TG_EDB, "totals: %s", sqlite3_errmsg(ob->db));
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		atomic_store(&ob->ctr.rows, sqlite3_column_int64(st, 0));
+		atomic_store(&ob->ctr.bytes, sqlite3_column_int64(st, 1));
+	}
+	sqlite3_finalize(st);
+	return 0;
+}
+
+outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t errlen)
+{
+	outbox *ob = calloc(1, sizeof *ob);
+	if (!ob || !(ob->path = strdup(path)) || !(ob->gateway_id = strdup(opts->gateway_id ? opts->gateway_id : "gw"))) {
+		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		goto fail;
+	}
+	ob->opts = *opts;
+	ob->opts.gateway_id = ob->gateway_id;
+	if (ob->opts.commit_max_records <= 0)
+		ob->opts.commit_max_records = 500;
+	if (ob->opts.commit_interval_ms <= 0)
+		ob->opts.commit_interval_ms = 5;
+	char why[512];
+	if (writer_setup(ob, why, sizeof why)) {
+		int code = ob->db ? sqlite3_errcode(ob->db) : SQLITE_CANTOPEN;
+		if (code != SQLITE_CORRUPT && code != SQLITE_NOTADB) {
+			tg_seterr(err, errlen, TG_EDB, "outbox %s: %s", path, why);
+			goto fail;
+		}
+		/* unreadable database: move it aside and start over rather than crash-loop */
+		writer_finalize(ob);
+		sqlite3_close(ob->db);
+		ob->db = NULL;
+		char aside[4096];
+		snprintf(aside, sizeof aside, "%s.corrupt-%" PRId64, path, wall_ms() / 1000);
+		LOG_ERROR("outbox", "msg=\"outbox database unreadable, moved aside\" path=%s moved_to=%s reason=\"%s\"", path,
+			  aside, why);
+		if (rename(path, aside) != 0) {
+			tg_seterr(err, errlen, TG_EIO, "outbox %s is corrupt and cannot be moved aside: %s", path, strerror(errno));
+			goto fail;
+		}
+		char side[4200];
+		snprintf(side, sizeof side, "%s-wal", path);
+		unlink(side);
+		snprintf(side, sizeof side, "%s-shm", path);
+		unlink(side);
+		if (writer_setup(ob, why, sizeof why)) {
+			tg_seterr(err, errlen, TG_EDB, "outbox %s: %s", path, why);
+			goto fail;
+		}
+	}
+	return ob;
+fail:
+	outbox_close(ob);
+	return NULL;
+}
+
+outbox_counters *outbox_counters_of(outbox *ob) { return &ob->ctr; }
+
+void outbox_close(outbox *ob)
+{
+	if (!ob)
+		return;
+	if (ob->db && ob->in_txn && outbox_commit(ob) < 0)
+		LOG_ERROR("outbox", "msg=\"final commit failed\" err=\"%s\"", sqlite3_errmsg(ob->db));
+	writer_finalize(ob);
+	if (ob->db)
+		sqlite3_close(ob->db);
+	for (size_t i = 0; i < ob->nsinks; i++)
+		free(ob->sinks[i].name);
+	free(ob->line);
+	free(ob->path);
+	free(ob->gateway_id);
+	free(ob);
+}
+
+static int begin(outbox *ob, int64_t now_ms)
+{
+	if (ob->in_txn)
+		return 0;
+	if (exec(ob->db, "BEGIN IMMEDIATE", NULL, 0))
+		return TG_EDB;
+	ob->in_txn = 1;
+	ob->group_n = ob->group_rows = ob->group_bytes = 0;
+	ob->group_first_ms = now_ms;
+	atomic_store(&ob->ctr.oldest_uncommitted_ms, now_ms);
+	return 0;
+}
+
+static int64_t sink_id_of(outbox *ob, const char *name)
+{
+	for (size_t i = 0; i < ob->nsinks; i++)
+		if (strcmp(ob->sinks[i].name, name) == 0)
+			return ob->sinks[i].id;
+	if (ob->nsinks == MAX_SINKS)
+		return TG_EFULL;
+	int64_t id = -1;
+	sqlite3_reset(ob->sink_id);
+	sqlite3_bind_text(ob->sink_id, 1, name, -1, SQLITE_STATIC);
+	if (sqlite3_step(ob->sink_id) == SQLITE_ROW)
+		id = sqlite3_column_int64(ob->sink_id, 0);
+	sqlite3_reset(ob->sink_id);
+	if (id < 0) {
+		sqlite3_reset(ob->sink_add);
+		sqlite3_bind_text(ob->sink_add, 1, name, -1, SQLITE_STATIC);
+		if (sqlite3_step(ob->sink_add) != SQLITE_DONE)
+			return TG_EDB;
+		id = sqlite3_last_insert_rowid(ob->db);
+		sqlite3_reset(ob->sink_add);
+	}
+	char *dup = strdup(name);
+	if (!dup)
+		return TG_ENOMEM;
+	ob->sinks[ob->nsinks].name = dup;
+	ob->sinks[ob->nsinks++].id = id;
+	return id;
+}
+
+/* Delete lowest-priority oldest rows until under 95 % of the caps. */
+static int make_room(outbox *ob, int64_t need_bytes)
+{
+	int64_t rows = atomic_load(&ob->ctr.rows), bytes = atomic_load(&ob->ctr.bytes);
+	int64_t target_rows = ob->opts.max_rows ? ob->opts.max_rows - ob->opts.max_rows / 20 - 1 : INT64_MAX;
+	int64_t target_bytes = ob->opts.max_bytes ? ob->opts.max_bytes - ob->opts.max_bytes / 20 - need_bytes : INT64_MAX;
+	uint64_t dropped = 0, dropped_alerts = 0;
+	while (rows > target_rows || bytes > target_bytes) {
+		sqlite3_reset(ob->oldest);
+		sqlite3_bind_int64(ob->oldest, 1, 256);
+		int64_t seqs[256], lens[256], prios[256];
+		int n = 0, rc;
+		while ((rc = sqlite3_step(ob->oldest)) == SQLITE_ROW && n < 256) {
+			seqs[n] = sqlite3_column_int64(ob->oldest, 0);
+			prios[n] = sqlite3_column_int64(ob->oldest, 1);
+			lens[n++] = sqlite3_column_int64(ob->oldest, 2);
+		}
+		sqlite3_reset(ob->oldest);
+		if (n == 0)
+			break;
+		for (int i = 0; i < n && (rows > target_rows || bytes > target_bytes); i++) {
+			sqlite3_reset(ob->del);
+			sqlite3_bind_int64(ob->del, 1, seqs[i]);
+			if (sqlite3_step(ob->del) != SQLITE_DONE) {
+				sqlite3_reset(ob->del);
+				return TG_EDB;
+			}
+			sqlite3_reset(ob->del);
+			if (sqlite3_changes(ob->db) == 1) {
+				rows--;
+				bytes -= lens[i];
+				atomic_fetch_sub(&ob->ctr.rows, 1);
+				atomic_fetch_sub(&ob->ctr.bytes, lens[i]);
+				dropped++;
+				if (prios[i] >= OUTBOX_PRIO_ALERT)
+					dropped_alerts++;
+			}
+		}
+	}
+	if (dropped) {
+		atomic_fetch_add(&ob->ctr.dropped, dropped);
+		atomic_fetch_add(&ob->ctr.dropped_alerts, dropped_alerts);
+		LOG_WARN("outbox", "msg=\"outbox full, dropped oldest\" dropped=%" PRIu64 " alerts_dropped=%" PRIu64
+			 " rows=%" PRId64 " bytes=%" PRId64, dropped, dropped_alerts, rows, bytes);
+	}
+	return 0;
+}
+
+static int over_cap(const outbox *ob, int64_t add_rows, int64_t add_bytes)
+{
+	return (ob->opts.max_rows && atomic_load(&ob->ctr.rows) + add_rows > ob->opts.max_rows) ||
+	       (ob->opts.max_bytes && atomic_load(&ob->ctr.bytes) + add_bytes > ob->opts.max_bytes);
+}
+
+int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio, const char *table,
+		  const char *pkey, int64_t created_ms, json_t *obj, int64_t *id_out)
+{
+	if (nsinks == 0)
+		return 0;
+	int64_t id = ob->last_id + 1;
+	char mid[96];
+	snprintf(mid, sizeof mid, "%s-%" PRId64, ob->gateway_id, id);
+	if (json_object_set_new(obj, "msg_id", json_string(mid)))
+		return TG_ENOMEM;
+	char *text = json_dumps(obj, JSON_COMPACT);
+	if (!text)
+		return TG_ENOMEM;
+	size_t len = strlen(text);
+	int rc = 0;
+	if (over_cap(ob, (int64_t)nsinks, (int64_t)(len * nsinks))) {
+		if (ob->opts.full_policy == OUTBOX_REJECT_NEW) {
+			atomic_fetch_add(&ob->ctr.rejected, 1);
+			LOG_WARN("outbox", "msg=\"outbox full, record rejected\" table=%s pkey=%s", table, pkey);
+			free(text);
+			return TG_EFULL;
+		}
+		if ((rc = begin(ob, created_ms)) || (rc = make_room(ob, (int64_t)(len * nsinks))))
+			goto out;
+	}
+	if ((rc = begin(ob, created_ms)))
+		goto out;
+	for (size_t i = 0; i < nsinks; i++) {
+		int64_t sid = sink_id_of(ob, sinks[i]);
+		if (sid < 0) {
+			rc = (int)sid;
+			goto out;
+		}
+		sqlite3_stmt *st = ob->ins;
+		sqlite3_reset(st);
+		sqlite3_bind_int64(st, 1, sid);
+		sqlite3_bind_int(st, 2, prio);
+		sqlite3_bind_int64(st, 3, id);
+		sqlite3_bind_int64(st, 4, created_ms);
+		sqlite3_bind_text(st, 5, table, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 6, pkey ? pkey : "", -1, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 7, text, (int)len, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			LOG_ERROR("outbox", "msg=\"insert failed\" err=\"%s\"", sqlite3_errmsg(ob->db));
+			sqlite3_reset(st);
+			rc = TG_EDB;
+			goto out;
+		}
+		sqlite3_reset(st);
+		ob->group_n++;
+		ob->group_rows++;
+		ob->group_bytes += (int64_t)len;
+		atomic_fetch_add(&ob->ctr.rows, 1);
+		atomic_fetch_add(&ob->ctr.bytes, (int64_t)len);
+	}
+	ob->last_id = id;
+	if (id_out)
+		*id_out = id;
+out:
+	free(text);
+	return rc;
+}
+
+int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const char *topic,
+		      const char *reason, const char *field, const char *detail, const void *payload,
+		      size_t len)
+{
+	int rc = begin(ob, received_ms);
+	if (rc)
+		return rc;
+	sqlite3_stmt *st = ob->quar;
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, 1, received_ms);
+	sqlite3_bind_text(st, 2, thing, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, topic, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, reason, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, field, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, detail, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 7, payload, (int)len, SQLITE_STATIC);
+	rc = sqlite3_step(st) == SQLITE_DONE ? 0 : TG_EDB;
+	sqlite3_reset(st);
+	if (rc)
+		return rc;
+	ob->group_n++;
+	atomic_fetch_add(&ob->ctr.quarantined, 1);
+	/* keep the table bounded: ops inspect recent rejects; the full record also goes
+	 * through the outbox to the lake's quarantine table */
+	if (++ob->quarantine_n % 1024 == 0) {
+		sqlite3_reset(ob->quar_trim);
+		sqlite3_bind_int64(ob->quar_trim, 1, QUARANTINE_KEEP);
+		sqlite3_step(ob->quar_trim);
+		sqlite3_reset(ob->quar_trim);
+	}
+	return 0;
+}
+
+int outbox_commit(outbox *ob)
+{
+	if (!ob->in_txn)
+		return 0;
+	if (ob->last_id != ob->committed_last_id) {
+		sqlite3_reset(ob->set_last);
+		sqlite3_bind_int64(ob->set_last, 1, ob->last_id);
+		int rc = sqlite3_step(ob->set_last);
+		sqlite3_reset(ob->set_last);
+		if (rc != SQLITE_DONE)
+			return TG_EDB;
+	}
+	if (exec(ob->db, "COMMIT", NULL, 0)) {
+		LOG_ERROR("outbox", "msg=\"commit failed\" err=\"%s\"", sqlite3_errmsg(ob->db));
+		return TG_EDB;
+	}
+	ob->in_txn = 0;
+	ob->committed_last_id = ob->last_id;
+	atomic_fetch_add(&ob->ctr.appended, (uint64_t)ob->group_rows);
+	atomic_fetch_add(&ob->ctr.commits, 1);
+	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
+	atomic_store(&ob->ctr.last_commit_ms, wall_ms());
+	ob->group_n = ob->group_rows = 0;
+	return 0;
+}
+
+int outbox_tick(outbox *ob, int64_t now_ms)
+{
+	if (!ob->in_txn)
+		return 0;
+	if (ob->group_n >= ob->opts.commit_max_records || now_ms - ob->group_first_ms >= ob->opts.commit_interval_ms) {
+		int rc = outbox_commit(ob);
+		return rc < 0 ? rc : 1;
+	}
+	return 0;
+}
+
+int64_t outbox_next_deadline(const outbox *ob, int64_t now_ms)
+{
+	if (!ob->in_txn)
+		return INT64_MAX;
+	int64_t left = ob->group_first_ms + ob->opts.commit_interval_ms - now_ms;
+	return left < 0 ? 0 : left;
+}
+
+/* ---- reader ------------------------------------------------------------------------- */
+
+outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen)
+{
+	outbox_reader *r = calloc(1, sizeof *r);
+	if (!r) {
+		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		return NULL;
+	}
+	r->ob = ob;
+	if (open_db(ob->path, &r->db, ob->opts.synchronous_full, err, errlen) ||
+	    prep(r->db, &r->batch, OUTBOX_SQL_BATCH, err, errlen) || prep(r->db, &r->del, OUTBOX_SQL_DELETE, err, errlen) ||
+	    prep(r->db, &r->dead, OUTBOX_SQL_DEAD, err, errlen) || prep(r->db, &r->attempt, OUTBOX_SQL_ATTEMPT, err, errlen) ||
+	    prep(r->db, &r->sink_id, OUTBOX_SQL_SINK_ID, err, errlen) ||
+	    prep(r->db, &r->pending, OUTBOX_SQL_PENDING, err, errlen) ||
+	    prep(r->db, &r->freelist, OUTBOX_SQL_FREELIST, err, errlen)) {
+		outbox_reader_close(r);
+		return NULL;
+	}
+	return r;
+}
+
+void outbox_reader_close(outbox_reader *r)
+{
+	if (!r)
+		return;
+	sqlite3_finalize(r->batch);
+	sqlite3_finalize(r->del);
+	sqlite3_finalize(r->dead);
+	sqlite3_finalize(r->attempt);
+	sqlite3_finalize(r->sink_id);
+	sqlite3_finalize(r->pending);
+	sqlite3_finalize(r->freelist);
+	sqlite3_close(r->db);
+	free(r);
+}
+
+static int64_t reader_sink_id(outbox_reader *r, const char *name)
+{
+	int64_t id = -1;
+	sqlite3_reset(r->sink_id);
+	sqlite3_bind_text(r->sink_id, 1, name, -1, SQLITE_STATIC);
+	if (sqlite3_step(r->sink_id) == SQLITE_ROW)
+		id = sqlite3_column_int64(r->sink_id, 0);
+	sqlite3_reset(r->sink_id);
+	return id;
+}
+
+static void batch_clear(outbox_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		free(b->bufs[i]);
+	b->n = 0;
+	b->bytes = 0;
+	b->oldest_ms = 0;
+}
+
+void outbox_batch_free(outbox_batch *b)
+{
+	if (!b)
+		return;
+	batch_clear(b);
+	free(b->recs);
+	free(b->seqs);
+	free(b->bufs);
+	memset(b, 0, sizeof *b);
+}
+
+static int batch_grow(outbox_batch *b)
+{
+	size_t cap = b->cap ? b->cap * 2 : 64;
+	sink_record *recs = realloc(b->recs, cap * sizeof *recs);
+	if (!recs)
+		return TG_ENOMEM;
+	b->recs = recs;
+	int64_t *seqs = realloc(b->seqs, cap * sizeof *seqs);
+	if (!seqs)
+		return TG_ENOMEM;
+	b->seqs = seqs;
+	char **bufs = realloc(b->bufs, cap * sizeof *bufs);
+	if (!bufs)
+		return TG_ENOMEM;
+	b->bufs = bufs;
+	b->cap = cap;
+	return 0;
+}
+
+int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_records, size_t max_bytes,
+		      outbox_batch *b)
+{
+	batch_clear(b);
+	int64_t sid = reader_sink_id(r, sink_name);
+	if (sid < 0)
+		return 0; /* nothing was ever queued for it */
+	const char *gw = r->ob->gateway_id;
+	size_t gwlen = strlen(gw);
+	sqlite3_stmt *st = r->batch;
+	sqlite3_reset(st);
+	sqlite3_bind_int64(st, 1, sid);
+	sqlite3_bind_int64(st, 2, (int64_t)max_records);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		size_t plen = (size_t)sqlite3_column_bytes(st, 5);
+		if (b->n > 0 && b->bytes + plen > max_bytes)
+			break;
+		if (b->n == b->cap && batch_grow(b)) {
+			sqlite3_reset(st);
+			return TG_ENOMEM;
+		}
+		const char *tbl = (const char *)sqlite3_column_text(st, 3);
+		const char *pkey = (const char *)sqlite3_column_text(st, 4);
+		size_t tl = strlen(tbl), kl = strlen(pkey);
+		/* one allocation per record: payload \0 table \0 pkey \0 msg_id \0 */
+		char *buf = malloc(plen + tl + kl + gwlen + 32 + 4);
+		if (!buf) {
+			sqlite3_reset(st);
+			return TG_ENOMEM;
+		}
+		memcpy(buf, sqlite3_column_blob(st, 5), plen);
+		buf[plen] = '\0';
+		char *t = buf + plen + 1;
+		memcpy(t, tbl, tl + 1);
+		char *k = t + tl + 1;
+		memcpy(k, pkey, kl + 1);
+		char *m = k + kl + 1;
+		int64_t id = sqlite3_column_int64(st, 1);
+		snprintf(m, gwlen + 32, "%s-%" PRId64, gw, id);
+		sink_record *rec = &b->recs[b->n];
+		rec->id = id;
+		rec->msg_id = m;
+		rec->table = t;
+		rec->pkey = k;
+		rec->created_ms = sqlite3_column_int64(st, 2);
+		rec->data = buf;
+		rec->len = plen;
+		b->seqs[b->n] = sqlite3_column_int64(st, 0);
+		b->bufs[b->n] = buf;
+		if (b->n == 0 || rec->created_ms < b->oldest_ms)
+			b->oldest_ms = rec->created_ms;
+		b->n++;
+		b->bytes += plen;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return TG_EDB;
+	return (int)b->n;
+}
+
+int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b, const sink_status *status,
+		  const char *error, int64_t now_ms)
+{
+	if (exec(r->db, "BEGIN IMMEDIATE", NULL, 0))
+		return TG_EDB;
+	int64_t rows = 0, bytes = 0;
+	uint64_t delivered = 0, dead = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		if (status[i] == SINK_RETRY) {
+			sqlite3_reset(r->attempt);
+			sqlite3_bind_int64(r->attempt, 1, b->seqs[i]);
+			sqlite3_step(r->attempt);
+			sqlite3_reset(r->attempt);
+			continue;
+		}
+		if (status[i] == SINK_POISON) {
+			sqlite3_reset(r->dead);
+			sqlite3_bind_text(r->dead, 1, sink_name, -1, SQLITE_STATIC);
+			sqlite3_bind_text(r->dead, 2, error ? error : "rejected by upstream", -1, SQLITE_STATIC);
+			sqlite3_bind_int64(r->dead, 3, now_ms);
+			sqlite3_bind_int64(r->dead, 4, b->seqs[i]);
+			int rc = sqlite3_step(r->dead);
+			sqlite3_reset(r->dead);
+			if (rc != SQLITE_DONE)
+				goto fail;
+		}
+		sqlite3_reset(r->del);
+		sqlite3_bind_int64(r->del, 1, b->seqs[i]);
+		int rc = sqlite3_step(r->del);
+		sqlite3_reset(r->del);
+		if (rc != SQLITE_DONE)
+			goto fail;
+		if (sqlite3_changes(r->db) == 1) { /* 0 if drop_oldest removed it meanwhile */
+			rows++;
+			bytes += (int64_t)b->recs[i].len;
+			if (status[i] == SINK_POISON)
+				dead++;
+			else
+				delivered++;
+		}
+	}
+	if (exec(r->db, "COMMIT", NULL, 0))
+		goto fail;
+	atomic_fetch_sub(&r->ob->ctr.rows, rows);
+	atomic_fetch_sub(&r->ob->ctr.bytes, bytes);
+	atomic_fetch_add(&r->ob->ctr.delivered, delivered);
+	atomic_fetch_add(&r->ob->ctr.dead, dead);
+	return 0;
+fail:
+	LOG_ERROR("outbox", "msg=\"settle failed\" sink=%s err=\"%s\"", sink_name, sqlite3_errmsg(r->db));
+	exec(r->db, "ROLLBACK", NULL, 0);
+	return TG_EDB;
+}
+
+int outbox_reclaim(outbox_reader *r)
+{
+	sqlite3_reset(r->freelist);
+	int64_t free_pages = 0;
+	if (sqlite3_step(r->freelist) == SQLITE_ROW)
+		free_pages = sqlite3_column_int64(r->freelist, 0);
+	sqlite3_reset(r->freelist);
+	if (free_pages < 1024)
+		return 0;
+	/* bounded step so the writer is not stalled for long */
+	return exec(r->db, "PRAGMA incremental_vacuum(2048)", NULL, 0);
+}
+
+int64_t outbox_pending(outbox_reader *r, const char *sink_name)
+{
+	int64_t sid = reader_sink_id(r, sink_name), n = 0;
+	if (sid < 0)
+		return 0;
+	sqlite3_reset(r->pending);
+	sqlite3_bind_int64(r->pending, 1, sid);
+	if (sqlite3_step(r->pending) == SQLITE_ROW)
+		n = sqlite3_column_int64(r->pending, 0);
+	sqlite3_reset(r->pending);
+	return n;
+}

@@ -1,0 +1,109 @@
+/*
+ * outbox.h — the durable hand-off between ingest and forwarding (SQLite, WAL).
+ *
+ * One row per (record, sink): each sink advances independently and a row is deleted once
+ * its sink delivered it. A record is "accepted" once the transaction holding it commits;
+ * the ingest thread appends into an open transaction and commits in groups (outbox_tick:
+ * after commit_max_records records or commit_interval_ms after the first, whichever
+ * first), so durability costs one fsync-free WAL commit per group (synchronous=NORMAL:
+ * survives kill -9 of the daemon; a power cut may lose the last groups — set
+ * synchronous=FULL in outbox_opts to trade speed for that).
+ *
+ * Threads: exactly two handles may exist on one file — the writer (ingest thread,
+ * outbox_open) and a reader/deleter (forwarder thread, outbox_open_reader). They never
+ * share a handle. The byte/row counters used for caps are shared through the outbox_shared
+ * struct the writer owns (atomics).
+ *
+ * msg_id: every record gets a 64-bit id from a persisted high-water mark, so ids are never
+ * reused even after the table drains; "<gateway_id>-<id>" is the record's msg_id.
+ */
+#ifndef TG_OUTBOX_H
+#define TG_OUTBOX_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sinks/sink.h"
+
+typedef struct outbox outbox;
+
+enum { OUTBOX_PRIO_BULK = 0, OUTBOX_PRIO_AGGREGATE = 1, OUTBOX_PRIO_ALERT = 2 };
+enum { OUTBOX_DROP_OLDEST = 0, OUTBOX_REJECT_NEW = 1 };
+
+typedef struct outbox_opts {
+	int64_t commit_interval_ms;
+	int64_t commit_max_records;
+	int64_t max_bytes; /* 0 = no cap */
+	int64_t max_rows;  /* 0 = no cap */
+	int full_policy;   /* OUTBOX_DROP_OLDEST / OUTBOX_REJECT_NEW */
+	int synchronous_full;
+	const char *gateway_id;
+} outbox_opts;
+
+typedef struct outbox_counters {
+	_Atomic int64_t rows, bytes;        /* currently queued (all sinks) */
+	_Atomic uint64_t appended;          /* rows committed */
+	_Atomic uint64_t commits;
+	_Atomic uint64_t dropped;           /* rows removed by drop_oldest */
+	_Atomic uint64_t dropped_alerts;    /* of which priority >= OUTBOX_PRIO_ALERT */
+	_Atomic uint64_t rejected;          /* appends refused by reject_new */
+	_Atomic uint64_t delivered;         /* rows deleted after delivery */
+	_Atomic uint64_t dead;              /* rows moved to dead letters */
+	_Atomic uint64_t quarantined;
+	_Atomic int64_t oldest_uncommitted_ms;
+	_Atomic int64_t last_commit_ms;
+} outbox_counters;
+
+/* Open (create, migrate) the writer handle. If the file is corrupt or not a database it
+ * is renamed to <path>.corrupt-<epoch> and a new one is created (logged). Caller owns the
+ * result; NULL + err on failure. opts is copied. */
+outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t errlen);
+/* Commits what is pending, then closes. NULL-safe. */
+void outbox_close(outbox *ob);
+outbox_counters *outbox_counters_of(outbox *ob); /* borrowed, lives as long as ob */
+
+/* Append one record for each of nsinks sinks. Sets "msg_id" in obj (obj is borrowed; the
+ * caller keeps its reference), serialises it and queues the rows in the open transaction.
+ * Returns 0, TG_EFULL (reject_new and full), or another TG_E*. *id_out gets the record id. */
+int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio, const char *table,
+		  const char *pkey, int64_t created_ms, json_t *obj, int64_t *id_out);
+/* Store a rejected message in the quarantine table (inside the same group commit). */
+int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const char *topic,
+		      const char *reason, const char *field, const char *detail, const void *payload,
+		      size_t len);
+/* Commit if the group is full or old enough. Returns 1 if it committed, 0 if not, < 0 on error. */
+int outbox_tick(outbox *ob, int64_t now_ms);
+int outbox_commit(outbox *ob); /* commit now */
+/* ms until the open group must be committed (INT64_MAX when nothing is pending) */
+int64_t outbox_next_deadline(const outbox *ob, int64_t now_ms);
+
+/* ---- reader side (forwarder thread) ------------------------------------------------- */
+typedef struct outbox_reader outbox_reader;
+
+typedef struct outbox_batch {
+	sink_record *recs;
+	int64_t *seqs;     /* row ids to delete */
+	char **bufs;       /* owned strings behind recs */
+	size_t n, cap;
+	size_t bytes;
+	int64_t oldest_ms; /* created_ms of the first (oldest) record, 0 if empty */
+} outbox_batch;
+
+outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen);
+void outbox_reader_close(outbox_reader *r); /* NULL-safe */
+/* Read up to max_records / max_bytes rows of one sink in priority then id order into b
+ * (b is cleared first). Returns the number of records or < 0. */
+int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_records, size_t max_bytes,
+		      outbox_batch *b);
+/* Delete delivered rows and dead-letter poison rows of a batch in one transaction.
+ * status[i] per record; SINK_RETRY rows stay. error is stored with dead letters. */
+int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b, const sink_status *status,
+		  const char *error, int64_t now_ms);
+/* Reclaim free pages when many are free (incremental vacuum). */
+int outbox_reclaim(outbox_reader *r);
+int64_t outbox_pending(outbox_reader *r, const char *sink_name); /* rows queued for one sink */
+void outbox_batch_free(outbox_batch *b); /* frees contents; NULL-safe */
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * outbox_sql.h — every SQL statement of the outbox in one place. Schema changes append a
+ * new migration step; the schema version is kept in PRAGMA user_version.
+ */
+#ifndef TG_OUTBOX_SQL_H
+#define TG_OUTBOX_SQL_H
+
+#define OUTBOX_SCHEMA_VERSION 1
+
+/* migration to version 1 */
+#define OUTBOX_SQL_V1                                                                     \
+	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);"     \
+	"CREATE TABLE IF NOT EXISTS sinks(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL);" \
+	"CREATE TABLE IF NOT EXISTS outbox("                                               \
+	"  seq INTEGER PRIMARY KEY, sink INTEGER NOT NULL, prio INTEGER NOT NULL,"         \
+	"  id INTEGER NOT NULL, created_ms INTEGER NOT NULL, tbl TEXT NOT NULL,"           \
+	"  pkey TEXT NOT NULL, payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);" \
+	"CREATE INDEX IF NOT EXISTS outbox_by_sink ON outbox(sink, prio DESC, seq);"       \
+	"CREATE INDEX IF NOT EXISTS outbox_by_age ON outbox(prio, seq);"                   \
+	"CREATE TABLE IF NOT EXISTS dead("                                                 \
+	"  seq INTEGER PRIMARY KEY, sink TEXT NOT NULL, id INTEGER NOT NULL,"              \
+	"  created_ms INTEGER NOT NULL, tbl TEXT NOT NULL, pkey TEXT NOT NULL,"            \
+	"  payload BLOB NOT NULL, error TEXT NOT NULL, dead_ms INTEGER NOT NULL);"         \
+	"CREATE TABLE IF NOT EXISTS quarantine("                                           \
+	"  seq INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, thing TEXT, topic TEXT," \
+	"  reason TEXT NOT NULL, field TEXT, detail TEXT, payload BLOB);"                  \
+	"INSERT OR IGNORE INTO meta(key, value) VALUES('last_id', 0);"
+
+#define OUTBOX_SQL_INSERT                                                                  \
+	"INSERT INTO outbox(sink, prio, id, created_ms, tbl, pkey, payload) VALUES(?,?,?,?,?,?,?)"
+#define OUTBOX_SQL_SET_LAST_ID "UPDATE meta SET value = ? WHERE key = 'last_id'"
+#define OUTBOX_SQL_GET_LAST_ID "SELECT value FROM meta WHERE key = 'last_id'"
+#define OUTBOX_SQL_MAX_ID "SELECT coalesce(max(id), 0) FROM outbox"
+#define OUTBOX_SQL_TOTALS "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
+#define OUTBOX_SQL_SINK_ID "SELECT id FROM sinks WHERE name = ?"
+#define OUTBOX_SQL_SINK_ADD "INSERT INTO sinks(name) VALUES(?)"
+#define OUTBOX_SQL_OLDEST                                                                  \
+	"SELECT seq, prio, length(payload) FROM outbox ORDER BY prio ASC, seq ASC LIMIT ?"
+#define OUTBOX_SQL_DELETE "DELETE FROM outbox WHERE seq = ?"
+#define OUTBOX_SQL_QUARANTINE                                                              \
+	"INSERT INTO quarantine(received_ms, thing, topic, reason, field, detail, payload)"  \
+	" VALUES(?,?,?,?,?,?,?)"
+#define OUTBOX_SQL_QUARANTINE_TRIM                                                         \
+	"DELETE FROM quarantine WHERE seq <= (SELECT max(seq) FROM quarantine) - ?"
+#define OUTBOX_SQL_BATCH                                                                   \
+	"SELECT seq, id, created_ms, tbl, pkey, payload FROM outbox WHERE sink = ?"          \
+	" ORDER BY prio DESC, seq ASC LIMIT ?"
+#define OUTBOX_SQL_DEAD                                                                    \
+	"INSERT INTO dead(sink, id, created_ms, tbl, pkey, payload, error, dead_ms)"         \
+	" SELECT ?, id, created_ms, tbl, pkey, payload, ?, ? FROM outbox WHERE seq = ?"
+#define OUTBOX_SQL_ATTEMPT "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?"
+#define OUTBOX_SQL_PENDING "SELECT count(*) FROM outbox WHERE sink = ?"
+#define OUTBOX_SQL_FREELIST "PRAGMA freelist_count"
+
+#endif

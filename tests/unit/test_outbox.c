@@ -1,0 +1,226 @@
+/*
+ * test_outbox.c — the SQLite outbox: group commit, per-sink rows, batches in priority
+ * order, settle (delete / keep / dead-letter), caps with drop_oldest and reject_new,
+ * ids never reused, durability across reopen, and a corrupt file moved aside.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "outbox.h"
+#include "test_util.h"
+
+static char *dir;
+static char path[4096];
+
+static outbox_opts opts(void)
+{
+	return (outbox_opts){.commit_interval_ms = 5, .commit_max_records = 100, .gateway_id = "gw"};
+}
+
+static int append(outbox *ob, const char *sink_name, int prio, int i)
+{
+	json_t *o = json_pack("{s:i, s:s}", "i", i, "pad", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	const char *sinks[] = {sink_name};
+	int rc = outbox_append(ob, sinks, 1, prio, "telemetry", "dev-1", 1700000000000 + i, o, NULL);
+	json_decref(o);
+	return rc;
+}
+
+static int64_t count_rows(const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t n = -1;
+	sqlite3_open(path, &db);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static void test_group_commit_and_batches(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	/* two sinks for the same record: two rows, one msg_id */
+	json_t *rec = json_pack("{s:i}", "temperature", 21);
+	const char *both[] = {"a", "b"};
+	int64_t id = 0;
+	assert_int_equal(outbox_append(ob, both, 2, OUTBOX_PRIO_BULK, "telemetry", "dev-9", 1700000000000, rec, &id), 0);
+	assert_string_equal(json_string_value(json_object_get(rec, "msg_id")), "gw-1");
+	json_decref(rec);
+	assert_int_equal(id, 1);
+	/* not committed yet: another connection sees nothing */
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
+	assert_int_equal(outbox_tick(ob, 1700000000000 + 1), 0);
+	assert_int_equal(outbox_tick(ob, 1700000000000 + 10), 1);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 2);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(append(ob, "a", i == 7 ? OUTBOX_PRIO_ALERT : OUTBOX_PRIO_BULK, i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	assert_non_null(r);
+	outbox_batch b = {0};
+	assert_int_equal(outbox_read_batch(r, "a", 4, 1 << 20, &b), 4);
+	/* the alert comes first, then id order */
+	assert_non_null(strstr(b.recs[0].data, "\"i\":7"));
+	assert_string_equal(b.recs[1].msg_id, "gw-1");
+	assert_string_equal(b.recs[1].pkey, "dev-9");
+	assert_string_equal(b.recs[2].table, "telemetry");
+	assert_int_equal(outbox_pending(r, "a"), 11);
+	sink_status st[4] = {SINK_OK, SINK_RETRY, SINK_POISON, SINK_OK};
+	assert_int_equal(outbox_settle(r, "a", &b, st, "400 bad record", 1), 0);
+	assert_int_equal(outbox_pending(r, "a"), 8);
+	assert_int_equal(outbox_pending(r, "b"), 1);
+	assert_int_equal(count_rows("SELECT count(*) FROM dead WHERE error = '400 bad record'"), 1);
+	outbox_counters *c = outbox_counters_of(ob);
+	assert_int_equal(atomic_load(&c->rows), 9);
+	assert_int_equal(atomic_load(&c->delivered), 2);
+	assert_int_equal(atomic_load(&c->dead), 1);
+	/* the retried record is still first in line */
+	assert_int_equal(outbox_read_batch(r, "a", 1, 1 << 20, &b), 1);
+	assert_string_equal(b.recs[0].msg_id, "gw-1");
+	/* max_bytes bounds a batch but never below one record */
+	assert_int_equal(outbox_read_batch(r, "a", 100, 10, &b), 1);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+}
+
+static void test_ids_never_reused_and_durable(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	for (int i = 0; i < 5; i++)
+		append(ob, "a", 0, i);
+	outbox_close(ob); /* close commits */
+	ob = outbox_open(path, &o, NULL, 0);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	assert_int_equal(outbox_read_batch(r, "a", 100, 1 << 20, &b), 5);
+	sink_status st[5] = {0};
+	assert_int_equal(outbox_settle(r, "a", &b, st, NULL, 1), 0);
+	assert_int_equal(outbox_pending(r, "a"), 0);
+	outbox_reader_close(r);
+	outbox_batch_free(&b);
+	outbox_close(ob);
+	/* drained: a new record must still get id 6, not 1 */
+	ob = outbox_open(path, &o, NULL, 0);
+	json_t *rec = json_object();
+	const char *s[] = {"a"};
+	int64_t id;
+	assert_int_equal(outbox_append(ob, s, 1, 0, "t", "k", 1, rec, &id), 0);
+	assert_int_equal(id, 6);
+	json_decref(rec);
+	outbox_close(ob);
+}
+
+static void test_cap_drop_oldest_keeps_alerts(void **state)
+{
+	outbox_opts o = opts();
+	o.max_rows = 100;
+	o.full_policy = OUTBOX_DROP_OLDEST;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_ALERT, i), 0);
+	for (int i = 0; i < 300; i++)
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, 100 + i), 0);
+	outbox_commit(ob);
+	outbox_counters *c = outbox_counters_of(ob);
+	int64_t rows = count_rows("SELECT count(*) FROM outbox");
+	assert_true(rows <= 100);
+	assert_int_equal(rows, atomic_load(&c->rows));
+	assert_int_equal(atomic_load(&c->dropped), 320 - rows);
+	assert_int_equal(atomic_load(&c->dropped_alerts), 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox WHERE prio = 2"), 20);
+	/* what survived of the bulk rows is the newest */
+	assert_int_equal(count_rows("SELECT max(id) FROM outbox"), 320);
+	outbox_close(ob);
+}
+
+static void test_cap_reject_new(void **state)
+{
+	outbox_opts o = opts();
+	o.max_rows = 10;
+	o.full_policy = OUTBOX_REJECT_NEW;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	int rejected = 0;
+	for (int i = 0; i < 15; i++)
+		if (append(ob, "a", 0, i) == TG_EFULL)
+			rejected++;
+	outbox_commit(ob);
+	assert_int_equal(rejected, 5);
+	assert_int_equal(atomic_load(&outbox_counters_of(ob)->rejected), 5);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 10);
+	outbox_close(ob);
+}
+
+static void test_quarantine_table(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_int_equal(outbox_quarantine(ob, 5, "dev-1", "devices/dev-1/telemetry", "bad_json", NULL, "line 1", "{x", 2), 0);
+	outbox_commit(ob);
+	assert_int_equal(count_rows("SELECT count(*) FROM quarantine WHERE reason='bad_json' AND thing='dev-1'"), 1);
+	outbox_close(ob);
+}
+
+static void test_corrupt_file_moved_aside(void **state)
+{
+	FILE *f = fopen(path, "w");
+	for (int i = 0; i < 1000; i++)
+		fputs("this is not a database at all ", f);
+	fclose(f);
+	outbox_opts o = opts();
+	char err[256] = "";
+	outbox *ob = outbox_open(path, &o, err, sizeof err);
+	assert_non_null(ob);
+	assert_int_equal(append(ob, "a", 0, 1), 0);
+	outbox_close(ob);
+	char cmd[4200];
+	snprintf(cmd, sizeof cmd, "ls %s.corrupt-* >/dev/null 2>&1", path);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 1);
+}
+
+static int setup(void **state)
+{
+	dir = tu_tmpdir();
+	snprintf(path, sizeof path, "%s/outbox.db", dir);
+	return 0;
+}
+
+static int each(void **state)
+{
+	char cmd[4200];
+	snprintf(cmd, sizeof cmd, "rm -f %s/outbox.db*", dir);
+	return system(cmd);
+}
+
+static int teardown(void **state)
+{
+	tu_rmtree(dir);
+	free(dir);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_group_commit_and_batches, each),
+		cmocka_unit_test_setup(test_ids_never_reused_and_durable, each),
+		cmocka_unit_test_setup(test_cap_drop_oldest_keeps_alerts, each),
+		cmocka_unit_test_setup(test_cap_reject_new, each),
+		cmocka_unit_test_setup(test_quarantine_table, each),
+		cmocka_unit_test_setup(test_corrupt_file_moved_aside, each),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
