@@ -6,7 +6,8 @@
  * computes its SHA-256 fingerprint and looks it up in the device registry (read-only, WAL).
  * A client connects only when the certificate belongs to a registered thing, its status is
  * ACTIVE and the MQTT client id equals the thing name; a certificate whose CN is the
- * configured gateway CN is the gateway identity instead, with its own policy. Each accepted
+ * configured gateway CN (or another configured service CN) is a service identity instead,
+ * with its own policy and no registry entry. Each accepted
  * client gets an entry (keyed by its struct mosquitto *) holding its identity and its policy
  * resolved for its variables, so MOSQ_EVT_ACL_CHECK is a table lookup plus string matching.
  * MOSQ_EVT_MESSAGE stamps every message a thing publishes with the user property
@@ -59,7 +60,7 @@ typedef struct client_entry {
 	char fp[REGISTRY_FP_HEX + 1];
 	char cn[REGISTRY_CN_MAX + 1];
 	char thing[REGISTRY_NAME_MAX + 1];
-	int gateway;
+	int svc; /* index into tg_auth.svcs for a service identity, -1 for a thing */
 	int allowed;
 	attr_kv *attrs;
 	size_t nattrs;
@@ -68,10 +69,20 @@ typedef struct client_entry {
 
 enum jitr_mode { JITR_OFF, JITR_INACTIVE, JITR_ACTIVE };
 
+/* A service identity: a certificate CN that is not a thing but a part of the system (the
+ * gateway daemon, an operator's observer, a load generator) with its own policy. Its
+ * messages carry no thing identity. svcs[0] is the gateway (gateway_cn, built-in policy
+ * unless gateway_policy_file); more come from plugin_opt_identity_<CN> <policy file>. */
+typedef struct service {
+	char *cn;
+	char *policy_path; /* NULL: the built-in gateway policy */
+	policy *pol;
+} service;
+
 typedef struct tg_auth {
 	mosquitto_plugin_id_t *pid;
 	/* options */
-	char *db_path, *policy_path, *gw_policy_path, *gateway_cn, *prop_name;
+	char *db_path, *policy_path, *prop_name;
 	enum jitr_mode jitr;
 	int64_t poll_ms;
 	/* registry */
@@ -83,7 +94,9 @@ typedef struct tg_auth {
 	char db_why[256];
 	int64_t last_poll_ms;
 	/* policies */
-	policy *thing_policy, *gw_policy;
+	policy *thing_policy;
+	service *svcs;
+	size_t nsvcs;
 	/* clients */
 	client_entry **buckets;
 	size_t nbuckets, nclients;
@@ -294,19 +307,19 @@ static const char *attr_get(void *ud, const char *name)
 static int entry_refresh_policy(tg_auth *a, client_entry *e, char *err, size_t errlen)
 {
 	entry_free_contents(e);
-	if (!e->gateway) {
+	if (e->svc < 0) {
 		int rc = registry_attrs_foreach(a->ro, e->thing, attr_collect, e, err, errlen);
 		if (rc)
 			return rc;
 	}
 	policy_vars v = {
 		.client_id = e->client_id,
-		.thing = e->gateway ? NULL : e->thing,
+		.thing = e->svc < 0 ? e->thing : NULL,
 		.common_name = e->cn,
 		.attr = attr_get,
 		.attr_ud = e,
 	};
-	e->pol = policy_resolve(e->gateway ? a->gw_policy : a->thing_policy, &v);
+	e->pol = policy_resolve(e->svc < 0 ? a->thing_policy : a->svcs[e->svc].pol, &v);
 	if (!e->pol) {
 		snprintf(err, errlen, "out of memory resolving the policy");
 		return TG_ENOMEM;
@@ -379,9 +392,11 @@ static client_entry *authenticate(tg_auth *a, struct mosquitto *client, char *wh
 	if (!subj || X509_NAME_get_text_by_NID(subj, NID_commonName, e->cn, (int)sizeof e->cn) < 0)
 		e->cn[0] = '\0';
 
-	if (a->gateway_cn && *a->gateway_cn && strcmp(e->cn, a->gateway_cn) == 0) {
-		e->gateway = 1;
-	} else {
+	e->svc = -1;
+	for (size_t i = 0; i < a->nsvcs; i++)
+		if (*a->svcs[i].cn && strcmp(e->cn, a->svcs[i].cn) == 0)
+			e->svc = (int)i;
+	if (e->svc < 0) {
 		if (db_ensure(a)) {
 			snprintf(why, whylen, "registry unavailable: %s", a->db_why);
 			goto fail;
@@ -402,6 +417,7 @@ static client_entry *authenticate(tg_auth *a, struct mosquitto *client, char *wh
 			snprintf(why, whylen, "registry error: %s", err);
 			goto fail;
 		}
+		db_up(a); /* the lookup worked: do not wait for the next poll to say so */
 		if (id.status != REGISTRY_ACTIVE) {
 			snprintf(why, whylen, "certificate of thing %s is %s", id.thing,
 				 registry_status_name(id.status));
@@ -441,7 +457,7 @@ static void revalidate_all(tg_auth *a)
 	char err[300];
 	for (size_t b = 0; b < a->nbuckets; b++) {
 		for (client_entry *e = a->buckets[b]; e; e = e->next) {
-			if (e->gateway || !e->allowed)
+			if (e->svc >= 0 || !e->allowed)
 				continue;
 			registry_ident id;
 			int rc = registry_lookup(a->ro, e->fp, &id, err, sizeof err);
@@ -506,7 +522,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_AUTH;
 	}
 	mosquitto_log_printf(MOSQ_LOG_INFO, LOGP "accepted client=%s %s=%s fp=%.16s", e->client_id,
-			     e->gateway ? "gateway_cn" : "thing", e->gateway ? e->cn : e->thing, e->fp);
+			     e->svc >= 0 ? "service_cn" : "thing", e->svc >= 0 ? e->cn : e->thing, e->fp);
 	table_put(a, e);
 	return MOSQ_ERR_SUCCESS;
 }
@@ -533,7 +549,7 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 		}
 		table_put(a, e);
 	}
-	if (!e->allowed || (!e->gateway && !a->db_ok))
+	if (!e->allowed || (e->svc < 0 && !a->db_ok))
 		return MOSQ_ERR_ACL_DENIED;
 	int action;
 	switch (ev->access) {
@@ -658,8 +674,8 @@ static int on_message(int event, void *event_data, void *userdata)
 				     LOGP "removed a forged %s property from client=%s topic=%s",
 				     a->prop_name, e->client_id, ev->topic);
 	}
-	/* The gateway is not a thing: its messages carry no thing identity. */
-	if (!e->gateway &&
+	/* Service identities are not things: their messages carry no thing identity. */
+	if (e->svc < 0 &&
 	    mosquitto_property_add_string_pair(&ev->properties, MQTT_PROP_USER_PROPERTY,
 					       a->prop_name, e->thing) != MOSQ_ERR_SUCCESS)
 		return MOSQ_ERR_ACL_DENIED;
@@ -707,17 +723,44 @@ static int load_policy(const char *path, const char *builtin, const char *what, 
 	return 0;
 }
 
+/* (Re)load the thing policy and every service policy; on any error keep all the old ones. */
+static int load_policies(tg_auth *a)
+{
+	policy *thing = NULL;
+	policy **svc = calloc(a->nsvcs, sizeof *svc);
+	int rc = svc ? load_policy(a->policy_path, POLICY_DEFAULT_THING, "thing", &thing) : -1;
+	for (size_t i = 0; rc == 0 && i < a->nsvcs; i++) {
+		char what[300];
+		snprintf(what, sizeof what, "identity %s", a->svcs[i].cn);
+		rc = load_policy(a->svcs[i].policy_path, POLICY_DEFAULT_GATEWAY, what, &svc[i]);
+	}
+	if (rc == 0) {
+		policy_free(a->thing_policy);
+		a->thing_policy = thing;
+		thing = NULL;
+		for (size_t i = 0; i < a->nsvcs; i++) {
+			policy_free(a->svcs[i].pol);
+			a->svcs[i].pol = svc[i];
+			svc[i] = NULL;
+		}
+	}
+	policy_free(thing);
+	for (size_t i = 0; svc && i < a->nsvcs; i++)
+		policy_free(svc[i]);
+	free(svc);
+	return rc;
+}
+
 static int on_reload(int event, void *event_data, void *userdata)
 {
 	tg_auth *a = userdata;
 	/* Keep the running policies when a new file is bad. */
-	if (load_policy(a->policy_path, POLICY_DEFAULT_THING, "thing", &a->thing_policy) == 0 &&
-	    load_policy(a->gw_policy_path, POLICY_DEFAULT_GATEWAY, "gateway", &a->gw_policy) == 0)
+	if (load_policies(a) == 0)
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOGP "policies reloaded");
 	char err[300];
 	for (size_t b = 0; b < a->nbuckets; b++)
 		for (client_entry *e = a->buckets[b]; e; e = e->next)
-			if (e->allowed && (e->gateway || a->ro) &&
+			if (e->allowed && (e->svc >= 0 || a->ro) &&
 			    entry_refresh_policy(a, e, err, sizeof err)) {
 				e->allowed = 0;
 				kick_later(a, e->client_id);
@@ -749,11 +792,14 @@ static void tg_auth_free(tg_auth *a)
 	free(a->kick);
 	db_close(a);
 	policy_free(a->thing_policy);
-	policy_free(a->gw_policy);
+	for (size_t i = 0; i < a->nsvcs; i++) {
+		free(a->svcs[i].cn);
+		free(a->svcs[i].policy_path);
+		policy_free(a->svcs[i].pol);
+	}
+	free(a->svcs);
 	free(a->db_path);
 	free(a->policy_path);
-	free(a->gw_policy_path);
-	free(a->gateway_cn);
 	free(a->prop_name);
 	free(a);
 }
@@ -762,14 +808,29 @@ static int set_option(tg_auth *a, const char *key, const char *value)
 {
 	char **slot = !strcmp(key, "registry")		  ? &a->db_path
 		      : !strcmp(key, "policy_file")	  ? &a->policy_path
-		      : !strcmp(key, "gateway_policy_file") ? &a->gw_policy_path
-		      : !strcmp(key, "gateway_cn")	  ? &a->gateway_cn
+		      : !strcmp(key, "gateway_policy_file") ? &a->svcs[0].policy_path
+		      : !strcmp(key, "gateway_cn")	  ? &a->svcs[0].cn
 		      : !strcmp(key, "identity_property") ? &a->prop_name
 							  : NULL;
 	if (slot) {
 		free(*slot);
 		*slot = strdup(value);
 		return *slot ? 0 : -1;
+	}
+	if (!strncmp(key, "identity_", 9) && key[9]) {
+		if (!*value) {
+			mosquitto_log_printf(MOSQ_LOG_ERR, LOGP "plugin_opt_%s needs a policy file", key);
+			return -1;
+		}
+		service *n = realloc(a->svcs, (a->nsvcs + 1) * sizeof *n);
+		if (!n)
+			return -1;
+		a->svcs = n;
+		memset(&n[a->nsvcs], 0, sizeof *n);
+		n[a->nsvcs].cn = strdup(key + 9);
+		n[a->nsvcs].policy_path = strdup(value);
+		a->nsvcs++;
+		return n[a->nsvcs - 1].cn && n[a->nsvcs - 1].policy_path ? 0 : -1;
 	}
 	if (!strcmp(key, "jitr")) {
 		if (!strcmp(value, "off"))
@@ -796,7 +857,7 @@ static int set_option(tg_auth *a, const char *key, const char *value)
 	}
 	mosquitto_log_printf(MOSQ_LOG_ERR,
 			     LOGP "unknown option plugin_opt_%s (known: registry, policy_file, "
-			     "gateway_cn, gateway_policy_file, jitr, poll_ms, identity_property)",
+			     "gateway_cn, gateway_policy_file, identity_<CN>, jitr, poll_ms, identity_property)",
 			     key);
 	return -1;
 }
@@ -820,9 +881,12 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	a->version = -1;
 	a->nbuckets = 64;
 	a->buckets = calloc(a->nbuckets, sizeof *a->buckets);
-	a->gateway_cn = strdup("tidegate-gateway");
 	a->prop_name = strdup("tidegate-thing");
-	if (!a->buckets || !a->gateway_cn || !a->prop_name)
+	a->svcs = calloc(1, sizeof *a->svcs);
+	if (!a->buckets || !a->prop_name || !a->svcs)
+		goto fail;
+	a->nsvcs = 1;
+	if (!(a->svcs[0].cn = strdup("tidegate-gateway")))
 		goto fail;
 	for (int i = 0; i < option_count; i++)
 		if (set_option(a, options[i].key, options[i].value ? options[i].value : ""))
@@ -833,8 +897,7 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	}
 	if (!*a->prop_name)
 		goto fail;
-	if (load_policy(a->policy_path, POLICY_DEFAULT_THING, "thing", &a->thing_policy) ||
-	    load_policy(a->gw_policy_path, POLICY_DEFAULT_GATEWAY, "gateway", &a->gw_policy))
+	if (load_policies(a))
 		goto fail;
 	/* A missing registry is not fatal: things are denied until it appears. */
 	a->db_ok = 1;
@@ -851,9 +914,9 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		}
 	}
 	mosquitto_log_printf(MOSQ_LOG_NOTICE,
-			     LOGP "ready: registry=%s policy=%s gateway_cn=%s jitr=%s poll_ms=%lld",
+			     LOGP "ready: registry=%s policy=%s gateway_cn=%s services=%zu jitr=%s poll_ms=%lld",
 			     a->db_path, a->policy_path ? a->policy_path : "(built-in)",
-			     a->gateway_cn, a->jitr == JITR_OFF ? "off" : a->jitr == JITR_ACTIVE ? "active" : "inactive",
+			     a->svcs[0].cn, a->nsvcs - 1, a->jitr == JITR_OFF ? "off" : a->jitr == JITR_ACTIVE ? "active" : "inactive",
 			     (long long)a->poll_ms);
 	*userdata = a;
 	return MOSQ_ERR_SUCCESS;
