@@ -283,6 +283,42 @@ done:
 
 /* ---- activate / deactivate / revoke -------------------------------------------------- */
 
+/* After a revocation: the registry change alone stops the device within a second (the
+ * broker plugin polls); the CRL makes it hold for anything else that trusts the CA, once the
+ * broker reloads it. revoke.sh revokes the certificate file certs/ keeps for the thing, so
+ * run it only when that file is a certificate this registry has revoked for this thing. */
+static int update_crl(cli *c, const char *thing)
+{
+	if (!c->pki) {
+		fprintf(stderr, "tidegate device: note: CRL not updated (no --pki / TIDEGATE_PKI given)\n");
+		return 0;
+	}
+	char path[1024];
+	snprintf(path, sizeof path, "%s/things/%s.crt", c->pki, thing);
+	registry_cert_info ci;
+	registry_ident id;
+	if (access(path, R_OK) != 0) {
+		fprintf(stderr, "tidegate device: note: CRL not updated (%s does not exist)\n", path);
+		return 0;
+	}
+	if (load_cert_file(c, path, &ci))
+		return fail(c, TG_EPARSE);
+	int rc = registry_lookup(c->reg, ci.fingerprint, &id, c->err, sizeof c->err);
+	registry_cert_info_clear(&ci);
+	if (rc && rc != TG_ENOTFOUND)
+		return fail(c, rc);
+	if (rc == TG_ENOTFOUND || strcmp(id.thing, thing) != 0 || id.status != REGISTRY_REVOKED) {
+		fprintf(stderr, "tidegate device: note: CRL not updated (%s is not a certificate "
+				"revoked here)\n", path);
+		return 0;
+	}
+	char *args[] = {(char *)c->pki, (char *)thing, NULL};
+	if (run_script(c, "revoke.sh", args))
+		return fail(c, TG_EIO);
+	printf("%s: certificate revoked in the CRL of %s\n", thing, c->pki);
+	return 0;
+}
+
 static int cmd_status(cli *c, int argc, char **argv, registry_status st)
 {
 	static const struct option opts[] = {
@@ -313,20 +349,8 @@ static int cmd_status(cli *c, int argc, char **argv, registry_status st)
 		return fail(c, TG_EDB);
 	printf("%s: %d certificate%s set %s\n", thing, changed, changed == 1 ? "" : "s",
 	       registry_status_name(st));
-	if (st == REGISTRY_REVOKED && changed > 0) {
-		/* The registry change alone stops the device within a second (the broker plugin
-		 * polls); the CRL makes the revocation hold for anything else that trusts the
-		 * CA, once the broker reloads it. */
-		if (!c->pki) {
-			fprintf(stderr, "tidegate device: note: CRL not updated (no --pki / "
-					"TIDEGATE_PKI given)\n");
-		} else {
-			char *args[] = {(char *)c->pki, (char *)thing, NULL};
-			if (run_script(c, "revoke.sh", args))
-				return fail(c, TG_EIO);
-			printf("%s: added to the CRL in %s\n", thing, c->pki);
-		}
-	}
+	if (st == REGISTRY_REVOKED)
+		return update_crl(c, thing);
 	return 0;
 }
 
