@@ -109,14 +109,14 @@ class Env:
             return p / "other-ca/dev-0001.crt", p / "other-ca/dev-0001.key"
         return p / "things" / f"{name}.crt", p / "things" / f"{name}.key"
 
-    def broker(self, name, db, opts=None, identity_as_username=False):
-        b = Broker(self, name, db, opts or {}, identity_as_username)
+    def broker(self, name, db, opts=None, identity_as_username=False, extra=()):
+        b = Broker(self, name, db, opts or {}, identity_as_username, extra)
         self.brokers.append(b)
         return b
 
 
 class Broker:
-    def __init__(self, env, name, db, opts, identity_as_username):
+    def __init__(self, env, name, db, opts, identity_as_username, extra=()):
         self.env, self.name, self.db = env, name, Path(db)
         self.port = free_port()
         self.dir = env.tmp / f"broker-{name}"
@@ -138,7 +138,7 @@ class Broker:
             f"use_identity_as_username {'true' if identity_as_username else 'false'}",
             f"plugin {PLUGIN}",
             f"plugin_opt_registry {self.db}",
-        ] + [f"plugin_opt_{k} {v}" for k, v in opts.items()]
+        ] + [f"plugin_opt_{k} {v}" for k, v in opts.items()] + list(extra)
         (self.dir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
         self.log = open(self.logpath, "w")
         # TIDEGATE_AUTH_VALGRIND=1 runs each broker under memcheck: the plugin .so is not built
@@ -415,6 +415,12 @@ def test_connect_matrix(main, env):
     main.cli("deactivate", "dev-0002")
     p = main.peer("dev-0002", "dev-0002")
     record(S, "cert=dev-0002 id=dev-0002", "after `device deactivate`", "refused(135)", outcome(p.connect()))
+    p.close()
+    # `register --issue` makes the key and certificate with certs/issue-device.sh
+    r = main.cli("register", "dev-0010", "--issue", "--pki", env.pki)
+    assert "issued by certs/" in r.stdout, r.stdout
+    p = main.peer("dev-0010", "dev-0010")
+    record(S, "cert=dev-0010 id=dev-0010", "after `device register --issue`", "accepted", outcome(p.connect()))
     p.close()
     log = main.broker.log_text()
     assert 'reason="unregistered certificate (CN=dev-0009)"' in log
