@@ -109,14 +109,14 @@ class Env:
             return p / "other-ca/dev-0001.crt", p / "other-ca/dev-0001.key"
         return p / "things" / f"{name}.crt", p / "things" / f"{name}.key"
 
-    def broker(self, name, db, opts=None, identity_as_username=False, extra=()):
-        b = Broker(self, name, db, opts or {}, identity_as_username, extra)
+    def broker(self, name, db, opts=None, identity_as_username=False, extra=(), quiet=False):
+        b = Broker(self, name, db, opts or {}, identity_as_username, extra, quiet)
         self.brokers.append(b)
         return b
 
 
 class Broker:
-    def __init__(self, env, name, db, opts, identity_as_username, extra=()):
+    def __init__(self, env, name, db, opts, identity_as_username, extra=(), quiet=False):
         self.env, self.name, self.db = env, name, Path(db)
         self.port = free_port()
         self.dir = env.tmp / f"broker-{name}"
@@ -128,7 +128,8 @@ class Broker:
             "per_listener_settings false",
             "allow_anonymous false",
             "log_dest stderr",
-            "log_type all",
+            # quiet (benchmarks): no per-packet debug lines, which cost the broker real time
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information" if quiet else "log_type all",
             f"listener {self.port} 127.0.0.1",
             f"cafile {env.pki / 'ca.crt'}",
             f"certfile {env.pki / 'server.crt'}",
