@@ -114,11 +114,11 @@ static int pragma_int(sqlite3 *db, const char *sql, int *out)
 static int migrate(sqlite3 *db, int from, char *err, size_t errlen)
 {
 	char *msg = NULL;
-	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, &msg);
+	int rc = sqlite3_exec(db, REGISTRY_SQL_TX_BEGIN, NULL, NULL, &msg);
 	if (rc != SQLITE_OK)
 		goto fail;
 	/* Re-read under the lock: another process may have migrated meanwhile. */
-	rc = pragma_int(db, "PRAGMA user_version", &from);
+	rc = pragma_int(db, REGISTRY_SQL_GET_VERSION, &from);
 	if (rc != SQLITE_OK)
 		goto fail;
 	for (int v = from; v < REGISTRY_SCHEMA_VERSION; v++) {
@@ -126,12 +126,12 @@ static int migrate(sqlite3 *db, int from, char *err, size_t errlen)
 		if (rc != SQLITE_OK)
 			goto fail;
 		char sql[48];
-		snprintf(sql, sizeof sql, "PRAGMA user_version = %d", v + 1);
+		snprintf(sql, sizeof sql, REGISTRY_SQL_SET_VERSION, v + 1);
 		rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
 		if (rc != SQLITE_OK)
 			goto fail;
 	}
-	rc = sqlite3_exec(db, "COMMIT", NULL, NULL, &msg);
+	rc = sqlite3_exec(db, REGISTRY_SQL_TX_COMMIT, NULL, NULL, &msg);
 	if (rc != SQLITE_OK)
 		goto fail;
 	return 0;
@@ -139,7 +139,7 @@ fail:
 	reg_err(err, errlen, TG_EDB, "registry: migrating schema from version %d: %s", from,
 		msg ? msg : sqlite3_errmsg(db));
 	sqlite3_free(msg);
-	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_exec(db, REGISTRY_SQL_TX_ROLLBACK, NULL, NULL, NULL);
 	return TG_EDB;
 }
 
@@ -168,7 +168,7 @@ registry *registry_open(const char *path, unsigned flags, int busy_ms, char *err
 	sqlite3_busy_timeout(reg->db, busy_ms > 0 ? busy_ms : 0);
 
 	int version = 0;
-	rc = pragma_int(reg->db, "PRAGMA user_version", &version);
+	rc = pragma_int(reg->db, REGISTRY_SQL_GET_VERSION, &version);
 	if (rc != SQLITE_OK) {
 		reg_err(err, errlen, TG_EDB, "registry: cannot read %s: %s", path,
 			sqlite3_errmsg(reg->db));
@@ -189,13 +189,8 @@ registry *registry_open(const char *path, unsigned flags, int busy_ms, char *err
 			goto fail;
 		}
 	} else {
-		/* WAL lets the plugin read while the CLI writes; NORMAL is durable enough in WAL
-		 * (a power cut may lose the last commit, never corrupt). */
 		char *msg = NULL;
-		rc = sqlite3_exec(reg->db,
-				  "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-				  " PRAGMA foreign_keys = ON;",
-				  NULL, NULL, &msg);
+		rc = sqlite3_exec(reg->db, REGISTRY_SQL_RW_SETUP, NULL, NULL, &msg);
 		if (rc != SQLITE_OK) {
 			reg_err(err, errlen, TG_EDB, "registry: %s: %s", path,
 				msg ? msg : sqlite3_errmsg(reg->db));
@@ -701,6 +696,7 @@ int registry_things_foreach(registry *reg, registry_thing_cb cb, void *ud, char 
 			.updated_ms = sqlite3_column_int64(s, 2),
 			.certs = sqlite3_column_int(s, 3),
 			.active_certs = sqlite3_column_int(s, 4),
+			.revoked_certs = sqlite3_column_int(s, 5),
 		};
 		stop = cb(ud, &row);
 	}
@@ -708,6 +704,15 @@ int registry_things_foreach(registry *reg, registry_thing_cb cb, void *ud, char 
 	if (stop)
 		return stop;
 	return rc == SQLITE_DONE ? 0 : db_err(reg, err, errlen, rc, "listing things");
+}
+
+const char *registry_thing_summary(const registry_thing_row *row)
+{
+	if (row->certs == 0)
+		return "NO-CERT";
+	if (row->active_certs > 0)
+		return "ACTIVE";
+	return row->revoked_certs == row->certs ? "REVOKED" : "INACTIVE";
 }
 
 int registry_thing_get(registry *reg, const char *thing, registry_thing_row *out, char *err,

@@ -128,8 +128,11 @@ int registry_data_version(registry *reg, int64_t *out, char *err, size_t errlen)
 typedef struct registry_thing_row {
 	const char *name;
 	int64_t created_ms, updated_ms;
-	int certs, active_certs;
+	int certs, active_certs, revoked_certs;
 } registry_thing_row;
+/* A one-word summary of a thing's certificates for listings: "ACTIVE" when any is active,
+ * "REVOKED" when all are revoked, "INACTIVE" otherwise, "NO-CERT" without any. Static. */
+const char *registry_thing_summary(const registry_thing_row *row);
 typedef struct registry_cert_row {
 	const char *fingerprint, *subject_cn, *pem, *source;
 	registry_status status;

@@ -361,7 +361,8 @@ static int list_row_text(void *ud, const registry_thing_row *r)
 	(void)ud;
 	char upd[32];
 	rfc3339(r->updated_ms, upd, sizeof upd);
-	printf("%-32s %5d %6d  %s\n", r->name, r->certs, r->active_certs, upd);
+	printf("%-32s %-8s %5d %6d  %s\n", r->name, registry_thing_summary(r), r->certs,
+	       r->active_certs, upd);
 	return 0;
 }
 
@@ -370,7 +371,8 @@ static int list_row_json(void *ud, const registry_thing_row *r)
 	char cre[32], upd[32];
 	rfc3339(r->created_ms, cre, sizeof cre);
 	rfc3339(r->updated_ms, upd, sizeof upd);
-	json_t *o = json_pack("{s:s,s:i,s:i,s:s,s:s}", "thing", r->name, "certificates", r->certs,
+	json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:s,s:s}", "thing", r->name, "status",
+			      registry_thing_summary(r), "certificates", r->certs,
 			      "active_certificates", r->active_certs, "created", cre, "updated", upd);
 	if (!o || json_array_append_new((json_t *)ud, o))
 		return TG_ENOMEM;
@@ -404,7 +406,7 @@ static int cmd_list(cli *c, int argc, char **argv)
 			rc = print_json(arr);
 		json_decref(arr);
 	} else {
-		printf("%-32s %5s %6s  %s\n", "THING", "CERTS", "ACTIVE", "UPDATED");
+		printf("%-32s %-8s %5s %6s  %s\n", "THING", "STATUS", "CERTS", "ACTIVE", "UPDATED");
 		rc = registry_things_foreach(c->reg, list_row_text, NULL, c->err, sizeof c->err);
 	}
 	return rc ? fail(c, rc) : 0;

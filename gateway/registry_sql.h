@@ -41,6 +41,17 @@ static const char *const REGISTRY_MIGRATIONS[] = {
 };
 /* clang-format on */
 
+/* Used before the statements below exist (opening, migrating). */
+#define REGISTRY_SQL_GET_VERSION "PRAGMA user_version"
+#define REGISTRY_SQL_SET_VERSION "PRAGMA user_version = %d" /* printf format */
+#define REGISTRY_SQL_TX_BEGIN "BEGIN IMMEDIATE"
+#define REGISTRY_SQL_TX_COMMIT "COMMIT"
+#define REGISTRY_SQL_TX_ROLLBACK "ROLLBACK"
+/* WAL lets the plugin read while the CLI writes; NORMAL is durable enough in WAL (a power cut
+ * may lose the last commit, never corrupt the file). */
+#define REGISTRY_SQL_RW_SETUP \
+	"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+
 #define REGISTRY_SCHEMA_VERSION ((int)(sizeof REGISTRY_MIGRATIONS / sizeof REGISTRY_MIGRATIONS[0]))
 
 enum registry_stmt {
@@ -66,15 +77,15 @@ enum registry_stmt {
 };
 
 static const char *const REGISTRY_SQL[RS__COUNT] = {
-	[RS_BEGIN] = "BEGIN IMMEDIATE",
-	[RS_COMMIT] = "COMMIT",
-	[RS_ROLLBACK] = "ROLLBACK",
+	[RS_BEGIN] = REGISTRY_SQL_TX_BEGIN,
+	[RS_COMMIT] = REGISTRY_SQL_TX_COMMIT,
+	[RS_ROLLBACK] = REGISTRY_SQL_TX_ROLLBACK,
 	[RS_DATA_VERSION] = "PRAGMA data_version",
 	[RS_THING_INSERT] = "INSERT INTO thing(name, created_ms, updated_ms) VALUES (?1, ?2, ?2)",
 	[RS_THING_GET] = "SELECT id, created_ms, updated_ms FROM thing WHERE name = ?1",
 	[RS_THING_TOUCH] = "UPDATE thing SET updated_ms = ?2 WHERE id = ?1",
 	[RS_THING_LIST] = "SELECT t.name, t.created_ms, t.updated_ms, count(c.id),"
-			  " coalesce(sum(c.status = 'ACTIVE'), 0)"
+			  " coalesce(sum(c.status = 'ACTIVE'), 0), coalesce(sum(c.status = 'REVOKED'), 0)"
 			  " FROM thing t LEFT JOIN certificate c ON c.thing_id = t.id"
 			  " GROUP BY t.id ORDER BY t.name",
 	[RS_CERT_INSERT] = "INSERT INTO certificate(thing_id, fingerprint, subject_cn, status,"

@@ -414,6 +414,39 @@ static void test_status_changes(void **state)
 	registry_close(reg);
 }
 
+static int collect_summary(void *ud, const registry_thing_row *r)
+{
+	char *out = ud;
+	snprintf(out + strlen(out), 256 - strlen(out), "%s=%s;", r->name, registry_thing_summary(r));
+	return 0;
+}
+
+static void test_thing_summary(void **state)
+{
+	fixture *f = *state;
+	registry *reg = open_rw(f);
+	registry_cert_info a, b;
+	cert_info("t", &a, NULL);
+	cert_info("t", &b, NULL);
+	assert_int_equal(registry_register(reg, "none", NULL, REGISTRY_ACTIVE, "cli", 1, f->err, sizeof f->err), 0);
+	assert_int_equal(registry_register(reg, "t", &a, REGISTRY_ACTIVE, "cli", 1, f->err, sizeof f->err), 0);
+	assert_int_equal(registry_register(reg, "t", &b, REGISTRY_INACTIVE, "cli", 1, f->err, sizeof f->err), 0);
+	char out[256] = "";
+	assert_int_equal(registry_things_foreach(reg, collect_summary, out, f->err, sizeof f->err), 0);
+	assert_string_equal(out, "none=NO-CERT;t=ACTIVE;");
+	assert_int_equal(registry_set_status(reg, "t", a.fingerprint, REGISTRY_REVOKED, 2, NULL, f->err, sizeof f->err), 0);
+	out[0] = '\0';
+	assert_int_equal(registry_things_foreach(reg, collect_summary, out, f->err, sizeof f->err), 0);
+	assert_string_equal(out, "none=NO-CERT;t=INACTIVE;");
+	assert_int_equal(registry_set_status(reg, "t", NULL, REGISTRY_REVOKED, 3, NULL, f->err, sizeof f->err), 0);
+	out[0] = '\0';
+	assert_int_equal(registry_things_foreach(reg, collect_summary, out, f->err, sizeof f->err), 0);
+	assert_string_equal(out, "none=NO-CERT;t=REVOKED;");
+	registry_cert_info_clear(&a);
+	registry_cert_info_clear(&b);
+	registry_close(reg);
+}
+
 typedef struct attrs_seen {
 	char text[256];
 } attrs_seen;
@@ -597,6 +630,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_thing_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_changes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_attributes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_thing_summary, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_version_sees_other_writer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jit_register, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
