@@ -7,7 +7,9 @@
 #include <mqtt_protocol.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "log.h"
@@ -230,8 +232,30 @@ void broker_disconnect(broker *b, int timeout_ms)
 	int64_t until = mono_ms() + timeout_ms;
 	while (mosquitto_want_write(b->mosq) && mono_ms() < until)
 		mosquitto_loop(b->mosq, 10, 1);
+	/* libmosquitto closes the socket right after writing DISCONNECT. Closing a socket
+	 * with unread data sends a RST, and a RST makes the broker's kernel discard what it
+	 * has not read yet — our last PUBACKs — so those messages would be delivered again
+	 * after a restart. Keep a duplicate of the descriptor so the close only drops
+	 * libmosquitto's reference, then read (and discard: they are unacknowledged, the
+	 * broker keeps them for our session) until the broker closes its side. */
+	int fd = mosquitto_socket(b->mosq) >= 0 ? dup(mosquitto_socket(b->mosq)) : -1;
 	mosquitto_disconnect_v5(b->mosq, 0, NULL);
 	mosquitto_loop(b->mosq, 10, 1);
+	if (fd >= 0) {
+		char sink_buf[16384];
+		until = mono_ms() + 2000;
+		while (mono_ms() < until) {
+			struct pollfd pfd = {.fd = fd, .events = POLLIN};
+			if (poll(&pfd, 1, 50) < 0)
+				break;
+			if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+				ssize_t n = read(fd, sink_buf, sizeof sink_buf);
+				if (n <= 0)
+					break;
+			}
+		}
+		close(fd);
+	}
 	b->st.connected = 0;
 }
 

@@ -1,0 +1,303 @@
+"""Integration-test harness: real servers on 127.0.0.1, free ports, always stopped.
+
+Every server runs in the test's temp dir with its log captured there; readiness is awaited
+with a deadline (never a bare sleep); `stop()` is idempotent and also runs from fixtures'
+finalisers, so a failing test still leaves nothing running.
+"""
+import gzip
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("TIDEGATE_BUILD", REPO / "build" / "rel"))
+SANITIZED = os.environ.get("TIDEGATE_SANITIZED") == "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Proc:
+    """A child process with a log file, stopped for sure."""
+
+    def __init__(self, argv, log_path, env=None, cwd=None):
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(log_path)
+        self.log = open(self.log_path, "ab")
+        self.p = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                  env=env, cwd=cwd, start_new_session=True)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def send_signal(self, sig):
+        if self.alive():
+            self.p.send_signal(sig)
+
+    def wait(self, timeout=30):
+        return self.p.wait(timeout=timeout)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        if self.alive():
+            self.p.send_signal(sig)
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        return self.p.returncode
+
+    def kill9(self):
+        if self.alive():
+            self.p.kill()
+            self.p.wait()
+        self.log.close()
+
+    def text(self):
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+class Certs:
+    def __init__(self, out, things=5):
+        self.dir = Path(out)
+        subprocess.run([REPO / "certs" / "make-certs.sh", self.dir, "--things", str(things)],
+                       check=True, capture_output=True)
+
+    def thing(self, name):
+        return self.dir / "things" / f"{name}.crt", self.dir / "things" / f"{name}.key"
+
+    @property
+    def ca(self):
+        return self.dir / "ca.crt"
+
+
+class Broker:
+    """mosquitto with the product's mTLS config rendered for a free port."""
+
+    def __init__(self, certs, workdir, extra_args=()):
+        self.certs = certs
+        self.dir = Path(workdir) / "broker"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    def render(self):
+        r = subprocess.run([REPO / "certs" / "render-broker-conf.sh", "--certs", self.certs.dir,
+                            "--port", str(self.port), "--dir", self.dir, "--log", self.dir / "mosquitto.log",
+                            *self.extra_args], check=True, capture_output=True, text=True)
+        return r.stdout.strip().splitlines()[-1]
+
+    def start(self):
+        conf = self.render()
+        self.proc = Proc(["mosquitto", "-c", conf], self.dir / "mosquitto.stdout")
+        wait_until(lambda: port_open(self.port) or not self.proc.alive(), 10, what="mosquitto port")
+        assert self.proc.alive(), self.log()
+        return self
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+
+    def log(self):
+        p = self.dir / "mosquitto.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+
+DEFAULT_SINKS = """
+[sink lake]
+type = file
+path = {lake}
+"""
+
+
+class Daemon:
+    """The tidegate daemon with a config written into the test dir."""
+
+    def __init__(self, broker, workdir, extra="", sinks=None, top="", name="tidegate"):
+        self.broker = broker
+        self.dir = Path(workdir) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lake = self.dir / "lake"
+        self.http_port = free_port()
+        self.conf = self.dir / "tidegate.conf"
+        certs = broker.certs
+        sinks = (sinks if sinks is not None else DEFAULT_SINKS).format(lake=self.lake)
+        self.conf.write_text(f"""# written by the integration harness
+gateway_id = gw-test
+data_dir = {self.dir / 'data'}
+log_level = info
+{top}
+[broker]
+host = 127.0.0.1
+port = {broker.port}
+ca_file = {certs.ca}
+cert_file = {certs.dir / 'gateway.crt'}
+key_file = {certs.dir / 'gateway.key'}
+[http]
+port = {self.http_port}
+{extra}
+{sinks}
+""")
+        self.proc = None
+
+    def start(self, wait_connected=True):
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=99")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=98")
+        argv = [BUILD / "tidegate", "run", "-c", self.conf]
+        if os.environ.get("TIDEGATE_VALGRIND") == "1":
+            argv = ["valgrind", "--quiet", "--leak-check=full", "--errors-for-leak-kinds=definite",
+                    "--error-exitcode=97", *argv]
+        self.proc = Proc(argv, self.dir / "tidegate.log", env=env)
+        if wait_connected:
+            wait_until(lambda: self.metric("tidegate_broker_connected") == 1 or not self.proc.alive(), 20,
+                       what="tidegate connected")
+            assert self.proc.alive(), self.proc.text()
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        rc = self.proc.stop(sig) if self.proc else 0
+        return rc
+
+    def kill9(self):
+        self.proc.kill9()
+
+    def http(self, path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return None, ""
+
+    def metrics(self):
+        status, body = self.http("/metrics")
+        out = {}
+        if status != 200:
+            return out
+        for line in body.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+        return out
+
+    def metric(self, name, default=None):
+        return self.metrics().get(name, default)
+
+    def log(self):
+        return self.proc.text() if self.proc else ""
+
+
+def read_lake(lake, table="telemetry"):
+    """Every record of one table of a Hive-layout lake (finished and in-progress files)."""
+    root = Path(lake) / table
+    out = []
+    if not root.exists():
+        return out
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        data = p.read_bytes()
+        if p.name.endswith(".gz") or p.name.endswith(".gz.inprogress"):
+            data = gzip.decompress(data)
+        lines = data.decode(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                # only the tail of a file still being written (or cut by a crash) may be partial
+                if not (p.name.endswith(".inprogress") and i == len(lines) - 1):
+                    raise
+    return out
+
+
+def outbox_msg_ids(db_path):
+    """msg_ids of the records still queued in an outbox database (read-only)."""
+    import sqlite3
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT payload FROM outbox").fetchall()
+    finally:
+        con.close()
+    return {json.loads(r[0])["msg_id"] for r in rows}
+
+
+def lake_files(lake, table="telemetry"):
+    root = Path(lake) / table
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+class Sim:
+    """Runs device_sim to completion and returns its summary."""
+
+    @staticmethod
+    def run(broker, workdir, *args, timeout=300, name="sim"):
+        summary = Path(workdir) / f"{name}-summary.json"
+        argv = [BUILD / "device_sim", "--host", "127.0.0.1", "--port", str(broker.port),
+                "--cafile", broker.certs.ca, "--certs-dir", broker.certs.dir / "things",
+                "--summary-json", summary, *[str(a) for a in args]]
+        r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"device_sim failed rc={r.returncode}\n{r.stdout}\n{r.stderr}"
+        return json.loads(summary.read_text())
+
+    @staticmethod
+    def start(broker, workdir, *args, name="sim"):
+        summary = Path(workdir) / f"{name}-summary.json"
+        argv = [BUILD / "device_sim", "--host", "127.0.0.1", "--port", str(broker.port),
+                "--cafile", broker.certs.ca, "--certs-dir", broker.certs.dir / "things",
+                "--summary-json", summary, *[str(a) for a in args]]
+        return Proc(argv, Path(workdir) / f"{name}.log"), summary
+
+
+def mqtt_client(broker, cert, key, client_id, version5=True):
+    """A paho client with mTLS to the test broker, loop started; caller disconnects."""
+    import paho.mqtt.client as mqtt
+    c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5 if version5 else mqtt.MQTTv311)
+    c.tls_set(ca_certs=str(broker.certs.ca), certfile=str(cert), keyfile=str(key),
+              tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    return c
+
+
+def mosquitto_pub(broker, cert, key, topic, messages, qos=1, client_id=None, check=False):
+    """Publish each message with the mosquitto_pub CLI (reading lines from stdin)."""
+    argv = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "--cafile", str(broker.certs.ca),
+            "--cert", str(cert), "--key", str(key), "-q", str(qos), "-t", topic, "-l", "-V", "mqttv5"]
+    if client_id:
+        argv += ["-i", client_id]
+    data = "".join(m + "\n" for m in messages)
+    return subprocess.run(argv, input=data, capture_output=True, text=True, check=check, timeout=60)
