@@ -521,6 +521,14 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		log_refusal(ev->client, "connect", why);
 		return MOSQ_ERR_AUTH;
 	}
+	/* The authenticated name becomes the MQTT username: Mosquitto 2.0.11 disconnects every
+	 * client without a username on SIGHUP when allow_anonymous is false (checked; a CRL
+	 * reload would otherwise drop the whole fleet), and its logs then name the identity. */
+	if (mosquitto_set_username(ev->client, e->svc >= 0 ? e->cn : e->thing) != MOSQ_ERR_SUCCESS) {
+		log_refusal(ev->client, "connect", "cannot set the username");
+		entry_free(e);
+		return MOSQ_ERR_AUTH;
+	}
 	mosquitto_log_printf(MOSQ_LOG_INFO, LOGP "accepted client=%s %s=%s fp=%.16s", e->client_id,
 			     e->svc >= 0 ? "service_cn" : "thing", e->svc >= 0 ? e->cn : e->thing, e->fp);
 	table_put(a, e);

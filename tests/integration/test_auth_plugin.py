@@ -781,3 +781,42 @@ def test_registry_locked_denies_then_recovers(env):
         record(S, "broker", "still running", "True", f.broker.alive())
     finally:
         f.close()
+
+
+def test_policy_reload_on_sighup(env):
+    """SIGHUP re-reads the policy files and re-resolves every connected client; a broken file
+    keeps the running policy (and says so in the log)."""
+    import signal
+    S = "policy reload (SIGHUP)"
+
+    def doc(prefix):
+        return json.dumps({"Statement": [
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": f"{prefix}/${{iot:Connection.Thing.ThingName}}/#"},
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": "s/${iot:Connection.Thing.ThingName}"}]})
+
+    pol = env.tmp / "reload-policy.json"
+    pol.write_text(doc("a"))
+    f = Fixture(env, "reload", {"policy_file": pol})
+    try:
+        f.cli("register", "dev-0001", "--cert", env.cert("dev-0001")[0])
+        d = f.peer("dev-0001", "dev-0001")
+        assert d.connect() == 0
+        record(S, "dev-0001", "publish b/dev-0001/x before", "not delivered",
+               "delivered" if f.delivered(d, "b/dev-0001/x", "s/dev-0001") else "not delivered")
+        pol.write_text(doc("b"))
+        f.broker.proc.send_signal(signal.SIGHUP)
+        ok = wait_until(lambda: f.delivered(d, "b/dev-0001/y", "s/dev-0001"), 3, step=0.05)
+        record(S, "dev-0001", "publish b/dev-0001/y after SIGHUP", "delivered", "delivered" if ok else "not delivered")
+        record(S, "dev-0001, gateway", "still connected after SIGHUP", "True",
+               d.closed_at is None and f.gw.closed_at is None, "2.0.11 drops clients without a username")
+        record(S, "dev-0001", "publish a/dev-0001/y after SIGHUP", "not delivered",
+               "delivered" if f.delivered(d, "a/dev-0001/y", "s/dev-0001") else "not delivered")
+        pol.write_text("{ not json")
+        f.broker.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "thing policy: " in f.broker.log_text(), 3)
+        record(S, "broker", "bad policy on SIGHUP logged", "True", "thing policy: " in f.broker.log_text())
+        record(S, "dev-0001", "publish b/dev-0001/z (old policy kept)", "delivered",
+               "delivered" if f.delivered(d, "b/dev-0001/z", "s/dev-0001") else "not delivered")
+        record(S, "broker", "still running", "True", f.broker.alive())
+    finally:
+        f.close()
