@@ -4,6 +4,7 @@
 # Usage: certs/render-broker-conf.sh --certs CERTDIR --port PORT --dir RUNDIR
 #            [--bind 127.0.0.1] [--log FILE|stderr] [--loadgen]
 #            [--max-queued N] [--max-packet BYTES] [--user NAME]
+#            [--plugin SO --registry DB [--jitr off|inactive|active]]
 # Writes RUNDIR/mosquitto.conf and RUNDIR/acl, creates RUNDIR/persist/, and prints the path
 # of mosquitto.conf. Start the broker with: mosquitto -c RUNDIR/mosquitto.conf
 # CERTDIR is what certs/make-certs.sh produced (ca.crt, server.crt/key, crl.pem).
@@ -17,6 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 tmpl_dir=$here/../packaging/mosquitto
 
 CERTS= PORT= DIR= BIND=127.0.0.1 LOG= LOADGEN=0 MAX_QUEUED=1000000 MAX_PACKET=1048576
+PLUGIN= REGISTRY= JITR=off
 RUN_USER=$(id -un)
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -29,6 +31,9 @@ while [ $# -gt 0 ]; do
 	--max-queued) MAX_QUEUED=${2:?}; shift 2 ;;
 	--max-packet) MAX_PACKET=${2:?}; shift 2 ;;
 	--user) RUN_USER=${2:?}; shift 2 ;;
+	--plugin) PLUGIN=${2:?}; shift 2 ;;
+	--registry) REGISTRY=${2:?}; shift 2 ;;
+	--jitr) JITR=${2:?}; shift 2 ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
@@ -81,4 +86,26 @@ render() { # render TEMPLATE OUTFILE — replace every @NAME@ placeholder, fail 
 }
 render "$tmpl_dir/tidegate.conf.in" "$DIR/mosquitto.conf"
 render "$tmpl_dir/acl.in" "$DIR/acl"
+# --plugin: the registry and policies decide instead of the ACL file (docs/registry.md).
+# use_identity_as_username stays off so the plugin refuses unknown certificates at CONNECT.
+if [ -n "$PLUGIN" ]; then
+	[ -n "$REGISTRY" ] || die "--plugin needs --registry DB"
+	[[ $PLUGIN == /* ]] || PLUGIN=$PWD/$PLUGIN
+	[[ $REGISTRY == /* ]] || REGISTRY=$PWD/$REGISTRY
+	[ -f "$PLUGIN" ] || die "no plugin at $PLUGIN (make)"
+	pol=$(cd "$tmpl_dir/policies" && pwd)
+	{
+		grep -v -e '^acl_file ' -e '^use_identity_as_username ' "$DIR/mosquitto.conf"
+		echo "# Device registry and policies (rendered with --plugin)"
+		echo "plugin $PLUGIN"
+		echo "plugin_opt_registry $REGISTRY"
+		echo "plugin_opt_jitr $JITR"
+		echo "plugin_opt_gateway_cn tidegate-gateway"
+		echo "plugin_opt_gateway_policy_file $pol/gateway-policy.json"
+		echo "plugin_opt_identity_tidegate-ops $pol/ops-policy.json"
+		[ "$LOADGEN" = 1 ] && echo "plugin_opt_identity_tidegate-loadgen $pol/loadgen-policy.json"
+		true
+	} >"$DIR/mosquitto.conf.tmp"
+	mv "$DIR/mosquitto.conf.tmp" "$DIR/mosquitto.conf"
+fi
 echo "$DIR/mosquitto.conf"

@@ -15,6 +15,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "registry.h"
 
 #define SHUTDOWN_DRAIN_MS 10000
 
@@ -51,13 +52,69 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
 		forwarder_notify(d->fw);
 }
 
+static int add_attr(void *ud, const char *key, const char *value)
+{
+	return json_object_set_new(ud, key, json_string(value)) ? TG_ENOMEM : 0;
+}
+
+/* Attributes of a registered thing for enrichment and get_registry_data(), cached until
+ * the registry's data_version changes (checked at most twice a second). Runs on the
+ * ingest thread only. Returns a new reference or NULL. */
+static json_t *registry_attrs(void *ud, const char *thing)
+{
+	tg_daemon *d = ud;
+	if (!d->reg)
+		return NULL;
+	int64_t now = wall_ms();
+	if (now - d->reg_checked_ms >= 500) {
+		d->reg_checked_ms = now;
+		int64_t v = 0;
+		if (registry_data_version(d->reg, &v, NULL, 0) == 0 && v != d->reg_version) {
+			d->reg_version = v;
+			json_object_clear(d->reg_cache);
+		}
+	}
+	json_t *hit = json_object_get(d->reg_cache, thing);
+	if (hit)
+		return json_is_object(hit) ? json_incref(hit) : NULL;
+	registry_thing_row row;
+	json_t *attrs = NULL;
+	if (registry_thing_get(d->reg, thing, &row, NULL, 0) == 0) {
+		attrs = json_object();
+		if (attrs && registry_attrs_foreach(d->reg, thing, add_attr, attrs, NULL, 0) < 0) {
+			json_decref(attrs);
+			attrs = NULL;
+		}
+	}
+	if (json_object_size(d->reg_cache) < 100000)
+		json_object_set_new(d->reg_cache, thing, attrs ? json_incref(attrs) : json_null());
+	return attrs;
+}
+
+static void open_registry(tg_daemon *d)
+{
+	char err[512];
+	if (access(d->cfg->registry_path, F_OK) != 0) {
+		LOG_INFO("registry", "msg=\"no device registry; enrichment and get_registry_data() are off\" path=%s",
+			 d->cfg->registry_path);
+		return;
+	}
+	if (!(d->reg = registry_open(d->cfg->registry_path, REGISTRY_RDONLY, 50, err, sizeof err))) {
+		LOG_WARN("registry", "msg=\"cannot open the device registry\" path=%s err=\"%s\"", d->cfg->registry_path, err);
+		return;
+	}
+	d->reg_cache = json_object();
+	registry_data_version(d->reg, &d->reg_version, NULL, 0);
+	LOG_INFO("registry", "msg=\"device registry open\" path=%s", d->cfg->registry_path);
+}
+
 /* Compile the rules folder; on success swap it in. On failure keep the running set and
  * log every error with file:line:col. Returns 0 or the error code. */
 static int load_rules(tg_daemon *d, int initial)
 {
 	if (!d->cfg->rules_dir || !*d->cfg->rules_dir)
 		return 0;
-	rules_env env = {.sink_names = d->sink_names};
+	rules_env env = {.sink_names = d->sink_names, .registry_lookup = registry_attrs, .registry_ud = d};
 	char errbuf[8192] = "";
 	rules_set *rs = rules_load_dir(d->cfg->rules_dir, &env, errbuf, sizeof errbuf);
 	if (!rs) {
@@ -160,6 +217,8 @@ static void teardown(tg_daemon *d)
 	if (d->inotify_fd >= 0)
 		close(d->inotify_fd);
 	free(d->sink_names);
+	registry_close(d->reg);
+	json_decref(d->reg_cache);
 	config_free(d->cfg);
 }
 
@@ -178,6 +237,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		goto out;
 	for (size_t i = 0; i < d.cfg->nsinks; i++)
 		d.sink_names[i] = d.cfg->sinks[i].name;
+	open_registry(&d);
 	if (load_rules(&d, 1) || load_schemas(&d, 1))
 		goto out;
 	if (mkdir_p(d.cfg->data_dir)) {
@@ -210,6 +270,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	}
 	ingest_set_rules(d.ig, d.rules);
 	ingest_set_schemas(d.ig, d.schemas);
+	ingest_set_registry(d.ig, registry_attrs, &d);
 	watch_rules(&d);
 	if (d.cfg->http_port > 0 &&
 	    !(d.http = http_start(d.cfg->http_bind, (int)d.cfg->http_port, metrics_render, &d, err, sizeof err))) {

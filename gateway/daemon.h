@@ -32,6 +32,9 @@ typedef struct tg_daemon {
 	rules_set *rules;        /* active set, swapped on reload */
 	schema_set *schemas;     /* active set, swapped on reload */
 	const char **sink_names; /* NULL-terminated, for rules_env */
+	struct registry *reg;    /* read-only handle for enrichment / get_registry_data, or NULL */
+	json_t *reg_cache;       /* thing -> attributes, dropped when the registry changes */
+	int64_t reg_version, reg_checked_ms;
 	int inotify_fd;          /* -1 when not watching */
 	int64_t reload_due_ms;   /* debounced file-change reload, 0 = none */
 	int64_t started_ms;

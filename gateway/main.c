@@ -6,6 +6,7 @@
  *   tidegate config-reference       print the configuration reference (markdown)
  *   tidegate rules check DIR        validate a rules folder (file:line:col errors)
  *   tidegate rules test FILE --topic T [--payload JSON]   dry-run one rule
+ *   tidegate device register|activate|deactivate|revoke|list|show|set-attr ...
  *   tidegate version
  *
  * Signal handlers only set flags; the daemon loop reads them.
@@ -17,6 +18,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "registry_cli.h"
 #include "rules/rules.h"
 
 #define TIDEGATE_VERSION "0.1.0"
@@ -33,6 +35,7 @@ static void usage(FILE *out)
 		     "       tidegate config-reference\n"
 		     "       tidegate rules check DIR\n"
 		     "       tidegate rules test FILE --topic T [--payload JSON]\n"
+		     "       tidegate device COMMAND ... (tidegate device --help)\n"
 		     "       tidegate version\n");
 }
 
@@ -62,6 +65,8 @@ int main(int argc, char **argv)
 		}
 		return rules_cli_main(argc - 2, argv + 2);
 	}
+	if (strcmp(cmd, "device") == 0)
+		return registry_cli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference(stdout);
 		return 0;
