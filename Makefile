@@ -87,6 +87,11 @@ $(B)/asan/fuzz/%: $(B)/asan/obj/tests/fuzz/%.o $(B)/asan/obj/tests/fuzz/local_ma
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
 
+# Micro-benchmarks (tests/bench/bench_*.c): optimised build, e.g. `make build/rel/bench/bench_schema`.
+$(B)/rel/bench/%: $(B)/rel/obj/tests/bench/%.o $(B)/rel/libtidegate.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 
 # ---- the two commands ----------------------------------------------------------------

@@ -409,14 +409,25 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 	struct aparams p;
 	if (!a || !in || !in->rule || !in->alert || !in->thing)
 		return TG_EINVAL;
-	if (parse_params(in->params, &p))
-		return TG_EINVAL;
 	a->st.reports++;
 	uint64_t h = hash3(in->rule, in->alert, in->thing);
 	struct akey *k = find(a, in->rule, in->alert, in->thing, h);
+	alerts_state cur = k ? k->state : ALERTS_STATE_OK;
+	/* The steady state — idle and not raising, or raised and still raising — changes
+	 * nothing and needs no parameters: return before parsing them. */
+	if ((cur == ALERTS_STATE_OK && in->cond != RULES_ALERT_RAISE) ||
+	    (cur == ALERTS_STATE_RAISED && in->cond == RULES_ALERT_RAISE)) {
+		if (k && cur == ALERTS_STATE_RAISED) {
+			k->last_ts = in->ts_ms; /* in memory only: not a state change */
+			k->matches++;
+		}
+		return ALERTS_NOCHANGE;
+	}
+	if (parse_params(in->params, &p)) {
+		a->st.reports--;
+		return TG_EINVAL;
+	}
 	if (!k) {
-		if (in->cond != RULES_ALERT_RAISE)
-			return ALERTS_NOCHANGE; /* nothing to remember for an idle key */
 		if (a->nkeys >= a->c.max_keys) {
 			a->st.keys_dropped++;
 			return ALERTS_NOCHANGE;
@@ -461,12 +472,7 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 			}
 		}
 		break;
-	case ALERTS_STATE_RAISED:
-		if (in->cond == RULES_ALERT_RAISE) {
-			k->last_ts = in->ts_ms; /* in memory only: not a state change */
-			k->matches++;
-			break;
-		}
+	case ALERTS_STATE_RAISED: /* RAISE was handled above */
 		if (in->cond == RULES_ALERT_CLEAR || !p.has_clear) {
 			set_state(a, k, ALERTS_STATE_OK);
 			dirty = 1;

@@ -27,6 +27,7 @@ struct thing {
 	struct thing *lprev, *lnext;  /* LRU list, head = most recently seen */
 	uint64_t hash;
 	char *name;
+	int64_t max_ts;               /* largest ts ever put in the ring (may have left it) */
 	size_t head;                  /* next write position in ring */
 	size_t count;                 /* valid entries */
 	struct entry ring[];
@@ -148,6 +149,7 @@ static struct thing *thing_new(dedupe *d, const char *name, uint64_t h)
 	t->name = nm;
 	t->hash = h;
 	t->head = t->count = 0;
+	t->max_ts = INT64_MIN;
 	t->hnext = d->buckets[h & d->mask];
 	d->buckets[h & d->mask] = t;
 	lru_push_front(d, t);
@@ -168,7 +170,9 @@ int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 			lru_unlink(d, t);
 			lru_push_front(d, t);
 		}
-		for (size_t i = 0; i < t->count; i++) {
+		/* A device's clock moves forward, so a ts above everything remembered cannot be a
+		 * repeat: the common case costs no scan. */
+		for (size_t i = 0; ts_ms <= t->max_ts && i < t->count; i++) {
 			const struct entry *e = &t->ring[(t->head + cap - 1 - i) % cap];
 			if (now_ms - e->seen > d->c.window_ms)
 				break; /* this and every older entry expired */
@@ -186,6 +190,8 @@ int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 		d->st.overwritten++;
 	w->ts = ts_ms;
 	w->seen = now_ms;
+	if (ts_ms > t->max_ts)
+		t->max_ts = ts_ms;
 	t->head = (t->head + 1) % cap;
 	if (t->count < cap)
 		t->count++;

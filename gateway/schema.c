@@ -153,7 +153,18 @@ json_t *schema_parse_payload(const void *buf, size_t len, const schema_limits *l
 		reject(why, st, SCHEMA_R_TOO_LARGE, NULL, "payload %zu bytes > cap %zu", len, max_bytes);
 		return NULL;
 	}
-	schema_reason r = scan_payload(buf, len, max_depth);
+	/* Fast path for the common payload: pure ASCII with fewer brackets than the depth cap
+	 * cannot fail either check, and this loop vectorises; otherwise scan precisely. */
+	const unsigned char *u = buf;
+	unsigned hi = 0;
+	size_t brackets = 0;
+	for (size_t i = 0; i < len; i++) {
+		hi |= u[i];
+		brackets += (u[i] == '{') | (u[i] == '[');
+	}
+	schema_reason r = SCHEMA_R_NONE;
+	if ((hi & 0x80) || brackets > (size_t)max_depth)
+		r = scan_payload(buf, len, max_depth);
 	if (r == SCHEMA_R_INVALID_UTF8) {
 		reject(why, st, r, NULL, "payload is not valid UTF-8");
 		return NULL;
