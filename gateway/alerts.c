@@ -409,7 +409,6 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 	struct aparams p;
 	if (!a || !in || !in->rule || !in->alert || !in->thing)
 		return TG_EINVAL;
-	a->st.reports++;
 	uint64_t h = hash3(in->rule, in->alert, in->thing);
 	struct akey *k = find(a, in->rule, in->alert, in->thing, h);
 	alerts_state cur = k ? k->state : ALERTS_STATE_OK;
@@ -421,12 +420,12 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 			k->last_ts = in->ts_ms; /* in memory only: not a state change */
 			k->matches++;
 		}
+		a->st.reports++;
 		return ALERTS_NOCHANGE;
 	}
-	if (parse_params(in->params, &p)) {
-		a->st.reports--;
+	if (parse_params(in->params, &p))
 		return TG_EINVAL;
-	}
+	a->st.reports++;
 	if (!k) {
 		if (a->nkeys >= a->c.max_keys) {
 			a->st.keys_dropped++;
