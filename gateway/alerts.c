@@ -315,8 +315,8 @@ static int parse_params(const json_t *p, struct aparams *o)
 		return TG_EINVAL;
 	json_t *v = json_object_get(p, "for");
 	if (v) {
-		if (json_is_integer(v) && json_integer_value(v) >= 1)
-			o->for_n = json_integer_value(v);
+		if (json_is_number(v) && json_number_value(v) >= 1 && json_number_value(v) <= 1e9)
+			o->for_n = (int64_t)json_number_value(v);
 		else if (!json_is_string(v) || parse_duration(json_string_value(v), &o->for_ms))
 			return TG_EINVAL;
 	}
@@ -375,13 +375,14 @@ static json_t *build_message(const struct akey *k, const json_t *payload, int64_
 	return o;
 }
 
-static int emit(alerts *a, const struct akey *k, const json_t *payload, int64_t now)
+static int emit(alerts *a, const struct akey *k, const json_t *payload, const char *topic,
+		int64_t now)
 {
 	json_t *o = build_message(k, payload, now);
 	if (!o)
 		return TG_ENOMEM;
 	alerts_event ev = {.rule = k->rule, .alert = k->alert, .thing = k->thing,
-			   .severity = k->severity, .state = k->state, .json = o};
+			   .severity = k->severity, .state = k->state, .topic = topic, .json = o};
 	int rc = a->c.emit(a->c.ud, &ev);
 	json_decref(o);
 	if (rc < 0) {
@@ -487,7 +488,7 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 	}
 	int dbrc = dirty ? persist(a, k, now_ms) : 0;
 	if (notify) {
-		int rc = emit(a, k, in->payload, now_ms);
+		int rc = emit(a, k, in->payload, in->topic, now_ms);
 		if (result == ALERTS_RAISED)
 			a->st.raised++;
 		else
@@ -507,7 +508,7 @@ int alerts_on_action(alerts *a, const rules_action_out *act, const tg_msg *m, in
 	json_t *ts = m->json ? json_object_get(m->json, "ts") : NULL;
 	alerts_input in = {.rule = act->rule, .alert = act->alert_name, .thing = m->thing,
 			   .cond = act->alert_cond, .payload = act->payload, .params = act->params,
-			   .ts_ms = json_is_integer(ts) ? json_integer_value(ts) : m->received_ms};
+			   .topic = act->topic, .ts_ms = json_is_integer(ts) ? json_integer_value(ts) : m->received_ms};
 	return alerts_report(a, &in, now_ms);
 }
 
