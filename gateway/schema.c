@@ -443,6 +443,7 @@ struct sfield {
 	int unit_default;  /* unit assumed when the unit field is absent */
 	int unit_field;    /* index into schema.ufs, or -1 */
 	int round;         /* decimals to round a converted value to, -1 = keep */
+	int topic_level;   /* 1-based topic level the string must equal (identity), 0 = none */
 };
 
 struct ufield {
@@ -685,7 +686,7 @@ static int compile_field(struct lctx *c, struct schema *s, struct sfield *f, con
 {
 	static const char *const allowed[] = {"type", "required", "min", "max", "minLength",
 					      "maxLength", "pattern", "enum", "default", "unit",
-					      "round", "description", NULL};
+					      "round", "topicLevel", "description", NULL};
 	int bad = 0;
 	f->unit_from = f->unit_to = f->unit_default = f->unit_field = -1;
 	f->round = -1;
@@ -794,6 +795,18 @@ static int compile_field(struct lctx *c, struct schema *s, struct sfield *f, con
 			bad = 1;
 		} else {
 			f->enum_vals = json_incref(v);
+		}
+	}
+	if ((v = json_object_get(spec, "topicLevel"))) {
+		if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 64) {
+			lerr(c, "fields", name, "topicLevel", "topicLevel must be an integer 1..64");
+			bad = 1;
+		} else {
+			f->topic_level = (int)json_integer_value(v);
+			if (!(f->types & T_STRING)) {
+				lerr(c, "fields", name, "topicLevel", "topicLevel needs a string field");
+				bad = 1;
+			}
 		}
 	}
 	if ((v = json_object_get(spec, "round"))) {
@@ -1389,8 +1402,8 @@ static int apply_timestamp(const struct schema *s, json_t *obj, int64_t received
 		double d = json_number_value(v);
 		int secs;
 		if (s->ts_fmt == TSF_RFC3339)
-			return reject(why, st, SCHEMA_R_BAD_TIMESTAMP, s->ts_in,
-				      "expected an RFC 3339 string");
+			return reject(why, st, SCHEMA_R_WRONG_TYPE, s->ts_in,
+				      "timestamp: expected an RFC 3339 string");
 		secs = s->ts_fmt == TSF_S || (s->ts_fmt == TSF_AUTO && fabs(d) < TS_AUTO_SECONDS_BELOW);
 		if (secs)
 			d *= 1000.0;
@@ -1403,13 +1416,13 @@ static int apply_timestamp(const struct schema *s, json_t *obj, int64_t received
 			ms = (int64_t)llround(d);
 	} else if (json_is_string(v)) {
 		if (s->ts_fmt != TSF_AUTO && s->ts_fmt != TSF_RFC3339)
-			return reject(why, st, SCHEMA_R_BAD_TIMESTAMP, s->ts_in,
-				      "expected an epoch number");
+			return reject(why, st, SCHEMA_R_WRONG_TYPE, s->ts_in,
+				      "timestamp: expected an epoch number");
 		if (schema_parse_rfc3339(json_string_value(v), &ms) || ms < 0 || ms > TS_MAX_MS)
 			return reject(why, st, SCHEMA_R_BAD_TIMESTAMP, s->ts_in,
 				      "not an RFC 3339 timestamp");
 	} else {
-		return reject(why, st, SCHEMA_R_BAD_TIMESTAMP, s->ts_in, "timestamp of type %s",
+		return reject(why, st, SCHEMA_R_WRONG_TYPE, s->ts_in, "timestamp of type %s",
 			      type_word(v));
 	}
 	if (v && s->ts_skew_ms > 0 &&
@@ -1444,8 +1457,24 @@ static int apply_timestamp(const struct schema *s, json_t *obj, int64_t received
 	return 0;
 }
 
-static int apply_field(const struct schema *s, const struct sfield *f, json_t *obj,
-		       schema_reject *why, schema_stats *st)
+/* Level `level` (1-based, like IoT SQL's topic(n)) of topic, without copying. */
+static int topic_level(const char *topic, int level, const char **start, size_t *len)
+{
+	const char *p = topic;
+	for (int i = 1; i < level; i++) {
+		p = strchr(p, '/');
+		if (!p)
+			return -1;
+		p++;
+	}
+	const char *e = strchr(p, '/');
+	*start = p;
+	*len = e ? (size_t)(e - p) : strlen(p);
+	return 0;
+}
+
+static int apply_field(const struct schema *s, const struct sfield *f, const char *topic,
+		       json_t *obj, schema_reject *why, schema_stats *st)
 {
 	json_t *v = json_object_get(obj, f->name);
 	if (!v) {
@@ -1515,6 +1544,14 @@ static int apply_field(const struct schema *s, const struct sfield *f, json_t *o
 	}
 	if (f->enum_vals && !enum_has(f->enum_vals, v))
 		return reject(why, st, SCHEMA_R_PATTERN_MISMATCH, f->name, "not one of the allowed values");
+	if (f->topic_level && json_is_string(v)) {
+		const char *lv;
+		size_t ll;
+		if (topic_level(topic, f->topic_level, &lv, &ll) || ll != json_string_length(v) ||
+		    memcmp(lv, json_string_value(v), ll) != 0)
+			return reject(why, st, SCHEMA_R_PATTERN_MISMATCH, f->name,
+				      "does not match topic level %d (the publishing thing)", f->topic_level);
+	}
 	return 0;
 }
 
@@ -1557,7 +1594,7 @@ int schema_apply(const schema_set *set, const char *topic, json_t *obj, int64_t 
 	if (s->has_ts && (rc = apply_timestamp(s, obj, received_ms, why, st)))
 		return rc;
 	for (size_t i = 0; i < s->nfields; i++)
-		if ((rc = apply_field(s, &s->fields[i], obj, why, st)))
+		if ((rc = apply_field(s, &s->fields[i], topic, obj, why, st)))
 			return rc;
 	/* Unit fields are rewritten only after every field was converted, because several
 	 * fields may read the same unit field. */

@@ -245,14 +245,23 @@ static void test_timestamp_formats(void **state)
 	assert_int_equal(rc, SCHEMA_APPLIED);
 	assert_string_equal(iso, "2025-11-25T16:30:09.123Z");
 	/* bad ones */
-	const char *bad[] = {"{\"ts\":\"soon\"}", "{\"ts\":true}", "{\"ts\":-5}", "{\"ts\":null}",
-			     "{\"ts\":1e300}",
-			     "{\"ts\":1764099009123}" /* 3 h in the future: over maxSkew */,
-			     "{\"ts\":\"2025-11-25T12:30:09Z\"}" /* 4 h old */};
+	/* a value of a type that can hold a timestamp but does not: bad_timestamp; a type that
+	 * cannot: wrong_type */
+	static const struct {
+		const char *p;
+		schema_reason r;
+	} bad[] = {{"{\"ts\":\"soon\"}", SCHEMA_R_BAD_TIMESTAMP},
+		   {"{\"ts\":true}", SCHEMA_R_WRONG_TYPE},
+		   {"{\"ts\":-5}", SCHEMA_R_BAD_TIMESTAMP},
+		   {"{\"ts\":null}", SCHEMA_R_WRONG_TYPE},
+		   {"{\"ts\":[1]}", SCHEMA_R_WRONG_TYPE},
+		   {"{\"ts\":1e300}", SCHEMA_R_BAD_TIMESTAMP},
+		   {"{\"ts\":1764099009123}", SCHEMA_R_BAD_TIMESTAMP}, /* 3 h ahead: over maxSkew */
+		   {"{\"ts\":\"2025-11-25T12:30:09Z\"}", SCHEMA_R_BAD_TIMESTAMP}}; /* 4 h old */
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		ts_after(s, bad[i], recv, &why, &rc, NULL);
-		if (rc != TG_EINVAL || why.reason != SCHEMA_R_BAD_TIMESTAMP)
-			fail_msg("%s: rc %d reason %s", bad[i], rc, schema_reason_name(why.reason));
+		ts_after(s, bad[i].p, recv, &why, &rc, NULL);
+		if (rc != TG_EINVAL || why.reason != bad[i].r)
+			fail_msg("%s: rc %d reason %s", bad[i].p, rc, schema_reason_name(why.reason));
 		assert_string_equal(why.field, "ts");
 	}
 	schema_set_free(s);
@@ -268,7 +277,7 @@ static void test_timestamp_formats(void **state)
 	json_decref(o);
 	o = js("{\"time\":\"2025-11-25T16:30:09Z\"}");
 	assert_int_equal(schema_apply(s, "t/x", o, recv, &why, NULL), TG_EINVAL);
-	assert_int_equal(why.reason, SCHEMA_R_BAD_TIMESTAMP);
+	assert_int_equal(why.reason, SCHEMA_R_WRONG_TYPE); /* epoch_s wants a number */
 	json_decref(o);
 	o = js("{}");
 	assert_int_equal(schema_apply(s, "t/x", o, recv, &why, NULL), TG_EINVAL);
@@ -319,15 +328,15 @@ static void test_default_schema(void **state)
 		const char *field;
 	} bad[] = {
 		{"{\"ts\":1764088209123,\"temperature\":21.5}", SCHEMA_R_MISSING_FIELD, "sensor_id"},
-		{"{\"sensor_id\":\"dev-0001\",\"humidity\":3}", SCHEMA_R_MISSING_FIELD, "temperature"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":\"21.5\"}", SCHEMA_R_WRONG_TYPE, "temperature"},
-		{"{\"sensor_id\":42,\"temperature\":21.5}", SCHEMA_R_WRONG_TYPE, "sensor_id"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":21.5,\"seq\":1.5}", SCHEMA_R_WRONG_TYPE, "seq"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":150}", SCHEMA_R_OUT_OF_RANGE, "temperature"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":20,\"humidity\":-0.1}", SCHEMA_R_OUT_OF_RANGE, "humidity"},
-		{"{\"sensor_id\":\"dev 0001; DROP\",\"temperature\":21.5}", SCHEMA_R_PATTERN_MISMATCH, "sensor_id"},
-		{"{\"sensor_id\":\"\",\"temperature\":21.5}", SCHEMA_R_PATTERN_MISMATCH, "sensor_id"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":21.5,\"ts\":\"noon\"}", SCHEMA_R_BAD_TIMESTAMP, "ts"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"humidity\":3}", SCHEMA_R_MISSING_FIELD, "temperature"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"temperature\":\"21.5\"}", SCHEMA_R_WRONG_TYPE, "temperature"},
+		{"{\"ts\":1764088209123,\"sensor_id\":42,\"temperature\":21.5}", SCHEMA_R_WRONG_TYPE, "sensor_id"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"temperature\":21.5,\"seq\":1.5}", SCHEMA_R_WRONG_TYPE, "seq"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"temperature\":150}", SCHEMA_R_OUT_OF_RANGE, "temperature"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"temperature\":20,\"humidity\":-0.1}", SCHEMA_R_OUT_OF_RANGE, "humidity"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev 0001; DROP\",\"temperature\":21.5}", SCHEMA_R_PATTERN_MISMATCH, "sensor_id"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"\",\"temperature\":21.5}", SCHEMA_R_PATTERN_MISMATCH, "sensor_id"},
+		{"{\"sensor_id\":\"dev-0001\",\"temperature\":21.5,\"ts\":\"noon\"}", SCHEMA_R_WRONG_TYPE, "ts"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		o = js(bad[i].payload);
@@ -340,7 +349,7 @@ static void test_default_schema(void **state)
 	}
 	assert_int_equal(st.accepted, 1);
 	assert_int_equal(st.rejected[SCHEMA_R_MISSING_FIELD], 2);
-	assert_int_equal(st.rejected[SCHEMA_R_WRONG_TYPE], 3);
+	assert_int_equal(st.rejected[SCHEMA_R_WRONG_TYPE], 4);
 	assert_int_equal(st.rejected[SCHEMA_R_PATTERN_MISMATCH], 2);
 	/* no schema for the topic: untouched */
 	o = js("{\"x\":1}");
@@ -348,6 +357,90 @@ static void test_default_schema(void **state)
 	assert_int_equal(json_object_size(o), 1);
 	assert_int_equal(st.unmatched, 1);
 	json_decref(o);
+	schema_set_free(s);
+}
+
+/* Every hostile kind device_sim injects (device_sim/sim_gen.h), as literal payloads, through
+ * the same two calls the daemon makes, against the shipped schemas: each must be rejected
+ * with the reason an operator would expect. (Duplicates are dedupe's job: test_dedupe.) */
+static void test_sim_hostile_kinds(void **state)
+{
+	(void)state;
+	char err[2048];
+	schema_set *s = schema_load_dir("rules/schemas", err, sizeof err);
+	if (!s)
+		fail_msg("%s", err);
+	const int64_t recv = 1764088209500LL;
+#define GOOD_TAIL "\"ts\":1764088209123,\"temperature\":21.5,\"humidity\":48.2,\"pressure\":1013.2,\"seq\":7}"
+	static const struct {
+		const char *kind, *payload;
+		schema_reason r;
+	} cases[] = {
+		{"normal", "{\"sensor_id\":\"dev-0001\"," GOOD_TAIL, SCHEMA_R_NONE},
+		{"malformed truncated", "{\"sensor_id\":\"dev-0001\",\"ts\":17640", SCHEMA_R_BAD_JSON},
+		{"malformed garbage", "{\"sensor_id\":\"dev-0001\"," GOOD_TAIL "}garbage", SCHEMA_R_BAD_JSON},
+		{"malformed quotes", "{'sensor_id':'dev-0001'}", SCHEMA_R_BAD_JSON},
+		{"malformed unquoted key", "{sensor_id:\"dev-0001\"}", SCHEMA_R_BAD_JSON},
+		{"malformed nan", "{\"sensor_id\":\"dev-0001\",\"temperature\":NaN}", SCHEMA_R_BAD_JSON},
+		{"wrong_type temperature", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":\"hot\"}", SCHEMA_R_WRONG_TYPE},
+		{"wrong_type ts", "{\"sensor_id\":\"dev-0001\",\"ts\":\"yesterday\",\"temperature\":1}", SCHEMA_R_WRONG_TYPE},
+		{"wrong_type humidity", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1,\"humidity\":[48.2]}", SCHEMA_R_WRONG_TYPE},
+		{"wrong_type pressure", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1,\"pressure\":{\"hPa\":1013.2}}", SCHEMA_R_WRONG_TYPE},
+		{"wrong_type sensor_id", "{\"sensor_id\":1234," GOOD_TAIL, SCHEMA_R_WRONG_TYPE},
+		{"bad_id empty", "{\"sensor_id\":\"\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id too_long", "{\"sensor_id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id bad_chars", "{\"sensor_id\":\"dev 00/01#+\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id control_char", "{\"sensor_id\":\"dev\\u0001x\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id mismatch", "{\"sensor_id\":\"dev-0001-spoof\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id other thing", "{\"sensor_id\":\"dev-0002\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"missing ts", "{\"sensor_id\":\"dev-0001\",\"temperature\":1}", SCHEMA_R_MISSING_FIELD},
+		{"missing temperature", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123}", SCHEMA_R_MISSING_FIELD},
+		{"missing sensor_id", "{\"ts\":1764088209123,\"temperature\":1}", SCHEMA_R_MISSING_FIELD},
+		{"range temperature", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1000000.0}", SCHEMA_R_OUT_OF_RANGE},
+		{"range abs zero", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":-500.0}", SCHEMA_R_OUT_OF_RANGE},
+		{"range humidity", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1,\"humidity\":150.0}", SCHEMA_R_OUT_OF_RANGE},
+		{"range pressure", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1,\"pressure\":-5.0}", SCHEMA_R_OUT_OF_RANGE},
+		{"skew future", "{\"sensor_id\":\"dev-0001\",\"ts\":1800000000000,\"temperature\":1}", SCHEMA_R_BAD_TIMESTAMP},
+		{"skew past", "{\"sensor_id\":\"dev-0001\",\"ts\":0,\"temperature\":1}", SCHEMA_R_BAD_TIMESTAMP},
+		{"non_object array", "[\"dev-0001\",1764088209123,21.5]", SCHEMA_R_NOT_OBJECT},
+		{"non_object string", "\"dev-0001\"", SCHEMA_R_NOT_OBJECT},
+		{"non_object number", "21.50", SCHEMA_R_NOT_OBJECT},
+		{"non_object null", "null", SCHEMA_R_NOT_OBJECT},
+		{"non_object bool", "true", SCHEMA_R_NOT_OBJECT},
+		{"utf8 continuation", "{\"sensor_id\":\"dev-0001\x80\"}", SCHEMA_R_INVALID_UTF8},
+		{"utf8 overlong", "{\"sensor_id\":\"dev-0001\xc0\xaf\"}", SCHEMA_R_INVALID_UTF8},
+		{"utf8 truncated", "{\"sensor_id\":\"dev-0001\xe2\x82\"}", SCHEMA_R_INVALID_UTF8},
+		{"utf8 invalid byte", "{\"sensor_id\":\"dev-0001\xff\"}", SCHEMA_R_INVALID_UTF8},
+		{"empty", "", SCHEMA_R_BAD_JSON},
+	};
+#undef GOOD_TAIL
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		schema_reject why = {0};
+		json_t *o = schema_parse_payload(cases[i].payload, strlen(cases[i].payload), NULL, &why, NULL);
+		int rc = o ? schema_apply(s, "devices/dev-0001/telemetry", o, recv, &why, NULL) : TG_EINVAL;
+		schema_reason got = rc == SCHEMA_APPLIED ? SCHEMA_R_NONE : why.reason;
+		if (got != cases[i].r)
+			fail_msg("%s: got %s (%s) want %s", cases[i].kind, schema_reason_name(got), why.text,
+				 schema_reason_name(cases[i].r));
+		json_decref(o);
+	}
+	/* oversized and too deep, built like the simulator builds them */
+	size_t big = 128 * 1024 + 100;
+	char *b = malloc(big + 1);
+	int n = snprintf(b, big, "{\"sensor_id\":\"dev-0001\",\"blob\":\"");
+	memset(b + n, 'A', big - (size_t)n - 2);
+	b[big - 2] = '"';
+	b[big - 1] = '}';
+	schema_reject why;
+	assert_null(schema_parse_payload(b, big, NULL, &why, NULL));
+	assert_int_equal(why.reason, SCHEMA_R_TOO_LARGE);
+	n = snprintf(b, big, "{\"sensor_id\":\"dev-0001\",\"nested\":");
+	memset(b + n, '[', 256);
+	memset(b + n + 256, ']', 256);
+	b[n + 512] = '}';
+	assert_null(schema_parse_payload(b, (size_t)n + 513, NULL, &why, NULL));
+	assert_int_equal(why.reason, SCHEMA_R_TOO_DEEP);
+	free(b);
 	schema_set_free(s);
 }
 
@@ -559,6 +652,9 @@ static void test_load_errors(void **state)
 	expect_load_error("{\"topic\":\"a\",\"fields\":{\"p\":{\"type\":\"integer\",\"max\":3,\"default\":9}}}",
 			  "default does not satisfy");
 	expect_load_error("{\"topic\":\"a\",\"timestamp\":{\"format\":\"julian\"}}", "format must be");
+	expect_load_error("{\"topic\":\"a\",\"fields\":{\"n\":{\"type\":\"number\",\"topicLevel\":2}}}",
+			  "topicLevel needs a string field");
+	expect_load_error("{\"topic\":\"a\",\"fields\":{\"n\":{\"topicLevel\":0}}}", "topicLevel must be");
 	expect_load_error("{\"topic\":\"a\",\"renames\":{\"a\":\"a\"}}", "rename target");
 	expect_load_error("{\"topic\":\"a\",\"timestamp\":{},\"fields\":{\"ts_iso\":{}}}",
 			  "written by the timestamp section");
@@ -607,6 +703,7 @@ int main(void)
 		cmocka_unit_test(test_rfc3339_against_timegm),
 		cmocka_unit_test(test_timestamp_formats),
 		cmocka_unit_test(test_default_schema),
+		cmocka_unit_test(test_sim_hostile_kinds),
 		cmocka_unit_test(test_unit_conversion),
 		cmocka_unit_test(test_legacy_example),
 		cmocka_unit_test(test_unknown_and_defaults),
