@@ -56,6 +56,9 @@ struct key {
 	char *thing, *group;
 	int64_t last_seen;
 	uint64_t late_pending;   /* late arrivals reported with the next emitted window */
+	int64_t cur_start;       /* the window last used and its slot: most messages fall in it, */
+	size_t cur_idx;          /* which saves the two 64-bit divisions of the general path */
+	int cur_valid;
 	int64_t data[];          /* nslots slots of slot_size bytes (8-aligned) */
 };
 
@@ -630,14 +633,23 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 			continue;
 		json_t *tv = obj ? json_object_get(obj, s->time_field) : NULL;
 		int64_t ts = json_is_integer(tv) ? json_integer_value(tv) : received_ms;
-		int64_t widx = floor_div(ts, s->W);
-		int64_t start = widx * s->W;
 		char gbuf[40];
 		const char *group = s->group_by ? group_text(json_object_get(obj, s->group_by), gbuf,
 							     sizeof gbuf)
 						: NULL;
 		uint64_t h = hash_key(thing, group);
 		struct key *k = find_key(s, thing, group, h);
+		int64_t start;
+		size_t idx;
+		if (k && k->cur_valid && ts >= k->cur_start && ts - k->cur_start < s->W) {
+			start = k->cur_start;
+			idx = k->cur_idx;
+		} else {
+			int64_t widx = floor_div(ts, s->W);
+			int64_t ns = (int64_t)s->nslots;
+			start = widx * s->W;
+			idx = (size_t)(((widx % ns) + ns) % ns);
+		}
 		if (start + s->W + s->grace <= now_ms) {
 			set->st.late++;
 			if (k)
@@ -657,8 +669,10 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 				return TG_ENOMEM;
 		}
 		k->last_seen = now_ms;
-		struct slot *sl = slot_at(s, k, (size_t)(((widx % (int64_t)s->nslots) + (int64_t)s->nslots) %
-							(int64_t)s->nslots));
+		k->cur_start = start;
+		k->cur_idx = idx;
+		k->cur_valid = 1;
+		struct slot *sl = slot_at(s, k, idx);
 		if (sl->used && sl->start != start) {
 			if (sl->start > start) { /* only with a clock running backwards */
 				set->st.late++;
