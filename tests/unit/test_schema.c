@@ -106,6 +106,103 @@ static void test_parse_payload(void **state)
 	expect_parse_reason("{\"a\":\"\\u0000\"}", 14, NULL, SCHEMA_R_BAD_JSON);
 }
 
+/* schema_parse_payload has its own JSON parser (falling back to jansson when in doubt); it
+ * must agree with jansson: same value when it accepts, a rejection when jansson rejects. */
+static void expect_same_as_jansson(const char *buf, size_t len)
+{
+	schema_reject why = {0};
+	schema_limits lim = {.max_depth = 64};
+	json_t *o = schema_parse_payload(buf, len, &lim, &why, NULL);
+	json_t *ref = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+	if (o && (!ref || !json_equal(o, ref)))
+		fail_msg("accepted differently from jansson: %.*s", (int)len, buf);
+	if (!o && ref && json_is_object(ref))
+		fail_msg("rejected (%s) an object jansson accepts: %.*s", schema_reason_name(why.reason),
+			 (int)len, buf);
+	json_decref(o);
+	json_decref(ref);
+}
+
+static json_t *random_value(unsigned *seed, int depth)
+{
+	static const char *const strs[] = {"", "plain", "with \"quotes\" and \\", "tab\tnl\ncr\r",
+					   "\x01ctl", "caf\xc3\xa9", "\xe2\x82\xac euro", "\xf0\x9f\x98\x80",
+					   "slash/", "\x7f"};
+	int k = rand_r(seed) % (depth > 4 ? 6 : 8);
+	switch (k) {
+	case 0: return json_integer((json_int_t)rand_r(seed) * (rand_r(seed) % 2 ? 1 : -1) *
+				    (rand_r(seed) % 3 ? 1 : 100000000LL));
+	case 1: return json_real((rand_r(seed) - RAND_MAX / 2) / (double)(1 + rand_r(seed) % 100000) *
+				 (rand_r(seed) % 4 ? 1.0 : 1e-300));
+	case 2: return json_string(strs[rand_r(seed) % 10]);
+	case 3: return json_true();
+	case 4: return json_null();
+	case 5: return json_real(rand_r(seed) % 2 ? 1e300 * 10 : 0.1);
+	case 6: {
+		json_t *a = json_array();
+		int n = rand_r(seed) % 4;
+		for (int i = 0; i < n; i++)
+			json_array_append_new(a, random_value(seed, depth + 1));
+		return a;
+	}
+	default: {
+		json_t *o = json_object();
+		int n = rand_r(seed) % 5;
+		for (int i = 0; i < n; i++) {
+			char key[16];
+			snprintf(key, sizeof key, "%s%d", i % 2 ? "k\xc3\xa9y" : "k", rand_r(seed) % 10);
+			json_object_set_new(o, key, random_value(seed, depth + 1));
+		}
+		return o;
+	}
+	}
+}
+
+static void test_parser_matches_jansson(void **state)
+{
+	(void)state;
+	static const char *const cases[] = {
+		"{}", "{ }", " {\"a\" : 1 } ", "{\"a\":[]}", "{\"a\":[1,2,[3,[4]]]}", "{\"a\":-0}",
+		"{\"a\":0.5e-3,\"b\":1E+2,\"c\":-1.25E-2}", "{\"a\":9223372036854775807}",
+		"{\"a\":-9223372036854775808}", "{\"a\":9223372036854775808}", "{\"a\":1e999}",
+		"{\"a\":1e-999}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":.5}", "{\"a\":-}", "{\"a\":1e}",
+		"{\"a\":+1}", "{\"a\":\"\\u00e9\\ud83d\\ude00\\/\\b\\f\\n\\r\\t\\\"\\\\\"}",
+		"{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"\\ud800\\u0041\"}",
+		"{\"a\":\"\\u0000\"}", "{\"a\\u0000\":1}", "{\"\\u0061\":1,\"a\":2}",
+		"{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"tab\there\"}", "{\"a\":true,}",
+		"{\"a\":tru}", "{\"a\":truex}", "{\"a\":nul}", "{\"a\":null}", "{\"a\":false}", "{\"a\" 1}",
+		"{\"a\":1}x", "{\"a\":1}{}", "{\"a\":1,\"a\":1}", "{a:1}", "{'a':1}", "[1,2]", "\"s\"", "3",
+		"{\"a\":[1,]}", "{\"a\":[,1]}", "{,}", "{\"a\":1 \"b\":2}", "\xef\xbb\xbf{}",
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		expect_same_as_jansson(cases[i], strlen(cases[i]));
+	/* a long escaped string (beyond the fast parser's scratch buffer) still parses */
+	char *big = malloc(20000);
+	size_t n = (size_t)snprintf(big, 20000, "{\"s\":\"");
+	for (int i = 0; i < 2000; i++) /* 16000 bytes, 6000 decoded */
+		n += (size_t)snprintf(big + n, 20000 - n, "\\n\\u00e9");
+	n += (size_t)snprintf(big + n, 20000 - n, "\"}");
+	expect_same_as_jansson(big, n);
+	schema_reject why;
+	json_t *o = schema_parse_payload(big, n, NULL, &why, NULL);
+	assert_non_null(o);
+	assert_int_equal(json_string_length(json_object_get(o, "s")), 6000);
+	json_decref(o);
+	free(big);
+	/* random documents, written by jansson in several styles (ASCII-escaped or not, indented) */
+	unsigned seed = 31337;
+	const size_t flags[] = {JSON_COMPACT, JSON_ENSURE_ASCII, JSON_INDENT(2) | JSON_ENSURE_ASCII,
+				JSON_REAL_PRECISION(17), JSON_ESCAPE_SLASH};
+	for (int i = 0; i < 3000; i++) {
+		json_t *v = json_object();
+		json_object_set_new(v, "v", random_value(&seed, 0));
+		char *text = json_dumps(v, flags[i % 5]);
+		expect_same_as_jansson(text, strlen(text));
+		free(text);
+		json_decref(v);
+	}
+}
+
 static void test_reason_names(void **state)
 {
 	(void)state;
@@ -699,6 +796,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reason_names),
 		cmocka_unit_test(test_parse_payload),
+		cmocka_unit_test(test_parser_matches_jansson),
 		cmocka_unit_test(test_topic_match),
 		cmocka_unit_test(test_rfc3339_against_timegm),
 		cmocka_unit_test(test_timestamp_formats),
