@@ -4,7 +4,8 @@
  * Design: keys live in a chained hash table in memory (the hot path is one FNV hash and a
  * lookup; a RAISE report for an already raised alert or a NONE report for an idle key
  * touches nothing else). The database is a write-behind mirror read only at open: each
- * change of a key's state or pending count is one INSERT OR REPLACE through a statement
+ * change of a key's state (or of its pending count while that count still matters) is one
+ * INSERT OR REPLACE through a statement
  * prepared at open, in autocommit under WAL with synchronous=NORMAL (a transition is rare, so
  * a transaction per change costs nothing that matters and keeps the mirror exact). The row
  * also keeps the last notification time, so the rate limit holds across restarts. Action
@@ -451,10 +452,15 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 			set_state(a, k, ALERTS_STATE_PENDING);
 			k->matches = 0;
 			k->first_ts = in->ts_ms;
+			dirty = 1;
 		}
 		k->matches++;
 		k->last_ts = in->ts_ms;
-		dirty = 1;
+		/* The count is worth persisting only while it still decides anything; a pending
+		 * alert waiting out forSeconds at one report a second would otherwise write a row
+		 * per message. */
+		if (k->matches <= p.for_n)
+			dirty = 1;
 		if (k->matches >= p.for_n && in->ts_ms - k->first_ts >= p.for_ms) {
 			set_state(a, k, ALERTS_STATE_RAISED);
 			k->raised_at = now_ms;

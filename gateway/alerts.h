@@ -32,9 +32,9 @@
  * (times epoch ms; trigger times are event times, raised_at/cleared_at gateway time).
  *
  * Persistence: the state survives a restart in a small SQLite database (WAL) whose handle
- * the module owns; a row is written (prepared statement) only when a key's state or its
- * pending count changes, never for a report that changes nothing. Time is always injected.
- * Not thread-safe: the ingest thread owns it.
+ * the module owns; a row is written (prepared statement) only when a key's state changes or
+ * its pending count grows towards `for`, never for a report that changes nothing. Time is
+ * always injected. Not thread-safe: the ingest thread owns it.
  */
 #ifndef TG_ALERTS_H
 #define TG_ALERTS_H

@@ -265,6 +265,10 @@ static void test_restart(void **state)
 	assert_int_equal(report(f, "a", RULES_ALERT_NONE, 27.5, 1600, 2100, p), ALERTS_NOCHANGE);
 	assert_int_equal(row_updated(f, "a"), 1000);
 	assert_int_equal(report(f, "b", RULES_ALERT_RAISE, 29, 10000, 10000, slow), ALERTS_NOCHANGE);
+	assert_int_equal(row_updated(f, "b"), 10000);
+	/* still pending (waiting out forSeconds; the count of 1 is already met): no write */
+	assert_int_equal(report(f, "b", RULES_ALERT_RAISE, 29, 50000, 50000, slow), ALERTS_NOCHANGE);
+	assert_int_equal(row_updated(f, "b"), 10000);
 	assert_int_equal(row_updated(f, "nobody"), -1);
 
 	reopen(f); /* "restart" */
