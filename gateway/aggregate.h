@@ -1,7 +1,7 @@
 /*
  * aggregate.h — tumbling-window aggregates per thing (and optionally per group key).
  *
- * Configured by a small JSON file (rules/aggregates.json, documented in docs/schemas.md):
+ * Configured by a small JSON file (rules/aggregates/aggregates.json, documented in docs/schemas.md):
  *
  *   {"aggregates": [{"name": "telemetry_1m", "topic": "devices/+/telemetry",
  *                    "windowSeconds": 60, "graceSeconds": 10, "timeField": "ts",

@@ -99,6 +99,9 @@ typedef struct tg_config {
 	char *schemas_dir;
 	int rules_watch;
 	char *quarantine_topic; /* republish prefix for rejects, "" = off */
+	char *aggregates_file;
+	int64_t dedupe_window_ms, dedupe_per_thing, dedupe_max_things;
+	int enrich;
 	/* [outbox] */
 	char *outbox_path;
 	int64_t commit_interval_ms;
@@ -112,7 +115,9 @@ typedef struct tg_config {
 	/* [registry] */
 	char *registry_path;
 	/* [default] route when no rule claims a message */
-	char *default_sink;    /* telemetry with no matching sink rule goes here; "" = none */
+	char *default_sinks;   /* comma-separated sinks every accepted record goes to; "" = none */
+	char **default_sink_list; /* parsed from default_sinks, NULL-terminated */
+	size_t ndefault_sinks;
 	/* sinks */
 	tg_sink_conf *sinks;
 	size_t nsinks;

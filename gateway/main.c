@@ -4,16 +4,20 @@
  *   tidegate [run] -c FILE          run the gateway daemon
  *   tidegate check-config -c FILE   validate a config, print it with secrets redacted
  *   tidegate config-reference       print the configuration reference (markdown)
+ *   tidegate rules check DIR        validate a rules folder (file:line:col errors)
+ *   tidegate rules test FILE --topic T [--payload JSON]   dry-run one rule
  *   tidegate version
  *
  * Signal handlers only set flags; the daemon loop reads them.
  */
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "config.h"
 #include "daemon.h"
+#include "rules/rules.h"
 
 #define TIDEGATE_VERSION "0.1.0"
 
@@ -27,6 +31,8 @@ static void usage(FILE *out)
 	fprintf(out, "usage: tidegate [run] -c FILE\n"
 		     "       tidegate check-config -c FILE\n"
 		     "       tidegate config-reference\n"
+		     "       tidegate rules check DIR\n"
+		     "       tidegate rules test FILE --topic T [--payload JSON]\n"
 		     "       tidegate version\n");
 }
 
@@ -48,6 +54,13 @@ int main(int argc, char **argv)
 	if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
 		usage(stdout);
 		return 0;
+	}
+	if (strcmp(cmd, "rules") == 0) {
+		if (argc < 3) {
+			usage(stderr);
+			return 2;
+		}
+		return rules_cli_main(argc - 2, argv + 2);
 	}
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference(stdout);
@@ -77,5 +90,8 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_hup;
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	return daemon_run(config_arg(argc, argv), &g_stop, &g_reload);
+	curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread starts */
+	int rc = daemon_run(config_arg(argc, argv), &g_stop, &g_reload);
+	curl_global_cleanup();
+	return rc;
 }

@@ -1,9 +1,11 @@
 /*
- * local_main.c — replays fuzz inputs without libFuzzer: each argument is a file whose bytes
- * are passed once to LLVMFuzzerTestOneInput. Linked with every tests/fuzz/fuzz_*.c target so
- * `make fuzz-replay` runs the committed corpus under ASan/UBSan in `make check`; with clang and
- * FUZZ=1 the targets link against libFuzzer instead and this file is not used.
+ * local_main.c — replays fuzz corpus files without libFuzzer.
+ *
+ * Each argument is a file whose bytes are handed to LLVMFuzzerTestOneInput once, so the
+ * corpus of every fuzz target runs under the ASan/UBSan build in `make check` (the
+ * fuzz-replay step). Built unless FUZZ is defined, in which case libFuzzer provides main.
  */
+#ifndef FUZZ
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,15 +18,15 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		FILE *f = fopen(argv[i], "rb");
 		if (!f) {
-			perror(argv[i]);
+			fprintf(stderr, "cannot open %s\n", argv[i]);
 			failed = 1;
 			continue;
 		}
 		size_t cap = 1 << 16, n = 0;
 		uint8_t *buf = malloc(cap);
-		size_t r;
-		while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
-			n += r;
+		size_t k;
+		while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
+			n += k;
 			if (n == cap) {
 				uint8_t *nb = realloc(buf, cap * 2);
 				if (!nb)
@@ -41,5 +43,7 @@ int main(int argc, char **argv)
 		LLVMFuzzerTestOneInput(buf, n);
 		free(buf);
 	}
+	printf("replayed %d file(s)\n", argc - 1);
 	return failed;
 }
+#endif

@@ -385,7 +385,7 @@ static void test_shipped_config(void **state)
 	(void)state;
 	char err[1024];
 	struct sink sk = {.wins = json_array(), .flushing = 1};
-	aggregate_set *a = aggregate_load_file("rules/aggregates.json", collect, &sk, err, sizeof err);
+	aggregate_set *a = aggregate_load_file("rules/aggregates/aggregates.json", collect, &sk, err, sizeof err);
 	if (!a)
 		fail_msg("%s", err);
 	assert_true(aggregate_count(a) >= 1);
