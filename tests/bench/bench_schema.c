@@ -12,7 +12,7 @@
  *   full'       full with event time moving forward (ts replaced after parsing), the baseline
  *               for the two below
  *   full'+dedupe   + dedupe_check (10 min window, 1024 per thing)
- *   full'+edge  + aggregate_add (rules/aggregates.json, tick every simulated second) +
+ *   full'+edge  + aggregate_add (rules/aggregates/aggregates.json, tick every simulated second) +
  *               alerts_report for one alert action (":memory:" database; each thing over the
  *               threshold one minute in thirty); the rules engine's own evaluation is not
  *               included (it is a separate module)
@@ -208,7 +208,7 @@ int main(int argc, char **argv)
 	b.dd = dedupe_new(&dc, err, sizeof err);
 	alerts_conf ac = {.db_path = ":memory:", .emit = alert_sink, .ud = &alerts_emitted};
 	for (int e = 0; e < 2; e++) {
-		b.agg[e] = aggregate_load_file("rules/aggregates.json", agg_sink, &windows, err, sizeof err);
+		b.agg[e] = aggregate_load_file("rules/aggregates/aggregates.json", agg_sink, &windows, err, sizeof err);
 		b.al[e] = b.agg[e] ? alerts_open(&ac, err, sizeof err) : NULL;
 		if (!b.dd || !b.al[e]) {
 			fprintf(stderr, "bench_schema: %s\n", err);
