@@ -100,6 +100,10 @@ $(B)/asan/tools/%: $(B)/asan/obj/tests/tools/%.o $(B)/asan/libtidegate.a
 # Rules engine benchmark (tests/bench/bench_rules.c), optimised build.
 $(B)/rel/bench_rules: $(B)/rel/obj/tests/bench/bench_rules.o $(B)/rel/libtidegate.a
 	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+# Micro-benchmarks (tests/bench/bench_*.c): optimised build, e.g. `make build/rel/bench/bench_schema`.
+$(B)/rel/bench/%: $(B)/rel/obj/tests/bench/%.o $(B)/rel/libtidegate.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
 

@@ -53,10 +53,14 @@ struct key {
 	struct key *hnext;       /* hash chain */
 	struct key *prev, *next; /* all keys of the spec, for tick */
 	uint64_t hash;
-	char *thing, *group;
+	char *thing, *group;     /* point into mem[]: the name shares the node's cache lines */
+	unsigned char *slots;    /* nslots slots of slot_size bytes (8-aligned), in mem[] */
 	int64_t last_seen;
 	uint64_t late_pending;   /* late arrivals reported with the next emitted window */
-	int64_t data[];          /* nslots slots of slot_size bytes (8-aligned) */
+	int64_t cur_start;       /* the window last used and its slot: most messages fall in it, */
+	size_t cur_idx;          /* which saves the two 64-bit divisions of the general path */
+	int cur_valid;
+	int64_t mem[];           /* thing\0[group\0], padding, slots */
 };
 
 struct spec {
@@ -103,15 +107,11 @@ static uint64_t hash_key(const char *thing, const char *group)
 
 static struct slot *slot_at(const struct spec *s, struct key *k, size_t i)
 {
-	return (struct slot *)((char *)k->data + i * s->slot_size);
+	return (struct slot *)(k->slots + i * s->slot_size);
 }
 
 static void key_free(struct key *k)
 {
-	if (!k)
-		return;
-	free(k->thing);
-	free(k->group);
 	free(k);
 }
 
@@ -541,11 +541,18 @@ static struct key *find_key(struct spec *s, const char *thing, const char *group
 static struct key *new_key(aggregate_set *set, struct spec *s, const char *thing,
 			   const char *group, uint64_t h)
 {
-	struct key *k = calloc(1, sizeof *k + s->nslots * s->slot_size);
-	if (!k || !(k->thing = strdup(thing)) || (group && !(k->group = strdup(group)))) {
-		key_free(k);
+	size_t lt = strlen(thing) + 1, lg = group ? strlen(group) + 1 : 0;
+	size_t names = (lt + lg + 7) & ~(size_t)7;
+	struct key *k = calloc(1, sizeof *k + names + s->nslots * s->slot_size);
+	if (!k)
 		return NULL;
+	k->thing = (char *)k->mem;
+	memcpy(k->thing, thing, lt);
+	if (group) {
+		k->group = k->thing + lt;
+		memcpy(k->group, group, lg);
 	}
+	k->slots = (unsigned char *)k->mem + names;
 	k->hash = h;
 	k->hnext = s->buckets[h & s->mask];
 	s->buckets[h & s->mask] = k;
@@ -630,14 +637,23 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 			continue;
 		json_t *tv = obj ? json_object_get(obj, s->time_field) : NULL;
 		int64_t ts = json_is_integer(tv) ? json_integer_value(tv) : received_ms;
-		int64_t widx = floor_div(ts, s->W);
-		int64_t start = widx * s->W;
 		char gbuf[40];
 		const char *group = s->group_by ? group_text(json_object_get(obj, s->group_by), gbuf,
 							     sizeof gbuf)
 						: NULL;
 		uint64_t h = hash_key(thing, group);
 		struct key *k = find_key(s, thing, group, h);
+		int64_t start;
+		size_t idx;
+		if (k && k->cur_valid && ts >= k->cur_start && ts - k->cur_start < s->W) {
+			start = k->cur_start;
+			idx = k->cur_idx;
+		} else {
+			int64_t widx = floor_div(ts, s->W);
+			int64_t ns = (int64_t)s->nslots;
+			start = widx * s->W;
+			idx = (size_t)(((widx % ns) + ns) % ns);
+		}
 		if (start + s->W + s->grace <= now_ms) {
 			set->st.late++;
 			if (k)
@@ -657,8 +673,10 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 				return TG_ENOMEM;
 		}
 		k->last_seen = now_ms;
-		struct slot *sl = slot_at(s, k, (size_t)(((widx % (int64_t)s->nslots) + (int64_t)s->nslots) %
-							(int64_t)s->nslots));
+		k->cur_start = start;
+		k->cur_idx = idx;
+		k->cur_valid = 1;
+		struct slot *sl = slot_at(s, k, idx);
 		if (sl->used && sl->start != start) {
 			if (sl->start > start) { /* only with a clock running backwards */
 				set->st.late++;

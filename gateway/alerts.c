@@ -4,7 +4,8 @@
  * Design: keys live in a chained hash table in memory (the hot path is one FNV hash and a
  * lookup; a RAISE report for an already raised alert or a NONE report for an idle key
  * touches nothing else). The database is a write-behind mirror read only at open: each
- * change of a key's state or pending count is one INSERT OR REPLACE through a statement
+ * change of a key's state (or of its pending count while that count still matters) is one
+ * INSERT OR REPLACE through a statement
  * prepared at open, in autocommit under WAL with synchronous=NORMAL (a transition is rare, so
  * a transaction per change costs nothing that matters and keeps the mirror exact). The row
  * also keeps the last notification time, so the rate limit holds across restarts. Action
@@ -315,8 +316,8 @@ static int parse_params(const json_t *p, struct aparams *o)
 		return TG_EINVAL;
 	json_t *v = json_object_get(p, "for");
 	if (v) {
-		if (json_is_integer(v) && json_integer_value(v) >= 1)
-			o->for_n = json_integer_value(v);
+		if (json_is_number(v) && json_number_value(v) >= 1 && json_number_value(v) <= 1e9)
+			o->for_n = (int64_t)json_number_value(v);
 		else if (!json_is_string(v) || parse_duration(json_string_value(v), &o->for_ms))
 			return TG_EINVAL;
 	}
@@ -375,13 +376,14 @@ static json_t *build_message(const struct akey *k, const json_t *payload, int64_
 	return o;
 }
 
-static int emit(alerts *a, const struct akey *k, const json_t *payload, int64_t now)
+static int emit(alerts *a, const struct akey *k, const json_t *payload, const char *topic,
+		int64_t now)
 {
 	json_t *o = build_message(k, payload, now);
 	if (!o)
 		return TG_ENOMEM;
 	alerts_event ev = {.rule = k->rule, .alert = k->alert, .thing = k->thing,
-			   .severity = k->severity, .state = k->state, .json = o};
+			   .severity = k->severity, .state = k->state, .topic = topic, .json = o};
 	int rc = a->c.emit(a->c.ud, &ev);
 	json_decref(o);
 	if (rc < 0) {
@@ -409,14 +411,24 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 	struct aparams p;
 	if (!a || !in || !in->rule || !in->alert || !in->thing)
 		return TG_EINVAL;
+	uint64_t h = hash3(in->rule, in->alert, in->thing);
+	struct akey *k = find(a, in->rule, in->alert, in->thing, h);
+	alerts_state cur = k ? k->state : ALERTS_STATE_OK;
+	/* The steady state — idle and not raising, or raised and still raising — changes
+	 * nothing and needs no parameters: return before parsing them. */
+	if ((cur == ALERTS_STATE_OK && in->cond != RULES_ALERT_RAISE) ||
+	    (cur == ALERTS_STATE_RAISED && in->cond == RULES_ALERT_RAISE)) {
+		if (k && cur == ALERTS_STATE_RAISED) {
+			k->last_ts = in->ts_ms; /* in memory only: not a state change */
+			k->matches++;
+		}
+		a->st.reports++;
+		return ALERTS_NOCHANGE;
+	}
 	if (parse_params(in->params, &p))
 		return TG_EINVAL;
 	a->st.reports++;
-	uint64_t h = hash3(in->rule, in->alert, in->thing);
-	struct akey *k = find(a, in->rule, in->alert, in->thing, h);
 	if (!k) {
-		if (in->cond != RULES_ALERT_RAISE)
-			return ALERTS_NOCHANGE; /* nothing to remember for an idle key */
 		if (a->nkeys >= a->c.max_keys) {
 			a->st.keys_dropped++;
 			return ALERTS_NOCHANGE;
@@ -440,10 +452,15 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 			set_state(a, k, ALERTS_STATE_PENDING);
 			k->matches = 0;
 			k->first_ts = in->ts_ms;
+			dirty = 1;
 		}
 		k->matches++;
 		k->last_ts = in->ts_ms;
-		dirty = 1;
+		/* The count is worth persisting only while it still decides anything; a pending
+		 * alert waiting out forSeconds at one report a second would otherwise write a row
+		 * per message. */
+		if (k->matches <= p.for_n)
+			dirty = 1;
 		if (k->matches >= p.for_n && in->ts_ms - k->first_ts >= p.for_ms) {
 			set_state(a, k, ALERTS_STATE_RAISED);
 			k->raised_at = now_ms;
@@ -461,12 +478,7 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 			}
 		}
 		break;
-	case ALERTS_STATE_RAISED:
-		if (in->cond == RULES_ALERT_RAISE) {
-			k->last_ts = in->ts_ms; /* in memory only: not a state change */
-			k->matches++;
-			break;
-		}
+	case ALERTS_STATE_RAISED: /* RAISE was handled above */
 		if (in->cond == RULES_ALERT_CLEAR || !p.has_clear) {
 			set_state(a, k, ALERTS_STATE_OK);
 			dirty = 1;
@@ -482,7 +494,7 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 	}
 	int dbrc = dirty ? persist(a, k, now_ms) : 0;
 	if (notify) {
-		int rc = emit(a, k, in->payload, now_ms);
+		int rc = emit(a, k, in->payload, in->topic, now_ms);
 		if (result == ALERTS_RAISED)
 			a->st.raised++;
 		else
@@ -502,7 +514,7 @@ int alerts_on_action(alerts *a, const rules_action_out *act, const tg_msg *m, in
 	json_t *ts = m->json ? json_object_get(m->json, "ts") : NULL;
 	alerts_input in = {.rule = act->rule, .alert = act->alert_name, .thing = m->thing,
 			   .cond = act->alert_cond, .payload = act->payload, .params = act->params,
-			   .ts_ms = json_is_integer(ts) ? json_integer_value(ts) : m->received_ms};
+			   .topic = act->topic, .ts_ms = json_is_integer(ts) ? json_integer_value(ts) : m->received_ms};
 	return alerts_report(a, &in, now_ms);
 }
 

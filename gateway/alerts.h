@@ -22,7 +22,7 @@
  *
  * Action parameters read from rules_action_out.params (all optional):
  *   {"name": "...", "severity": "critical|major|minor|warning|info" (default "major"),
- *    "for": 3 | "30s", "forSeconds": 30, "clear": "<SQL expr, evaluated by the engine>",
+ *    "for": 3 (a number; a duration string such as "30s" is accepted too), "forSeconds": 30, "clear": "<SQL expr, evaluated by the engine>",
  *    "rateLimitSeconds": 300}
  *
  * The alert message (JSON object):
@@ -32,9 +32,9 @@
  * (times epoch ms; trigger times are event times, raised_at/cleared_at gateway time).
  *
  * Persistence: the state survives a restart in a small SQLite database (WAL) whose handle
- * the module owns; a row is written (prepared statement) only when a key's state or its
- * pending count changes, never for a report that changes nothing. Time is always injected.
- * Not thread-safe: the ingest thread owns it.
+ * the module owns; a row is written (prepared statement) only when a key's state changes or
+ * its pending count grows towards `for`, never for a report that changes nothing. Time is
+ * always injected. Not thread-safe: the ingest thread owns it.
  */
 #ifndef TG_ALERTS_H
 #define TG_ALERTS_H
@@ -53,6 +53,8 @@ typedef enum { ALERTS_STATE_OK = 0, ALERTS_STATE_PENDING = 1, ALERTS_STATE_RAISE
 typedef struct alerts_event {
 	const char *rule, *alert, *thing, *severity;
 	alerts_state state;   /* ALERTS_STATE_RAISED or ALERTS_STATE_OK (cleared) */
+	const char *topic;    /* the deciding report's topic (the action's expanded "topic"), or
+	                         NULL: publish on alerts/<thing>/<alert> */
 	json_t *json;         /* the alert message; borrowed for the call (json_incref to keep) */
 } alerts_event;
 
@@ -90,6 +92,7 @@ typedef struct alerts_input {
 	const json_t *payload;            /* SELECT output; borrowed (copied into the message) */
 	const json_t *params;             /* action parameters; borrowed; may be NULL */
 	int64_t ts_ms;                    /* event time of the message */
+	const char *topic;                /* passed through to alerts_event.topic; may be NULL */
 } alerts_input;
 
 /* Return values of alerts_report (>= 0). */
@@ -99,8 +102,8 @@ enum { ALERTS_NOCHANGE = 0, ALERTS_RAISED = 1, ALERTS_CLEARED = 2, ALERTS_SUPPRE
  * (emit failed), TG_EDB (persisting failed; the in-memory state and emission still happened). */
 int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms);
 
-/* Convenience for the rules action callback: takes rule, alert name, condition, payload and
- * params from act, the thing from m, and the event time from m->json's integer "ts" (else
+/* Convenience for the rules action callback: takes rule, alert name, condition, payload,
+ * params and topic from act, the thing from m, and the event time from m->json's integer "ts" (else
  * m->received_ms). Same return values as alerts_report. */
 int alerts_on_action(alerts *a, const rules_action_out *act, const tg_msg *m, int64_t now_ms);
 

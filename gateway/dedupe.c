@@ -26,10 +26,13 @@ struct thing {
 	struct thing *hnext;          /* hash chain */
 	struct thing *lprev, *lnext;  /* LRU list, head = most recently seen */
 	uint64_t hash;
-	char *name;
+	char *name;                   /* in mem[], right after the header (same cache lines) */
+	size_t name_cap;
+	struct entry *ring;           /* in mem[], after the name */
+	int64_t max_ts;               /* largest ts ever put in the ring (may have left it) */
 	size_t head;                  /* next write position in ring */
 	size_t count;                 /* valid entries */
-	struct entry ring[];
+	int64_t mem[];
 };
 
 struct dedupe {
@@ -82,7 +85,6 @@ void dedupe_free(dedupe *d)
 	struct thing *t = d->lru_head;
 	while (t) {
 		struct thing *n = t->lnext;
-		free(t->name);
 		free(t);
 		t = n;
 	}
@@ -124,30 +126,43 @@ static void hash_unlink(dedupe *d, struct thing *t)
 	t->hnext = NULL;
 }
 
-/* A node for a thing not seen before: recycled from the LRU tail when full. */
+/* A node for a thing not seen before: recycled from the LRU tail when full (grown if the
+ * new name does not fit; it is unlinked at that point, so moving it is safe). */
 static struct thing *thing_new(dedupe *d, const char *name, uint64_t h)
 {
 	struct thing *t;
-	char *nm = strdup(name);
-	if (!nm)
-		return NULL;
+	size_t nl = strlen(name) + 1;
+	size_t cap = (nl + 7) & ~(size_t)7;
+	size_t ring = d->c.per_thing * sizeof(struct entry);
 	if (d->st.things >= d->c.max_things) {
 		t = d->lru_tail;
 		lru_unlink(d, t);
 		hash_unlink(d, t);
-		free(t->name);
 		d->st.things_evicted++;
-	} else {
-		t = malloc(sizeof *t + d->c.per_thing * sizeof t->ring[0]);
-		if (!t) {
-			free(nm);
-			return NULL;
+		if (t->name_cap < cap) {
+			struct thing *n = realloc(t, sizeof *t + cap + ring);
+			if (!n) {
+				free(t);
+				d->st.things--;
+				return NULL;
+			}
+			t = n;
+			t->name_cap = cap;
 		}
+	} else {
+		if (cap < 32)
+			cap = 32; /* room for a longer name when recycled */
+		if (!(t = malloc(sizeof *t + cap + ring)))
+			return NULL;
+		t->name_cap = cap;
 		d->st.things++;
 	}
-	t->name = nm;
+	t->name = (char *)t->mem;
+	memcpy(t->name, name, nl);
+	t->ring = (struct entry *)((char *)t->mem + t->name_cap);
 	t->hash = h;
 	t->head = t->count = 0;
+	t->max_ts = INT64_MIN;
 	t->hnext = d->buckets[h & d->mask];
 	d->buckets[h & d->mask] = t;
 	lru_push_front(d, t);
@@ -168,7 +183,9 @@ int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 			lru_unlink(d, t);
 			lru_push_front(d, t);
 		}
-		for (size_t i = 0; i < t->count; i++) {
+		/* A device's clock moves forward, so a ts above everything remembered cannot be a
+		 * repeat: the common case costs no scan. */
+		for (size_t i = 0; ts_ms <= t->max_ts && i < t->count; i++) {
 			const struct entry *e = &t->ring[(t->head + cap - 1 - i) % cap];
 			if (now_ms - e->seen > d->c.window_ms)
 				break; /* this and every older entry expired */
@@ -186,6 +203,8 @@ int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 		d->st.overwritten++;
 	w->ts = ts_ms;
 	w->seen = now_ms;
+	if (ts_ms > t->max_ts)
+		t->max_ts = ts_ms;
 	t->head = (t->head + 1) % cap;
 	if (t->count < cap)
 		t->count++;

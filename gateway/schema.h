@@ -72,11 +72,15 @@ void schema_stats_reject(schema_stats *st, schema_reason r);
 
 typedef struct schema_limits {
 	size_t max_bytes; /* 0: SCHEMA_DEFAULT_MAX_BYTES */
-	int max_depth;    /* 0: SCHEMA_DEFAULT_MAX_DEPTH; nesting of objects + arrays, top = 1 */
+	int max_depth;    /* 0: SCHEMA_DEFAULT_MAX_DEPTH; nesting of objects + arrays, top = 1;
+	                     values above jansson's limit (2048) are clamped to it */
 } schema_limits;
 
 /* Check and parse a raw payload: size cap, UTF-8 validity, depth cap, JSON syntax (duplicate
- * keys rejected), object at top level — in that order, first failure wins.
+ * keys rejected), object at top level — in that order, first failure wins. The result is the
+ * same value json_loadb would build (a faster reader is used, jansson decides the doubtful
+ * cases); numbers with a fraction or exponent are reals, others integers (64-bit; larger
+ * integers are bad_json, as in jansson).
  * lim: NULL for defaults. Returns a new reference the caller owns (json_decref), or NULL with
  * *why filled (why may be NULL) and the reason counted in st (may be NULL). */
 json_t *schema_parse_payload(const void *buf, size_t len, const schema_limits *lim,

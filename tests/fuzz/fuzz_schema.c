@@ -6,6 +6,9 @@
  * schema file compiled with schema_load_buffer and, if it loads, applied to a fixed payload.
  * Either way the invariants checked are: no crash, no leak, a rejection always names a valid
  * reason, and an accepted telemetry object carries an integer ts and a 24-char ts_iso.
+ * The payload mode is also a differential test of schema.c's own fast JSON parser against
+ * jansson: whatever schema_parse_payload accepts, jansson must accept as an equal value, and
+ * what it rejects as bad JSON (or a duplicate key, or bad UTF-8) jansson must reject too.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -71,6 +74,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		schema_reject why;
 		schema_limits lim = {.max_bytes = 4096, .max_depth = 8};
 		json_t *o = schema_parse_payload(data + 1, size - 1, &lim, &why, NULL);
+		json_t *ref = json_loadb((const char *)data + 1, size - 1,
+					 JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+		if (o && (!ref || !json_equal(o, ref)))
+			abort(); /* accepted something jansson rejects, or built another value */
+		if (!o && (why.reason == SCHEMA_R_BAD_JSON || why.reason == SCHEMA_R_DUPLICATE_KEY ||
+			   why.reason == SCHEMA_R_INVALID_UTF8) && ref)
+			abort();
+		if (!o && why.reason == SCHEMA_R_NOT_OBJECT && (!ref || json_is_object(ref)))
+			abort();
+		json_decref(ref);
 		if (!o) {
 			if (why.reason <= SCHEMA_R_NONE || why.reason >= SCHEMA_R__COUNT)
 				abort();

@@ -21,6 +21,7 @@
 struct sink {
 	json_t *events; /* array of emitted alert messages */
 	int fail;
+	char last_topic[64];
 };
 
 static int collect(void *ud, const alerts_event *ev)
@@ -29,6 +30,7 @@ static int collect(void *ud, const alerts_event *ev)
 	assert_string_equal(json_string_value(json_object_get(ev->json, "thing")), ev->thing);
 	assert_string_equal(json_string_value(json_object_get(ev->json, "alert")), ev->alert);
 	json_array_append(s->events, ev->json);
+	snprintf(s->last_topic, sizeof s->last_topic, "%s", ev->topic ? ev->topic : "(null)");
 	return s->fail ? -1 : 0;
 }
 
@@ -114,6 +116,7 @@ static void test_for_count_and_clear(void **state)
 	assert_int_equal(nevents(f), 0);
 	assert_int_equal(report(f, "d1", RULES_ALERT_RAISE, 31, 3000, 3100, p), ALERTS_RAISED);
 	assert_int_equal(nevents(f), 1);
+	assert_string_equal(f->sink.last_topic, "(null)");
 	json_t *m = json_array_get(f->sink.events, 0);
 	assert_string_equal(ev_state(f, 0), "raised");
 	assert_string_equal(json_string_value(json_object_get(m, "rule")), "temp_rule");
@@ -262,6 +265,10 @@ static void test_restart(void **state)
 	assert_int_equal(report(f, "a", RULES_ALERT_NONE, 27.5, 1600, 2100, p), ALERTS_NOCHANGE);
 	assert_int_equal(row_updated(f, "a"), 1000);
 	assert_int_equal(report(f, "b", RULES_ALERT_RAISE, 29, 10000, 10000, slow), ALERTS_NOCHANGE);
+	assert_int_equal(row_updated(f, "b"), 10000);
+	/* still pending (waiting out forSeconds; the count of 1 is already met): no write */
+	assert_int_equal(report(f, "b", RULES_ALERT_RAISE, 29, 50000, 50000, slow), ALERTS_NOCHANGE);
+	assert_int_equal(row_updated(f, "b"), 10000);
 	assert_int_equal(row_updated(f, "nobody"), -1);
 
 	reopen(f); /* "restart" */
@@ -321,9 +328,10 @@ static void test_errors_and_on_action(void **state)
 	json_t *msgjson = json_pack("{sI}", "ts", (json_int_t)123456);
 	rules_action_out act = {.rule = "temp_rule", .kind = RULES_ACT_ALERT, .payload = payload,
 				.alert_name = "high_temp", .alert_cond = RULES_ALERT_RAISE,
-				.params = prm};
+				.params = prm, .topic = "alerts/v/custom"};
 	tg_msg m = {.topic = "devices/v/telemetry", .thing = "v", .json = msgjson, .received_ms = 999};
 	assert_int_equal(alerts_on_action(f->a, &act, &m, 200000), ALERTS_RAISED);
+	assert_string_equal(f->sink.last_topic, "alerts/v/custom");
 	json_t *ev = json_array_get(f->sink.events, nevents(f) - 1);
 	assert_int_equal(json_integer_value(json_object_get(ev, "first_trigger_ts")), 123456);
 	int visited = 0;

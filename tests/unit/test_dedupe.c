@@ -98,6 +98,16 @@ static void test_lru_bound(void **state)
 	assert_int_equal(dedupe_check(d, "t3", 1, 13), 1);
 	assert_int_equal(dedupe_check(d, "t1", 1, 13), 0); /* forgotten, so seen as new (evicts t0) */
 	assert_int_equal(dedupe_check(d, "t0", 1, 14), 0);
+	/* recycled nodes take names longer than the ones they held */
+	char longname[200];
+	for (int i = 0; i < 6; i++) {
+		memset(longname, 'a' + i, sizeof longname - 1);
+		longname[sizeof longname - 1 - (size_t)i * 20] = '\0';
+		assert_int_equal(dedupe_check(d, longname, 7, 20 + i), 0);
+		assert_int_equal(dedupe_check(d, longname, 7, 20 + i), 1);
+	}
+	dedupe_get_stats(d, &st);
+	assert_int_equal(st.things, 3);
 	dedupe_free(d);
 }
 

@@ -106,6 +106,103 @@ static void test_parse_payload(void **state)
 	expect_parse_reason("{\"a\":\"\\u0000\"}", 14, NULL, SCHEMA_R_BAD_JSON);
 }
 
+/* schema_parse_payload has its own JSON parser (falling back to jansson when in doubt); it
+ * must agree with jansson: same value when it accepts, a rejection when jansson rejects. */
+static void expect_same_as_jansson(const char *buf, size_t len)
+{
+	schema_reject why = {0};
+	schema_limits lim = {.max_depth = 64};
+	json_t *o = schema_parse_payload(buf, len, &lim, &why, NULL);
+	json_t *ref = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+	if (o && (!ref || !json_equal(o, ref)))
+		fail_msg("accepted differently from jansson: %.*s", (int)len, buf);
+	if (!o && ref && json_is_object(ref))
+		fail_msg("rejected (%s) an object jansson accepts: %.*s", schema_reason_name(why.reason),
+			 (int)len, buf);
+	json_decref(o);
+	json_decref(ref);
+}
+
+static json_t *random_value(unsigned *seed, int depth)
+{
+	static const char *const strs[] = {"", "plain", "with \"quotes\" and \\", "tab\tnl\ncr\r",
+					   "\x01ctl", "caf\xc3\xa9", "\xe2\x82\xac euro", "\xf0\x9f\x98\x80",
+					   "slash/", "\x7f"};
+	int k = rand_r(seed) % (depth > 4 ? 6 : 8);
+	switch (k) {
+	case 0: return json_integer((json_int_t)rand_r(seed) * (rand_r(seed) % 2 ? 1 : -1) *
+				    (rand_r(seed) % 3 ? 1 : 100000000LL));
+	case 1: return json_real((rand_r(seed) - RAND_MAX / 2) / (double)(1 + rand_r(seed) % 100000) *
+				 (rand_r(seed) % 4 ? 1.0 : 1e-300));
+	case 2: return json_string(strs[rand_r(seed) % 10]);
+	case 3: return json_true();
+	case 4: return json_null();
+	case 5: return json_real(rand_r(seed) % 2 ? 1e300 * 10 : 0.1);
+	case 6: {
+		json_t *a = json_array();
+		int n = rand_r(seed) % 4;
+		for (int i = 0; i < n; i++)
+			json_array_append_new(a, random_value(seed, depth + 1));
+		return a;
+	}
+	default: {
+		json_t *o = json_object();
+		int n = rand_r(seed) % 5;
+		for (int i = 0; i < n; i++) {
+			char key[16];
+			snprintf(key, sizeof key, "%s%d", i % 2 ? "k\xc3\xa9y" : "k", rand_r(seed) % 10);
+			json_object_set_new(o, key, random_value(seed, depth + 1));
+		}
+		return o;
+	}
+	}
+}
+
+static void test_parser_matches_jansson(void **state)
+{
+	(void)state;
+	static const char *const cases[] = {
+		"{}", "{ }", " {\"a\" : 1 } ", "{\"a\":[]}", "{\"a\":[1,2,[3,[4]]]}", "{\"a\":-0}",
+		"{\"a\":0.5e-3,\"b\":1E+2,\"c\":-1.25E-2}", "{\"a\":9223372036854775807}",
+		"{\"a\":-9223372036854775808}", "{\"a\":9223372036854775808}", "{\"a\":1e999}",
+		"{\"a\":1e-999}", "{\"a\":01}", "{\"a\":1.}", "{\"a\":.5}", "{\"a\":-}", "{\"a\":1e}",
+		"{\"a\":+1}", "{\"a\":\"\\u00e9\\ud83d\\ude00\\/\\b\\f\\n\\r\\t\\\"\\\\\"}",
+		"{\"a\":\"\\ud800\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"\\ud800\\u0041\"}",
+		"{\"a\":\"\\u0000\"}", "{\"a\\u0000\":1}", "{\"\\u0061\":1,\"a\":2}",
+		"{\"a\":\"\\x\"}", "{\"a\":\"\\u12\"}", "{\"a\":\"tab\there\"}", "{\"a\":true,}",
+		"{\"a\":tru}", "{\"a\":truex}", "{\"a\":nul}", "{\"a\":null}", "{\"a\":false}", "{\"a\" 1}",
+		"{\"a\":1}x", "{\"a\":1}{}", "{\"a\":1,\"a\":1}", "{a:1}", "{'a':1}", "[1,2]", "\"s\"", "3",
+		"{\"a\":[1,]}", "{\"a\":[,1]}", "{,}", "{\"a\":1 \"b\":2}", "\xef\xbb\xbf{}",
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		expect_same_as_jansson(cases[i], strlen(cases[i]));
+	/* a long escaped string (beyond the fast parser's scratch buffer) still parses */
+	char *big = malloc(20000);
+	size_t n = (size_t)snprintf(big, 20000, "{\"s\":\"");
+	for (int i = 0; i < 2000; i++) /* 16000 bytes, 6000 decoded */
+		n += (size_t)snprintf(big + n, 20000 - n, "\\n\\u00e9");
+	n += (size_t)snprintf(big + n, 20000 - n, "\"}");
+	expect_same_as_jansson(big, n);
+	schema_reject why;
+	json_t *o = schema_parse_payload(big, n, NULL, &why, NULL);
+	assert_non_null(o);
+	assert_int_equal(json_string_length(json_object_get(o, "s")), 6000);
+	json_decref(o);
+	free(big);
+	/* random documents, written by jansson in several styles (ASCII-escaped or not, indented) */
+	unsigned seed = 31337;
+	const size_t flags[] = {JSON_COMPACT, JSON_ENSURE_ASCII, JSON_INDENT(2) | JSON_ENSURE_ASCII,
+				JSON_REAL_PRECISION(17), JSON_ESCAPE_SLASH};
+	for (int i = 0; i < 3000; i++) {
+		json_t *v = json_object();
+		json_object_set_new(v, "v", random_value(&seed, 0));
+		char *text = json_dumps(v, flags[i % 5]);
+		expect_same_as_jansson(text, strlen(text));
+		free(text);
+		json_decref(v);
+	}
+}
+
 static void test_reason_names(void **state)
 {
 	(void)state;
@@ -245,14 +342,23 @@ static void test_timestamp_formats(void **state)
 	assert_int_equal(rc, SCHEMA_APPLIED);
 	assert_string_equal(iso, "2025-11-25T16:30:09.123Z");
 	/* bad ones */
-	const char *bad[] = {"{\"ts\":\"soon\"}", "{\"ts\":true}", "{\"ts\":-5}", "{\"ts\":null}",
-			     "{\"ts\":1e300}",
-			     "{\"ts\":1764099009123}" /* 3 h in the future: over maxSkew */,
-			     "{\"ts\":\"2025-11-25T12:30:09Z\"}" /* 4 h old */};
+	/* a value of a type that can hold a timestamp but does not: bad_timestamp; a type that
+	 * cannot: wrong_type */
+	static const struct {
+		const char *p;
+		schema_reason r;
+	} bad[] = {{"{\"ts\":\"soon\"}", SCHEMA_R_BAD_TIMESTAMP},
+		   {"{\"ts\":true}", SCHEMA_R_WRONG_TYPE},
+		   {"{\"ts\":-5}", SCHEMA_R_BAD_TIMESTAMP},
+		   {"{\"ts\":null}", SCHEMA_R_WRONG_TYPE},
+		   {"{\"ts\":[1]}", SCHEMA_R_WRONG_TYPE},
+		   {"{\"ts\":1e300}", SCHEMA_R_BAD_TIMESTAMP},
+		   {"{\"ts\":1764099009123}", SCHEMA_R_BAD_TIMESTAMP}, /* 3 h ahead: over maxSkew */
+		   {"{\"ts\":\"2025-11-25T12:30:09Z\"}", SCHEMA_R_BAD_TIMESTAMP}}; /* 4 h old */
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		ts_after(s, bad[i], recv, &why, &rc, NULL);
-		if (rc != TG_EINVAL || why.reason != SCHEMA_R_BAD_TIMESTAMP)
-			fail_msg("%s: rc %d reason %s", bad[i], rc, schema_reason_name(why.reason));
+		ts_after(s, bad[i].p, recv, &why, &rc, NULL);
+		if (rc != TG_EINVAL || why.reason != bad[i].r)
+			fail_msg("%s: rc %d reason %s", bad[i].p, rc, schema_reason_name(why.reason));
 		assert_string_equal(why.field, "ts");
 	}
 	schema_set_free(s);
@@ -268,7 +374,7 @@ static void test_timestamp_formats(void **state)
 	json_decref(o);
 	o = js("{\"time\":\"2025-11-25T16:30:09Z\"}");
 	assert_int_equal(schema_apply(s, "t/x", o, recv, &why, NULL), TG_EINVAL);
-	assert_int_equal(why.reason, SCHEMA_R_BAD_TIMESTAMP);
+	assert_int_equal(why.reason, SCHEMA_R_WRONG_TYPE); /* epoch_s wants a number */
 	json_decref(o);
 	o = js("{}");
 	assert_int_equal(schema_apply(s, "t/x", o, recv, &why, NULL), TG_EINVAL);
@@ -319,15 +425,16 @@ static void test_default_schema(void **state)
 		const char *field;
 	} bad[] = {
 		{"{\"ts\":1764088209123,\"temperature\":21.5}", SCHEMA_R_MISSING_FIELD, "sensor_id"},
-		{"{\"sensor_id\":\"dev-0001\",\"humidity\":3}", SCHEMA_R_MISSING_FIELD, "temperature"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":\"21.5\"}", SCHEMA_R_WRONG_TYPE, "temperature"},
-		{"{\"sensor_id\":42,\"temperature\":21.5}", SCHEMA_R_WRONG_TYPE, "sensor_id"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":21.5,\"seq\":1.5}", SCHEMA_R_WRONG_TYPE, "seq"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":150}", SCHEMA_R_OUT_OF_RANGE, "temperature"},
-		{"{\"sensor_id\":\"dev-0001\",\"temperature\":20,\"humidity\":-0.1}", SCHEMA_R_OUT_OF_RANGE, "humidity"},
-		{"{\"sensor_id\":\"dev 0001; DROP\",\"temperature\":21.5}", SCHEMA_R_PATTERN_MISMATCH, "sensor_id"},
-		{"{\"sensor_id\":\"\",\"temperature\":21.5}", SCHEMA_R_PATTERN_MISMATCH, "sensor_id"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"humidity\":3}", SCHEMA_R_MISSING_FIELD, "temperature"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"temperature\":\"21.5\"}", SCHEMA_R_WRONG_TYPE, "temperature"},
+		{"{\"ts\":1764088209123,\"sensor_id\":42,\"temperature\":21.5}", SCHEMA_R_WRONG_TYPE, "sensor_id"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"temperature\":21.5,\"seq\":1.5}", SCHEMA_R_WRONG_TYPE, "seq"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"temperature\":150}", SCHEMA_R_OUT_OF_RANGE, "temperature"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev-0001\",\"temperature\":20,\"humidity\":-0.1}", SCHEMA_R_OUT_OF_RANGE, "humidity"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"dev 0001; DROP\",\"temperature\":21.5}", SCHEMA_R_PATTERN_MISMATCH, "sensor_id"},
+		{"{\"ts\":1764088209123,\"sensor_id\":\"\",\"temperature\":21.5}", SCHEMA_R_PATTERN_MISMATCH, "sensor_id"},
 		{"{\"sensor_id\":\"dev-0001\",\"temperature\":21.5,\"ts\":\"noon\"}", SCHEMA_R_BAD_TIMESTAMP, "ts"},
+		{"{\"sensor_id\":\"dev-0001\",\"temperature\":21.5,\"ts\":false}", SCHEMA_R_WRONG_TYPE, "ts"},
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		o = js(bad[i].payload);
@@ -340,7 +447,7 @@ static void test_default_schema(void **state)
 	}
 	assert_int_equal(st.accepted, 1);
 	assert_int_equal(st.rejected[SCHEMA_R_MISSING_FIELD], 2);
-	assert_int_equal(st.rejected[SCHEMA_R_WRONG_TYPE], 3);
+	assert_int_equal(st.rejected[SCHEMA_R_WRONG_TYPE], 4);
 	assert_int_equal(st.rejected[SCHEMA_R_PATTERN_MISMATCH], 2);
 	/* no schema for the topic: untouched */
 	o = js("{\"x\":1}");
@@ -348,6 +455,92 @@ static void test_default_schema(void **state)
 	assert_int_equal(json_object_size(o), 1);
 	assert_int_equal(st.unmatched, 1);
 	json_decref(o);
+	schema_set_free(s);
+}
+
+/* Every hostile kind device_sim injects (device_sim/sim_gen.h), as literal payloads, through
+ * the same two calls the daemon makes, against the shipped schemas: each must be rejected
+ * with the reason tests/integration/test_edge.py expects, and the two variants the default
+ * schema accepts on purpose (no ts: the receive time is used; a well-formed id that is not
+ * the thing's: the topic's thing is authoritative) must pass. A schema that wants the id
+ * pinned to the thing says "topicLevel": 2 (tested separately). Duplicates: test_dedupe. */
+static void test_sim_hostile_kinds(void **state)
+{
+	(void)state;
+	char err[2048];
+	schema_set *s = schema_load_dir("rules/schemas", err, sizeof err);
+	if (!s)
+		fail_msg("%s", err);
+	const int64_t recv = 1764088209500LL;
+#define GOOD_TAIL "\"ts\":1764088209123,\"temperature\":21.5,\"humidity\":48.2,\"pressure\":1013.2,\"seq\":7}"
+	static const struct {
+		const char *kind, *payload;
+		schema_reason r;
+	} cases[] = {
+		{"normal", "{\"sensor_id\":\"dev-0001\"," GOOD_TAIL, SCHEMA_R_NONE},
+		{"malformed truncated", "{\"sensor_id\":\"dev-0001\",\"ts\":17640", SCHEMA_R_BAD_JSON},
+		{"malformed garbage", "{\"sensor_id\":\"dev-0001\"," GOOD_TAIL "}garbage", SCHEMA_R_BAD_JSON},
+		{"malformed quotes", "{'sensor_id':'dev-0001'}", SCHEMA_R_BAD_JSON},
+		{"malformed unquoted key", "{sensor_id:\"dev-0001\"}", SCHEMA_R_BAD_JSON},
+		{"malformed nan", "{\"sensor_id\":\"dev-0001\",\"temperature\":NaN}", SCHEMA_R_BAD_JSON},
+		{"wrong_type temperature", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":\"hot\"}", SCHEMA_R_WRONG_TYPE},
+		{"wrong_type ts", "{\"sensor_id\":\"dev-0001\",\"ts\":\"yesterday\",\"temperature\":1}", SCHEMA_R_BAD_TIMESTAMP},
+		{"wrong_type humidity", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1,\"humidity\":[48.2]}", SCHEMA_R_WRONG_TYPE},
+		{"wrong_type pressure", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1,\"pressure\":{\"hPa\":1013.2}}", SCHEMA_R_WRONG_TYPE},
+		{"wrong_type sensor_id", "{\"sensor_id\":1234," GOOD_TAIL, SCHEMA_R_WRONG_TYPE},
+		{"bad_id empty", "{\"sensor_id\":\"\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id too_long", "{\"sensor_id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id bad_chars", "{\"sensor_id\":\"dev 00/01#+\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id control_char", "{\"sensor_id\":\"dev\\u0001x\"," GOOD_TAIL, SCHEMA_R_PATTERN_MISMATCH},
+		{"bad_id mismatch (accepted)", "{\"sensor_id\":\"dev-0001-spoof\"," GOOD_TAIL, SCHEMA_R_NONE},
+		{"missing ts (accepted)", "{\"sensor_id\":\"dev-0001\",\"temperature\":1}", SCHEMA_R_NONE},
+		{"missing temperature", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123}", SCHEMA_R_MISSING_FIELD},
+		{"missing sensor_id", "{\"ts\":1764088209123,\"temperature\":1}", SCHEMA_R_MISSING_FIELD},
+		{"range temperature", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1000000.0}", SCHEMA_R_OUT_OF_RANGE},
+		{"range abs zero", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":-500.0}", SCHEMA_R_OUT_OF_RANGE},
+		{"range humidity", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1,\"humidity\":150.0}", SCHEMA_R_OUT_OF_RANGE},
+		{"range pressure", "{\"sensor_id\":\"dev-0001\",\"ts\":1764088209123,\"temperature\":1,\"pressure\":-5.0}", SCHEMA_R_OUT_OF_RANGE},
+		{"skew future", "{\"sensor_id\":\"dev-0001\",\"ts\":1800000000000,\"temperature\":1}", SCHEMA_R_BAD_TIMESTAMP},
+		{"skew past", "{\"sensor_id\":\"dev-0001\",\"ts\":0,\"temperature\":1}", SCHEMA_R_BAD_TIMESTAMP},
+		{"non_object array", "[\"dev-0001\",1764088209123,21.5]", SCHEMA_R_NOT_OBJECT},
+		{"non_object string", "\"dev-0001\"", SCHEMA_R_NOT_OBJECT},
+		{"non_object number", "21.50", SCHEMA_R_NOT_OBJECT},
+		{"non_object null", "null", SCHEMA_R_NOT_OBJECT},
+		{"non_object bool", "true", SCHEMA_R_NOT_OBJECT},
+		{"utf8 continuation", "{\"sensor_id\":\"dev-0001\x80\"}", SCHEMA_R_INVALID_UTF8},
+		{"utf8 overlong", "{\"sensor_id\":\"dev-0001\xc0\xaf\"}", SCHEMA_R_INVALID_UTF8},
+		{"utf8 truncated", "{\"sensor_id\":\"dev-0001\xe2\x82\"}", SCHEMA_R_INVALID_UTF8},
+		{"utf8 invalid byte", "{\"sensor_id\":\"dev-0001\xff\"}", SCHEMA_R_INVALID_UTF8},
+		{"empty", "", SCHEMA_R_BAD_JSON},
+	};
+#undef GOOD_TAIL
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		schema_reject why = {0};
+		json_t *o = schema_parse_payload(cases[i].payload, strlen(cases[i].payload), NULL, &why, NULL);
+		int rc = o ? schema_apply(s, "devices/dev-0001/telemetry", o, recv, &why, NULL) : TG_EINVAL;
+		schema_reason got = rc == SCHEMA_APPLIED ? SCHEMA_R_NONE : why.reason;
+		if (got != cases[i].r)
+			fail_msg("%s: got %s (%s) want %s", cases[i].kind, schema_reason_name(got), why.text,
+				 schema_reason_name(cases[i].r));
+		json_decref(o);
+	}
+	/* oversized and too deep, built like the simulator builds them */
+	size_t big = 128 * 1024 + 100;
+	char *b = malloc(big + 1);
+	int n = snprintf(b, big, "{\"sensor_id\":\"dev-0001\",\"blob\":\"");
+	memset(b + n, 'A', big - (size_t)n - 2);
+	b[big - 2] = '"';
+	b[big - 1] = '}';
+	schema_reject why;
+	assert_null(schema_parse_payload(b, big, NULL, &why, NULL));
+	assert_int_equal(why.reason, SCHEMA_R_TOO_LARGE);
+	n = snprintf(b, big, "{\"sensor_id\":\"dev-0001\",\"nested\":");
+	memset(b + n, '[', 256);
+	memset(b + n + 256, ']', 256);
+	b[n + 512] = '}';
+	assert_null(schema_parse_payload(b, (size_t)n + 513, NULL, &why, NULL));
+	assert_int_equal(why.reason, SCHEMA_R_TOO_DEEP);
+	free(b);
 	schema_set_free(s);
 }
 
@@ -502,6 +695,37 @@ static void test_unknown_and_defaults(void **state)
 	schema_set_free(s);
 }
 
+static void test_topic_level(void **state)
+{
+	(void)state;
+	schema_set *s = load("{\"topic\":\"devices/+/telemetry\",\"fields\":{"
+			     "\"sensor_id\":{\"type\":\"string\",\"topicLevel\":2},"
+			     "\"kind\":{\"type\":\"string\",\"topicLevel\":3}}}");
+	schema_reject why;
+	static const struct {
+		const char *payload;
+		int rc;
+	} cases[] = {
+		{"{\"sensor_id\":\"dev-0001\",\"kind\":\"telemetry\"}", SCHEMA_APPLIED},
+		{"{\"sensor_id\":\"dev-0001-spoof\"}", TG_EINVAL},
+		{"{\"sensor_id\":\"dev-000\"}", TG_EINVAL},
+		{"{\"sensor_id\":\"dev-0002\"}", TG_EINVAL},
+		{"{\"sensor_id\":\"\"}", TG_EINVAL},
+		{"{\"kind\":\"telemetr\"}", TG_EINVAL},
+		{"{}", SCHEMA_APPLIED},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		json_t *o = js(cases[i].payload);
+		int rc = schema_apply(s, "devices/dev-0001/telemetry", o, 0, &why, NULL);
+		if (rc != cases[i].rc)
+			fail_msg("%s: rc %d", cases[i].payload, rc);
+		if (rc == TG_EINVAL)
+			assert_int_equal(why.reason, SCHEMA_R_PATTERN_MISMATCH);
+		json_decref(o);
+	}
+	schema_set_free(s);
+}
+
 static void test_pattern_limit_and_enum(void **state)
 {
 	(void)state;
@@ -559,6 +783,9 @@ static void test_load_errors(void **state)
 	expect_load_error("{\"topic\":\"a\",\"fields\":{\"p\":{\"type\":\"integer\",\"max\":3,\"default\":9}}}",
 			  "default does not satisfy");
 	expect_load_error("{\"topic\":\"a\",\"timestamp\":{\"format\":\"julian\"}}", "format must be");
+	expect_load_error("{\"topic\":\"a\",\"fields\":{\"n\":{\"type\":\"number\",\"topicLevel\":2}}}",
+			  "topicLevel needs a string field");
+	expect_load_error("{\"topic\":\"a\",\"fields\":{\"n\":{\"topicLevel\":0}}}", "topicLevel must be");
 	expect_load_error("{\"topic\":\"a\",\"renames\":{\"a\":\"a\"}}", "rename target");
 	expect_load_error("{\"topic\":\"a\",\"timestamp\":{},\"fields\":{\"ts_iso\":{}}}",
 			  "written by the timestamp section");
@@ -603,13 +830,16 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reason_names),
 		cmocka_unit_test(test_parse_payload),
+		cmocka_unit_test(test_parser_matches_jansson),
 		cmocka_unit_test(test_topic_match),
 		cmocka_unit_test(test_rfc3339_against_timegm),
 		cmocka_unit_test(test_timestamp_formats),
 		cmocka_unit_test(test_default_schema),
+		cmocka_unit_test(test_sim_hostile_kinds),
 		cmocka_unit_test(test_unit_conversion),
 		cmocka_unit_test(test_legacy_example),
 		cmocka_unit_test(test_unknown_and_defaults),
+		cmocka_unit_test(test_topic_level),
 		cmocka_unit_test(test_pattern_limit_and_enum),
 		cmocka_unit_test(test_load_errors),
 	};
