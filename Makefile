@@ -30,6 +30,7 @@ AUTH_SRCS := $(wildcard gateway/auth/*.c)
 SIM_SRCS := $(wildcard device_sim/*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+TOOL_SRCS := $(wildcard tests/tools/*.c)
 
 obj = $(patsubst %.c,$(1)/obj/%.o,$(2))
 
@@ -40,6 +41,9 @@ REL_BINS  := $(B)/rel/tidegate $(if $(SIM_SRCS),$(B)/rel/device_sim) $(if $(AUTH
 ASAN_BINS := $(B)/asan/tidegate $(if $(SIM_SRCS),$(B)/asan/device_sim) $(if $(AUTH_SRCS),$(B)/asan/tidegate_auth.so)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/asan/tests/%,$(UNIT_SRCS))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/asan/fuzz/%,$(FUZZ_SRCS))
+# Test drivers (tests/tools/*.c), one program each, in both builds.
+TOOL_BINS := $(patsubst tests/tools/%.c,$(B)/rel/tools/%,$(TOOL_SRCS)) \
+             $(patsubst tests/tools/%.c,$(B)/asan/tools/%,$(TOOL_SRCS))
 
 .PHONY: all asan deps certs demo check unit integration integration-asan fuzz-replay \
         bench bench-quick clean valgrind install deb format
@@ -87,6 +91,12 @@ $(B)/asan/fuzz/%: $(B)/asan/obj/tests/fuzz/%.o $(B)/asan/obj/tests/fuzz/local_ma
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
 
+$(B)/rel/tools/%: $(B)/rel/obj/tests/tools/%.o $(B)/rel/libtidegate.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
+$(B)/asan/tools/%: $(B)/asan/obj/tests/tools/%.o $(B)/asan/libtidegate.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
 # Benchmark programs: each tests/bench/bench_*.c becomes $(B)/rel/bench_* (optimised build,
 # linked against libtidegate.a); tests/bench/run.sh runs them.
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
@@ -118,8 +128,8 @@ fuzz-replay: $(FUZZ_BINS)
 
 # Integration tests run against the optimised build, then again (a quicker subset marked
 # `asan` is not needed: the whole suite) against the sanitizer build.
-integration: $(REL_BINS) $(ASAN_BINS)
-	@if [ -x tests/integration/npm-peers.sh ]; then tests/integration/npm-peers.sh; fi
+integration: $(REL_BINS) $(ASAN_BINS) $(TOOL_BINS)
+	@tests/integration/npm-peers.sh
 	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 	TIDEGATE_BUILD=$(abspath $(B)/asan) TIDEGATE_SANITIZED=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests/integration
 

@@ -60,8 +60,9 @@ static const config_option ingest_options[] = {
 	{"watch_rules", CFG_BOOL, "true", 0, 0, OFF(rules_watch), 0, "Reload rules when files in rules_dir change (inotify); SIGHUP always reloads.", NULL},
 	{"quarantine_topic", CFG_STRING, "errors", 0, 0, OFF(quarantine_topic), 0,
 	 "Rejected messages are also republished to <quarantine_topic>/<thing>; empty: off.", NULL},
-	{"default_sink", CFG_STRING, "lake", 0, 0, OFF(default_sink), 0,
-	 "Sink that receives every accepted telemetry record (empty: only rule sink actions route).", NULL},
+	{"default_sinks", CFG_STRING, "lake", 0, 0, OFF(default_sinks), 0,
+	 "Comma-separated sinks that receive every accepted record, raw archive style (empty: only rule sink actions route).",
+	 NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -356,6 +357,9 @@ void config_free(tg_config *c)
 	for (size_t i = 0; i < c->nsinks; i++)
 		sink_conf_free(&c->sinks[i]);
 	free(c->sinks);
+	for (size_t i = 0; i < c->ndefault_sinks; i++)
+		free(c->default_sink_list[i]);
+	free(c->default_sink_list);
 	free(c->path);
 	free(c);
 }
@@ -388,9 +392,27 @@ static int finish(tg_config *c, char *err, size_t errlen)
 	if (c->broker_tls && (!c->ca_file || !c->cert_file || !c->key_file))
 		return tg_seterr(err, errlen, TG_EINVAL,
 				 "%s: [broker] tls is on: ca_file, cert_file and key_file are required", c->path);
-	if (*c->default_sink && !config_sink(c, c->default_sink))
-		return tg_seterr(err, errlen, TG_EINVAL, "%s: [ingest] default_sink '%s' is not a configured [sink %s] section",
-				 c->path, c->default_sink, c->default_sink);
+	char *list = strdup(c->default_sinks), *save = NULL;
+	if (!list)
+		return TG_ENOMEM;
+	for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+		if (!config_sink(c, tok)) {
+			tg_seterr(err, errlen, TG_EINVAL, "%s: [ingest] default_sinks: '%s' is not a configured [sink %s] section",
+				  c->path, tok, tok);
+			free(list);
+			return TG_EINVAL;
+		}
+		char **nl = realloc(c->default_sink_list, (c->ndefault_sinks + 2) * sizeof *nl);
+		if (!nl || !(nl[c->ndefault_sinks] = strdup(tok))) {
+			if (nl)
+				c->default_sink_list = nl;
+			free(list);
+			return TG_ENOMEM;
+		}
+		c->default_sink_list = nl;
+		nl[++c->ndefault_sinks] = NULL;
+	}
+	free(list);
 	if (c->reconnect_max_ms < c->reconnect_min_ms)
 		c->reconnect_max_ms = c->reconnect_min_ms;
 	return 0;

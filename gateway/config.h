@@ -112,7 +112,9 @@ typedef struct tg_config {
 	/* [registry] */
 	char *registry_path;
 	/* [default] route when no rule claims a message */
-	char *default_sink;    /* telemetry with no matching sink rule goes here; "" = none */
+	char *default_sinks;   /* comma-separated sinks every accepted record goes to; "" = none */
+	char **default_sink_list; /* parsed from default_sinks, NULL-terminated */
+	size_t ndefault_sinks;
 	/* sinks */
 	tg_sink_conf *sinks;
 	size_t nsinks;

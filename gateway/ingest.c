@@ -22,7 +22,7 @@ struct ingest {
 	outbox *ob;
 	broker *br;
 	ingest_stats st;
-	const char *default_sinks[1];
+	const char *const *default_sinks;
 	size_t ndefault;
 };
 
@@ -42,10 +42,8 @@ ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size
 	ig->cfg = cfg;
 	ig->ob = ob;
 	ig->br = br;
-	if (cfg->default_sink && *cfg->default_sink) {
-		ig->default_sinks[0] = cfg->default_sink;
-		ig->ndefault = 1;
-	}
+	ig->default_sinks = (const char *const *)cfg->default_sink_list;
+	ig->ndefault = cfg->ndefault_sinks;
 	return ig;
 }
 

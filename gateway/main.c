@@ -8,6 +8,7 @@
  *
  * Signal handlers only set flags; the daemon loop reads them.
  */
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -77,5 +78,8 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_hup;
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	return daemon_run(config_arg(argc, argv), &g_stop, &g_reload);
+	curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread starts */
+	int rc = daemon_run(config_arg(argc, argv), &g_stop, &g_reload);
+	curl_global_cleanup();
+	return rc;
 }

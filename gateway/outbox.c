@@ -208,6 +208,11 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 			tg_seterr(err, errlen, TG_EDB, "outbox %s: %s", path, why);
 			goto fail;
 		}
+		/* ids must not restart at 1: downstream dedupes on msg_id and S3/lake object
+		 * names carry ids. Continue from a clock-derived floor instead. */
+		int64_t floor_id = wall_ms() * 1000;
+		if (ob->last_id < floor_id)
+			ob->last_id = ob->committed_last_id = floor_id;
 	}
 	return ob;
 fail:

@@ -51,7 +51,8 @@ static void test_defaults_and_values(void **state)
 	assert_string_equal(c->sinks[0].name, "lake");
 	assert_int_equal(c->sinks[0].retry_base_ms, 1000);
 	assert_ptr_equal(config_sink(c, "lake"), &c->sinks[0]);
-	assert_string_equal(c->default_sink, "lake");
+	assert_int_equal(c->ndefault_sinks, 1);
+	assert_string_equal(c->default_sink_list[0], "lake");
 	config_free(c);
 }
 
@@ -78,7 +79,7 @@ static void test_errors_have_positions(void **state)
 	EXPECT_ERR("[broker]\ntls=false\n[sink lake]\ntype = file\ncolour = red\n",
 		   "t.conf:5:1: [sink lake] unknown option 'colour' for sink type file");
 	EXPECT_ERR("[broker]\ntls=false\n[sink lake]\ntype = file\n", "option 'path' is required");
-	EXPECT_ERR("[broker]\ntls=false\n", "default_sink 'lake' is not a configured");
+	EXPECT_ERR("[broker]\ntls=false\n", "default_sinks: 'lake' is not a configured");
 	EXPECT_ERR("[broker]\ntls = true\n[sink lake]\ntype=file\npath=/x\n", "ca_file, cert_file and key_file are required");
 	EXPECT_ERR("[broker]\ntls=false\n[sink a]\ntype=file\npath=/x\n[sink a]\n", "sink 'a' is defined twice");
 }

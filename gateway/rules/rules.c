@@ -1,0 +1,1112 @@
+/*
+ * rules.c — rule files, actions, substitution templates and per-message evaluation.
+ *
+ * Loading: each *.json file of a folder is one rule in the IoT topic-rule shape. The file
+ * is parsed with jansson; the SQL, every `${expr}` template in action parameters and the
+ * alert `clear` condition are compiled once, and every error is reported as
+ * file:line:col, the offset inside a JSON string mapped back to the file (jsonpos.c).
+ * Loading keeps going after an error so `rules check` lists them all, but a set with any
+ * error is refused as a whole. Topic filters go into a trie (topic_index.c).
+ *
+ * Evaluation: candidates from the trie are visited in rule-name order; each rule is
+ * independent (its own SET variables, its own failures, its own errorAction), so a rule
+ * that fails never blocks the others. A per-set scratch context (arena, pcre2 match data)
+ * is reused between messages; if two threads ever evaluate the same set at once the
+ * second one builds a private context instead of sharing it.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/evp.h>
+
+#include "err.h"
+#include "log.h"
+#include "rules/rules_int.h"
+
+#define RULE_FILE_MAX (256 * 1024)
+#define SUB "rules"
+
+typedef struct tmpl_part {
+	char *lit;
+	size_t litlen;
+	rules_node *e; /* NULL: literal only */
+} tmpl_part;
+
+typedef struct tmpl {
+	tmpl_part *parts;
+	int nparts;
+} tmpl;
+
+typedef struct tparam {
+	char **path; /* key path inside the action's params */
+	int npath;
+	tmpl t;
+} tparam;
+
+typedef struct raction {
+	rules_action_kind kind;
+	json_t *params;
+	tparam *tp;
+	int ntp;
+	tmpl topic; /* republish topic, alert topic, webhook url */
+	tmpl pkey;  /* sink partitionKey */
+	int has_pkey;
+	int qos;
+	char *sink, *table, *alert_name;
+	rules_node *clear;
+} raction;
+
+typedef struct rule {
+	char *name;
+	int disabled;
+	rules_stmt *st;
+	raction *acts;
+	int nacts;
+	raction *erract;
+	int has_alert;
+} rule;
+
+typedef struct scratch {
+	atomic_flag busy;
+	rules_ctx ctx;
+} scratch;
+
+struct rules_set {
+	rule *rules;
+	size_t n, cap;
+	rules_trie *trie;
+	rules_env env;
+	scratch *scr;
+};
+
+/* ---- error reporting --------------------------------------------------------------------- */
+typedef struct loader {
+	const char *file, *text;
+	size_t len;
+	char *errbuf;
+	size_t errlen, used;
+	int nerr;
+	const rules_env *env;
+} loader;
+
+static void add_err(loader *ld, size_t off, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void add_err(loader *ld, size_t off, const char *fmt, ...)
+{
+	int line = 1, col = 1;
+	ld->nerr++;
+	if (!ld->errbuf || ld->used + 1 >= ld->errlen)
+		return;
+	if (off != (size_t)-1 && ld->text)
+		rules_jpos_linecol(ld->text, ld->len, off, &line, &col);
+	int k = snprintf(ld->errbuf + ld->used, ld->errlen - ld->used, "%s:%d:%d: ", ld->file, line, col);
+	if (k < 0 || (size_t)k >= ld->errlen - ld->used) {
+		ld->used = ld->errlen - 1;
+		return;
+	}
+	ld->used += (size_t)k;
+	va_list ap;
+	va_start(ap, fmt);
+	k = vsnprintf(ld->errbuf + ld->used, ld->errlen - ld->used, fmt, ap);
+	va_end(ap);
+	if (k < 0 || (size_t)k >= ld->errlen - ld->used - 1) {
+		ld->used = ld->errlen - 1;
+		ld->errbuf[ld->used] = '\0';
+		return;
+	}
+	ld->used += (size_t)k;
+	ld->errbuf[ld->used++] = '\n';
+	ld->errbuf[ld->used] = '\0';
+}
+
+/* raw offset of the value at path; with idx != -1, of byte idx inside that string */
+static size_t pos_of(loader *ld, const char *const *path, int npath, size_t idx)
+{
+	size_t off;
+	if (!ld->text || rules_jpos_find(ld->text, ld->len, path, npath, &off) < 0)
+		return (size_t)-1;
+	if (idx != (size_t)-1 && ld->text[off] == '"')
+		return rules_jpos_map(ld->text, ld->len, off, idx);
+	return off;
+}
+
+/* ---- templates ---------------------------------------------------------------------------- */
+static void tmpl_free(tmpl *t)
+{
+	for (int i = 0; i < t->nparts; i++) {
+		free(t->parts[i].lit);
+		rules_node_free(t->parts[i].e);
+	}
+	free(t->parts);
+	t->parts = NULL;
+	t->nparts = 0;
+}
+
+static int tmpl_add(tmpl *t, const char *lit, size_t n, rules_node *e)
+{
+	tmpl_part *p = realloc(t->parts, sizeof *p * (size_t)(t->nparts + 1));
+	if (!p)
+		return TG_ENOMEM;
+	t->parts = p;
+	p[t->nparts].lit = strndup(lit, n);
+	p[t->nparts].litlen = n;
+	p[t->nparts].e = e;
+	if (!p[t->nparts].lit)
+		return TG_ENOMEM;
+	t->nparts++;
+	return 0;
+}
+
+/* Compile "text ${expr} text"; errors are positioned at path (a JSON string). */
+static int tmpl_compile(loader *ld, const rule *r, const char *s, const char *const *path, int npath, tmpl *t)
+{
+	size_t n = strlen(s), i = 0;
+	char **vars = r->st ? r->st->var_names : NULL;
+	int nvars = r->st ? r->st->nvars : 0;
+	while (i <= n) {
+		const char *d = strstr(s + i, "${");
+		size_t lit_end = d ? (size_t)(d - s) : n;
+		rules_node *e = NULL;
+		size_t next = n + 1;
+		if (d) {
+			char msg[200];
+			size_t ep = 0, end = 0;
+			e = rules_parse_expr(s, n, lit_end + 2, TK_RBRACE, vars, nvars, &end, &ep, msg, sizeof msg);
+			if (!e) {
+				add_err(ld, pos_of(ld, path, npath, ep), "in substitution template: %s", msg);
+				return TG_EPARSE;
+			}
+			next = end;
+		}
+		if (tmpl_add(t, s + i, lit_end - i, e) < 0) {
+			rules_node_free(e);
+			add_err(ld, (size_t)-1, "out of memory");
+			return TG_ENOMEM;
+		}
+		i = next;
+	}
+	return 0;
+}
+
+/* Expand into the arena; Undefined expressions expand to the empty string. */
+static const char *tmpl_expand(rules_ctx *c, const tmpl *t)
+{
+	const char *ps[64];
+	size_t ns[64], total = 0;
+	int k = 0;
+	for (int i = 0; i < t->nparts && k < 62; i++) {
+		ps[k] = t->parts[i].lit;
+		ns[k] = t->parts[i].litlen;
+		total += ns[k++];
+		if (t->parts[i].e) {
+			rules_val v;
+			rules_eval_node(c, t->parts[i].e, &v);
+			if (rules_to_str(c, &v, &ps[k], &ns[k]) < 0) {
+				ps[k] = "";
+				ns[k] = 0;
+			}
+			total += ns[k++];
+		}
+	}
+	char *out = rules_ctx_alloc(c, total + 1), *w = out;
+	if (!out)
+		return "";
+	for (int i = 0; i < k; i++) {
+		memcpy(w, ps[i], ns[i]);
+		w += ns[i];
+	}
+	*w = '\0';
+	return out;
+}
+
+/* ---- actions ------------------------------------------------------------------------------ */
+static void action_clear(raction *a)
+{
+	json_decref(a->params);
+	for (int i = 0; i < a->ntp; i++) {
+		for (int k = 0; k < a->tp[i].npath; k++)
+			free(a->tp[i].path[k]);
+		free(a->tp[i].path);
+		tmpl_free(&a->tp[i].t);
+	}
+	free(a->tp);
+	tmpl_free(&a->topic);
+	tmpl_free(&a->pkey);
+	free(a->sink);
+	free(a->table);
+	free(a->alert_name);
+	rules_node_free(a->clear);
+	memset(a, 0, sizeof *a);
+}
+
+static void rule_clear(rule *r)
+{
+	free(r->name);
+	rules_stmt_free(r->st);
+	for (int i = 0; i < r->nacts; i++)
+		action_clear(&r->acts[i]);
+	free(r->acts);
+	if (r->erract) {
+		action_clear(r->erract);
+		free(r->erract);
+	}
+	memset(r, 0, sizeof *r);
+}
+
+const char *rules_action_kind_name(rules_action_kind k)
+{
+	switch (k) {
+	case RULES_ACT_REPUBLISH: return "republish";
+	case RULES_ACT_SINK: return "sink";
+	case RULES_ACT_ALERT: return "alert";
+	case RULES_ACT_WEBHOOK: return "webhook";
+	}
+	return "?";
+}
+
+static const char *failed_action_name(rules_action_kind k)
+{
+	switch (k) {
+	case RULES_ACT_REPUBLISH: return "RepublishAction";
+	case RULES_ACT_SINK: return "SinkAction";
+	case RULES_ACT_ALERT: return "AlertAction";
+	case RULES_ACT_WEBHOOK: return "WebhookAction";
+	}
+	return "Action";
+}
+
+/* Collect templates in every string param (recursively) so act->params can be handed
+ * out expanded. fpath[0..base-1] is the file path of the params object. */
+static int collect_templates(loader *ld, const rule *r, raction *a, json_t *obj, const char **fpath, int base,
+			     int depth)
+{
+	const char *key;
+	json_t *v;
+	int rc = 0;
+	if (depth >= 6)
+		return 0;
+	json_object_foreach(obj, key, v)
+	{
+		fpath[base + depth] = key;
+		if (json_is_object(v)) {
+			if (collect_templates(ld, r, a, v, fpath, base, depth + 1) < 0)
+				rc = TG_EPARSE;
+			continue;
+		}
+		if (!json_is_string(v) || !strstr(json_string_value(v), "${"))
+			continue;
+		if (a->kind == RULES_ACT_ALERT && depth == 0 && strcmp(key, "clear") == 0)
+			continue; /* an SQL condition, not a template */
+		tparam *tp = realloc(a->tp, sizeof *tp * (size_t)(a->ntp + 1));
+		if (!tp)
+			return TG_ENOMEM;
+		a->tp = tp;
+		tparam *p = &a->tp[a->ntp];
+		memset(p, 0, sizeof *p);
+		p->path = calloc((size_t)depth + 1, sizeof *p->path);
+		if (!p->path)
+			return TG_ENOMEM;
+		p->npath = depth + 1;
+		a->ntp++;
+		for (int k = 0; k <= depth; k++)
+			if (!(p->path[k] = strdup(fpath[base + k])))
+				return TG_ENOMEM;
+		if (tmpl_compile(ld, r, json_string_value(v), fpath, base + depth + 1, &p->t) < 0)
+			rc = TG_EPARSE;
+	}
+	return rc;
+}
+
+static const char *str_param(json_t *params, const char *key)
+{
+	json_t *v = json_object_get(params, key);
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int check_keys(loader *ld, json_t *params, const char *const *allowed, const char **path, int npath)
+{
+	const char *key;
+	json_t *v;
+	int rc = 0;
+	json_object_foreach(params, key, v)
+	{
+		int ok = strcmp(key, "roleArn") == 0; /* AWS-only field: accepted, ignored */
+		for (int i = 0; allowed[i] && !ok; i++)
+			ok = strcmp(key, allowed[i]) == 0;
+		if (!ok) {
+			path[npath] = key;
+			add_err(ld, pos_of(ld, path, npath + 1, (size_t)-1), "unknown %s parameter '%s'", path[npath - 1],
+				key);
+			rc = TG_EPARSE;
+		}
+	}
+	return rc;
+}
+
+/* path: e.g. {"actions", "0"} or {"errorAction"}; the action object lives there. */
+static int action_compile(loader *ld, rule *r, json_t *obj, const char **path, int npath, raction *a)
+{
+	const char *kind = NULL;
+	json_t *params = NULL;
+	size_t opos = pos_of(ld, path, npath, (size_t)-1);
+	if (!json_is_object(obj) || json_object_size(obj) != 1) {
+		add_err(ld, opos, "an action is an object with exactly one key (republish, sink, alert or webhook)");
+		return TG_EPARSE;
+	}
+	json_object_foreach(obj, kind, params) break;
+	path[npath] = kind;
+	size_t kpos = pos_of(ld, path, npath + 1, (size_t)-1);
+	if (strcmp(kind, "republish") == 0)
+		a->kind = RULES_ACT_REPUBLISH;
+	else if (strcmp(kind, "sink") == 0)
+		a->kind = RULES_ACT_SINK;
+	else if (strcmp(kind, "alert") == 0)
+		a->kind = RULES_ACT_ALERT;
+	else if (strcmp(kind, "webhook") == 0)
+		a->kind = RULES_ACT_WEBHOOK;
+	else {
+		add_err(ld, opos, "action '%s' is not supported at the edge (use republish, sink, alert or webhook)", kind);
+		return TG_EUNSUPPORTED;
+	}
+	if (!json_is_object(params)) {
+		add_err(ld, kpos, "%s parameters must be an object", kind);
+		return TG_EPARSE;
+	}
+	a->params = json_incref(params);
+	int rc = 0;
+	const char *pp[12];
+	for (int i = 0; i <= npath; i++)
+		pp[i] = path[i];
+	switch (a->kind) {
+	case RULES_ACT_REPUBLISH: {
+		static const char *const allowed[] = {"topic", "qos", "headers", NULL};
+		rc |= check_keys(ld, params, allowed, pp, npath + 1);
+		const char *topic = str_param(params, "topic");
+		json_t *q = json_object_get(params, "qos");
+		if (!topic || !*topic) {
+			add_err(ld, kpos, "republish needs a non-empty \"topic\"");
+			return TG_EPARSE;
+		}
+		if (q && (!json_is_integer(q) || json_integer_value(q) < 0 || json_integer_value(q) > 1)) {
+			pp[npath + 1] = "qos";
+			add_err(ld, pos_of(ld, pp, npath + 2, (size_t)-1), "republish \"qos\" must be 0 or 1");
+			return TG_EPARSE;
+		}
+		a->qos = q ? (int)json_integer_value(q) : 0;
+		pp[npath + 1] = "topic";
+		if (tmpl_compile(ld, r, topic, pp, npath + 2, &a->topic) < 0)
+			return TG_EPARSE;
+		break;
+	}
+	case RULES_ACT_SINK: {
+		static const char *const allowed[] = {"name", "partitionKey", "table", NULL};
+		rc |= check_keys(ld, params, allowed, pp, npath + 1);
+		const char *name = str_param(params, "name");
+		const char *pk = str_param(params, "partitionKey");
+		const char *table = str_param(params, "table");
+		if (!name || !*name) {
+			add_err(ld, kpos, "sink needs a \"name\" (a configured sink)");
+			return TG_EPARSE;
+		}
+		if (ld->env && ld->env->sink_names) {
+			int found = 0;
+			for (const char *const *s = ld->env->sink_names; *s && !found; s++)
+				found = strcmp(*s, name) == 0;
+			if (!found) {
+				pp[npath + 1] = "name";
+				add_err(ld, pos_of(ld, pp, npath + 2, (size_t)-1), "no sink named '%s' is configured", name);
+				return TG_EPARSE;
+			}
+		}
+		a->sink = strdup(name);
+		a->table = strdup(table ? table : "telemetry");
+		if (!a->sink || !a->table)
+			return TG_ENOMEM;
+		if (pk) {
+			pp[npath + 1] = "partitionKey";
+			if (tmpl_compile(ld, r, pk, pp, npath + 2, &a->pkey) < 0)
+				return TG_EPARSE;
+			a->has_pkey = 1;
+		}
+		break;
+	}
+	case RULES_ACT_ALERT: {
+		static const char *const allowed[] = {"name",    "severity", "clear", "for", "forSeconds",
+						      "rateLimitSeconds", "topic", NULL};
+		rc |= check_keys(ld, params, allowed, pp, npath + 1);
+		const char *name = str_param(params, "name");
+		if (!name || !*name) {
+			add_err(ld, kpos, "alert needs a \"name\"");
+			return TG_EPARSE;
+		}
+		a->alert_name = strdup(name);
+		if (!a->alert_name)
+			return TG_ENOMEM;
+		json_t *sev = json_object_get(params, "severity");
+		if (sev) {
+			const char *s = json_string_value(sev);
+			if (!s || (strcmp(s, "info") && strcmp(s, "minor") && strcmp(s, "major") && strcmp(s, "critical"))) {
+				pp[npath + 1] = "severity";
+				add_err(ld, pos_of(ld, pp, npath + 2, (size_t)-1),
+					"alert \"severity\" must be info, minor, major or critical");
+				rc = TG_EPARSE;
+			}
+		}
+		static const char *const nums[] = {"for", "forSeconds", "rateLimitSeconds"};
+		for (int i = 0; i < 3; i++) {
+			json_t *v = json_object_get(params, nums[i]);
+			if (v && (!json_is_number(v) || json_number_value(v) < (i == 0 ? 1 : 0))) {
+				pp[npath + 1] = nums[i];
+				add_err(ld, pos_of(ld, pp, npath + 2, (size_t)-1), "alert \"%s\" must be a number >= %d",
+					nums[i], i == 0 ? 1 : 0);
+				rc = TG_EPARSE;
+			}
+		}
+		json_t *clear = json_object_get(params, "clear");
+		if (clear) {
+			pp[npath + 1] = "clear";
+			const char *cs = json_string_value(clear);
+			if (!cs) {
+				add_err(ld, pos_of(ld, pp, npath + 2, (size_t)-1),
+					"alert \"clear\" must be an SQL condition in a string");
+				rc = TG_EPARSE;
+			} else {
+				char msg[200];
+				size_t ep = 0;
+				a->clear = rules_parse_expr(cs, strlen(cs), 0, TK_EOF, r->st->var_names, r->st->nvars, NULL,
+							    &ep, msg, sizeof msg);
+				if (!a->clear) {
+					add_err(ld, pos_of(ld, pp, npath + 2, ep), "in alert clear condition: %s", msg);
+					rc = TG_EPARSE;
+				}
+			}
+		}
+		const char *topic = str_param(params, "topic");
+		char deftopic[300];
+		pp[npath + 1] = "topic";
+		if (!topic) {
+			snprintf(deftopic, sizeof deftopic, "alerts/${clientid()}/%s", name);
+			topic = deftopic;
+		}
+		if (tmpl_compile(ld, r, topic, pp, npath + 2, &a->topic) < 0)
+			rc = TG_EPARSE;
+		r->has_alert = 1;
+		break;
+	}
+	case RULES_ACT_WEBHOOK: {
+		static const char *const allowed[] = {"url", "headers", NULL};
+		rc |= check_keys(ld, params, allowed, pp, npath + 1);
+		const char *url = str_param(params, "url");
+		if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))) {
+			add_err(ld, kpos, "webhook needs an http:// or https:// \"url\"");
+			return TG_EPARSE;
+		}
+		pp[npath + 1] = "url";
+		if (tmpl_compile(ld, r, url, pp, npath + 2, &a->topic) < 0)
+			return TG_EPARSE;
+		break;
+	}
+	}
+	if (rc)
+		return rc;
+	/* every templated string param, expanded into act->params per message */
+	const char *fp[16];
+	for (int i = 0; i <= npath; i++)
+		fp[i] = path[i];
+	return collect_templates(ld, r, a, params, fp, npath + 1, 0);
+}
+
+/* ---- loading ------------------------------------------------------------------------------ */
+static int set_add_rule(rules_set *rs, rule *r)
+{
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? rs->cap * 2 : 16;
+		rule *nr = realloc(rs->rules, sizeof *nr * cap);
+		if (!nr)
+			return TG_ENOMEM;
+		rs->rules = nr;
+		rs->cap = cap;
+	}
+	rs->rules[rs->n++] = *r;
+	return 0;
+}
+
+static char *rule_name_of(const char *file)
+{
+	const char *b = strrchr(file, '/');
+	b = b ? b + 1 : file;
+	size_t n = strlen(b);
+	if (n > 5 && strcmp(b + n - 5, ".json") == 0)
+		n -= 5;
+	return strndup(b, n);
+}
+
+static int compile_rule(loader *ld, rule *r)
+{
+	json_error_t je;
+	json_t *root = json_loadb(ld->text, ld->len, JSON_REJECT_DUPLICATES, &je);
+	int rc = 0;
+	if (!root) {
+		ld->nerr++;
+		if (ld->errbuf && ld->used + 1 < ld->errlen) {
+			int k = snprintf(ld->errbuf + ld->used, ld->errlen - ld->used, "%s:%d:%d: invalid JSON: %s\n",
+					 ld->file, je.line > 0 ? je.line : 1, je.column > 0 ? je.column : 1, je.text);
+			if (k > 0)
+				ld->used = (size_t)k >= ld->errlen - ld->used ? ld->errlen - 1 : ld->used + (size_t)k;
+		}
+		return TG_EPARSE;
+	}
+	if (!json_is_object(root)) {
+		add_err(ld, 0, "a rule file holds one JSON object");
+		rc = TG_EPARSE;
+		goto out;
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach(root, key, v)
+	{
+		static const char *const known[] = {"sql", "description", "ruleDisabled", "awsIotSqlVersion", "actions",
+						    "errorAction", NULL};
+		int ok = 0;
+		for (int i = 0; known[i] && !ok; i++)
+			ok = strcmp(known[i], key) == 0;
+		if (!ok) {
+			const char *p[1] = {key};
+			add_err(ld, pos_of(ld, p, 1, (size_t)-1), "unknown key '%s' in rule", key);
+			rc = TG_EPARSE;
+		}
+	}
+	json_t *sql = json_object_get(root, "sql");
+	static const char *const sqlpath[] = {"sql"};
+	if (!json_is_string(sql)) {
+		add_err(ld, sql ? pos_of(ld, sqlpath, 1, (size_t)-1) : 0, "rule needs \"sql\": a string");
+		rc = TG_EPARSE;
+		goto out;
+	}
+	json_t *ver = json_object_get(root, "awsIotSqlVersion");
+	if (ver && (!json_is_string(ver) || strcmp(json_string_value(ver), "2016-03-23") != 0)) {
+		const char *p[1] = {"awsIotSqlVersion"};
+		add_err(ld, pos_of(ld, p, 1, (size_t)-1), "only awsIotSqlVersion \"2016-03-23\" is supported");
+		rc = TG_EPARSE;
+	}
+	json_t *dis = json_object_get(root, "ruleDisabled");
+	if (dis && !json_is_boolean(dis)) {
+		const char *p[1] = {"ruleDisabled"};
+		add_err(ld, pos_of(ld, p, 1, (size_t)-1), "\"ruleDisabled\" must be true or false");
+		rc = TG_EPARSE;
+	}
+	r->disabled = json_is_true(dis);
+	char msg[200];
+	size_t ep = 0;
+	r->st = rules_parse_stmt(json_string_value(sql), json_string_length(sql), &ep, msg, sizeof msg);
+	if (!r->st) {
+		add_err(ld, pos_of(ld, sqlpath, 1, ep), "%s", msg);
+		rc = TG_EPARSE;
+		goto out; /* templates need the statement's variables */
+	}
+	json_t *acts = json_object_get(root, "actions");
+	if (!json_is_array(acts)) {
+		const char *p[1] = {"actions"};
+		add_err(ld, acts ? pos_of(ld, p, 1, (size_t)-1) : 0, "rule needs \"actions\": an array");
+		rc = TG_EPARSE;
+	} else {
+		r->acts = calloc(json_array_size(acts) + 1, sizeof *r->acts);
+		if (!r->acts) {
+			rc = TG_ENOMEM;
+			goto out;
+		}
+		size_t i;
+		json_t *a;
+		json_array_foreach(acts, i, a)
+		{
+			char idx[24];
+			snprintf(idx, sizeof idx, "%zu", i);
+			const char *p[12] = {"actions", idx};
+			if (action_compile(ld, r, a, p, 2, &r->acts[r->nacts]) < 0)
+				rc = TG_EPARSE;
+			r->nacts++;
+		}
+	}
+	json_t *ea = json_object_get(root, "errorAction");
+	if (ea) {
+		r->erract = calloc(1, sizeof *r->erract);
+		if (!r->erract) {
+			rc = TG_ENOMEM;
+			goto out;
+		}
+		const char *p[12] = {"errorAction"};
+		if (action_compile(ld, r, ea, p, 1, r->erract) < 0)
+			rc = TG_EPARSE;
+	}
+out:
+	json_decref(root);
+	return rc;
+}
+
+static int load_one(rules_set *rs, loader *ld)
+{
+	rule r;
+	memset(&r, 0, sizeof r);
+	r.name = rule_name_of(ld->file);
+	if (!r.name)
+		return TG_ENOMEM;
+	int before = ld->nerr;
+	int rc = compile_rule(ld, &r);
+	if (rc < 0 || ld->nerr > before) {
+		rule_clear(&r);
+		return rc < 0 ? rc : TG_EPARSE;
+	}
+	if (set_add_rule(rs, &r) < 0) {
+		rule_clear(&r);
+		return TG_ENOMEM;
+	}
+	return 0;
+}
+
+static rules_set *set_new(const rules_env *env)
+{
+	rules_set *rs = calloc(1, sizeof *rs);
+	if (!rs)
+		return NULL;
+	if (env)
+		rs->env = *env;
+	rs->scr = calloc(1, sizeof *rs->scr);
+	if (!rs->scr || rules_ctx_init(&rs->scr->ctx) < 0) {
+		free(rs->scr);
+		free(rs);
+		return NULL;
+	}
+	atomic_flag_clear(&rs->scr->busy);
+	return rs;
+}
+
+static int set_finish(rules_set *rs)
+{
+	rs->trie = rules_trie_new();
+	if (!rs->trie)
+		return TG_ENOMEM;
+	for (size_t i = 0; i < rs->n; i++)
+		if (rules_trie_add(rs->trie, rs->rules[i].st->q->from_topic, (uint32_t)i) < 0)
+			return TG_ENOMEM;
+	rs->env.sink_names = NULL; /* borrowed at load only */
+	return 0;
+}
+
+void rules_set_free(rules_set *rs)
+{
+	if (!rs)
+		return;
+	for (size_t i = 0; i < rs->n; i++)
+		rule_clear(&rs->rules[i]);
+	free(rs->rules);
+	rules_trie_free(rs->trie);
+	if (rs->scr) {
+		rules_ctx_free(&rs->scr->ctx);
+		free(rs->scr);
+	}
+	free(rs);
+}
+
+size_t rules_count(const rules_set *rs)
+{
+	return rs ? rs->n : 0;
+}
+
+rules_set *rules_load_text(const char *file, const char *text, size_t len, const rules_env *env, char *errbuf,
+			   size_t errlen)
+{
+	loader ld = {file, text, len, errbuf, errlen, 0, 0, env};
+	if (errbuf && errlen)
+		errbuf[0] = '\0';
+	rules_set *rs = set_new(env);
+	if (!rs) {
+		tg_seterr(errbuf, errlen, TG_ENOMEM, "%s: out of memory", file);
+		return NULL;
+	}
+	if (load_one(rs, &ld) < 0 || ld.nerr || set_finish(rs) < 0) {
+		if (!ld.nerr)
+			add_err(&ld, (size_t)-1, "out of memory");
+		rules_set_free(rs);
+		return NULL;
+	}
+	return rs;
+}
+
+static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	if (!f) {
+		tg_seterr(err, errlen, TG_EIO, "%s:1:1: cannot open: %s", path, strerror(errno));
+		return NULL;
+	}
+	buf = malloc(RULE_FILE_MAX + 1);
+	if (!buf) {
+		fclose(f);
+		return NULL;
+	}
+	size_t n = fread(buf, 1, RULE_FILE_MAX + 1, f);
+	fclose(f);
+	if (n > RULE_FILE_MAX) {
+		tg_seterr(err, errlen, TG_EFULL, "%s:1:1: rule file larger than %d bytes", path, RULE_FILE_MAX);
+		free(buf);
+		return NULL;
+	}
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+rules_set *rules_load_file(const char *path, const rules_env *env, char *errbuf, size_t errlen)
+{
+	size_t len;
+	char *text = read_file(path, &len, errbuf, errlen);
+	if (!text)
+		return NULL;
+	rules_set *rs = rules_load_text(path, text, len, env, errbuf, errlen);
+	free(text);
+	return rs;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+rules_set *rules_load_dir(const char *dir, const rules_env *env, char *errbuf, size_t errlen)
+{
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	rules_set *rs = NULL;
+	loader ld = {NULL, NULL, 0, errbuf, errlen, 0, 0, env};
+	if (errbuf && errlen)
+		errbuf[0] = '\0';
+	DIR *d = opendir(dir);
+	if (!d) {
+		tg_seterr(errbuf, errlen, TG_EIO, "%s:1:1: cannot open rules folder: %s", dir, strerror(errno));
+		return NULL;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		if (l <= 5 || strcmp(de->d_name + l - 5, ".json") != 0 || de->d_name[0] == '.')
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 32;
+			char **nn = realloc(names, sizeof *nn * cap);
+			if (!nn)
+				goto fail;
+			names = nn;
+		}
+		if (!(names[n] = strdup(de->d_name)))
+			goto fail;
+		n++;
+	}
+	closedir(d);
+	d = NULL;
+	qsort(names, n, sizeof *names, cmp_str);
+	rs = set_new(env);
+	if (!rs)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		char path[4096];
+		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+		struct stat sb;
+		if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+			continue;
+		size_t len;
+		char one[512];
+		char *text = read_file(path, &len, one, sizeof one);
+		if (!text) {
+			ld.nerr++;
+			if (errbuf && ld.used + 1 < errlen)
+				ld.used += (size_t)snprintf(errbuf + ld.used, errlen - ld.used, "%s\n", one);
+			if (ld.used >= errlen)
+				ld.used = errlen - 1;
+			continue;
+		}
+		ld.file = path;
+		ld.text = text;
+		ld.len = len;
+		load_one(rs, &ld);
+		free(text);
+		ld.text = NULL;
+	}
+	if (ld.nerr || set_finish(rs) < 0)
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return rs;
+fail:
+	if (d)
+		closedir(d);
+	if (!ld.nerr)
+		tg_seterr(errbuf, errlen, TG_ENOMEM, "%s:1:1: out of memory", dir);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	rules_set_free(rs);
+	return NULL;
+}
+
+/* ---- evaluation --------------------------------------------------------------------------- */
+typedef struct cands {
+	uint32_t stack[64];
+	uint32_t *ids;
+	size_t n, cap;
+	int oom;
+} cands;
+
+static void cand_cb(void *ud, uint32_t id)
+{
+	cands *c = ud;
+	if (c->n == c->cap) {
+		size_t cap = c->cap * 2;
+		uint32_t *ids = malloc(sizeof *ids * cap);
+		if (!ids) {
+			c->oom = 1;
+			return;
+		}
+		memcpy(ids, c->ids, sizeof *ids * c->n);
+		if (c->ids != c->stack)
+			free(c->ids);
+		c->ids = ids;
+		c->cap = cap;
+	}
+	c->ids[c->n++] = id;
+}
+
+static json_t *expand_params(rules_ctx *c, const raction *a)
+{
+	if (a->ntp == 0)
+		return a->params;
+	json_t *p = rules_ctx_keep(c, json_deep_copy(a->params));
+	if (!p)
+		return a->params;
+	for (int i = 0; i < a->ntp; i++) {
+		json_t *o = p;
+		for (int k = 0; k + 1 < a->tp[i].npath && o; k++)
+			o = json_object_get(o, a->tp[i].path[k]);
+		if (json_is_object(o))
+			json_object_set_new(o, a->tp[i].path[a->tp[i].npath - 1], json_string(tmpl_expand(c, &a->tp[i].t)));
+	}
+	return p;
+}
+
+static void fill_out(rules_ctx *c, const rule *r, const raction *a, rules_action_out *out)
+{
+	const tg_msg *m = c->m;
+	memset(out, 0, sizeof *out);
+	out->rule = r->name;
+	out->kind = a->kind;
+	out->params = expand_params(c, a);
+	switch (a->kind) {
+	case RULES_ACT_REPUBLISH:
+		out->topic = tmpl_expand(c, &a->topic);
+		out->qos = a->qos;
+		break;
+	case RULES_ACT_SINK:
+		out->sink = a->sink;
+		out->table = a->table;
+		out->pkey = a->has_pkey ? tmpl_expand(c, &a->pkey) : (m->thing ? m->thing : "");
+		break;
+	case RULES_ACT_ALERT:
+		out->alert_name = a->alert_name;
+		out->topic = tmpl_expand(c, &a->topic);
+		break;
+	case RULES_ACT_WEBHOOK:
+		out->url = tmpl_expand(c, &a->topic);
+		break;
+	}
+}
+
+static const char *resource_of(const rules_action_out *o)
+{
+	switch (o->kind) {
+	case RULES_ACT_REPUBLISH: return o->topic;
+	case RULES_ACT_SINK: return o->sink;
+	case RULES_ACT_ALERT: return o->alert_name;
+	case RULES_ACT_WEBHOOK: return o->url;
+	}
+	return "";
+}
+
+static json_t *error_payload(const rule *r, const tg_msg *m, json_t *failures)
+{
+	json_t *e = json_object();
+	if (!e)
+		return NULL;
+	json_object_set_new(e, "ruleName", json_string(r->name));
+	json_object_set_new(e, "topic", json_string(m->topic ? m->topic : ""));
+	const char *cid = m->client_id && *m->client_id ? m->client_id : m->thing ? m->thing : "n/a";
+	json_object_set_new(e, "clientId", json_string(cid));
+	if (m->payload && m->payloadlen < (1u << 28)) {
+		char *b = malloc(4 * ((m->payloadlen + 2) / 3) + 1);
+		if (b) {
+			EVP_EncodeBlock((unsigned char *)b, m->payload, (int)m->payloadlen);
+			json_object_set_new(e, "base64OriginalPayload", json_string(b));
+			free(b);
+		}
+	} else {
+		json_object_set_new(e, "base64OriginalPayload", json_string(""));
+	}
+	json_object_set(e, "failures", failures);
+	return e;
+}
+
+static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_msg *m, rules_action_fn fn, void *ud,
+		     rules_stats *st)
+{
+	const rules_stmt *s = r->st;
+	json_t *payload = NULL, *failures = NULL;
+	int matched = 0;
+	rules_ctx_reset(c);
+	c->m = m;
+	c->env = &rs->env;
+	c->row = m->json;
+	st->evaluated++;
+	for (int i = 0; i < s->nvars; i++) {
+		rules_eval_node(c, s->var_exprs[i], &c->vars[i]);
+		c->nvars = i + 1;
+	}
+	int where_ok = !s->q->where || rules_eval_cond(c, s->q->where);
+	if (c->err)
+		goto eval_error;
+	if (!where_ok && !r->has_alert)
+		goto out;
+	payload = rules_eval_select(c, s->q);
+	if (c->err)
+		goto eval_error;
+	if (!payload)
+		payload = json_string(""); /* SELECT VALUE of Undefined serialises as "" */
+	if (where_ok) {
+		matched = 1;
+		st->matched++;
+	}
+	for (int i = 0; i < r->nacts; i++) {
+		const raction *a = &r->acts[i];
+		rules_action_out out;
+		if (a->kind != RULES_ACT_ALERT && !where_ok)
+			continue;
+		fill_out(c, r, a, &out);
+		out.payload = payload;
+		if (a->kind == RULES_ACT_ALERT) {
+			if (where_ok)
+				out.alert_cond = RULES_ALERT_RAISE;
+			else if (a->clear && rules_eval_cond(c, a->clear))
+				out.alert_cond = RULES_ALERT_CLEAR;
+			else
+				out.alert_cond = RULES_ALERT_NONE;
+		}
+		char err[256] = "";
+		st->actions++;
+		if (fn(ud, &out, err, sizeof err) < 0) {
+			st->action_errors++;
+			if (!failures)
+				failures = json_array();
+			json_array_append_new(failures, json_pack("{s:s, s:s, s:s}", "failedAction",
+								  failed_action_name(a->kind), "failedResource",
+								  resource_of(&out) ? resource_of(&out) : "", "errorMessage",
+								  err[0] ? err : "action failed"));
+		}
+	}
+	if (failures && r->erract) {
+		rules_action_out out;
+		json_t *ep = error_payload(r, m, failures);
+		fill_out(c, r, r->erract, &out);
+		out.is_error_action = 1;
+		out.payload = ep;
+		if (out.kind == RULES_ACT_ALERT)
+			out.alert_cond = RULES_ALERT_RAISE;
+		char err[256] = "";
+		st->actions++;
+		if (ep && fn(ud, &out, err, sizeof err) < 0) {
+			st->action_errors++;
+			LOG_WARN(SUB, "rule=%s errorAction failed: %s", r->name, err);
+		}
+		json_decref(ep);
+	} else if (failures) {
+		LOG_WARN(SUB, "rule=%s %zu action(s) failed, no errorAction", r->name, json_array_size(failures));
+	}
+	goto out;
+eval_error:
+	st->eval_errors++;
+	LOG_WARN(SUB, "rule=%s topic=%s evaluation error: %s", r->name, m->topic ? m->topic : "", c->errmsg);
+	matched = 0;
+out:
+	json_decref(failures);
+	json_decref(payload);
+	return matched;
+}
+
+int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *ud, rules_stats *st)
+{
+	rules_stats local = {0};
+	cands cs;
+	rules_ctx priv, *c;
+	int own = 0, matched = 0;
+	if (!rs || !m || !m->topic || !fn)
+		return TG_EINVAL;
+	cs.ids = cs.stack;
+	cs.n = 0;
+	cs.cap = sizeof cs.stack / sizeof cs.stack[0];
+	cs.oom = 0;
+	rules_trie_match(rs->trie, m->topic, cand_cb, &cs);
+	if (cs.oom) {
+		if (cs.ids != cs.stack)
+			free(cs.ids);
+		return TG_ENOMEM;
+	}
+	if (cs.n == 0)
+		return 0;
+	/* rule order = file-name order, whatever order the trie produced */
+	for (size_t i = 1; i < cs.n; i++) {
+		uint32_t v = cs.ids[i];
+		size_t j = i;
+		while (j > 0 && cs.ids[j - 1] > v) {
+			cs.ids[j] = cs.ids[j - 1];
+			j--;
+		}
+		cs.ids[j] = v;
+	}
+	if (atomic_flag_test_and_set(&rs->scr->busy)) {
+		if (rules_ctx_init(&priv) < 0) {
+			if (cs.ids != cs.stack)
+				free(cs.ids);
+			return TG_ENOMEM;
+		}
+		c = &priv;
+		own = 1;
+	} else {
+		c = &rs->scr->ctx;
+	}
+	for (size_t i = 0; i < cs.n; i++) {
+		if (i > 0 && cs.ids[i] == cs.ids[i - 1])
+			continue;
+		const rule *r = &rs->rules[cs.ids[i]];
+		if (r->disabled)
+			continue;
+		matched += eval_rule(c, rs, r, m, fn, ud, &local);
+	}
+	rules_ctx_reset(c);
+	if (own)
+		rules_ctx_free(&priv);
+	else
+		atomic_flag_clear(&rs->scr->busy);
+	if (cs.ids != cs.stack)
+		free(cs.ids);
+	if (st) {
+		st->evaluated += local.evaluated;
+		st->matched += local.matched;
+		st->actions += local.actions;
+		st->action_errors += local.action_errors;
+		st->eval_errors += local.eval_errors;
+	}
+	return matched;
+}

@@ -1,0 +1,1 @@
+SELECT CASE a WHEN 1 THEN (SELECT VALUE b FROM c WHERE d > 1) ELSE {'k': [1, 2, @x]} END FROM 'a/+/#'

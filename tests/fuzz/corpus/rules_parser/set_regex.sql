@@ -1,0 +1,1 @@
+SET @a = 1, @b = @a + 1 SELECT @b, regexp_replace(s, '(a+)+', '$1') FROM '#'

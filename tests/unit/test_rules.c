@@ -1,0 +1,712 @@
+/*
+ * test_rules.c — unit tests of the rules engine around the SQL: the topic trie, rule
+ * files and their file:line:col errors (escapes, multi-line files, templates, alert
+ * conditions), actions and their fields, alert conditions, errorAction, rule
+ * independence, MQTT v5 properties, the registry hook, the regex match limit, the CLI
+ * (`rules check`, `rules test`) and every shipped rule in rules/ and rules/examples/.
+ * The SQL semantics themselves are covered by test_rules_conformance.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+
+#include "err.h"
+#include "rules/rules.h"
+#include "rules/rules_int.h"
+
+/* ---- helpers ------------------------------------------------------------------------- */
+typedef struct rec {
+	char rule[64];
+	rules_action_kind kind;
+	int is_error;
+	json_t *payload;
+	json_t *params;
+	char topic[256], sink[64], pkey[128], table[64], alert[64], url[256];
+	int qos;
+	rules_alert_cond cond;
+} rec;
+
+typedef struct recorder {
+	rec r[32];
+	int n;
+	int fail_kind; /* callbacks of this kind return TG_EIO */
+} recorder;
+
+static int rec_cb(void *ud, const rules_action_out *a, char *err, size_t errlen)
+{
+	recorder *R = ud;
+	if (R->n < 32) {
+		rec *x = &R->r[R->n++];
+		memset(x, 0, sizeof *x);
+		snprintf(x->rule, sizeof x->rule, "%s", a->rule);
+		x->kind = a->kind;
+		x->is_error = a->is_error_action;
+		x->payload = a->payload ? json_deep_copy(a->payload) : NULL;
+		x->params = a->params ? json_deep_copy(a->params) : NULL;
+		snprintf(x->topic, sizeof x->topic, "%s", a->topic ? a->topic : "");
+		snprintf(x->sink, sizeof x->sink, "%s", a->sink ? a->sink : "");
+		snprintf(x->pkey, sizeof x->pkey, "%s", a->pkey ? a->pkey : "");
+		snprintf(x->table, sizeof x->table, "%s", a->table ? a->table : "");
+		snprintf(x->alert, sizeof x->alert, "%s", a->alert_name ? a->alert_name : "");
+		snprintf(x->url, sizeof x->url, "%s", a->url ? a->url : "");
+		x->qos = a->qos;
+		x->cond = a->alert_cond;
+	}
+	if (R->fail_kind && (int)a->kind == R->fail_kind && !a->is_error_action) {
+		snprintf(err, errlen, "simulated failure");
+		return TG_EIO;
+	}
+	return 0;
+}
+
+static void rec_clear(recorder *R)
+{
+	for (int i = 0; i < R->n; i++) {
+		json_decref(R->r[i].payload);
+		json_decref(R->r[i].params);
+	}
+	R->n = 0;
+}
+
+static rules_set *load_str(const char *text, char *err, size_t errlen)
+{
+	return rules_load_text("r.json", text, strlen(text), NULL, err, errlen);
+}
+
+static int eval_json(const rules_set *rs, const char *topic, const char *payload, recorder *R, rules_stats *st)
+{
+	json_t *j = json_loads(payload, 0, NULL);
+	tg_msg m = {.topic = topic,
+		    .thing = "dev-1",
+		    .client_id = "dev-1",
+		    .principal = "dev-1",
+		    .payload = payload,
+		    .payloadlen = strlen(payload),
+		    .json = j,
+		    .received_ms = 1700000000000LL,
+		    .qos = 1};
+	int n = rules_eval(rs, &m, rec_cb, R, st);
+	json_decref(j);
+	return n;
+}
+
+static void collect(void *ud, uint32_t id)
+{
+	uint32_t *bits = ud;
+	*bits |= 1u << id;
+}
+
+static uint32_t trie_hits(const rules_trie *t, const char *topic)
+{
+	uint32_t bits = 0;
+	rules_trie_match(t, topic, collect, &bits);
+	return bits;
+}
+
+/* ---- topic trie ---------------------------------------------------------------------- */
+static void test_trie_matching(void **state)
+{
+	rules_trie *t = rules_trie_new();
+	assert_non_null(t);
+	const char *filters[] = {"devices/+/telemetry", "devices/#", "#", "devices/dev-1/telemetry",
+				 "+/+/+", "alerts/+", "devices/dev-1", "+"};
+	for (uint32_t i = 0; i < 8; i++)
+		assert_int_equal(rules_trie_add(t, filters[i], i), 0);
+	assert_int_equal(trie_hits(t, "devices/dev-1/telemetry"), (1u << 0) | (1u << 1) | (1u << 2) | (1u << 3) | (1u << 4));
+	assert_int_equal(trie_hits(t, "devices/dev-2/telemetry"), (1u << 0) | (1u << 1) | (1u << 2) | (1u << 4));
+	/* '#' also matches its parent level */
+	assert_int_equal(trie_hits(t, "devices"), (1u << 1) | (1u << 2) | (1u << 7));
+	assert_int_equal(trie_hits(t, "devices/dev-1"), (1u << 1) | (1u << 2) | (1u << 6));
+	assert_int_equal(trie_hits(t, "alerts/x"), (1u << 2) | (1u << 5));
+	assert_int_equal(trie_hits(t, "alerts/x/y/z"), 1u << 2);
+	/* empty levels are levels */
+	assert_int_equal(trie_hits(t, "devices//telemetry"), (1u << 0) | (1u << 1) | (1u << 2) | (1u << 4));
+	/* wildcards at the first level do not match $ topics */
+	assert_int_equal(trie_hits(t, "$SYS/broker/load"), 0);
+	assert_int_equal(rules_trie_add(t, "$SYS/#", 9), 0);
+	assert_int_equal(trie_hits(t, "$SYS/broker/load"), 1u << 9);
+	rules_trie_free(t);
+	rules_trie_free(NULL);
+}
+
+typedef struct idlist {
+	uint32_t ids[8];
+	int n;
+} idlist;
+
+static void collect_ids(void *ud, uint32_t id)
+{
+	idlist *l = ud;
+	if (l->n < 8)
+		l->ids[l->n] = id;
+	l->n++;
+}
+
+static void test_trie_many_filters(void **state)
+{
+	rules_trie *t = rules_trie_new();
+	char f[64];
+	for (uint32_t i = 0; i < 1000; i++) {
+		snprintf(f, sizeof f, "site-%u/+/telemetry", i);
+		assert_int_equal(rules_trie_add(t, f, i), 0);
+	}
+	for (uint32_t i = 0; i < 1000; i += 37) {
+		idlist l = {{0}, 0};
+		snprintf(f, sizeof f, "site-%u/x/telemetry", i);
+		assert_int_equal(rules_trie_match(t, f, collect_ids, &l), 1);
+		assert_int_equal(l.n, 1);
+		assert_int_equal(l.ids[0], i);
+	}
+	idlist none = {{0}, 0};
+	assert_int_equal(rules_trie_match(t, "site-5000/x/telemetry", collect_ids, &none), 0);
+	assert_int_equal(rules_trie_match(t, "site-1/x/other", collect_ids, &none), 0);
+	/* the same filter twice keeps both ids */
+	assert_int_equal(rules_trie_add(t, "site-1/+/telemetry", 4242), 0);
+	idlist two = {{0}, 0};
+	assert_int_equal(rules_trie_match(t, "site-1/y/telemetry", collect_ids, &two), 2);
+	rules_trie_free(t);
+}
+
+static void test_topic_filter_validation(void **state)
+{
+	char err[128];
+	assert_int_equal(rules_topic_filter_valid("a/+/b", err, sizeof err), 0);
+	assert_int_equal(rules_topic_filter_valid("#", err, sizeof err), 0);
+	assert_int_equal(rules_topic_filter_valid("a/#", err, sizeof err), 0);
+	assert_true(rules_topic_filter_valid("a/#/b", err, sizeof err) < 0);
+	assert_true(rules_topic_filter_valid("a/b#", err, sizeof err) < 0);
+	assert_true(rules_topic_filter_valid("a+/b", err, sizeof err) < 0);
+	assert_true(rules_topic_filter_valid("", err, sizeof err) < 0);
+	assert_true(rules_topic_matches("a/+/c", "a/b/c"));
+	assert_false(rules_topic_matches("a/+/c", "a/b/d"));
+}
+
+/* ---- load errors with positions -------------------------------------------------------- */
+static void expect_err(const char *text, const char *want)
+{
+	char err[2048];
+	rules_set *rs = load_str(text, err, sizeof err);
+	if (rs) {
+		rules_set_free(rs);
+		fail_msg("expected load error '%s', the rule loaded", want);
+	}
+	if (!strstr(err, want))
+		fail_msg("error '%s' does not contain '%s'", err, want);
+}
+
+static void test_sql_error_positions(void **state)
+{
+	/* line 3, the sql value starts at column 10 (the quote); "SELECT " is 7 chars */
+	expect_err("{\n  \"actions\": [],\n  \"sql\": \"SELECT a FROM 'x' WHERE a >\"\n}",
+		   "r.json:3:38: expected an expression, found end of input");
+	/* escapes before the error shift the file column: \" is 2 bytes in the file, 1 in SQL */
+	expect_err("{\"actions\": [], \"sql\": \"SELECT \\\"a\\\" AS x, bogus( FROM 'x'\"}",
+		   "r.json:1:44: unknown function 'bogus'");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT \\\"a\\\" AS x, abs( FROM 'x'\"}",
+		   "r.json:1:49: expected an expression, found FROM");
+	/* a \u escape of a 2-byte UTF-8 character counts as one position in the file */
+	expect_err("{\"actions\": [],\n\"sql\": \"SELECT '\\u00e9' + ! FROM 'x'\"}", "r.json:2:27: unexpected character '!'");
+	/* tab escape */
+	expect_err("{\"actions\": [], \"sql\":\n\t\"SELECT\\ta FROM 'x' WHERE\"}", "r.json:2:27: expected an expression, found end of input");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT aws_lambda('arn', *) FROM 'x'\"}",
+		   "r.json:1:32: function 'aws_lambda' is not supported at the edge");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT get_thing_shadow('t', 'r') FROM 'x'\"}",
+		   "not supported at the edge");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT get_dynamodb('t','k','v','r') FROM 'x'\"}", "not supported at the edge");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT get_secret('s','SecretString','k','r') FROM 'x'\"}",
+		   "not supported at the edge");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT machinelearning_predict('m','r',*) FROM 'x'\"}",
+		   "not supported at the edge");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT nosuch(1) FROM 'x'\"}", "r.json:1:32: unknown function 'nosuch'");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT abs(1, 2) FROM 'x'\"}", "abs() takes 1 argument, 2 given");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT regexp_matches(a, '[') FROM 'x'\"}",
+		   "invalid regular expression");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT * FROM 'x' WHERE\"}", "expected an expression");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT * FROM 'x' extra\"}", "r.json:1:43: unexpected identifier 'extra'");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT * FROM 'x' WHERE 'unterminated\"}", "unterminated string literal");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT a < b < c FROM 'x'\"}", "comparisons cannot be chained");
+	expect_err("{\"actions\": [], \"sql\": \"SELECT cast(a AS Blob) FROM 'x'\"}", "unknown cast type 'Blob'");
+}
+
+static void test_file_errors(void **state)
+{
+	expect_err("{\"actions\": [], \"sql\": 5}", "r.json:1:24: rule needs \"sql\": a string");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\"}", "rule needs \"actions\"");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [],\n \"bogus\": 1}", "r.json:2:11: unknown key 'bogus'");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [], \"awsIotSqlVersion\": \"2015-10-08\"}",
+		   "only awsIotSqlVersion \"2016-03-23\" is supported");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [}", "r.json:1:42: invalid JSON");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"s3\": {\"bucketName\": \"b\"}}]}",
+		   "r.json:1:42: action 's3' is not supported at the edge");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"republish\": {}}]}", "republish needs a non-empty \"topic\"");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"republish\": {\"topic\": \"a\", \"qos\": 2}}]}",
+		   "r.json:1:78: republish \"qos\" must be 0 or 1");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"republish\": {\"topic\": \"a\", \"qso\": 1}}]}",
+		   "unknown republish parameter 'qso'");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"sink\": {\"partitionKey\": \"x\"}}]}", "sink needs a \"name\"");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"alert\": {\"severity\": \"major\"}}]}", "alert needs a \"name\"");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"alert\": {\"name\": \"a\", \"severity\": \"huge\"}}]}",
+		   "severity\" must be info, minor, major or critical");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"alert\": {\"name\": \"a\", \"for\": 0}}]}",
+		   "alert \"for\" must be a number >= 1");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"webhook\": {\"url\": \"ftp://x\"}}]}", "webhook needs an http://");
+	expect_err("[1]", "a rule file holds one JSON object");
+}
+
+static void test_template_and_clear_positions(void **state)
+{
+	/* the template's error is inside the "topic" string: col of '$' + 2 + offset */
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\",\n \"actions\": [{\"republish\": {\"topic\": \"a/${topic(2}\"}}]}",
+		   "r.json:2:50: in substitution template: expected ')' or ',', found '}'");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"republish\": {\"topic\": \"a/${topic()\"}}]}",
+		   "expected '}' to close ${...}");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\",\n \"actions\": [{\"alert\": {\"name\": \"a\",\n \"clear\": \"temperature <\"}}]}",
+		   "r.json:3:25: in alert clear condition: expected an expression");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [],\n \"errorAction\": {\"republish\": {\"topic\": \"e/${nosuch()}\"}}}",
+		   "r.json:2:46: in substitution template: unknown function 'nosuch'");
+	/* header templates inside nested objects are compiled too */
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"webhook\": {\"url\": \"http://127.0.0.1/\", \"headers\": {\"X\": \"${1 +}\"}}}]}",
+		   "in substitution template");
+}
+
+static void test_sink_names_checked(void **state)
+{
+	char err[512];
+	const char *const names[] = {"lake", "stream", NULL};
+	rules_env env = {.sink_names = names};
+	const char *ok = "{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"sink\": {\"name\": \"stream\"}}]}";
+	const char *bad = "{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"sink\": {\"name\": \"s3\"}}]}";
+	rules_set *rs = rules_load_text("r.json", ok, strlen(ok), &env, err, sizeof err);
+	assert_non_null(rs);
+	rules_set_free(rs);
+	rs = rules_load_text("r.json", bad, strlen(bad), &env, err, sizeof err);
+	assert_null(rs);
+	assert_non_null(strstr(err, "r.json:1:60: no sink named 's3' is configured"));
+}
+
+/* ---- actions ------------------------------------------------------------------------- */
+static void test_actions_fields(void **state)
+{
+	char err[512];
+	recorder R = {0};
+	rules_set *rs = load_str("{\"sql\": \"SELECT temperature AS t FROM 'devices/+/telemetry' WHERE temperature > 28\","
+				 "\"actions\": [{\"republish\": {\"topic\": \"alerts/${topic(2)}\", \"qos\": 1}},"
+				 "{\"sink\": {\"name\": \"lake\"}},"
+				 "{\"sink\": {\"name\": \"lake\", \"partitionKey\": \"${sensor_id}-x\", \"table\": \"hot\"}},"
+				 "{\"webhook\": {\"url\": \"http://127.0.0.1:9/${topic(2)}\", \"headers\": {\"X-T\": \"${temperature}\"}}}]}",
+				 err, sizeof err);
+	assert_non_null(rs);
+	assert_int_equal(rules_count(rs), 1);
+	rules_stats st = {0};
+	assert_int_equal(eval_json(rs, "devices/dev-9/telemetry", "{\"temperature\": 30, \"sensor_id\": \"s1\"}", &R, &st), 1);
+	assert_int_equal(R.n, 4);
+	assert_int_equal(R.r[0].kind, RULES_ACT_REPUBLISH);
+	assert_string_equal(R.r[0].topic, "alerts/dev-9");
+	assert_int_equal(R.r[0].qos, 1);
+	assert_string_equal(R.r[0].rule, "r");
+	json_t *want = json_pack("{si}", "t", 30);
+	assert_true(json_equal(R.r[0].payload, want));
+	json_decref(want);
+	assert_int_equal(R.r[1].kind, RULES_ACT_SINK);
+	assert_string_equal(R.r[1].sink, "lake");
+	assert_string_equal(R.r[1].pkey, "dev-1"); /* default: the thing */
+	assert_string_equal(R.r[1].table, "telemetry");
+	assert_string_equal(R.r[2].pkey, "s1-x");
+	assert_string_equal(R.r[2].table, "hot");
+	assert_int_equal(R.r[3].kind, RULES_ACT_WEBHOOK);
+	assert_string_equal(R.r[3].url, "http://127.0.0.1:9/dev-9");
+	/* params handed out with templates expanded */
+	assert_string_equal(json_string_value(json_object_get(json_object_get(R.r[3].params, "headers"), "X-T")), "30");
+	assert_int_equal(st.evaluated, 1);
+	assert_int_equal(st.matched, 1);
+	assert_int_equal(st.actions, 4);
+	rec_clear(&R);
+	/* WHERE false: nothing */
+	assert_int_equal(eval_json(rs, "devices/dev-9/telemetry", "{\"temperature\": 20}", &R, &st), 0);
+	assert_int_equal(R.n, 0);
+	/* FROM does not match: not even evaluated */
+	assert_int_equal(eval_json(rs, "other/dev-9/telemetry", "{\"temperature\": 99}", &R, &st), 0);
+	assert_int_equal(st.evaluated, 2);
+	rules_set_free(rs);
+}
+
+static void test_alert_conditions(void **state)
+{
+	char err[512];
+	recorder R = {0};
+	rules_set *rs = load_str("{\"sql\": \"SELECT temperature FROM 'devices/+/telemetry' WHERE temperature > 40\","
+				 "\"actions\": [{\"alert\": {\"name\": \"hot\", \"clear\": \"temperature < 35\", \"for\": 2}},"
+				 "{\"republish\": {\"topic\": \"x\"}}]}",
+				 err, sizeof err);
+	assert_non_null(rs);
+	/* raise: WHERE held; the republish fires too */
+	assert_int_equal(eval_json(rs, "devices/d/telemetry", "{\"temperature\": 41}", &R, NULL), 1);
+	assert_int_equal(R.n, 2);
+	assert_int_equal(R.r[0].cond, RULES_ALERT_RAISE);
+	assert_string_equal(R.r[0].alert, "hot");
+	assert_string_equal(R.r[0].topic, "alerts/dev-1/hot"); /* default topic, clientid() */
+	assert_string_equal(json_string_value(json_object_get(R.r[0].params, "clear")), "temperature < 35");
+	rec_clear(&R);
+	/* between the thresholds: NONE, and only the alert action is called */
+	assert_int_equal(eval_json(rs, "devices/d/telemetry", "{\"temperature\": 38}", &R, NULL), 0);
+	assert_int_equal(R.n, 1);
+	assert_int_equal(R.r[0].cond, RULES_ALERT_NONE);
+	rec_clear(&R);
+	/* clear: the payload is the SELECT output regardless of WHERE */
+	assert_int_equal(eval_json(rs, "devices/d/telemetry", "{\"temperature\": 30}", &R, NULL), 0);
+	assert_int_equal(R.n, 1);
+	assert_int_equal(R.r[0].cond, RULES_ALERT_CLEAR);
+	assert_int_equal(json_integer_value(json_object_get(R.r[0].payload, "temperature")), 30);
+	rec_clear(&R);
+	/* missing field: neither */
+	assert_int_equal(eval_json(rs, "devices/d/telemetry", "{\"humidity\": 30}", &R, NULL), 0);
+	assert_int_equal(R.r[0].cond, RULES_ALERT_NONE);
+	rec_clear(&R);
+	rules_set_free(rs);
+}
+
+static void test_error_action_and_independence(void **state)
+{
+	char dir[] = "/tmp/tg-rules-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char p[512];
+	FILE *f;
+	snprintf(p, sizeof p, "%s/a-failing.json", dir);
+	f = fopen(p, "w");
+	fputs("{\"sql\": \"SELECT * FROM 'devices/+/telemetry'\", \"actions\": [{\"sink\": {\"name\": \"lake\"}},"
+	      "{\"republish\": {\"topic\": \"ok/${topic(2)}\"}}],"
+	      "\"errorAction\": {\"republish\": {\"topic\": \"errors/${topic(2)}\"}}}",
+	      f);
+	fclose(f);
+	snprintf(p, sizeof p, "%s/b-other.json", dir);
+	f = fopen(p, "w");
+	fputs("{\"sql\": \"SELECT VALUE 1 FROM 'devices/#'\", \"actions\": [{\"republish\": {\"topic\": \"b\"}}]}", f);
+	fclose(f);
+	snprintf(p, sizeof p, "%s/c-disabled.json", dir);
+	f = fopen(p, "w");
+	fputs("{\"sql\": \"SELECT * FROM '#'\", \"ruleDisabled\": true, \"actions\": [{\"republish\": {\"topic\": \"c\"}}]}", f);
+	fclose(f);
+	snprintf(p, sizeof p, "%s/notes.txt", dir);
+	f = fopen(p, "w");
+	fputs("not a rule", f);
+	fclose(f);
+	char err[1024];
+	rules_set *rs = rules_load_dir(dir, NULL, err, sizeof err);
+	assert_non_null(rs);
+	assert_int_equal(rules_count(rs), 3);
+	recorder R = {.fail_kind = RULES_ACT_SINK};
+	rules_stats st = {0};
+	const char *payload = "{\"temperature\": 1}";
+	assert_int_equal(eval_json(rs, "devices/dev-3/telemetry", payload, &R, &st), 2);
+	/* order: a's sink (fails), a's republish, a's errorAction, then b; c is disabled */
+	assert_int_equal(R.n, 4);
+	assert_int_equal(R.r[0].kind, RULES_ACT_SINK);
+	assert_string_equal(R.r[1].topic, "ok/dev-3");
+	assert_true(R.r[2].is_error);
+	assert_string_equal(R.r[2].topic, "errors/dev-3");
+	json_t *e = R.r[2].payload;
+	assert_string_equal(json_string_value(json_object_get(e, "ruleName")), "a-failing");
+	assert_string_equal(json_string_value(json_object_get(e, "topic")), "devices/dev-3/telemetry");
+	assert_string_equal(json_string_value(json_object_get(e, "clientId")), "dev-1");
+	assert_string_equal(json_string_value(json_object_get(e, "base64OriginalPayload")), "eyJ0ZW1wZXJhdHVyZSI6IDF9");
+	json_t *fl = json_array_get(json_object_get(e, "failures"), 0);
+	assert_string_equal(json_string_value(json_object_get(fl, "failedAction")), "SinkAction");
+	assert_string_equal(json_string_value(json_object_get(fl, "failedResource")), "lake");
+	assert_string_equal(json_string_value(json_object_get(fl, "errorMessage")), "simulated failure");
+	assert_int_equal(json_array_size(json_object_get(e, "failures")), 1);
+	assert_string_equal(R.r[3].rule, "b-other");
+	assert_int_equal(st.action_errors, 1);
+	rec_clear(&R);
+	rules_set_free(rs);
+	/* a broken file makes the whole folder fail, with every error listed */
+	snprintf(p, sizeof p, "%s/d-broken.json", dir);
+	f = fopen(p, "w");
+	fputs("{\"sql\": \"SELECT FROM 'x'\", \"actions\": []}", f);
+	fclose(f);
+	snprintf(p, sizeof p, "%s/e-broken.json", dir);
+	f = fopen(p, "w");
+	fputs("{\"sql\": \"SELECT * FROM 'x'\",\n\"actions\": [{\"lambda\": {}}]}", f);
+	fclose(f);
+	rs = rules_load_dir(dir, NULL, err, sizeof err);
+	assert_null(rs);
+	char want[600];
+	snprintf(want, sizeof want, "%s/d-broken.json:1:17: expected an expression, found FROM", dir);
+	assert_non_null(strstr(err, want));
+	snprintf(want, sizeof want, "%s/e-broken.json:2:13: action 'lambda' is not supported", dir);
+	assert_non_null(strstr(err, want));
+	const char *names[] = {"a-failing.json", "b-other.json", "c-disabled.json", "notes.txt", "d-broken.json", "e-broken.json"};
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(p, sizeof p, "%s/%s", dir, names[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
+static void test_regex_match_limit_isolated(void **state)
+{
+	char err[512];
+	/* catastrophic backtracking on a non-literal pattern is stopped by the match limit;
+	 * the failing rule counts an eval error and the next rule still runs */
+	const char *txt = "{\"sql\": \"SELECT VALUE 1 FROM 'x' WHERE regexp_matches(s, p)\", \"actions\": [{\"republish\": {\"topic\": \"a\"}}]}";
+	rules_set *rs = load_str(txt, err, sizeof err);
+	assert_non_null(rs);
+	recorder R = {0};
+	rules_stats st = {0};
+	char payload[400];
+	char s[80];
+	memset(s, 'a', 60);
+	s[60] = 'b';
+	s[61] = '\0';
+	snprintf(payload, sizeof payload, "{\"s\": \"%s\", \"p\": \"^(a+)+$\"}", s);
+	assert_int_equal(eval_json(rs, "x", payload, &R, &st), 0);
+	assert_int_equal(st.eval_errors, 1);
+	assert_int_equal(R.n, 0);
+	rules_set_free(rs);
+}
+
+/* ---- message context: MQTT v5 properties, registry --------------------------------------- */
+static json_t *registry(void *ud, const char *thing)
+{
+	if (strcmp(thing, "dev-1") != 0)
+		return NULL;
+	return json_pack("{ss si}", "site", "north", "floor", 2);
+}
+
+static void test_mqtt_props_and_registry(void **state)
+{
+	char err[512];
+	const char *txt = "{\"sql\": \"SELECT get_mqtt_property('content_type') AS ct, get_mqtt_property('format_indicator') AS fi,"
+			  " get_mqtt_property('response_topic') AS rt, get_mqtt_property('correlation_data') AS cd,"
+			  " get_user_properties('k') AS k, get_user_properties() AS all, get_user_properties('none') AS none,"
+			  " get_registry_data(clientid()).site AS site, get_registry_data('other') AS other FROM 'x'\","
+			  " \"actions\": [{\"republish\": {\"topic\": \"a\"}}]}";
+	rules_env env = {.registry_lookup = registry};
+	rules_set *rs = rules_load_text("r.json", txt, strlen(txt), &env, err, sizeof err);
+	assert_non_null(rs);
+	mosquitto_property *props = NULL;
+	assert_int_equal(mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, "application/json"), 0);
+	assert_int_equal(mosquitto_property_add_byte(&props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, 1), 0);
+	assert_int_equal(mosquitto_property_add_string(&props, MQTT_PROP_RESPONSE_TOPIC, "reply/here"), 0);
+	assert_int_equal(mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, "abc", 3), 0);
+	assert_int_equal(mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "k", "v1"), 0);
+	assert_int_equal(mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "j", "x"), 0);
+	assert_int_equal(mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, "k", "v2"), 0);
+	json_t *j = json_object();
+	tg_msg m = {.topic = "x", .thing = "dev-1", .client_id = "dev-1", .json = j, .props = (const struct mqtt5__property *)props};
+	recorder R = {0};
+	assert_int_equal(rules_eval(rs, &m, rec_cb, &R, NULL), 1);
+	json_t *want = json_loads("{\"ct\":\"application/json\",\"fi\":\"UTF8_DATA\",\"rt\":\"reply/here\",\"cd\":\"YWJj\","
+				  "\"k\":[\"v1\",\"v2\"],\"all\":[{\"k\":\"v1\"},{\"j\":\"x\"},{\"k\":\"v2\"}],\"site\":\"north\"}",
+				  0, NULL);
+	char *got = json_dumps(R.r[0].payload, JSON_COMPACT);
+	if (!json_equal(want, R.r[0].payload))
+		fail_msg("got %s", got);
+	free(got);
+	json_decref(want);
+	rec_clear(&R);
+	/* no properties at all: all Undefined */
+	m.props = NULL;
+	assert_int_equal(rules_eval(rs, &m, rec_cb, &R, NULL), 1);
+	assert_int_equal(json_object_size(R.r[0].payload), 1); /* only site */
+	rec_clear(&R);
+	mosquitto_property_free_all(&props);
+	json_decref(j);
+	rules_set_free(rs);
+}
+
+/* ---- CLI --------------------------------------------------------------------------------- */
+static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char *errout, size_t errlen)
+{
+	fflush(stdout);
+	fflush(stderr);
+	FILE *fo = tmpfile(), *fe = tmpfile();
+	int so = dup(1), se = dup(2);
+	dup2(fileno(fo), 1);
+	dup2(fileno(fe), 2);
+	int rc = rules_cli_main(argc, argv);
+	fflush(stdout);
+	fflush(stderr);
+	dup2(so, 1);
+	dup2(se, 2);
+	close(so);
+	close(se);
+	rewind(fo);
+	rewind(fe);
+	size_t n = fread(out, 1, outlen - 1, fo);
+	out[n] = '\0';
+	n = fread(errout, 1, errlen - 1, fe);
+	errout[n] = '\0';
+	fclose(fo);
+	fclose(fe);
+	return rc;
+}
+
+static void test_cli_check(void **state)
+{
+	char out[4096], errs[4096];
+	char *ok[] = {"check", "rules"};
+	assert_int_equal(run_cli_capture(2, ok, out, sizeof out, errs, sizeof errs), 0);
+	assert_non_null(strstr(out, "rules OK"));
+	char dir[] = "/tmp/tg-rules-cli-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char p[512];
+	snprintf(p, sizeof p, "%s/bad.json", dir);
+	FILE *f = fopen(p, "w");
+	fputs("{\n  \"sql\": \"SELECT temperature FROM 'devices/+/telemetry' WHERE temperature >> 2\",\n  \"actions\": []\n}\n", f);
+	fclose(f);
+	char *bad[] = {"check", dir};
+	assert_int_equal(run_cli_capture(2, bad, out, sizeof out, errs, sizeof errs), 1);
+	char want[600];
+	snprintf(want, sizeof want, "%s/bad.json:2:76: expected an expression, found '>'", dir);
+	if (!strstr(errs, want))
+		fail_msg("stderr '%s' lacks '%s'", errs, want);
+	char *usage[] = {"check"};
+	assert_int_equal(run_cli_capture(1, usage, out, sizeof out, errs, sizeof errs), 2);
+	unlink(p);
+	rmdir(dir);
+}
+
+static void test_cli_test(void **state)
+{
+	char out[4096], errs[4096];
+	char *hot[] = {"test", "rules/hot-alerts.json", "--topic", "devices/dev-0042/telemetry", "--payload",
+		       "{\"sensor_id\":\"dev-0042\",\"ts\":1,\"temperature\":31.5}"};
+	assert_int_equal(run_cli_capture(6, hot, out, sizeof out, errs, sizeof errs), 0);
+	const char *want = "hot-alerts republish: topic=alerts/dev-0042 qos=1 payload={\"sensor_id\":\"dev-0042\","
+			   "\"temperature\":31.5,\"ts\":1,\"thing\":\"dev-0042\"}\n";
+	if (strcmp(out, want) != 0)
+		fail_msg("got '%s'", out);
+	char *cold[] = {"test", "rules/hot-alerts.json", "--topic", "devices/dev-0042/telemetry", "--payload",
+			"{\"temperature\":20}"};
+	assert_int_equal(run_cli_capture(6, cold, out, sizeof out, errs, sizeof errs), 0);
+	assert_string_equal(out, "no match: WHERE did not hold\n");
+	char *other[] = {"test", "rules/hot-alerts.json", "--topic", "x/y", "--payload", "{}"};
+	assert_int_equal(run_cli_capture(6, other, out, sizeof out, errs, sizeof errs), 0);
+	assert_non_null(strstr(out, "does not match the rule's FROM filter"));
+	char *missing[] = {"test", "rules/hot-alerts.json"};
+	assert_int_equal(run_cli_capture(2, missing, out, sizeof out, errs, sizeof errs), 2);
+}
+
+/* ---- shipped rules ---------------------------------------------------------------------- */
+static void test_shipped_default_rules(void **state)
+{
+	char err[4096];
+	const char *const sinks[] = {"lake", NULL};
+	rules_env env = {.sink_names = sinks};
+	rules_set *rs = rules_load_dir("rules", &env, err, sizeof err);
+	if (!rs)
+		fail_msg("rules/ does not load: %s", err);
+	assert_int_equal(rules_count(rs), 3);
+	recorder R = {0};
+	/* a 45 degree reading: high-temperature alert raises, hot-alerts republishes, lake gets it */
+	const char *hot = "{\"sensor_id\":\"dev-0001\",\"ts\":1700000000000,\"temperature\":45.5,\"humidity\":40.0}";
+	assert_int_equal(eval_json(rs, "devices/dev-0001/telemetry", hot, &R, NULL), 3);
+	assert_int_equal(R.n, 3);
+	assert_string_equal(R.r[0].rule, "high-temperature-alert");
+	assert_int_equal(R.r[0].cond, RULES_ALERT_RAISE);
+	assert_string_equal(R.r[0].topic, "alerts/dev-0001/high-temperature");
+	assert_string_equal(R.r[1].rule, "hot-alerts");
+	assert_string_equal(R.r[1].topic, "alerts/dev-0001");
+	assert_string_equal(json_string_value(json_object_get(R.r[1].payload, "thing")), "dev-0001");
+	assert_string_equal(R.r[2].rule, "telemetry-to-lake");
+	assert_string_equal(R.r[2].sink, "lake");
+	assert_string_equal(R.r[2].pkey, "dev-0001");
+	assert_int_equal(json_object_size(R.r[2].payload), 5); /* 4 fields + thing */
+	rec_clear(&R);
+	/* a 20 degree reading: only the lake, and the alert reports clear */
+	assert_int_equal(eval_json(rs, "devices/dev-0001/telemetry", "{\"temperature\":20}", &R, NULL), 1);
+	assert_int_equal(R.n, 2);
+	assert_int_equal(R.r[0].cond, RULES_ALERT_CLEAR);
+	assert_string_equal(R.r[1].rule, "telemetry-to-lake");
+	rec_clear(&R);
+	/* exactly 28 is not hot */
+	assert_int_equal(eval_json(rs, "devices/dev-0001/telemetry", "{\"temperature\":28}", &R, NULL), 1);
+	rec_clear(&R);
+	rules_set_free(rs);
+}
+
+static void test_shipped_examples(void **state)
+{
+	char err[4096];
+	rules_set *rs = rules_load_dir("rules/examples", NULL, err, sizeof err);
+	if (!rs)
+		fail_msg("rules/examples does not load: %s", err);
+	assert_int_equal(rules_count(rs), 6);
+	recorder R = {0};
+	/* battery-low (alert), critical-webhook, fahrenheit-republish, with-error-action (sink) */
+	const char *msg = "{\"sensor_id\":\"dev-0002\",\"temperature\":65,\"battery\":0.1,\"pressure\":1000}";
+	assert_int_equal(eval_json(rs, "devices/dev-0002/telemetry", msg, &R, NULL), 4);
+	assert_int_equal(R.n, 4);
+	assert_string_equal(R.r[0].rule, "battery-low-alert");
+	assert_int_equal(R.r[0].cond, RULES_ALERT_RAISE);
+	assert_string_equal(R.r[0].topic, "alerts/dev-1/battery-low");
+	assert_string_equal(R.r[1].rule, "critical-webhook");
+	assert_string_equal(R.r[1].url, "http://127.0.0.1:8088/hooks/dev-0002");
+	assert_true(json_is_true(json_object_get(R.r[1].payload, "hot")));
+	assert_string_equal(json_string_value(json_object_get(json_object_get(R.r[1].params, "headers"), "X-Thing")), "dev-0002");
+	assert_string_equal(R.r[2].rule, "fahrenheit-republish");
+	assert_string_equal(R.r[2].topic, "views/dev-0002/fahrenheit");
+	json_t *want = json_loads("{\"thing\":\"dev-0002\",\"fahrenheit\":149,\"comfort\":\"warm\"}", 0, NULL);
+	assert_true(json_equal(want, R.r[2].payload));
+	json_decref(want);
+	assert_string_equal(R.r[3].rule, "with-error-action");
+	assert_string_equal(R.r[3].sink, "lake");
+	rec_clear(&R);
+	/* the error action of with-error-action */
+	R.fail_kind = RULES_ACT_SINK;
+	assert_int_equal(eval_json(rs, "devices/dev-0002/telemetry", "{\"temperature\": 10, \"battery\": 0.5}", &R, NULL), 2);
+	assert_int_equal(R.n, 4); /* battery alert (clear: 0.5 > 0.25), fahrenheit, sink (fails), errorAction */
+	assert_int_equal(R.r[0].cond, RULES_ALERT_CLEAR);
+	int seen_err = 0;
+	for (int i = 0; i < R.n; i++)
+		if (R.r[i].is_error) {
+			seen_err = 1;
+			assert_string_equal(R.r[i].topic, "errors/dev-0002");
+		}
+	assert_true(seen_err);
+	rec_clear(&R);
+	R.fail_kind = 0;
+	/* senml nested query */
+	assert_int_equal(eval_json(rs, "senml/dev-0003/records",
+				   "{\"e\":[{\"n\":\"temperature\",\"v\":22.5},{\"n\":\"light\",\"v\":135}]}", &R, NULL),
+			 1);
+	want = json_loads("{\"temperature\":22.5,\"sensors\":[\"temperature\",\"light\"]}", 0, NULL);
+	assert_true(json_equal(want, R.r[0].payload));
+	assert_string_equal(R.r[0].topic, "flat/dev-0003");
+	json_decref(want);
+	rec_clear(&R);
+	rules_set_free(rs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_trie_matching),
+		cmocka_unit_test(test_trie_many_filters),
+		cmocka_unit_test(test_topic_filter_validation),
+		cmocka_unit_test(test_sql_error_positions),
+		cmocka_unit_test(test_file_errors),
+		cmocka_unit_test(test_template_and_clear_positions),
+		cmocka_unit_test(test_sink_names_checked),
+		cmocka_unit_test(test_actions_fields),
+		cmocka_unit_test(test_alert_conditions),
+		cmocka_unit_test(test_error_action_and_independence),
+		cmocka_unit_test(test_regex_match_limit_isolated),
+		cmocka_unit_test(test_mqtt_props_and_registry),
+		cmocka_unit_test(test_cli_check),
+		cmocka_unit_test(test_cli_test),
+		cmocka_unit_test(test_shipped_default_rules),
+		cmocka_unit_test(test_shipped_examples),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
