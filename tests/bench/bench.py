@@ -181,7 +181,7 @@ def mem_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[k] = int(v.split()[0])
     return out
 
@@ -198,18 +198,51 @@ def busy_frac(a, b):
     return (b[0] - a[0]) / max(1, b[1] - a[1])
 
 
+def pss_kib(pid):
+    """proportional set size: shared library pages divided among the processes mapping them"""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 class Sampler:
     """Samples a pid's VmRSS on each tick(); remembers (t, kib)."""
 
     def __init__(self, pid):
         self.pid = pid
         self.samples = []
+        self.anon = []
+        self.pss = []
 
     def tick(self):
         try:
-            self.samples.append((time.monotonic(), mem_kib(self.pid)["VmRSS"]))
+            m = mem_kib(self.pid)
+            self.samples.append((time.monotonic(), m["VmRSS"]))
+            self.anon.append((time.monotonic(), m["RssAnon"]))
+            p = pss_kib(self.pid)
+            if p is not None:
+                self.pss.append((time.monotonic(), p))
         except (OSError, KeyError):
             pass
+
+    @staticmethod
+    def _steady(series, t_from, t_to):
+        mid = t_from + (t_to - t_from) / 2
+        xs = [k for t, k in series if mid <= t <= t_to] or [k for _, k in series[-3:]]
+        return statistics.median(xs) / 1024 if xs else None
+
+    def anon_steady_mib(self, t_from, t_to):
+        """median private (anonymous) RSS over the second half of [t_from, t_to]; VmRSS
+        also counts the resident pages of shared libraries (libcrypto, libsqlite3, ...)"""
+        return self._steady(self.anon, t_from, t_to)
+
+    def pss_steady_mib(self, t_from, t_to):
+        return self._steady(self.pss, t_from, t_to)
 
     def steady_mib(self, t_from, t_to):
         """median RSS over the second half of [t_from, t_to]"""
@@ -310,6 +343,15 @@ def sink_ok(m, sink="lake"):
     return m.get(f'tidegate_sink_records_total{{sink="{sink}",outcome="ok"}}', 0) if m else 0
 
 
+def all_delivered(m, n):
+    """n messages received, and every outbox row committed so far delivered by its sink
+    (a record routed to two sinks, or twice, is two rows)"""
+    if not m or m.get("tidegate_messages_received_total", 0) < n:
+        return False
+    ok = sum(v for k, v in m.items() if k.startswith("tidegate_sink_records_total{") and 'outcome="ok"' in k)
+    return ok >= m.get("tidegate_outbox_appended_total", 0) > 0
+
+
 def start_tidegate(d, conf, http):
     pr = Proc([BIN / "tidegate", "run", "-c", conf], d / "tidegate.log")
     wait_until(lambda: (metrics(http) is not None) or not pr.alive(), 15, "tidegate /metrics", 0.05)
@@ -395,7 +437,7 @@ def run_tidegate(d, ceiling_rate=None):
             samp.tick()
             m = metrics(http)
             last_ok = sink_ok(m)
-            if last_ok >= P["msgs"]:
+            if all_delivered(m, P["msgs"]):
                 done_t = time.monotonic()
                 break
             time.sleep(0.05)
@@ -418,7 +460,7 @@ def run_tidegate(d, ceiling_rate=None):
         recs = lake_records(lake)
         res = dict(
             received_at_far_end=int(last_ok),
-            complete=done_t is not None and len(recs) == P["msgs"] and simj["acked"] == P["msgs"],
+            complete=done_t is not None and len(recs) >= P["msgs"] and simj["acked"] == P["msgs"],
             lake_records=len(recs),
             msgs_per_s=(P["msgs"] / (done_t - t0)) if done_t else last_ok / (time.monotonic() - t0),
             sim_rate=simj["rate"],
@@ -427,12 +469,30 @@ def run_tidegate(d, ceiling_rate=None):
             machine_busy=busy_frac(sys0, sys1),
             rss_peak_mib=hwm,
             rss_steady_mib=samp.steady_mib(t0, t_end),
+            rss_anon_steady_mib=samp.anon_steady_mib(t0, t_end),
+            pss_steady_mib=samp.pss_steady_mib(t0, t_end),
             accepted=m.get("tidegate_messages_accepted_total"),
             quarantined=m.get("tidegate_messages_quarantined_total"),
             republished=m.get("tidegate_republished_total"),
             commits=m.get("tidegate_outbox_commits_total"),
         )
         return res
+    finally:
+        stop_all()
+
+
+def run_latency_ref(d, ceiling_rate):
+    """the same 50 % load into the counting subscriber: the broker's own share of latency"""
+    d.mkdir(parents=True)
+    broker, port = start_broker(d)
+    try:
+        sub, out = start_sub(d, port, ["devices/#"], 0, "sub", ident="ops", idle=3)
+        sim = Proc(sim_argv(port, d, "sim", rate=0.5 * ceiling_rate / P["things"], duration=P["lat_seconds"])
+                   + ["--anomaly-rate", "0.02"], d / "sim.log")
+        sim.wait(P["lat_seconds"] + 30)
+        sub.wait(30)
+        s = read_json(out)
+        return dict(received=s["count"], lat_ms=s["lat_ms"])
     finally:
         stop_all()
 
@@ -460,7 +520,7 @@ def run_latency(d, ceiling_rate):
             time.sleep(0.1)
         sim.wait(30)
         simj = read_json(d / "sim.json")
-        wait_until(lambda: sink_ok(metrics(http)) >= simj["acked"], 30, "lake caught up", 0.05)
+        wait_until(lambda: all_delivered(metrics(http), simj["acked"]), 30, "lake caught up", 0.05)
         time.sleep(0.5)
         alerts.stop()
         tg.stop()
@@ -591,7 +651,9 @@ def run_node_red(d):
         span = (last_change if done else t1) - t0
         return dict(msgs_per_s=n / span if span > 0 else 0, written=n, window_s=span, complete=done,
                     cpu_s_per_1m=(cpu1 - cpu0) / max(1, n) * 1e6, rss_peak_mib=hwm,
-                    rss_steady_mib=samp.steady_mib(t0, t1), alerts=a["count"],
+                    rss_steady_mib=samp.steady_mib(t0, t1), rss_anon_steady_mib=samp.anon_steady_mib(t0, t1),
+                    pss_steady_mib=samp.pss_steady_mib(t0, t1),
+                    alerts=a["count"],
                     version=json.loads((NR_DIR / "node_modules/node-red/package.json").read_text())["version"])
     finally:
         stop_all()
@@ -622,6 +684,7 @@ def run_backlog(d):
             time.sleep(0.1)
         m = metrics(http) or {}
         sit = dict(rss_min_mib=samp.min_mib(), rss_max_mib=samp.max_mib(), delivered_while_down=sink_ok(m),
+                   rss_anon_mib=samp.anon_steady_mib(t0, time.monotonic()),
                    retries=m.get('tidegate_sink_records_total{sink="lake",outcome="retry"}'),
                    outbox_rows=m.get("tidegate_outbox_rows"))
         # 2) the uplink comes back (same process): time the drain
@@ -645,7 +708,8 @@ def run_backlog(d):
                     drain_s=(done_t - t1) if done_t else None,
                     drain_per_s=(P["backlog"] / (done_t - t1)) if done_t else ok / (time.monotonic() - t1),
                     cpu_s_per_1m=(cpu1 - cpu0) / max(1, ok) * 1e6, rss_peak_mib=hwm,
-                    rss_max_during_drain_mib=samp.max_mib(t1), rss_steady_mib=samp.steady_mib(t1, done_t or time.monotonic()))
+                    rss_max_during_drain_mib=samp.max_mib(t1),
+                    rss_anon_steady_mib=samp.anon_steady_mib(t1, done_t or time.monotonic()), rss_steady_mib=samp.steady_mib(t1, done_t or time.monotonic()))
     finally:
         stop_all()
 
@@ -658,8 +722,8 @@ def run_append(d):
 
 
 def run_micro_others(d):
-    """Every other build/rel/bench_* program: run with BENCH_QUICK in the environment; JSON
-    lines with a "name" are figures, anything else is kept as text."""
+    """Every other build/rel/bench_* program, run as `prog 1` (1 s per figure) with BENCH_QUICK
+    in the environment; JSON lines with a "name" are figures, other output is kept as text."""
     res = {}
     mine = {"bench_sub", "bench_outbox"}
     for exe in sorted(glob.glob(str(BIN / "bench_*"))):
@@ -667,7 +731,7 @@ def run_micro_others(d):
         if name in mine or not os.access(exe, os.X_OK):
             continue
         try:
-            r = subprocess.run([exe], capture_output=True, text=True, timeout=120, cwd=d,
+            r = subprocess.run([exe, "1"], capture_output=True, text=True, timeout=120, cwd=d,
                                env=dict(os.environ, BENCH_QUICK="1" if QUICK else "0"))
             out = r.stdout
         except subprocess.TimeoutExpired as e:
@@ -731,6 +795,8 @@ def main():
         if wanted("latency") and raw["ceiling"]:
             log(f"rep {rep + 1}: latency at 50 % of the ceiling")
             raw["latency"].append(run_latency(work / f"latency-{rep}", raw["ceiling"][-1]["msgs_per_s"]))
+            raw["latency"][-1]["broker_only"] = run_latency_ref(work / f"latency-ref-{rep}",
+                                                                raw["ceiling"][-1]["msgs_per_s"])
         if wanted("node-red") and have_nr:
             log(f"rep {rep + 1}: node-red")
             raw["node_red"].append(run_node_red(work / f"node-red-{rep}"))
@@ -767,7 +833,14 @@ def write_results(raw):
     drain = median_of(raw["backlog"], "drain_per_s")
     app = median_of(raw["append"], "per_s")
     ratio = lambda a, b: (a / b) if a and b else None
-    r_ceil, r_nr = ratio(tg, ceil), ratio(tg, nr)
+    # ratios: median of the per-repetition ratios (each pair ran back to back, so a noisy
+    # neighbour affects both sides of one ratio alike)
+    def rep_ratio(a_key, b_key):
+        xs = [a["msgs_per_s"] / b["msgs_per_s"] for a, b in zip(raw[a_key], raw[b_key])
+              if a.get("msgs_per_s") and b.get("msgs_per_s")]
+        return statistics.median(xs) if xs else None
+
+    r_ceil, r_nr = rep_ratio("tidegate", "ceiling"), rep_ratio("tidegate", "node_red")
     sit_max = median_of(raw["backlog"], "sit", "rss_max_mib")
     sit_min = median_of(raw["backlog"], "sit", "rss_min_mib")
     verdict = lambda ok: "n/a" if ok is None else ("met" if ok else "**missed**")
@@ -802,6 +875,12 @@ def write_results(raw):
              f"{fmt(100 * (median_of(raw['tidegate'], 'machine_busy') or 0))} % | | |")
     if nr is not None:
         L.append(f"| Node-RED CPU per 1M messages | {fmt(median_of(raw['node_red'], 'cpu_s_per_1m'), 1)} s | | |")
+    L.append(f"| tidegate private RSS (RssAnon) steady under load; while the backlog sits; during drain | "
+             f"{fmt(median_of(raw['tidegate'], 'rss_anon_steady_mib'), 1)}; "
+             f"{fmt(median_of(raw['backlog'], 'sit', 'rss_anon_mib'), 1)}; "
+             f"{fmt(median_of(raw['backlog'], 'rss_anon_steady_mib'), 1)} MiB | | |")
+    L.append(f"| PSS (shared pages split among their users) steady under load: tidegate / Node-RED | "
+             f"{fmt(median_of(raw['tidegate'], 'pss_steady_mib'), 1)} / {fmt(median_of(raw['node_red'], 'pss_steady_mib'), 1)} MiB | | |")
     L.append(f"| tidegate RSS steady / peak under load | {fmt(tg_rss, 1)} / {fmt(tg_peak, 1)} MiB | "
              f"{fmt(ratio(tg_rss, nr_rss), 2)} of Node-RED | steady <= 16 MiB: "
              f"{verdict(tg_rss <= 16 if tg_rss else None)} |")
@@ -810,12 +889,15 @@ def write_results(raw):
     lat_load = median_of(raw["latency"], "offered_per_s")
     L.append(f"| latency at 50 % of ceiling ({fmt(lat_load)} msg/s offered): device ts -> ingest p50 / p99 | "
              f"{fmt(median_of(raw['latency'], 'ingest_lat_ms', 'p50'), 1)} / {fmt(i_p99, 1)} ms | | commit follows within commit_interval (5 ms) |")
+    L.append(f"| same load, broker only: device ts -> counting subscriber p50 / p99 | "
+             f"{fmt(median_of(raw['latency'], 'broker_only', 'lat_ms', 'p50'), 1)} / "
+             f"{fmt(median_of(raw['latency'], 'broker_only', 'lat_ms', 'p99'), 1)} ms | | |")
     if n_alerts:
         L.append(f"| latency at 50 % of ceiling: device ts -> alert republish p50 / p99 | "
                  f"{fmt(median_of(raw['latency'], 'alert_lat_ms', 'p50'), 1)} / {fmt(a_p99, 1)} ms "
                  f"({fmt(n_alerts)} alerts) | | p99 <= 10 ms: {verdict(a_p99 <= 10 if a_p99 is not None else None)} |")
     else:
-        L.append("| latency: device ts -> alert republish | no alerts raised (no rules loaded) | | p99 <= 10 ms: n/a |")
+        L.append("| latency: device ts -> alert republish | no alerts arrived on alerts/# (rules not active in this build) | | p99 <= 10 ms: n/a |")
     L.append(f"| backlog of {raw['params']['backlog']:,}: RSS while it sits (sink down) min / max | "
              f"{fmt(sit_min, 1)} / {fmt(sit_max, 1)} MiB | | flat, <= 16 MiB: "
              f"{verdict((sit_max - sit_min) < 2 and sit_max <= 16 if sit_max else None)} |")
@@ -823,18 +905,23 @@ def write_results(raw):
     L.append(f"| RSS during drain steady / peak | {fmt(median_of(raw['backlog'], 'rss_steady_mib'), 1)} / "
              f"{fmt(median_of(raw['backlog'], 'rss_peak_mib'), 1)} MiB | | <= 16 MiB: "
              f"{verdict(median_of(raw['backlog'], 'rss_peak_mib') <= 16 if raw['backlog'] else None)} |")
-    L.append(f"| outbox appends (real outbox.c, group commits of 500 / 5 ms) | {fmt(app)} rec/s | | >= 200,000: "
-             f"{verdict(app >= 200000 if app else None)} |")
+    app_cpu = median_of(raw["append"], "per_cpu_s")
+    L.append(f"| outbox appends (real outbox.c, group commits of 500 / 5 ms): wall / per CPU second | "
+             f"{fmt(app)} / {fmt(app_cpu)} rec/s | | >= 200,000: {verdict(app >= 200000 if app else None)} |")
     for prog, r in sorted(raw["micro"].items()):
         for f in r["figures"]:
             val = f.get("value", f.get("per_s"))
             L.append(f"| {prog}: {f['name']} | {fmt(val) if isinstance(val, (int, float)) else val} "
                      f"{f.get('unit', '/s')} | | {f.get('target', '')} |")
         if not r["figures"]:
-            L.append(f"| {prog} | rc {r['rc']}; output in results.json | | |")
+            for line in (r["text"] or [])[:8]:
+                L.append(f"| {prog} (rc {r['rc']}) | {line.strip().replace('|', '/')} | | |")
     L.append("")
-    L.append("Ratios are computed within this run (the machine is shared and noisy). Raw numbers: "
-             "results.json; plot: results.png. Rates: messages / (last message at the far end - load start).")
+    L.append("Throughput ratios are medians of per-repetition ratios, each pair measured back to back in this "
+             "run (the machine is shared and noisy). Rates: messages / (last message at the far end - load "
+             "start). VmRSS counts resident shared-library pages (libcrypto, libsqlite3, ...); RssAnon is the "
+             "private part, PSS splits shared pages among the processes using them. Raw numbers: "
+             "results.json; plot: results.png; how: tests/bench/README.md.")
     md = "\n".join(L) + "\n"
     (OUT / "results.md").write_text(md)
     (OUT / "results.json").write_text(json.dumps(raw, indent=1, sort_keys=True) + "\n")
