@@ -61,6 +61,7 @@ P = dict(
     backlog=100000 if QUICK else 1000000,
     sit_seconds=3 if QUICK else 8,          # RSS while the backlog sits, sink down
     append_records=100000 if QUICK else 300000,
+    upstream_backlog=20000 if QUICK else 100000,  # to lake + kinesalite + s3rver together
     run_timeout=60 if QUICK else 180,       # bound on any one measured phase
 )
 
@@ -714,6 +715,66 @@ def run_backlog(d):
         stop_all()
 
 
+def run_upstream(d):
+    """A backlog for three sinks at once (lake, Kinesis API on kinesalite, S3 API on s3rver,
+    the pinned npm peers the integration tests use), drained with the uplinks up: per-sink
+    drain rate and the daemon's RSS. Smaller than the lake-only backlog: kinesalite is a
+    Node.js look-alike and far slower than the real service or the file sink."""
+    sys.path.insert(0, str(REPO / "tests" / "integration"))
+    import aws_peers
+    d.mkdir(parents=True)
+    data = d / "data"
+    data.mkdir()
+    (d / "kin").mkdir()
+    (d / "s3").mkdir()
+    n = P["upstream_backlog"]
+    broker, port = start_broker(d)
+    try:
+        with aws_peers.Kinesalite(workdir=str(d / "kin")) as kin, \
+                aws_peers.S3rver(workdir=str(d / "s3"), bucket="lake") as s3:
+            kin.create_stream("tg", shards=4)
+            fill = subprocess.run([BIN / "bench_outbox", "--db", data / "outbox.db", "--records", str(n),
+                                   "--sink", "lake", "--sink", "kin", "--sink", "s3", "--gateway-id", "gw-bench"],
+                                  check=True, capture_output=True, text=True, timeout=P["run_timeout"])
+            sinks = ["retry_base = 100ms", "retry_cap = 1s",
+                     "[sink kin]", "type = kinesis", "stream = tg", f"endpoint = {kin.endpoint}",
+                     f"access_key_id = {aws_peers.KINESIS_KEY}", f"secret_access_key = {aws_peers.KINESIS_SECRET}",
+                     "retry_base = 100ms", "retry_cap = 1s",
+                     "[sink s3]", "type = s3", "bucket = lake", "prefix = edge", f"endpoint = {s3.endpoint}",
+                     "path_style = true", f"access_key_id = {aws_peers.S3RVER_KEY}",
+                     f"secret_access_key = {aws_peers.S3RVER_SECRET}", "flush_age = 1s", "flush_bytes = 1M",
+                     "retry_base = 100ms", "retry_cap = 1s"]
+            http = free_port()
+            conf = tidegate_conf(d, port, http, d / "lake", data, rules=False, sinks=sinks)
+            t0 = time.monotonic()
+            tg = start_tidegate(d, conf, http)
+            samp = Sampler(tg.pid)
+            cpu0 = cpu_seconds(tg.pid)
+            done = {}
+            m = {}
+            while time.monotonic() < t0 + P["run_timeout"] * 2 and len(done) < 3:
+                samp.tick()
+                m = metrics(http) or m
+                for sk in ("lake", "kin", "s3"):
+                    if sk not in done and sink_ok(m, sk) >= n:
+                        done[sk] = time.monotonic() - t0
+                time.sleep(0.1)
+            cpu1 = cpu_seconds(tg.pid)
+            hwm = mem_kib(tg.pid)["VmHWM"] / 1024
+            tg.stop()
+            per = {sk: dict(delivered=int(sink_ok(m, sk)), seconds=done.get(sk),
+                            per_s=(n / done[sk]) if sk in done else sink_ok(m, sk) / (time.monotonic() - t0))
+                   for sk in ("lake", "kin", "s3")}
+            return dict(records=n, fill=json.loads(fill.stdout.strip().splitlines()[-1]), sinks=per,
+                        complete=len(done) == 3, all_s=max(done.values()) if len(done) == 3 else None,
+                        records_per_s=(n / max(done.values())) if len(done) == 3 else None,
+                        cpu_s_per_1m_rows=(cpu1 - cpu0) / max(1, sum(p["delivered"] for p in per.values())) * 1e6,
+                        rss_peak_mib=hwm, rss_steady_mib=samp.steady_mib(t0, time.monotonic()),
+                        rss_anon_steady_mib=samp.anon_steady_mib(t0, time.monotonic()))
+    finally:
+        stop_all()
+
+
 def run_append(d):
     d.mkdir(parents=True)
     r = subprocess.run([BIN / "bench_outbox", "--db", d / "outbox.db", "--records", str(P["append_records"])],
@@ -781,8 +842,10 @@ def main():
                host=dict(nproc=os.cpu_count(), uname=" ".join(os.uname())),
                git=subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
                                   text=True).stdout.strip(),
-               ceiling=[], tidegate=[], latency=[], node_red=[], backlog=[], append=[], micro={})
+               ceiling=[], tidegate=[], latency=[], node_red=[], backlog=[], upstream=[], append=[], micro={})
     have_nr = (NR_DIR / "node_modules" / "node-red" / "red.js").exists()
+    have_peers = (REPO / "tests" / "node_modules" / "kinesalite").is_dir() and \
+        (REPO / "tests" / "node_modules" / "s3rver").is_dir() and (REPO / "tests/integration/aws_peers.py").exists()
     for rep in range(P["reps"]):
         if wanted("ceiling"):
             log(f"rep {rep + 1}/{P['reps']}: ceiling")
@@ -805,6 +868,10 @@ def main():
             log(f"rep {rep + 1}: backlog of {P['backlog']}")
             raw["backlog"].append(run_backlog(work / f"backlog-{rep}"))
             log(f"  drain {raw['backlog'][-1]['drain_per_s']:.0f} rec/s")
+        if wanted("upstream") and have_peers:
+            log(f"rep {rep + 1}: backlog of {P['upstream_backlog']} to lake + kinesalite + s3rver")
+            raw["upstream"].append(run_upstream(work / f"upstream-{rep}"))
+            log(f"  upstream drain {raw['upstream'][-1]['sinks']}")
         if wanted("append"):
             log(f"rep {rep + 1}: outbox append")
             raw["append"].append(run_append(work / f"append-{rep}"))
@@ -844,7 +911,7 @@ def write_results(raw):
     sit_max = median_of(raw["backlog"], "sit", "rss_max_mib")
     sit_min = median_of(raw["backlog"], "sit", "rss_min_mib")
     verdict = lambda ok: "n/a" if ok is None else ("met" if ok else "**missed**")
-    complete = all(r.get("complete") for k in ("ceiling", "tidegate", "backlog") for r in raw[k])
+    complete = all(r.get("complete") for k in ("ceiling", "tidegate", "backlog", "upstream") for r in raw[k])
     reps = raw["params"]["reps"]
     L = []
     L.append(f"# tidegate benchmark ({'BENCH_QUICK' if raw['quick'] else 'full'} run)\n")
@@ -905,6 +972,16 @@ def write_results(raw):
     L.append(f"| RSS during drain steady / peak | {fmt(median_of(raw['backlog'], 'rss_steady_mib'), 1)} / "
              f"{fmt(median_of(raw['backlog'], 'rss_peak_mib'), 1)} MiB | | <= 16 MiB: "
              f"{verdict(median_of(raw['backlog'], 'rss_peak_mib') <= 16 if raw['backlog'] else None)} |")
+    if raw["upstream"]:
+        up = raw["upstream"]
+        L.append(f"| backlog of {raw['params']['upstream_backlog']:,} to three sinks at once, drain rate: lake / "
+                 f"Kinesis (kinesalite) / S3 (s3rver) | {fmt(median_of(up, 'sinks', 'lake', 'per_s'))} / "
+                 f"{fmt(median_of(up, 'sinks', 'kin', 'per_s'))} / {fmt(median_of(up, 'sinks', 's3', 'per_s'))} rec/s | | |")
+        L.append(f"| RSS during the three-sink drain steady / peak (private steady) | "
+                 f"{fmt(median_of(up, 'rss_steady_mib'), 1)} / {fmt(median_of(up, 'rss_peak_mib'), 1)} MiB "
+                 f"({fmt(median_of(up, 'rss_anon_steady_mib'), 1)}) | | |")
+    else:
+        L.append("| backlog drain to kinesalite / s3rver | peers not installed (tests/integration/npm-peers.sh) | | |")
     app_cpu = median_of(raw["append"], "per_cpu_s")
     L.append(f"| outbox appends (real outbox.c, group commits of 500 / 5 ms): wall / per CPU second | "
              f"{fmt(app)} / {fmt(app_cpu)} rec/s | | >= 200,000: {verdict(app >= 200000 if app else None)} |")
