@@ -97,6 +97,9 @@ $(B)/rel/tools/%: $(B)/rel/obj/tests/tools/%.o $(B)/rel/libtidegate.a
 $(B)/asan/tools/%: $(B)/asan/obj/tests/tools/%.o $(B)/asan/libtidegate.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
+# Rules engine benchmark (tests/bench/bench_rules.c), optimised build.
+$(B)/rel/bench_rules: $(B)/rel/obj/tests/bench/bench_rules.o $(B)/rel/libtidegate.a
+	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 # Benchmark programs: each tests/bench/bench_*.c becomes $(B)/rel/bench_* (optimised build,
 # linked against libtidegate.a); tests/bench/run.sh runs them.
 BENCH_SRCS := $(wildcard tests/bench/bench_*.c)

@@ -10,13 +10,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 [ $# -eq 2 ] || die "usage: issue-device.sh OUTDIR THING"
-OUT=$(cd "$1" && pwd) || die "no such directory $1"
+[ -d "$1" ] || die "no such directory $1"
+OUT=$(cd "$1" && pwd)
 THING=$2
 check_thing_name "$THING"
 [ -f "$OUT/ca.crt" ] && [ -f "$OUT/ca-db/index.txt" ] ||
 	die "$OUT has no CA; run make-certs.sh first"
-write_ca_config "$OUT"
 lock_db "$OUT"
+write_ca_config "$OUT"
 ISSUED=0
 issue "$THING" "$OUT/things" client_ext
 echo "$OUT/things/$THING.crt"

@@ -37,8 +37,8 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 ISSUED=0
 KEEP_REVOKED=1
-ensure_ca "$OUT"
 lock_db "$OUT"
+ensure_ca "$OUT"
 
 # Clients check the SAN (IP:127.0.0.1, DNS:localhost), not the CN.
 issue server "$OUT" server_ext localhost

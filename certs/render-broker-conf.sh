@@ -38,7 +38,8 @@ done
 [[ $MAX_QUEUED =~ ^[0-9]+$ && $MAX_PACKET =~ ^[0-9]+$ ]] || die "caps must be numbers"
 # The tidegate config is loopback-only by default; other addresses are for a real box.
 [[ $BIND =~ ^[0-9A-Za-z.:-]+$ ]] || die "bad bind address $BIND"
-CERTS=$(cd "$CERTS" && pwd) || die "no such directory $CERTS"
+[ -d "$CERTS" ] || die "no such directory $CERTS"
+CERTS=$(cd "$CERTS" && pwd)
 for f in ca.crt server.crt server.key crl.pem; do
 	[ -f "$CERTS/$f" ] || die "$CERTS/$f missing; run certs/make-certs.sh $CERTS"
 done
@@ -48,6 +49,7 @@ DIR=$(cd "$DIR" && pwd)
 for p in "$CERTS" "$DIR" "$LOG"; do
 	[[ $p != *[[:space:]]* ]] || die "paths must not contain whitespace: '$p'"
 done
+[ -z "$LOG" ] || [ "$LOG" = stderr ] || [[ $LOG == /* ]] || LOG=$PWD/$LOG
 if [ -z "$LOG" ]; then LOG_DEST="file $DIR/mosquitto.log"
 elif [ "$LOG" = stderr ]; then LOG_DEST=stderr
 else LOG_DEST="file $LOG"

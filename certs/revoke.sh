@@ -10,14 +10,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 [ $# -eq 2 ] || die "usage: revoke.sh OUTDIR THING"
-OUT=$(cd "$1" && pwd) || die "no such directory $1"
+[ -d "$1" ] || die "no such directory $1"
+OUT=$(cd "$1" && pwd)
 THING=$2
 check_thing_name "$THING"
 [ -f "$OUT/ca-db/index.txt" ] || die "$OUT has no CA database; run make-certs.sh first"
 crt=$OUT/things/$THING.crt
 [ -f "$crt" ] || die "no certificate for $THING ($crt)"
-write_ca_config "$OUT"
 lock_db "$OUT"
+write_ca_config "$OUT"
 
 serial=$(openssl x509 -in "$crt" -noout -serial)
 serial=${serial#serial=}

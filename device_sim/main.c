@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +60,7 @@ struct counters {
 	uint64_t kinds[SIM_KIND_COUNT];
 	uint64_t spike, anomaly, stuck;
 	uint64_t reconnects;
+	uint64_t not_sent; /* count mode: slots never published (a connection given up) */
 };
 
 struct conn;
@@ -89,6 +91,7 @@ struct conn {
 	int unfinished;  /* things on this connection that still have slots to send */
 	uint64_t outstanding; /* published, not yet acknowledged */
 	int64_t retry_at_ns;
+	int64_t down_since_ns; /* when the connection was lost (0 while up) */
 };
 
 struct run;
@@ -138,6 +141,7 @@ static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	struct conn *c = obj;
 	if (rc == 0) {
 		c->connected = 1;
+		c->down_since_ns = 0;
 	} else {
 		c->refused = 1;
 		LOG_ERROR(SUB, "msg=\"connection refused\" conn=%d reason=\"%s\"", c->index,
@@ -149,6 +153,8 @@ static void cb_disconnect(struct mosquitto *mosq, void *obj, int rc,
 			  const mosquitto_property *props)
 {
 	struct conn *c = obj;
+	if (c->connected)
+		c->down_since_ns = mono_ns();
 	c->connected = 0;
 	if (!c->closing && c->w)
 		LOG_WARN(SUB, "msg=\"connection lost\" conn=%d rc=%d", c->index, rc);
@@ -196,44 +202,96 @@ static struct mosquitto *conn_new(struct run *r, struct conn *c, const char *cli
 	return m;
 }
 
-/* Connect every connection, sequentially, and wait for each CONNACK. */
-static int connect_all(struct run *r)
+/* Start the connection (TCP connect, TLS ClientHello, CONNECT); CONNACK comes later. */
+static int conn_start(struct run *r, struct conn *c)
 {
 	char cert[4096], key[4096], id[128];
-	for (int i = 0; i < r->nconns; i++) {
-		struct conn *c = &r->conns[i];
-		if (r->o.connections) {
-			snprintf(id, sizeof id, "device_sim-%ld-%d", (long)getpid(), i);
-			c->mosq = conn_new(r, c, id, r->o.cert, r->o.key);
-		} else {
-			const char *name = c->things[0]->gen.name;
-			snprintf(cert, sizeof cert, "%s/%s.crt", r->o.certs_dir, name);
-			snprintf(key, sizeof key, "%s/%s.key", r->o.certs_dir, name);
-			if (access(cert, R_OK) != 0 || access(key, R_OK) != 0) {
-				LOG_ERROR(SUB, "msg=\"cannot read cert or key\" thing=%s cert=%s", name, cert);
-				return TG_EIO;
-			}
-			c->mosq = conn_new(r, c, name, cert, key);
+	if (r->o.connections) {
+		snprintf(id, sizeof id, "device_sim-%ld-%d", (long)getpid(), c->index);
+		c->mosq = conn_new(r, c, id, r->o.cert, r->o.key);
+	} else {
+		const char *name = c->things[0]->gen.name;
+		snprintf(cert, sizeof cert, "%s/%s.crt", r->o.certs_dir, name);
+		snprintf(key, sizeof key, "%s/%s.key", r->o.certs_dir, name);
+		if (access(cert, R_OK) != 0 || access(key, R_OK) != 0) {
+			LOG_ERROR(SUB, "msg=\"cannot read cert or key\" thing=%s cert=%s", name, cert);
+			return TG_EIO;
 		}
-		if (!c->mosq)
-			return TG_EINVAL;
-		int rc = mosquitto_connect_bind_v5(c->mosq, r->o.host, r->o.port, 60, NULL, NULL);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			LOG_ERROR(SUB, "msg=\"connect failed\" conn=%d host=%s port=%d err=\"%s\"", i,
-				  r->o.host, r->o.port, mosquitto_strerror(rc));
-			return TG_ENET;
+		c->mosq = conn_new(r, c, name, cert, key);
+	}
+	if (!c->mosq)
+		return TG_EINVAL;
+	int rc = mosquitto_connect_bind_v5(c->mosq, r->o.host, r->o.port, 60, NULL, NULL);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		LOG_ERROR(SUB, "msg=\"connect failed\" conn=%d host=%s port=%d err=\"%s\"", c->index,
+			  r->o.host, r->o.port, mosquitto_strerror(rc));
+		return TG_ENET;
+	}
+	return 0;
+}
+
+/* Let libmosquitto read, write and keep alive one connection after poll() said `revents`.
+ * Our own poll instead of mosquitto_loop(), which uses select() and so refuses every
+ * descriptor above 1023. */
+static int conn_drive(struct conn *c, short revents)
+{
+	int rc = MOSQ_ERR_SUCCESS;
+	if (revents & (POLLIN | POLLERR | POLLHUP))
+		rc = mosquitto_loop_read(c->mosq, 1);
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(c->mosq) >= 0 && mosquitto_want_write(c->mosq))
+		rc = mosquitto_loop_write(c->mosq, 1);
+	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(c->mosq) >= 0)
+		rc = mosquitto_loop_misc(c->mosq);
+	return rc;
+}
+
+/* Connect every connection and wait for every CONNACK. Up to CONNECT_WINDOW handshakes
+ * run at once: the broker spends tens of milliseconds per TLS 1.3 handshake (session
+ * tickets), so doing them one after another would make 100 things take seconds. */
+#define CONNECT_WINDOW 32
+static int connect_all(struct run *r)
+{
+	struct conn *pending[CONNECT_WINDOW];
+	struct pollfd pfd[CONNECT_WINDOW];
+	int npending = 0, started = 0, done = 0;
+	int64_t deadline = mono_ns() + (int64_t)(r->o.connect_timeout_s * 1e9);
+	while (done < r->nconns) {
+		while (started < r->nconns && npending < CONNECT_WINDOW) {
+			int rc = conn_start(r, &r->conns[started]);
+			if (rc < 0)
+				return rc;
+			pending[npending++] = &r->conns[started++];
 		}
-		int64_t deadline = mono_ns() + (int64_t)(r->o.connect_timeout_s * 1e9);
-		while (!c->connected && !c->refused) {
-			rc = mosquitto_loop(c->mosq, 50, 1);
-			if (rc != MOSQ_ERR_SUCCESS || mono_ns() > deadline || atomic_load(&g_stop)) {
-				LOG_ERROR(SUB, "msg=\"no CONNACK\" conn=%d err=\"%s\"", i,
-					  rc ? mosquitto_strerror(rc) : "timeout");
+		for (int i = 0; i < npending; i++) {
+			pfd[i].fd = mosquitto_socket(pending[i]->mosq);
+			pfd[i].events = POLLIN | (mosquitto_want_write(pending[i]->mosq) ? POLLOUT : 0);
+			pfd[i].revents = 0;
+		}
+		if (poll(pfd, (nfds_t)npending, 5) < 0 && errno != EINTR)
+			return TG_EIO;
+		for (int i = 0; i < npending;) {
+			struct conn *c = pending[i];
+			int rc = pfd[i].fd >= 0 ? conn_drive(c, pfd[i].revents) : MOSQ_ERR_NO_CONN;
+			if (c->refused)
+				return TG_EPERM; /* cb_connect logged the reason */
+			if (rc != MOSQ_ERR_SUCCESS) {
+				LOG_ERROR(SUB, "msg=\"no CONNACK\" conn=%d thing=%s err=\"%s\"", c->index,
+					  c->things[0]->gen.name, mosquitto_strerror(rc));
 				return TG_ENET;
 			}
+			if (c->connected) { /* swap-remove; pfd follows so the indexes stay paired */
+				pending[i] = pending[--npending];
+				pfd[i] = pfd[npending];
+				done++;
+				continue;
+			}
+			i++;
 		}
-		if (c->refused)
-			return TG_EPERM;
+		if (done < r->nconns && (mono_ns() > deadline || atomic_load(&g_stop))) {
+			LOG_ERROR(SUB, "msg=\"timed out waiting for CONNACKs\" connected=%d of=%d", done,
+				  r->nconns);
+			return TG_ENET;
+		}
 	}
 	return 0;
 }
@@ -394,6 +452,29 @@ static void try_reconnect(struct worker *w, struct conn *c, int64_t now)
 	c->retry_at_ns = now + 2000000000;
 }
 
+/* A connection that was refused on reconnect, or has been down for longer than the drain
+ * timeout, stops sending (its unsent messages show up as not_sent); one whose --duration
+ * is over stops too. What it has in flight is still awaited until the drain deadline. */
+static void give_up_if_hopeless(struct worker *w, struct conn *c, int64_t now)
+{
+	const struct run *r = w->run;
+	if (c->unfinished == 0)
+		return;
+	int over = r->o.duration_s > 0 && now - r->start_ns >= (int64_t)(r->o.duration_s * 1e9);
+	int hopeless = c->refused ||
+		       (c->down_since_ns && now - c->down_since_ns > (int64_t)(r->o.drain_timeout_s * 1e9));
+	if (hopeless)
+		LOG_ERROR(SUB, "msg=\"giving up on connection\" conn=%d refused=%d", c->index, c->refused);
+	if (hopeless || over)
+		c->unfinished = 0;
+	if (c->refused) {
+		/* Nothing will ever acknowledge these. */
+		w->c.failed += c->outstanding;
+		w->c.failed_unacked += c->outstanding;
+		c->outstanding = 0;
+	}
+}
+
 static int worker_busy(const struct worker *w)
 {
 	for (int i = 0; i < w->nconns; i++)
@@ -424,6 +505,7 @@ static void *worker_main(void *arg)
 		for (int i = 0; i < w->nconns; i++) {
 			struct conn *c = w->conns[i];
 			if (!c->connected) {
+				give_up_if_hopeless(w, c, now);
 				if (c->unfinished > 0 || c->outstanding > 0)
 					try_reconnect(w, c, now);
 				continue;
@@ -464,15 +546,8 @@ static void *worker_main(void *arg)
 			w->rc = TG_EIO;
 			break;
 		}
-		for (int p = 0; p < np; p++) {
-			struct conn *c = w->conns[pidx[p]];
-			if (pfd[p].revents & (POLLIN | POLLERR | POLLHUP))
-				mosquitto_loop_read(c->mosq, 1);
-			if (mosquitto_socket(c->mosq) >= 0 && mosquitto_want_write(c->mosq))
-				mosquitto_loop_write(c->mosq, 1);
-			if (mosquitto_socket(c->mosq) >= 0)
-				mosquitto_loop_misc(c->mosq);
-		}
+		for (int p = 0; p < np; p++)
+			conn_drive(w->conns[pidx[p]], pfd[p].revents); /* errors surface as disconnects */
 	}
 	/* Whatever is still unacknowledged now is lost to us: count it, never hide it. */
 	for (int i = 0; i < w->nconns; i++) {
@@ -482,9 +557,14 @@ static void *worker_main(void *arg)
 		c->outstanding = 0;
 		c->closing = 1;
 		if (c->connected) {
+			/* DISCONNECT goes out at once; then read until the broker closes (at most
+			 * 200 ms), so our close is not a reset of a half-read connection. */
 			mosquitto_disconnect_v5(c->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
-			for (int k = 0; k < 20 && mosquitto_socket(c->mosq) >= 0; k++)
-				mosquitto_loop(c->mosq, 10, 1);
+			for (int k = 0; k < 20 && mosquitto_socket(c->mosq) >= 0; k++) {
+				struct pollfd one = {.fd = mosquitto_socket(c->mosq), .events = POLLIN};
+				if (poll(&one, 1, 10) > 0 && conn_drive(c, one.revents) != MOSQ_ERR_SUCCESS)
+					break;
+			}
 		}
 	}
 out:
@@ -513,6 +593,7 @@ static void merge(struct counters *a, const struct counters *b)
 	a->anomaly += b->anomaly;
 	a->stuck += b->stuck;
 	a->reconnects += b->reconnects;
+	a->not_sent += b->not_sent;
 }
 
 static int write_summary_json(const struct run *r, const struct counters *k, double elapsed,
@@ -537,6 +618,7 @@ static int write_summary_json(const struct run *r, const struct counters *k, dou
 	json_object_set_new(root, "threads", json_integer(r->nworkers));
 	json_object_set_new(root, "seed", json_integer((json_int_t)r->o.seed));
 	json_object_set_new(root, "reconnects", json_integer((json_int_t)k->reconnects));
+	json_object_set_new(root, "not_sent", json_integer((json_int_t)k->not_sent));
 	json_object_set_new(root, "acked_no_subscribers",
 			    json_integer((json_int_t)k->acked_no_subscribers));
 	json_object_set_new(root, "exit_code", json_integer(exit_code));
@@ -599,6 +681,21 @@ static void run_free(struct run *r)
 	if (r->hostile_log)
 		fclose(r->hostile_log);
 	sim_opts_free(&r->o);
+}
+
+/* Each libmosquitto client holds a socket and a socket pair (3 descriptors), so a few
+ * hundred per-thing connections exceed the usual soft limit of 1024: raise it to the hard
+ * limit when that is needed. */
+static void raise_fd_limit(int nconns)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)nconns * 3 + 64;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		LOG_WARN(SUB, "msg=\"file descriptor limit may be too low\" limit=%llu needed=%llu",
+			 (unsigned long long)rl.rlim_cur, (unsigned long long)want);
 }
 
 /* Things, connections and workers, all wired up (no network yet). */
@@ -687,6 +784,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "device_sim: out of memory\n");
 		goto out;
 	}
+	raise_fd_limit(r.nconns);
 	if (r.o.hostile_log && !(r.hostile_log = fopen(r.o.hostile_log, "w"))) {
 		fprintf(stderr, "device_sim: cannot open %s: %s\n", r.o.hostile_log, strerror(errno));
 		goto out;
@@ -719,14 +817,20 @@ int main(int argc, char **argv)
 		merge(&total, &r.workers[i].c);
 		worker_failed |= r.workers[i].rc != 0;
 	}
+	if (r.o.count && r.o.duration_s <= 0 && !atomic_load(&g_stop))
+		for (int i = 0; i < r.o.things; i++)
+			total.not_sent += r.o.count - r.things[i].slots;
 	double elapsed = (double)(mono_ns() - r.start_ns) / 1e9;
 	double rate = elapsed > 0 ? (double)total.acked / elapsed : 0;
-	exit_code = worker_failed ? 1 : (total.failed ? 4 : 0);
+	exit_code = worker_failed ? 1 : (total.failed || total.not_sent ? 4 : 0);
 	if (r.hostile_log)
 		fflush(r.hostile_log);
 	printf("device_sim: sent=%" PRIu64 " acked=%" PRIu64 " failed=%" PRIu64 " hostile=%" PRIu64
 	       " elapsed=%.3f rate=%.1f/s\n",
 	       total.sent, total.acked, total.failed, total.hostile, elapsed, rate);
+	if (total.not_sent)
+		fprintf(stderr, "device_sim: %" PRIu64 " messages were never sent (connection given up)\n",
+			total.not_sent);
 	fflush(stdout);
 	if (r.o.summary_json && write_summary_json(&r, &total, elapsed, rate, exit_code) < 0) {
 		fprintf(stderr, "device_sim: cannot write %s\n", r.o.summary_json);

@@ -99,6 +99,9 @@ typedef struct tg_config {
 	char *schemas_dir;
 	int rules_watch;
 	char *quarantine_topic; /* republish prefix for rejects, "" = off */
+	char *aggregates_file;
+	int64_t dedupe_window_ms, dedupe_per_thing, dedupe_max_things;
+	int enrich;
 	/* [outbox] */
 	char *outbox_path;
 	int64_t commit_interval_ms;

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "err.h"
@@ -49,26 +51,121 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
 		forwarder_notify(d->fw);
 }
 
+/* Compile the rules folder; on success swap it in. On failure keep the running set and
+ * log every error with file:line:col. Returns 0 or the error code. */
+static int load_rules(tg_daemon *d, int initial)
+{
+	if (!d->cfg->rules_dir || !*d->cfg->rules_dir)
+		return 0;
+	rules_env env = {.sink_names = d->sink_names};
+	char errbuf[8192] = "";
+	rules_set *rs = rules_load_dir(d->cfg->rules_dir, &env, errbuf, sizeof errbuf);
+	if (!rs) {
+		if (!initial)
+			atomic_fetch_add(&d->reload_failures, 1);
+		for (char *save = NULL, *line = strtok_r(errbuf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			LOG_ERROR("rules", "msg=\"%s\" error=\"%s\"",
+				  initial ? "invalid rule set, not starting" : "invalid rule set, keeping the previous one", line);
+		return TG_EPARSE;
+	}
+	if (d->ig)
+		ingest_set_rules(d->ig, rs);
+	rules_set_free(d->rules);
+	d->rules = rs;
+	if (!initial)
+		atomic_fetch_add(&d->reloads, 1);
+	LOG_INFO("rules", "msg=\"rules %s\" dir=%s rules=%zu", initial ? "loaded" : "reloaded", d->cfg->rules_dir,
+		 rules_count(rs));
+	return 0;
+}
+
+static int load_schemas(tg_daemon *d, int initial)
+{
+	if (!d->cfg->schemas_dir || !*d->cfg->schemas_dir)
+		return 0;
+	char errbuf[8192] = "";
+	schema_set *ss = schema_load_dir(d->cfg->schemas_dir, errbuf, sizeof errbuf);
+	if (!ss) {
+		if (!initial)
+			atomic_fetch_add(&d->reload_failures, 1);
+		for (char *save = NULL, *line = strtok_r(errbuf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			LOG_ERROR("schema", "msg=\"%s\" error=\"%s\"",
+				  initial ? "invalid schema set, not starting" : "invalid schema set, keeping the previous one",
+				  line);
+		return TG_EPARSE;
+	}
+	if (d->ig)
+		ingest_set_schemas(d->ig, ss);
+	schema_set_free(d->schemas);
+	d->schemas = ss;
+	LOG_INFO("schema", "msg=\"schemas %s\" dir=%s schemas=%zu", initial ? "loaded" : "reloaded",
+		 d->cfg->schemas_dir, schema_count(ss));
+	return 0;
+}
+
+static void watch_rules(tg_daemon *d)
+{
+	d->inotify_fd = -1;
+	if (!d->cfg->rules_watch || !d->cfg->rules_dir || !*d->cfg->rules_dir)
+		return;
+	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (fd < 0 || inotify_add_watch(fd, d->cfg->rules_dir,
+					IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CREATE) < 0) {
+		LOG_WARN("rules", "msg=\"cannot watch rules folder; SIGHUP still reloads\" dir=%s err=\"%s\"",
+			 d->cfg->rules_dir, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	d->inotify_fd = fd;
+}
+
+/* Drain inotify events; schedule a reload shortly after the last change, so an editor's
+ * write-rename-chmod sequence or a copied folder is compiled once, complete. */
+static void check_watch(tg_daemon *d, int64_t now)
+{
+	if (d->inotify_fd < 0)
+		return;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	int changed = 0;
+	while (read(d->inotify_fd, buf, sizeof buf) > 0)
+		changed = 1;
+	if (changed)
+		d->reload_due_ms = now + 200;
+	if (d->reload_due_ms && now >= d->reload_due_ms) {
+		d->reload_due_ms = 0;
+		LOG_INFO("rules", "msg=\"rules folder changed\"");
+		load_rules(d, 0);
+	}
+}
+
 static void teardown(tg_daemon *d)
 {
+	http_stop(d->http);
+	d->http = NULL;
 	if (d->br)
 		broker_disconnect(d->br, 1000);
+	ingest_free(d->ig); /* emits open aggregate windows into the outbox */
+	d->ig = NULL;
 	if (d->ob && outbox_commit(d->ob) < 0)
 		LOG_ERROR("daemon", "msg=\"final outbox commit failed\"");
 	if (d->fw) {
 		forwarder_notify(d->fw);
 		forwarder_stop(d->fw, SHUTDOWN_DRAIN_MS);
 	}
-	http_stop(d->http);
-	ingest_free(d->ig);
 	broker_free(d->br);
 	outbox_close(d->ob);
+	rules_set_free(d->rules);
+	schema_set_free(d->schemas);
+	if (d->inotify_fd >= 0)
+		close(d->inotify_fd);
+	free(d->sink_names);
 	config_free(d->cfg);
 }
 
 int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
 {
-	tg_daemon d = {0};
+	tg_daemon d = {.inotify_fd = -1};
 	char err[1024];
 	int code = 1;
 	d.started_ms = wall_ms();
@@ -77,6 +174,12 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		return 2;
 	}
 	tg_log_init((enum tg_log_level)tg_log_level_parse(d.cfg->log_level));
+	if (!(d.sink_names = calloc(d.cfg->nsinks + 1, sizeof *d.sink_names)))
+		goto out;
+	for (size_t i = 0; i < d.cfg->nsinks; i++)
+		d.sink_names[i] = d.cfg->sinks[i].name;
+	if (load_rules(&d, 1) || load_schemas(&d, 1))
+		goto out;
 	if (mkdir_p(d.cfg->data_dir)) {
 		LOG_ERROR("daemon", "msg=\"cannot create data_dir\" path=%s err=\"%s\"", d.cfg->data_dir, strerror(errno));
 		goto out;
@@ -105,6 +208,9 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		LOG_ERROR("daemon", "msg=\"ingest\" err=\"%s\"", err);
 		goto out;
 	}
+	ingest_set_rules(d.ig, d.rules);
+	ingest_set_schemas(d.ig, d.schemas);
+	watch_rules(&d);
 	if (d.cfg->http_port > 0 &&
 	    !(d.http = http_start(d.cfg->http_bind, (int)d.cfg->http_port, metrics_render, &d, err, sizeof err))) {
 		LOG_ERROR("daemon", "msg=\"ops http\" err=\"%s\"", err);
@@ -115,17 +221,20 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		 config_path, d.cfg->outbox_path, d.cfg->nsinks, d.http ? http_port(d.http) : 0);
 
 	while (!*stop) {
+		int64_t now = wall_ms();
 		if (*reload) {
 			*reload = 0;
-			d.reloads++;
-			LOG_INFO("daemon", "msg=\"reload requested\"");
+			LOG_INFO("daemon", "msg=\"SIGHUP: reloading rules and schemas\"");
+			load_rules(&d, 0);
+			load_schemas(&d, 0);
 		}
-		int64_t now = wall_ms();
+		check_watch(&d, now);
 		int64_t wait = outbox_next_deadline(d.ob, now);
 		if (wait > 100)
 			wait = 100;
 		broker_loop(d.br, (int)wait, now);
 		now = wall_ms();
+		ingest_tick(d.ig, now);
 		int c = outbox_tick(d.ob, now);
 		if (c > 0)
 			forwarder_notify(d.fw);

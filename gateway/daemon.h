@@ -19,6 +19,8 @@
 #include "http.h"
 #include "ingest.h"
 #include "outbox.h"
+#include "rules/rules.h"
+#include "schema.h"
 
 typedef struct tg_daemon {
 	tg_config *cfg;
@@ -27,8 +29,13 @@ typedef struct tg_daemon {
 	broker *br;
 	ingest *ig;
 	http_server *http;
+	rules_set *rules;        /* active set, swapped on reload */
+	schema_set *schemas;     /* active set, swapped on reload */
+	const char **sink_names; /* NULL-terminated, for rules_env */
+	int inotify_fd;          /* -1 when not watching */
+	int64_t reload_due_ms;   /* debounced file-change reload, 0 = none */
 	int64_t started_ms;
-	uint64_t reloads, reload_failures;
+	_Atomic uint64_t reloads, reload_failures;
 } tg_daemon;
 
 /* Run until *stop is set. *reload (SIGHUP) reloads rules. Returns a process exit code. */

@@ -1,6 +1,6 @@
 /*
  * ingest.c — see ingest.h. Runs on the broker's loop thread; everything here is
- * synchronous and allocation is limited to the JSON the record needs.
+ * synchronous and allocation is limited to the JSON the records need.
  */
 #include "ingest.h"
 
@@ -10,115 +10,113 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "aggregate.h"
+#include "alerts.h"
+#include "dedupe.h"
 #include "err.h"
 #include "log.h"
 
 #define IDENTITY_PROPERTY "tidegate-thing"
+#define QUARANTINE_KEEP_BYTES 4096
+#define MAX_PENDING_WINDOWS 4096
 
 struct ingest {
 	const tg_config *cfg;
 	outbox *ob;
 	broker *br;
-	ingest_stats st;
 	const char *const *default_sinks;
 	size_t ndefault;
+	const rules_set *rules;
+	const schema_set *schemas;
+	dedupe *dd;
+	aggregate_set *agg;
+	alerts *al;
+	json_t *(*registry_lookup)(void *ud, const char *thing);
+	void *registry_ud;
+	schema_limits limits;
+	schema_stats sst;
+	ingest_stats st;
+	ingest_rule_stats rst;
+	/* context of the message being processed, for action and emit callbacks */
+	int64_t now_ms;
+	const char *thing;
+	const char *alert_topic;
+	/* closed aggregate windows waiting to re-enter (the emit callback may not recurse) */
+	json_t *pending_windows;
+	int64_t last_tick_ms;
 };
 
-static const char *const reason_names[INGEST_R_COUNT] = {
-	"too_large", "invalid_utf8", "bad_json", "not_object", "too_deep", "bad_topic",
-};
-
-const char *ingest_reason_name(ingest_reason r) { return r < INGEST_R_COUNT ? reason_names[r] : "unknown"; }
+static int on_alert(void *ud, const alerts_event *ev);
+static int on_window(void *ud, const aggregate_window *w);
 
 ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size_t errlen)
 {
 	ingest *ig = calloc(1, sizeof *ig);
-	if (!ig) {
+	char why[1024];
+	if (!ig || !(ig->pending_windows = json_array())) {
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
-		return NULL;
+		goto fail;
 	}
 	ig->cfg = cfg;
 	ig->ob = ob;
 	ig->br = br;
 	ig->default_sinks = (const char *const *)cfg->default_sink_list;
 	ig->ndefault = cfg->ndefault_sinks;
+	ig->limits.max_bytes = (size_t)cfg->max_payload;
+	ig->limits.max_depth = (int)cfg->max_depth;
+	if (cfg->dedupe_window_ms > 0) {
+		dedupe_conf dc = {.window_ms = cfg->dedupe_window_ms,
+				  .per_thing = (size_t)cfg->dedupe_per_thing,
+				  .max_things = (size_t)cfg->dedupe_max_things};
+		if (!(ig->dd = dedupe_new(&dc, why, sizeof why))) {
+			tg_seterr(err, errlen, TG_EINVAL, "%s: [ingest] dedupe: %s", cfg->path, why);
+			goto fail;
+		}
+	}
+	if (cfg->aggregates_file && *cfg->aggregates_file &&
+	    !(ig->agg = aggregate_load_file(cfg->aggregates_file, on_window, ig, why, sizeof why))) {
+		tg_seterr(err, errlen, TG_EPARSE, "%s", why);
+		goto fail;
+	}
+	char alerts_db[4096];
+	snprintf(alerts_db, sizeof alerts_db, "%s/alerts.db", cfg->data_dir);
+	alerts_conf ac = {.db_path = alerts_db, .emit = on_alert, .ud = ig};
+	if (!(ig->al = alerts_open(&ac, why, sizeof why))) {
+		tg_seterr(err, errlen, TG_EDB, "alert state %s: %s", alerts_db, why);
+		goto fail;
+	}
 	return ig;
+fail:
+	ingest_free(ig);
+	return NULL;
 }
 
-void ingest_free(ingest *ig) { free(ig); }
+void ingest_free(ingest *ig)
+{
+	if (!ig)
+		return;
+	if (ig->agg) {
+		/* a clean stop emits the open windows: they are complete up to now */
+		aggregate_flush(ig->agg);
+		ingest_tick(ig, 0);
+		aggregate_free(ig->agg);
+	}
+	alerts_close(ig->al);
+	dedupe_free(ig->dd);
+	json_decref(ig->pending_windows);
+	free(ig);
+}
+
 ingest_stats *ingest_stats_of(ingest *ig) { return &ig->st; }
+ingest_rule_stats *ingest_rule_stats_of(ingest *ig) { return &ig->rst; }
+void ingest_set_rules(ingest *ig, const rules_set *rs) { ig->rules = rs; }
+void ingest_set_schemas(ingest *ig, const schema_set *ss) { ig->schemas = ss; }
 
-int ingest_utf8_valid(const unsigned char *s, size_t n)
+void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thing), void *ud)
 {
-	size_t i = 0;
-	while (i < n) {
-		unsigned char c = s[i];
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t len;
-		uint32_t cp;
-		if ((c & 0xE0) == 0xC0) {
-			len = 2;
-			cp = c & 0x1F;
-		} else if ((c & 0xF0) == 0xE0) {
-			len = 3;
-			cp = c & 0x0F;
-		} else if ((c & 0xF8) == 0xF0) {
-			len = 4;
-			cp = c & 0x07;
-		} else {
-			return 0;
-		}
-		if (i + len > n)
-			return 0;
-		for (size_t k = 1; k < len; k++) {
-			if ((s[i + k] & 0xC0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (s[i + k] & 0x3F);
-		}
-		/* overlong forms, surrogates, beyond U+10FFFF */
-		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-		    (cp >= 0xD800 && cp <= 0xDFFF))
-			return 0;
-		i += len;
-	}
-	return 1;
-}
-
-int ingest_json_depth(const char *s, size_t n)
-{
-	int depth = 0, max = 0, in_str = 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (in_str) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_str = 0;
-			continue;
-		}
-		if (c == '"')
-			in_str = 1;
-		else if (c == '{' || c == '[') {
-			if (++depth > max)
-				max = depth;
-		} else if (c == '}' || c == ']')
-			depth--;
-	}
-	return max;
-}
-
-void ingest_rfc3339_ms(int64_t ms, char *buf, size_t len)
-{
-	time_t secs = (time_t)(ms / 1000);
-	struct tm tm;
-	gmtime_r(&secs, &tm);
-	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-		 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+	ig->registry_lookup = lookup;
+	ig->registry_ud = ud;
 }
 
 /* The authenticated thing: the identity property the broker plugin stamps, else the
@@ -160,14 +158,12 @@ static const char *table_of(const char *topic)
 	return last && last[1] ? last + 1 : topic;
 }
 
-static int quarantine(ingest *ig, const char *thing, const char *topic, ingest_reason why, const char *field,
+static int quarantine(ingest *ig, const char *thing, const char *topic, const char *reason, const char *field,
 		      const char *detail, const void *payload, size_t len, int64_t now_ms)
 {
-	const char *reason = ingest_reason_name(why);
 	atomic_fetch_add(&ig->st.quarantined, 1);
-	atomic_fetch_add(&ig->st.by_reason[why], 1);
-	LOG_DEBUG("ingest", "msg=quarantined thing=%s topic=%s reason=%s detail=\"%s\"", thing, topic, reason,
-		  detail ? detail : "");
+	LOG_DEBUG("ingest", "msg=quarantined thing=%s topic=%s reason=%s field=%s detail=\"%s\"", thing, topic, reason,
+		  field ? field : "", detail ? detail : "");
 	int rc = outbox_quarantine(ig->ob, now_ms, thing, topic, reason, field, detail, payload, len);
 	if (rc)
 		return rc;
@@ -175,22 +171,23 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, ingest_r
 	if (!q)
 		return TG_ENOMEM;
 	char when[32];
-	ingest_rfc3339_ms(now_ms, when, sizeof when);
+	schema_format_rfc3339(now_ms, when, sizeof when);
 	json_object_set_new(q, "thing", json_string(thing));
 	json_object_set_new(q, "topic", json_string(topic));
 	json_object_set_new(q, "received_at", json_string(when));
 	json_object_set_new(q, "reason", json_string(reason));
-	if (field)
+	if (field && *field)
 		json_object_set_new(q, "field", json_string(field));
-	if (detail)
+	if (detail && *detail)
 		json_object_set_new(q, "detail", json_string(detail));
-	/* keep the evidence; the payload is capped so a 16 MiB reject does not bloat the lake */
-	size_t keep = len > 4096 ? 4096 : len;
+	/* keep the evidence, capped so a 16 MiB reject does not bloat the lake */
+	size_t keep = len > QUARANTINE_KEEP_BYTES ? QUARANTINE_KEEP_BYTES : len;
 	json_object_set_new(q, "payload_bytes", json_integer((json_int_t)len));
-	if (why != INGEST_R_INVALID_UTF8 && ingest_utf8_valid(payload, keep))
-		json_object_set_new(q, "payload", json_stringn(payload, keep));
-	else {
-		char hex[8193];
+	json_t *text = json_stringn(payload, keep); /* NULL when not valid UTF-8 */
+	if (text) {
+		json_object_set_new(q, "payload", text);
+	} else {
+		char hex[2 * QUARANTINE_KEEP_BYTES + 1];
 		for (size_t i = 0; i < keep; i++)
 			snprintf(hex + 2 * i, 3, "%02x", ((const unsigned char *)payload)[i]);
 		hex[2 * keep] = '\0';
@@ -202,56 +199,150 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, ingest_r
 	if (rc == 0 && ig->cfg->quarantine_topic && *ig->cfg->quarantine_topic) {
 		char t[512];
 		snprintf(t, sizeof t, "%s/%s", ig->cfg->quarantine_topic, thing);
-		char *text = json_dumps(q, JSON_COMPACT);
-		if (text) {
-			broker_publish(ig->br, t, text, strlen(text), 0, 0);
-			free(text);
+		char *s = json_dumps(q, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		if (s) {
+			broker_publish(ig->br, t, s, strlen(s), 0, 0);
+			free(s);
 		}
 	}
 	json_decref(q);
 	return rc == TG_EFULL ? 0 : rc;
 }
 
-int ingest_message(ingest *ig, const char *topic, const void *payload, size_t len, int qos,
-		   const struct mqtt5__property *props, int64_t now_ms)
+/* ---- alerts and aggregates ------------------------------------------------------------ */
+
+static int on_alert(void *ud, const alerts_event *ev)
 {
-	atomic_fetch_add(&ig->st.received, 1);
-	char thing[256];
-	if (thing_of(topic, (const mosquitto_property *)props, thing, sizeof thing))
-		return quarantine(ig, "unknown", topic, INGEST_R_BAD_TOPIC, NULL, "topic has no thing segment", payload, len,
-				  now_ms);
-	char detail[256];
-	if ((int64_t)len > ig->cfg->max_payload) {
-		snprintf(detail, sizeof detail, "payload is %zu bytes, the limit is %" PRId64, len, ig->cfg->max_payload);
-		return quarantine(ig, thing, topic, INGEST_R_TOO_LARGE, NULL, detail, payload, len, now_ms);
+	ingest *ig = ud;
+	char topic[512];
+	if (ig->alert_topic && *ig->alert_topic)
+		snprintf(topic, sizeof topic, "%s", ig->alert_topic);
+	else
+		snprintf(topic, sizeof topic, "alerts/%s/%s", ev->thing, ev->alert);
+	char *text = json_dumps(ev->json, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	if (!text)
+		return TG_ENOMEM;
+	/* the broker copy is best effort (not connected: the outbox copy still goes upstream) */
+	if (broker_publish(ig->br, topic, text, strlen(text), 1, 0) == 0)
+		atomic_fetch_add(&ig->rst.republished, 1);
+	free(text);
+	json_t *rec = json_copy(ev->json);
+	if (!rec)
+		return TG_ENOMEM;
+	int rc = 0;
+	if (ig->ndefault)
+		rc = outbox_append(ig->ob, ig->default_sinks, ig->ndefault, OUTBOX_PRIO_ALERT, "alerts", ev->thing, ig->now_ms,
+				   rec, NULL);
+	json_decref(rec);
+	if (ev->state == ALERTS_STATE_RAISED)
+		atomic_fetch_add(&ig->st.alerts_raised, 1);
+	else
+		atomic_fetch_add(&ig->st.alerts_cleared, 1);
+	LOG_INFO("alerts", "msg=\"alert %s\" alert=%s rule=%s thing=%s severity=%s",
+		 ev->state == ALERTS_STATE_RAISED ? "raised" : "cleared", ev->alert, ev->rule, ev->thing, ev->severity);
+	return rc;
+}
+
+static int on_window(void *ud, const aggregate_window *w)
+{
+	ingest *ig = ud;
+	if (json_array_size(ig->pending_windows) >= MAX_PENDING_WINDOWS)
+		return TG_EFULL;
+	json_t *item = json_pack("{s:s, s:O}", "thing", w->thing, "json", w->json);
+	if (!item)
+		return TG_ENOMEM;
+	return json_array_append_new(ig->pending_windows, item) ? TG_ENOMEM : 0;
+}
+
+/* ---- rules ---------------------------------------------------------------------------- */
+
+/* The side effects of rule actions. Everything goes into the same group commit as the
+ * record itself, so a message and what its rules routed are accepted together. */
+static int on_action(void *ud, const rules_action_out *a, char *err, size_t errlen);
+
+typedef struct action_ctx {
+	ingest *ig;
+	const tg_msg *m;
+} action_ctx;
+
+static int on_action(void *ud, const rules_action_out *a, char *err, size_t errlen)
+{
+	action_ctx *ac = ud;
+	ingest *ig = ac->ig;
+	switch (a->kind) {
+	case RULES_ACT_REPUBLISH: {
+		char *text = json_dumps(a->payload, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		if (!text)
+			return tg_seterr(err, errlen, TG_ENOMEM, "cannot serialise the payload");
+		int rc = broker_publish(ig->br, a->topic, text, strlen(text), a->qos, 0);
+		free(text);
+		if (rc) {
+			atomic_fetch_add(&ig->rst.republish_errors, 1);
+			return tg_seterr(err, errlen, rc, "republish to %s failed: not connected to the broker", a->topic);
+		}
+		atomic_fetch_add(&ig->rst.republished, 1);
+		return 0;
 	}
-	if (!ingest_utf8_valid(payload, len))
-		return quarantine(ig, thing, topic, INGEST_R_INVALID_UTF8, NULL, "payload is not valid UTF-8", payload, len,
-				  now_ms);
-	int depth = ingest_json_depth(payload, len);
-	if (depth > ig->cfg->max_depth) {
-		snprintf(detail, sizeof detail, "JSON nesting depth %d exceeds %" PRId64, depth, ig->cfg->max_depth);
-		return quarantine(ig, thing, topic, INGEST_R_TOO_DEEP, NULL, detail, payload, len, now_ms);
+	case RULES_ACT_SINK: {
+		/* the engine's payload is borrowed: add msg_id to a shallow copy */
+		json_t *rec = json_copy(a->payload);
+		if (!rec)
+			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		const char *sinks[] = {a->sink};
+		int rc = outbox_append(ig->ob, sinks, 1, OUTBOX_PRIO_BULK, a->table ? a->table : "telemetry",
+				       a->pkey && *a->pkey ? a->pkey : ig->thing, ig->now_ms, rec, NULL);
+		json_decref(rec);
+		if (rc)
+			return tg_seterr(err, errlen, rc, "outbox append for sink %s failed: %s", a->sink, tg_strerror(rc));
+		atomic_fetch_add(&ig->rst.sink_appends, 1);
+		return 0;
 	}
-	json_error_t jerr;
-	json_t *obj = json_loadb(payload, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-	if (!obj) {
-		snprintf(detail, sizeof detail, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
-		return quarantine(ig, thing, topic, INGEST_R_BAD_JSON, NULL, detail, payload, len, now_ms);
+	case RULES_ACT_ALERT: {
+		ig->alert_topic = a->topic; /* expanded by the engine, default alerts/<clientid>/<name> */
+		int rc = alerts_on_action(ig->al, a, ac->m, ig->now_ms);
+		ig->alert_topic = NULL;
+		if (rc == ALERTS_SUPPRESSED)
+			atomic_fetch_add(&ig->st.alerts_suppressed, 1);
+		if (rc < 0 && rc != TG_EDB)
+			return tg_seterr(err, errlen, rc, "alert %s: %s", a->alert_name ? a->alert_name : "?", tg_strerror(rc));
+		return 0;
 	}
-	if (!json_is_object(obj)) {
-		json_decref(obj);
-		return quarantine(ig, thing, topic, INGEST_R_NOT_OBJECT, NULL, "payload is JSON but not an object", payload,
-				  len, now_ms);
+	default:
+		return tg_seterr(err, errlen, TG_EUNSUPPORTED, "%s actions are not available in this daemon",
+				 a->kind == RULES_ACT_WEBHOOK ? "webhook" : "unknown");
 	}
+}
+
+static void run_rules(ingest *ig, const tg_msg *m)
+{
+	if (!ig->rules)
+		return;
+	action_ctx ac = {ig, m};
+	rules_stats st = {0};
+	rules_eval(ig->rules, m, on_action, &ac, &st);
+	atomic_fetch_add(&ig->rst.evaluated, st.evaluated);
+	atomic_fetch_add(&ig->rst.matched, st.matched);
+	atomic_fetch_add(&ig->rst.actions, st.actions);
+	atomic_fetch_add(&ig->rst.action_errors, st.action_errors);
+	atomic_fetch_add(&ig->rst.eval_errors, st.eval_errors);
+}
+
+/* Rules, aggregates, then the record itself to the default sinks. obj is borrowed and gets
+ * the gateway's fields added. */
+static int accept(ingest *ig, const tg_msg *m, json_t *obj, int prio, const char *table)
+{
+	ig->now_ms = m->received_ms;
+	ig->thing = m->thing;
+	/* rules see the device's (normalised) payload, before the gateway adds its fields */
+	run_rules(ig, m);
+	if (ig->agg && prio == OUTBOX_PRIO_BULK)
+		aggregate_add(ig->agg, m->topic, m->thing, obj, m->received_ms, m->received_ms);
 	char when[32];
-	ingest_rfc3339_ms(now_ms, when, sizeof when);
-	json_object_set_new(obj, "thing", json_string(thing));
-	json_object_set_new(obj, "topic", json_string(topic));
+	schema_format_rfc3339(m->received_ms, when, sizeof when);
+	json_object_set_new(obj, "thing", json_string(m->thing));
+	json_object_set_new(obj, "topic", json_string(m->topic));
 	json_object_set_new(obj, "received_at", json_string(when));
-	int rc = outbox_append(ig->ob, ig->default_sinks, ig->ndefault, OUTBOX_PRIO_BULK, table_of(topic), thing, now_ms,
-			       obj, NULL);
-	json_decref(obj);
+	int rc = outbox_append(ig->ob, ig->default_sinks, ig->ndefault, prio, table, m->thing, m->received_ms, obj, NULL);
 	if (rc == TG_EFULL) {
 		atomic_fetch_add(&ig->st.rejected_full, 1);
 		return 0;
@@ -262,4 +353,107 @@ int ingest_message(ingest *ig, const char *topic, const void *payload, size_t le
 	}
 	atomic_fetch_add(&ig->st.accepted, 1);
 	return 0;
+}
+
+/* Closed aggregate windows re-enter as messages on aggregates/<thing>. */
+static void drain_windows(ingest *ig, int64_t now_ms)
+{
+	while (json_array_size(ig->pending_windows) > 0) {
+		json_t *item = json_incref(json_array_get(ig->pending_windows, 0));
+		json_array_remove(ig->pending_windows, 0);
+		const char *thing = json_string_value(json_object_get(item, "thing"));
+		json_t *obj = json_object_get(item, "json");
+		char topic[512];
+		snprintf(topic, sizeof topic, "aggregates/%s", thing);
+		char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		if (text) {
+			broker_publish(ig->br, topic, text, strlen(text), 0, 0);
+			tg_msg m = {.topic = topic, .thing = thing, .client_id = thing, .principal = thing,
+				    .payload = text, .payloadlen = strlen(text), .json = obj,
+				    .received_ms = now_ms ? now_ms : ig->now_ms};
+			if (accept(ig, &m, obj, OUTBOX_PRIO_AGGREGATE, "aggregates") == 0)
+				atomic_fetch_add(&ig->st.aggregates_emitted, 1);
+			free(text);
+		}
+		json_decref(item);
+	}
+}
+
+void ingest_tick(ingest *ig, int64_t now_ms)
+{
+	if (!ig->agg)
+		return;
+	if (now_ms && now_ms - ig->last_tick_ms < 1000)
+		return;
+	if (now_ms) {
+		ig->last_tick_ms = now_ms;
+		aggregate_tick(ig->agg, now_ms);
+	}
+	drain_windows(ig, now_ms);
+}
+
+/* Event time of a normalised record: its integer ts, else none. */
+static int event_ts(const json_t *obj, int64_t *ts)
+{
+	json_t *t = json_object_get(obj, "ts");
+	if (!json_is_integer(t))
+		return 0;
+	*ts = (int64_t)json_integer_value(t);
+	return 1;
+}
+
+int ingest_message(ingest *ig, const char *topic, const void *payload, size_t len, int qos,
+		   const struct mqtt5__property *props, int64_t now_ms)
+{
+	atomic_fetch_add(&ig->st.received, 1);
+	char thing[256];
+	if (thing_of(topic, (const mosquitto_property *)props, thing, sizeof thing)) {
+		atomic_fetch_add(&ig->st.bad_topic, 1);
+		return quarantine(ig, "unknown", topic, "bad_topic", NULL, "topic has no thing segment", payload, len, now_ms);
+	}
+	schema_reject why = {0};
+	json_t *obj = schema_parse_payload(payload, len, &ig->limits, &why, NULL);
+	if (!obj) {
+		atomic_fetch_add(&ig->st.by_reason[why.reason], 1);
+		return quarantine(ig, thing, topic, schema_reason_name(why.reason), why.field, why.text, payload, len, now_ms);
+	}
+	int rc;
+	if (ig->schemas) {
+		rc = schema_apply(ig->schemas, topic, obj, now_ms, &why, &ig->sst);
+		if (rc == TG_EINVAL) {
+			json_decref(obj);
+			atomic_fetch_add(&ig->st.by_reason[why.reason], 1);
+			return quarantine(ig, thing, topic, schema_reason_name(why.reason), why.field, why.text, payload, len,
+					  now_ms);
+		}
+		if (rc < 0) {
+			json_decref(obj);
+			atomic_fetch_add(&ig->st.errors, 1);
+			return rc;
+		}
+	}
+	int64_t ts;
+	if (ig->dd && event_ts(obj, &ts) && dedupe_check(ig->dd, thing, ts, now_ms) == 1) {
+		json_decref(obj);
+		atomic_fetch_add(&ig->st.duplicates, 1);
+		atomic_fetch_add(&ig->st.by_reason[SCHEMA_R_DUPLICATE], 1);
+		char detail[96];
+		snprintf(detail, sizeof detail, "(thing, ts=%" PRId64 ") already seen", ts);
+		return quarantine(ig, thing, topic, schema_reason_name(SCHEMA_R_DUPLICATE), "ts", detail, payload, len,
+				  now_ms);
+	}
+	if (ig->cfg->enrich && ig->registry_lookup) {
+		json_t *attrs = ig->registry_lookup(ig->registry_ud, thing);
+		if (attrs)
+			json_object_set_new(obj, "attributes", attrs);
+	}
+	tg_msg m = {
+		.topic = topic, .thing = thing, .client_id = thing, .principal = thing, .payload = payload,
+		.payloadlen = len, .json = obj, .received_ms = now_ms, .qos = qos, .props = props,
+	};
+	rc = accept(ig, &m, obj, OUTBOX_PRIO_BULK, table_of(topic));
+	json_decref(obj);
+	if (ig->agg && json_array_size(ig->pending_windows))
+		drain_windows(ig, now_ms);
+	return rc;
 }

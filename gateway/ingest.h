@@ -1,13 +1,20 @@
 /*
  * ingest.h — what happens to one message from the broker, on the ingest thread:
- * identity -> size/UTF-8/JSON/depth checks -> record -> outbox (default sink) -> rules.
  *
- * Anything rejected goes to quarantine with a reason: the outbox's quarantine table, the
- * default sink's "quarantine" table (so the lake keeps it) and, if configured, a republish
- * on <quarantine_topic>/<thing>. Nothing is dropped silently.
+ *   identity -> raw checks + parse (size, UTF-8, depth, JSON, object) -> schema (validate,
+ *   normalise) -> dedupe (thing, ts) -> enrichment -> rules (actions, alerts) -> aggregates
+ *   -> record with the gateway's fields -> outbox (default sinks)
+ *
+ * Everything a message causes (its record, rule routes, alerts) is appended to the same
+ * outbox group commit, so it is accepted or not as a whole. Anything rejected goes to
+ * quarantine with a reason: the outbox's quarantine table, the default sinks' "quarantine"
+ * table (so the lake keeps it) and, if configured, a republish on <quarantine_topic>/<thing>.
+ * Nothing is dropped silently. Closed aggregate windows re-enter as messages on
+ * aggregates/<thing>; alerts go out on their topic (QoS 1) and into the outbox at high
+ * priority.
  *
  * Ownership: ingest_new() borrows cfg, the outbox and the broker (the daemon owns them and
- * outlives the ingest object).
+ * outlives the ingest object); it owns the dedupe, aggregate and alert state it creates.
  */
 #ifndef TG_INGEST_H
 #define TG_INGEST_H
@@ -19,39 +26,42 @@
 #include "broker.h"
 #include "config.h"
 #include "outbox.h"
-
-typedef enum {
-	INGEST_R_TOO_LARGE = 0,
-	INGEST_R_INVALID_UTF8,
-	INGEST_R_BAD_JSON,
-	INGEST_R_NOT_OBJECT,
-	INGEST_R_TOO_DEEP,
-	INGEST_R_BAD_TOPIC,
-	INGEST_R_COUNT
-} ingest_reason;
-
-const char *ingest_reason_name(ingest_reason r);
-
-typedef struct ingest_stats {
-	_Atomic uint64_t received, accepted, quarantined, rejected_full, errors;
-	_Atomic uint64_t by_reason[INGEST_R_COUNT];
-} ingest_stats;
+#include "rules/rules.h"
+#include "schema.h"
 
 typedef struct ingest ingest;
 
+/* Counters written by the ingest thread, read by /metrics (atomics). */
+typedef struct ingest_stats {
+	_Atomic uint64_t received, accepted, quarantined, duplicates, rejected_full, errors;
+	_Atomic uint64_t bad_topic;
+	_Atomic uint64_t by_reason[SCHEMA_R__COUNT];
+	_Atomic uint64_t aggregates_emitted, alerts_raised, alerts_cleared, alerts_suppressed;
+} ingest_stats;
+
+typedef struct ingest_rule_stats {
+	_Atomic uint64_t evaluated, matched, actions, action_errors, eval_errors;
+	_Atomic uint64_t republished, republish_errors, sink_appends;
+} ingest_rule_stats;
+
 ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size_t errlen);
-void ingest_free(ingest *ig); /* NULL-safe */
+void ingest_free(ingest *ig); /* flushes open aggregate windows first; NULL-safe */
 ingest_stats *ingest_stats_of(ingest *ig);
+ingest_rule_stats *ingest_rule_stats_of(ingest *ig);
+
+/* Swap the active rule / schema set (borrowed; the daemon owns them and frees the old one
+ * after this returns, which is safe because both run only on the ingest thread). */
+void ingest_set_rules(ingest *ig, const rules_set *rs);
+void ingest_set_schemas(ingest *ig, const schema_set *ss);
+/* Registry lookup for enrichment and get_registry_data (optional). */
+void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thing), void *ud);
 
 /* Process one message. payload is borrowed. Returns 0 (accepted or quarantined) or < 0
  * when the outbox failed (the daemon logs it; the message was not accepted). */
 int ingest_message(ingest *ig, const char *topic, const void *payload, size_t len, int qos,
 		   const struct mqtt5__property *props, int64_t now_ms);
 
-/* Checks on raw bytes, exposed for tests and fuzzing: 0 if fine, else the reason. */
-int ingest_utf8_valid(const unsigned char *s, size_t n);
-int ingest_json_depth(const char *s, size_t n); /* max nesting depth of [ and { outside strings */
-/* "2026-11-25T17:20:01.123Z" into buf (>= 25 bytes) */
-void ingest_rfc3339_ms(int64_t ms, char *buf, size_t len);
+/* Time-driven work: close aggregate windows. Call about once a second. */
+void ingest_tick(ingest *ig, int64_t now_ms);
 
 #endif

@@ -4,6 +4,8 @@
  *   tidegate [run] -c FILE          run the gateway daemon
  *   tidegate check-config -c FILE   validate a config, print it with secrets redacted
  *   tidegate config-reference       print the configuration reference (markdown)
+ *   tidegate rules check DIR        validate a rules folder (file:line:col errors)
+ *   tidegate rules test FILE --topic T [--payload JSON]   dry-run one rule
  *   tidegate version
  *
  * Signal handlers only set flags; the daemon loop reads them.
@@ -15,6 +17,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "rules/rules.h"
 
 #define TIDEGATE_VERSION "0.1.0"
 
@@ -28,6 +31,8 @@ static void usage(FILE *out)
 	fprintf(out, "usage: tidegate [run] -c FILE\n"
 		     "       tidegate check-config -c FILE\n"
 		     "       tidegate config-reference\n"
+		     "       tidegate rules check DIR\n"
+		     "       tidegate rules test FILE --topic T [--payload JSON]\n"
 		     "       tidegate version\n");
 }
 
@@ -49,6 +54,13 @@ int main(int argc, char **argv)
 	if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
 		usage(stdout);
 		return 0;
+	}
+	if (strcmp(cmd, "rules") == 0) {
+		if (argc < 3) {
+			usage(stderr);
+			return 2;
+		}
+		return rules_cli_main(argc - 2, argv + 2);
 	}
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference(stdout);

@@ -61,9 +61,18 @@ static char *render_metrics(tg_daemon *d)
 	counter(&b, "tidegate_messages_accepted_total", "Messages committed to the outbox.", atomic_load(&is->accepted));
 	counter(&b, "tidegate_messages_quarantined_total", "Messages rejected into quarantine.", atomic_load(&is->quarantined));
 	sb_printf(&b, "# HELP tidegate_quarantine_total Quarantined messages by reason.\n# TYPE tidegate_quarantine_total counter\n");
-	for (int r = 0; r < INGEST_R_COUNT; r++)
-		sb_printf(&b, "tidegate_quarantine_total{reason=\"%s\"} %" PRIu64 "\n", ingest_reason_name((ingest_reason)r),
+	for (int r = 1; r < SCHEMA_R__COUNT; r++)
+		sb_printf(&b, "tidegate_quarantine_total{reason=\"%s\"} %" PRIu64 "\n", schema_reason_name((schema_reason)r),
 			  atomic_load(&is->by_reason[r]));
+	sb_printf(&b, "tidegate_quarantine_total{reason=\"bad_topic\"} %" PRIu64 "\n", atomic_load(&is->bad_topic));
+	counter(&b, "tidegate_duplicates_total", "Messages dropped as duplicates of a (thing, ts) already seen.",
+		atomic_load(&is->duplicates));
+	counter(&b, "tidegate_aggregates_emitted_total", "Closed aggregate windows emitted as messages.",
+		atomic_load(&is->aggregates_emitted));
+	counter(&b, "tidegate_alerts_raised_total", "Alerts raised.", atomic_load(&is->alerts_raised));
+	counter(&b, "tidegate_alerts_cleared_total", "Alerts cleared.", atomic_load(&is->alerts_cleared));
+	counter(&b, "tidegate_alerts_suppressed_total", "Alert notifications suppressed by rateLimitSeconds.",
+		atomic_load(&is->alerts_suppressed));
 	counter(&b, "tidegate_messages_rejected_full_total", "Messages refused because the outbox was full (reject_new).",
 		atomic_load(&is->rejected_full));
 	gauge(&b, "tidegate_outbox_rows", "Rows queued in the outbox (all sinks).", atomic_load(&oc->rows));
@@ -92,7 +101,17 @@ static char *render_metrics(tg_daemon *d)
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
 		sb_printf(&b, "tidegate_sink_up{sink=\"%s\",type=\"%s\"} %d\n", s->name, s->type, atomic_load(&s->up));
 	}
-	counter(&b, "tidegate_rules_reloads_total", "Rule reloads.", d->reloads);
+	ingest_rule_stats *rs = ingest_rule_stats_of(d->ig);
+	counter(&b, "tidegate_rules_evaluated_total", "Rules whose FROM matched a message.", atomic_load(&rs->evaluated));
+	counter(&b, "tidegate_rules_matched_total", "Rules whose WHERE held.", atomic_load(&rs->matched));
+	counter(&b, "tidegate_rules_actions_total", "Rule actions run.", atomic_load(&rs->actions));
+	counter(&b, "tidegate_rules_action_errors_total", "Rule actions that failed (errorAction ran).",
+		atomic_load(&rs->action_errors));
+	counter(&b, "tidegate_rules_eval_errors_total", "Runtime errors evaluating rule SQL.", atomic_load(&rs->eval_errors));
+	counter(&b, "tidegate_republished_rule_total", "Messages republished by rule actions.", atomic_load(&rs->republished));
+	counter(&b, "tidegate_rules_reloads_total", "Successful rule reloads.", atomic_load(&d->reloads));
+	counter(&b, "tidegate_rules_reload_failures_total", "Reloads refused because the new set was invalid.",
+		atomic_load(&d->reload_failures));
 	return b.p;
 }
 

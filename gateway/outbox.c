@@ -345,7 +345,7 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	snprintf(mid, sizeof mid, "%s-%" PRId64, ob->gateway_id, id);
 	if (json_object_set_new(obj, "msg_id", json_string(mid)))
 		return TG_ENOMEM;
-	char *text = json_dumps(obj, JSON_COMPACT);
+	char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	if (!text)
 		return TG_ENOMEM;
 	size_t len = strlen(text);

@@ -261,16 +261,60 @@ int rules_to_bool(const rules_val *v, int *b)
 	return -1;
 }
 
-/* Shortest text that reads back as the same double (Java-like plain digits). */
+/* Decimal to text like Java's BigDecimal.toString() of the shortest decimal that reads
+ * back as the same double: plain digits ("0.00001", "22.5") unless the exponent is below
+ * -6 or above 20, then scientific ("1.5E-7", "1E+21"). */
 int rules_fmt_double(double d, char *buf, size_t len)
 {
-	for (int prec = 15; prec <= 17; prec++) {
-		snprintf(buf, len, "%.*g", prec, d);
-		if (strtod(buf, NULL) == d)
+	char e[40];
+	int prec;
+	for (prec = 14; prec <= 16; prec++) {
+		snprintf(e, sizeof e, "%.*e", prec, d);
+		if (strtod(e, NULL) == d)
 			break;
 	}
-	if (!strpbrk(buf, ".eEn")) /* keep it visibly a decimal: 1e21 prints as 1e+21 already */
-		strncat(buf, ".0", len - strlen(buf) - 1);
+	/* e: [-]D.DDDDe[+-]XX -> sign, digits, exponent */
+	const char *p = e;
+	int neg = *p == '-';
+	if (neg)
+		p++;
+	char digits[24];
+	size_t nd = 0;
+	for (; *p && *p != 'e'; p++)
+		if (*p >= '0' && *p <= '9' && nd < sizeof digits - 1)
+			digits[nd++] = *p;
+	int exp10 = *p == 'e' ? atoi(p + 1) : 0;
+	while (nd > 1 && digits[nd - 1] == '0')
+		nd--;
+	digits[nd] = '\0';
+	char out[64];
+	size_t o = 0;
+	if (neg)
+		out[o++] = '-';
+	if (exp10 < -6 || exp10 > 20) {
+		out[o++] = digits[0];
+		if (nd > 1) {
+			out[o++] = '.';
+			memcpy(out + o, digits + 1, nd - 1);
+			o += nd - 1;
+		}
+		o += (size_t)snprintf(out + o, sizeof out - o, "E%s%d", exp10 < 0 ? "-" : "+", exp10 < 0 ? -exp10 : exp10);
+	} else if (exp10 < 0) {
+		out[o++] = '0';
+		out[o++] = '.';
+		for (int i = -1; i > exp10; i--)
+			out[o++] = '0';
+		memcpy(out + o, digits, nd);
+		o += nd;
+	} else {
+		for (int i = 0; i <= exp10 || (size_t)i < nd; i++) {
+			if (i == exp10 + 1)
+				out[o++] = '.';
+			out[o++] = (size_t)i < nd ? digits[i] : '0';
+		}
+	}
+	out[o] = '\0';
+	snprintf(buf, len, "%s", out);
 	return (int)strlen(buf);
 }
 
@@ -541,10 +585,11 @@ static void index_of(rules_ctx *c, const rules_val *base, const rules_val *idx, 
 		return;
 	double d;
 	int64_t i;
+	/* the standard Int conversion: Decimal rounded to nearest, String truncated */
 	if (idx->t == RV_INT)
 		i = idx->u.i;
-	else if (rules_to_dec(idx, &d) == 0 && d > -1e18 && d < 1e18)
-		i = (int64_t)d;
+	else if ((idx->t == RV_DEC || idx->t == RV_STR) && rules_to_dec(idx, &d) == 0 && d > -1e18 && d < 1e18)
+		i = (int64_t)(idx->t == RV_DEC ? round(d) : trunc(d));
 	else
 		return;
 	if (i < 0 || (size_t)i >= json_array_size(base->u.j))
@@ -830,6 +875,16 @@ json_t *rules_eval_select(rules_ctx *c, const rules_query *q)
 		rules_val v;
 		rules_eval_node(c, q->items[0].e, &v);
 		return rules_val_to_json(&v);
+	}
+	if (q->nitems == 1 && !q->items[0].e && !json_is_object(c->row)) {
+		/* SELECT * of something that is not an object: the row itself (a scalar element of
+		 * a nested query) or, for a non-JSON payload, its bytes as a string (Undefined when
+		 * they are not UTF-8, as JSON cannot carry them) */
+		if (c->row)
+			return json_incref(c->row);
+		if (c->m && c->m->payload)
+			return json_stringn(c->m->payload, c->m->payloadlen);
+		return NULL;
 	}
 	json_t *o = json_object();
 	if (!o)

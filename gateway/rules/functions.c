@@ -90,6 +90,22 @@ static int to_int_floor(const rules_val *v, int64_t *i)
 	return -1;
 }
 
+/* The standard conversion to Int (iot-sql-data-types.md): a Decimal is rounded to the
+ * nearest Int, a String is parsed as a Decimal and truncated. */
+static int to_int_std(const rules_val *v, int64_t *i)
+{
+	double d;
+	if (v->t == RV_INT) {
+		*i = v->u.i;
+		return 0;
+	}
+	if ((v->t != RV_DEC && v->t != RV_STR) || rules_to_dec(v, &d) < 0 || isnan(d))
+		return -1;
+	d = v->t == RV_DEC ? round(d) : trunc(d);
+	*i = d > 9.2e18 ? INT64_MAX : d < -9.2e18 ? INT64_MIN : (int64_t)d;
+	return 0;
+}
+
 static int str_arg(rules_ctx *c, const rules_val *v, const char **p, size_t *n)
 {
 	return rules_to_str(c, v, p, n);
@@ -215,9 +231,14 @@ F(trunc)
 		return;
 	}
 	double f = pow(10, (double)places);
-	/* the epsilon keeps 2.3 * 10 from truncating to 22.999... */
-	double t = trunc(d * f + (d >= 0 ? 1e-9 : -1e-9)) / f;
-	set_dec(o, t);
+	double t = trunc(d * f);
+	/* 2.3 * 10 is 22.999999999999996 in binary: step to the next integer when that one,
+	 * scaled back, is still not beyond d (so the decimal digits of d are kept exactly) */
+	if (d >= 0 && (t + 1) / f <= d)
+		t += 1;
+	else if (d < 0 && (t - 1) / f >= d)
+		t -= 1;
+	set_dec(o, t / f);
 }
 
 F(nanvl)
@@ -770,7 +791,7 @@ F(topic)
 		return;
 	}
 	int64_t k;
-	if (to_int_floor(&a[0], &k) < 0 || k < 1)
+	if (to_int_std(&a[0], &k) < 0 || k < 1)
 		return;
 	const char *s = t;
 	for (int64_t i = 1; i < k; i++) {
@@ -800,11 +821,11 @@ F(get)
 {
 	int64_t i;
 	if (a[0].t == RV_ARR) {
-		if (a[1].t == RV_BOOL || to_int_floor(&a[1], &i) < 0 || i < 0 || (size_t)i >= json_array_size(a[0].u.j))
+		if (to_int_std(&a[1], &i) < 0 || i < 0 || (size_t)i >= json_array_size(a[0].u.j))
 			return;
 		rules_val_from_json(json_array_get(a[0].u.j, (size_t)i), o);
 	} else if (a[0].t == RV_STR) {
-		if (to_int_floor(&a[1], &i) < 0 || i < 0)
+		if (to_int_std(&a[1], &i) < 0 || i < 0)
 			return;
 		size_t cl = utf8_len(a[0].u.s.p, a[0].u.s.n);
 		if ((size_t)i >= cl)
@@ -966,12 +987,15 @@ static int parse_zone(const char *z, size_t n, int *off)
 typedef struct tbuf {
 	char *p;
 	size_t n, cap;
+	int overflow;
 } tbuf;
 
 static void tb_put(tbuf *b, const char *s, size_t n)
 {
-	if (b->n + n >= b->cap)
+	if (b->n + n >= b->cap) {
+		b->overflow = 1; /* the result is Undefined rather than cut short */
 		n = b->cap - b->n - 1;
+	}
 	memcpy(b->p + b->n, s, n);
 	b->n += n;
 }
@@ -1012,7 +1036,7 @@ F(parse_time)
 	char *buf = rules_ctx_alloc(c, 256);
 	if (!buf)
 		return;
-	tbuf b = {buf, 0, 256};
+	tbuf b = {buf, 0, 256, 0};
 	for (size_t i = 0; i < pn;) {
 		char ch = pat[i];
 		size_t k = i;
@@ -1087,6 +1111,8 @@ F(parse_time)
 				tb_put(&b, &ch, 1);
 		}
 	}
+	if (b.overflow)
+		return;
 	buf[b.n] = '\0';
 	rules_val_str(o, buf, b.n);
 }
@@ -1238,6 +1264,39 @@ F(time_to_epoch)
 	set_int(o, ((days * 86400 + h * 3600 + mi * 60 + se) - off) * 1000 + ms);
 }
 
+/* transform('enrichArray', obj, arr): each object element of arr merged with obj's
+ * attributes (obj wins on a clash); any other mode gives Undefined. The result is capped
+ * at 128 KiB as documented. */
+F(transform)
+{
+	if (a[0].t != RV_STR || a[0].u.s.n != 11 || memcmp(a[0].u.s.p, "enrichArray", 11) != 0 || a[1].t != RV_OBJ ||
+	    a[2].t != RV_ARR)
+		return;
+	json_t *res = rules_ctx_keep(c, json_array());
+	if (!res)
+		return;
+	size_t i;
+	json_t *el;
+	json_array_foreach(a[2].u.j, i, el)
+	{
+		if (!json_is_object(el))
+			continue;
+		json_t *e = json_copy(el);
+		if (!e)
+			return;
+		if (json_object_update(e, a[1].u.j) < 0) {
+			json_decref(e);
+			return;
+		}
+		if (json_array_append_new(res, e) < 0) /* steals e even when it fails */
+			return;
+	}
+	if (json_dumpb(res, NULL, 0, JSON_COMPACT) > 128 * 1024)
+		return;
+	o->t = RV_ARR;
+	o->u.j = res;
+}
+
 F(unsupported) {}
 
 /* ---- the table ---------------------------------------------------------------------------- */
@@ -1259,7 +1318,7 @@ static const rules_func funcs[] = {
 	FN(rtrim, 1, 1), FN(sha1, 1, 1), FN(sha224, 1, 1), FN(sha256, 1, 1), FN(sha384, 1, 1),
 	FN(sha512, 1, 1), FN(sign, 1, 1), FN(sin, 1, 1), FN(sinh, 1, 1), FN(sql_version, 0, 0),
 	FN(sqrt, 1, 1), FN(startswith, 2, 2), FN(substring, 2, 3), FN(tan, 1, 1), FN(tanh, 1, 1),
-	FN(time_to_epoch, 2, 2), FN(timestamp, 0, 0), FN(topic, 0, 1), FN(trim, 1, 1), FN(trunc, 2, 2),
+	FN(time_to_epoch, 2, 2), FN(timestamp, 0, 0), FN(topic, 0, 1), FN(transform, 3, 3), FN(trim, 1, 1), FN(trunc, 2, 2),
 	FN(upper, 1, 1),
 	/* need an AWS service or account context: refused at load */
 	{"aws_lambda", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
@@ -1269,7 +1328,6 @@ static const rules_func funcs[] = {
 	{"machinelearning_predict", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 	{"accountid", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 	{"traceid", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
-	{"transform", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 	{"md2", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 	{"kinesis", 0, -1, fn_unsupported, -1, RF_UNSUPPORTED},
 };

@@ -31,6 +31,7 @@
 
 #define RULE_FILE_MAX (256 * 1024)
 #define SUB "rules"
+#define TMPL_MAX_PARTS 30 /* ${...} per template string; tmpl_expand() sizes its table on it */
 
 typedef struct tmpl_part {
 	char *lit;
@@ -173,6 +174,12 @@ static int tmpl_compile(loader *ld, const rule *r, const char *s, const char *co
 		size_t lit_end = d ? (size_t)(d - s) : n;
 		rules_node *e = NULL;
 		size_t next = n + 1;
+		if (d && t->nparts >= TMPL_MAX_PARTS) {
+			const char *dp = d;
+			add_err(ld, pos_of(ld, path, npath, (size_t)(dp - s)),
+				"in substitution template: more than %d ${...} in one string", TMPL_MAX_PARTS);
+			return TG_EPARSE;
+		}
 		if (d) {
 			char msg[200];
 			size_t ep = 0, end = 0;
@@ -196,10 +203,10 @@ static int tmpl_compile(loader *ld, const rule *r, const char *s, const char *co
 /* Expand into the arena; Undefined expressions expand to the empty string. */
 static const char *tmpl_expand(rules_ctx *c, const tmpl *t)
 {
-	const char *ps[64];
-	size_t ns[64], total = 0;
+	const char *ps[2 * TMPL_MAX_PARTS + 2];
+	size_t ns[2 * TMPL_MAX_PARTS + 2], total = 0;
 	int k = 0;
-	for (int i = 0; i < t->nparts && k < 62; i++) {
+	for (int i = 0; i < t->nparts; i++) {
 		ps[k] = t->parts[i].lit;
 		ns[k] = t->parts[i].litlen;
 		total += ns[k++];
@@ -886,11 +893,18 @@ static json_t *expand_params(rules_ctx *c, const raction *a)
 {
 	if (a->ntp == 0)
 		return a->params;
-	json_t *p = rules_ctx_keep(c, json_deep_copy(a->params));
+	/* a shallow copy; nested objects holding templates (headers) are copied once each */
+	json_t *p = rules_ctx_keep(c, json_copy(a->params));
 	if (!p)
 		return a->params;
 	for (int i = 0; i < a->ntp; i++) {
 		json_t *o = p;
+		if (a->tp[i].npath > 1) {
+			json_t *orig = json_object_get(a->params, a->tp[i].path[0]);
+			json_t *cur = json_object_get(p, a->tp[i].path[0]);
+			if (cur == orig)
+				json_object_set_new(p, a->tp[i].path[0], json_deep_copy(orig));
+		}
 		for (int k = 0; k + 1 < a->tp[i].npath && o; k++)
 			o = json_object_get(o, a->tp[i].path[k]);
 		if (json_is_object(o))
@@ -909,6 +923,8 @@ static void fill_out(rules_ctx *c, const rule *r, const raction *a, rules_action
 	switch (a->kind) {
 	case RULES_ACT_REPUBLISH:
 		out->topic = tmpl_expand(c, &a->topic);
+		if (out->topic[0] == '$' && out->topic[1] == '$')
+			out->topic++; /* republish-rule-action.md: "$$" writes a reserved "$" topic */
 		out->qos = a->qos;
 		break;
 	case RULES_ACT_SINK:
@@ -976,13 +992,11 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 		c->nvars = i + 1;
 	}
 	int where_ok = !s->q->where || rules_eval_cond(c, s->q->where);
-	if (c->err)
-		goto eval_error;
-	if (!where_ok && !r->has_alert)
+	if (c->err || (!where_ok && !r->has_alert))
 		goto out;
 	payload = rules_eval_select(c, s->q);
 	if (c->err)
-		goto eval_error;
+		goto out;
 	if (!payload)
 		payload = json_string(""); /* SELECT VALUE of Undefined serialises as "" */
 	if (where_ok) {
@@ -1034,12 +1048,13 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 	} else if (failures) {
 		LOG_WARN(SUB, "rule=%s %zu action(s) failed, no errorAction", r->name, json_array_size(failures));
 	}
-	goto out;
-eval_error:
-	st->eval_errors++;
-	LOG_WARN(SUB, "rule=%s topic=%s evaluation error: %s", r->name, m->topic ? m->topic : "", c->errmsg);
-	matched = 0;
 out:
+	if (c->err) {
+		/* a runtime error (regex match limit, memory): this rule does not fire. The line
+		 * carries no per-message detail so the log's repeat folding can absorb a flood */
+		st->eval_errors++;
+		LOG_WARN(SUB, "rule=%s evaluation error: %s", r->name, c->errmsg);
+	}
 	json_decref(failures);
 	json_decref(payload);
 	return matched;

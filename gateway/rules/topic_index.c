@@ -2,7 +2,9 @@
  * topic_index.c — a trie of MQTT topic filters that picks the candidate rules for a topic.
  *
  * Each level of a filter is one trie edge; children of a node are kept sorted so a level
- * is found by binary search, '+' has its own edge and '#' is a list of ids on the node it
+ * is found by binary search, and a node with many children also gets an FNV-1a hash table
+ * of them so a level costs one hash and one compare however wide the node is; '+' has its
+ * own edge and '#' is a list of ids on the node it
  * hangs off. Matching walks the topic once and only descends into the literal child that
  * equals the level and the '+' child, so rules whose filters do not match are never
  * visited: with 1,000 non-matching rules the cost stays close to the cost with 10. As in
@@ -18,8 +20,11 @@
 typedef struct tnode {
 	char *seg;
 	size_t seglen;
-	struct tnode **kids;
+	uint32_t hash;
+	struct tnode **kids;      /* sorted by segment */
 	size_t nkids, capkids;
+	struct tnode **table;     /* open-addressing hash of kids once there are many */
+	size_t tcap;
 	struct tnode *plus;
 	uint32_t *ids, *hash_ids;
 	size_t nids, nhash;
@@ -40,6 +45,7 @@ static void node_clear(tnode *n)
 		free(n->plus);
 	}
 	free(n->kids);
+	free(n->table);
 	free(n->seg);
 	free(n->ids);
 	free(n->hash_ids);
@@ -56,6 +62,59 @@ void rules_trie_free(rules_trie *t)
 		return;
 	node_clear(&t->root);
 	free(t);
+}
+
+#define HASH_MIN_KIDS 8
+
+static uint32_t seg_hash(const char *p, size_t n)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < n; i++) {
+		h ^= (unsigned char)p[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+static void table_put(tnode *n, tnode *kid)
+{
+	size_t i = kid->hash & (n->tcap - 1);
+	while (n->table[i])
+		i = (i + 1) & (n->tcap - 1);
+	n->table[i] = kid;
+}
+
+/* keep the table at most 1/4 full so probes stay short */
+static int table_update(tnode *n, tnode *kid)
+{
+	if (n->nkids < HASH_MIN_KIDS)
+		return 0;
+	if (n->nkids * 4 > n->tcap) {
+		size_t cap = 16;
+		while (cap < n->nkids * 8)
+			cap *= 2;
+		tnode **t = calloc(cap, sizeof *t);
+		if (!t)
+			return TG_ENOMEM;
+		free(n->table);
+		n->table = t;
+		n->tcap = cap;
+		for (size_t i = 0; i < n->nkids; i++)
+			table_put(n, n->kids[i]);
+		return 0;
+	}
+	table_put(n, kid);
+	return 0;
+}
+
+static tnode *table_get(const tnode *n, const char *seg, size_t len)
+{
+	uint32_t h = seg_hash(seg, len);
+	size_t i = h & (n->tcap - 1);
+	for (tnode *k; (k = n->table[i]); i = (i + 1) & (n->tcap - 1))
+		if (k->hash == h && k->seglen == len && memcmp(k->seg, seg, len) == 0)
+			return k;
+	return NULL;
 }
 
 static int seg_cmp(const char *a, size_t an, const char *b, size_t bn)
@@ -128,9 +187,12 @@ int rules_trie_add(rules_trie *t, const char *filter, uint32_t id)
 					return TG_ENOMEM;
 				}
 				next->seglen = len;
+				next->hash = seg_hash(p, len);
 				memmove(n->kids + at + 1, n->kids + at, sizeof *n->kids * (n->nkids - at));
 				n->kids[at] = next;
 				n->nkids++;
+				if (table_update(n, next) < 0)
+					return TG_ENOMEM;
 			}
 		}
 		n = next;
@@ -167,7 +229,11 @@ static void match_rec(const tnode *n, const char *p, int level, mstate *s)
 	const char *e = strchr(p, '/');
 	size_t len = e ? (size_t)(e - p) : strlen(p);
 	const char *nx = e ? e + 1 : NULL;
-	if (n->nkids) {
+	if (n->table) {
+		const tnode *k = table_get(n, p, len);
+		if (k)
+			match_rec(k, nx, level + 1, s);
+	} else if (n->nkids) {
 		long k = find_kid(n, p, len);
 		if (k >= 0)
 			match_rec(n->kids[k], nx, level + 1, s);

@@ -1,0 +1,133 @@
+"""Issue 4 — edge processing in the running daemon on the real broker: threshold alerts
+raised and cleared exactly as the spikes demand, aggregates that match a recomputation from
+the raw lake records, and every hostile payload of the simulator quarantined with its
+reason while the daemon keeps running."""
+import json
+import math
+import time
+from collections import Counter, defaultdict
+
+import harness
+from harness import read_lake, wait_until
+from test_rules_live import Collector, rules_dir
+
+SCHEMAS = harness.REPO / "rules" / "schemas"
+
+
+def test_spike_alerts_raise_and_clear_exactly(broker, daemons, tmp_path):
+    rd = rules_dir(tmp_path, "high-temperature-alert.json")
+    sub = Collector(broker, "alerts/#")
+    try:
+        d = daemons(broker, extra=f"[ingest]\nrules_dir = {rd}\nschemas_dir = {SCHEMAS}\n")
+        # virtual clock: one reading per thing per second of event time, sent at 50/s
+        summary = harness.Sim.run(broker, tmp_path, "--things", 4, "--count", 200, "--rate", 50, "--qos", 1,
+                                  "--seed", 8, "--start-ts", int(time.time() * 1000) - 600000,
+                                  "--interval-ms", 1000, "--spike", "dev-0002:40:30:45.0",
+                                  "--spike", "dev-0004:100:12:41.5")
+        assert summary["acked"] == 800
+        wait_until(lambda: len(sub.snapshot()) >= 4, 10, what="2 raises + 2 clears")
+        time.sleep(0.5)
+        got = sub.snapshot()
+        received_at = time.time() * 1000
+    finally:
+        sub.close()
+    lake = read_lake(d.lake)
+    events = [(t, p["thing"], p["state"]) for t, p in got]
+    assert sorted(events) == sorted([
+        ("alerts/dev-0002/high-temperature", "dev-0002", "raised"),
+        ("alerts/dev-0002/high-temperature", "dev-0002", "cleared"),
+        ("alerts/dev-0004/high-temperature", "dev-0004", "raised"),
+        ("alerts/dev-0004/high-temperature", "dev-0004", "cleared"),
+    ]), events
+    for thing in ("dev-0002", "dev-0004"):
+        readings = sorted((r["seq"], r["temperature"], r["ts"]) for r in lake if r["thing"] == thing)
+        hot = [r for r in readings if r[1] > 40]
+        raised = next(p for _, p in got if p["thing"] == thing and p["state"] == "raised")
+        cleared = next(p for _, p in got if p["thing"] == thing and p["state"] == "cleared")
+        # raised on the 3rd consecutive reading above 40, cleared on the first below 35 after it
+        assert raised["last_trigger_ts"] == hot[2][2], (raised, hot[:3])
+        first_cool = next(r for r in readings if r[2] > hot[-1][2] and r[1] < 35)
+        assert cleared["value"]["ts"] == first_cool[2], (cleared, first_cool)
+        assert raised["severity"] == "major" and raised["alert"] == "high-temperature"
+        # raised within a second of the gateway seeing the triggering reading
+        trigger = next(r for r in lake if r["thing"] == thing and r["ts"] == hot[2][2])
+        trig_ms = int(time.mktime(time.strptime(trigger["received_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+                      - time.timezone) * 1000 + int(trigger["received_at"][20:23])
+        assert 0 <= raised["raised_at"] - trig_ms < 1000
+    # alerts also went through the outbox to the lake, at alert priority
+    d.stop()
+    assert Counter(a["state"] for a in read_lake(d.lake, "alerts")) == {"raised": 2, "cleared": 2}
+
+
+def test_aggregates_match_recomputation(broker, daemons, tmp_path):
+    agg = tmp_path / "agg.json"
+    agg.write_text(json.dumps({"aggregates": [{
+        "name": "t2s", "topic": "devices/+/telemetry", "windowSeconds": 2, "graceSeconds": 1, "timeField": "ts",
+        "fields": {"temperature": ["avg", "min", "max", "count", "sum", "first", "last"], "humidity": ["avg"]}}]}))
+    d = daemons(broker, extra=f"[ingest]\nschemas_dir = {SCHEMAS}\naggregates_file = {agg}\n")
+    summary = harness.Sim.run(broker, tmp_path, "--things", 3, "--rate", 20, "--duration", 7, "--qos", 1,
+                              "--seed", 13)
+    wait_until(lambda: d.metric("tidegate_messages_accepted_total") >= summary["acked"], 20)
+    wait_until(lambda: d.metric("tidegate_aggregates_emitted_total", 0) >= 6, 10, what="closed windows")
+    d.stop()  # a clean stop emits the windows still open
+    raw = read_lake(d.lake)
+    assert len(raw) == summary["acked"]
+    windows = defaultdict(list)
+    for r in sorted(raw, key=lambda r: r["ts"]):
+        windows[(r["thing"], r["ts"] // 2000 * 2000)].append(r)
+    aggs = read_lake(d.lake, "aggregates")
+    assert {(a["thing"], a["window_start"]) for a in aggs} == set(windows), "one aggregate per (thing, window)"
+    for a in aggs:
+        rs = windows[(a["thing"], a["window_start"])]
+        temps = [r["temperature"] for r in rs]
+        assert a["count"] == a["temperature_count"] == len(rs)
+        assert a["late"] == 0
+        assert math.isclose(a["temperature_avg"], sum(temps) / len(temps), rel_tol=1e-9)
+        assert a["temperature_min"] == min(temps) and a["temperature_max"] == max(temps)
+        assert math.isclose(a["temperature_sum"], sum(temps), rel_tol=1e-9)
+        assert a["temperature_first"] == temps[0] and a["temperature_last"] == temps[-1]
+        assert math.isclose(a["humidity_avg"], sum(r["humidity"] for r in rs) / len(rs), rel_tol=1e-9)
+        assert a["window_end"] - a["window_start"] == 2000
+    print(f"{len(aggs)} windows over {len(raw)} readings match the recomputation")
+
+
+# what each hostile variant of device_sim must become with the default schema
+EXPECTED = {
+    "malformed_json": "bad_json", "empty": "bad_json", "oversized": "too_large", "too_deep": "too_deep",
+    "non_object": "not_object", "invalid_utf8": "invalid_utf8", "out_of_range": "out_of_range",
+    "clock_skew": "bad_timestamp", "duplicate": "duplicate", "bad_id": "pattern_mismatch",
+    "missing_field": "missing_field", "wrong_type": "wrong_type",
+}
+# variants the default schema accepts on purpose
+ACCEPTED = {("missing_field", "no_ts"): "ts falls back to the receive time",
+            ("bad_id", "mismatch"): "a well-formed id; the topic's thing is authoritative"}
+SPECIAL = {("wrong_type", "ts_string"): "bad_timestamp"}
+
+
+def test_hostile_payloads_all_quarantined_with_reasons(broker, daemons, tmp_path):
+    d = daemons(broker, extra=f"[ingest]\nschemas_dir = {SCHEMAS}\n")
+    log = tmp_path / "hostile.log"
+    summary = harness.Sim.run(broker, tmp_path, "--things", 3, "--hostile-only", 60, "--qos", 1, "--seed", 4,
+                              "--hostile-log", log)
+    hostile = [json.loads(x) for x in log.read_text().splitlines()]
+    assert len(hostile) == summary["hostile"] == 180
+    wait_until(lambda: d.metric("tidegate_messages_received_total") >= summary["acked"], 20)
+    assert d.proc.alive()
+    expected = Counter()
+    accepted_hostile = 0
+    for h in hostile:
+        k = (h["kind"], h["variant"])
+        if k in ACCEPTED:
+            accepted_hostile += 1
+        else:
+            expected[SPECIAL.get(k, EXPECTED[h["kind"]])] += 1
+    m = d.metrics()
+    d.stop()
+    q = read_lake(d.lake, "quarantine")
+    assert Counter(x["reason"] for x in q) == expected
+    assert all(x["thing"].startswith("dev-") and x.get("detail") for x in q)
+    # the first copy of each duplicate is a normal message: accepted with the accepted variants
+    normal = summary["sent"] - summary["hostile"]
+    assert len(read_lake(d.lake)) == normal + accepted_hostile
+    for reason, n in expected.items():
+        assert m[f'tidegate_quarantine_total{{reason="{reason}"}}'] == n, reason
