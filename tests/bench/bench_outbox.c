@@ -21,7 +21,7 @@
 #include <time.h>
 
 #include "err.h"
-#include "ingest.h"
+#include "schema.h"
 #include "outbox.h"
 
 #define MAX_SINK_ARGS 8
@@ -129,7 +129,7 @@ int main(int argc, char **argv)
 		json_t *o = objs[n % THINGS];
 		if ((n & 63) == 0) {
 			now = wall_ms();
-			ingest_rfc3339_ms(now, when, sizeof when);
+			schema_format_rfc3339(now, when, sizeof when);
 		}
 		json_object_set_new(o, "ts", json_integer(now - 3));
 		json_object_set_new(o, "seq", json_integer(n / THINGS));
