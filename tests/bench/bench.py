@@ -498,8 +498,8 @@ def run_latency_ref(d, ceiling_rate):
         stop_all()
 
 
-def run_latency(d, ceiling_rate):
-    """tidegate at 50 % of the ceiling for lat_seconds; device ts -> ingest and -> alert."""
+def run_latency(d, ceiling_rate, frac=0.5):
+    """tidegate at frac x the given rate for lat_seconds; device ts -> ingest and -> alert."""
     d.mkdir(parents=True)
     broker, port = start_broker(d)
     try:
@@ -510,7 +510,7 @@ def run_latency(d, ceiling_rate):
         wait_until(lambda: (metrics(http) or {}).get("tidegate_broker_connected") == 1, 15, "tidegate connected")
         time.sleep(0.3)
         alerts, alerts_out = start_sub(d, port, ["alerts/#"], 0, "alerts", ident="ops", idle=3600)
-        target = 0.5 * ceiling_rate
+        target = frac * ceiling_rate
         per_thing = target / P["things"]
         samp = Sampler(tg.pid)
         t0 = time.monotonic()
@@ -842,7 +842,7 @@ def main():
                host=dict(nproc=os.cpu_count(), uname=" ".join(os.uname())),
                git=subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
                                   text=True).stdout.strip(),
-               ceiling=[], tidegate=[], latency=[], node_red=[], backlog=[], upstream=[], append=[], micro={})
+               ceiling=[], tidegate=[], latency=[], latency_half_tg=[], node_red=[], backlog=[], upstream=[], append=[], micro={})
     have_nr = (NR_DIR / "node_modules" / "node-red" / "red.js").exists()
     have_peers = (REPO / "tests" / "node_modules" / "kinesalite").is_dir() and \
         (REPO / "tests" / "node_modules" / "s3rver").is_dir() and (REPO / "tests/integration/aws_peers.py").exists()
@@ -860,6 +860,9 @@ def main():
             raw["latency"].append(run_latency(work / f"latency-{rep}", raw["ceiling"][-1]["msgs_per_s"]))
             raw["latency"][-1]["broker_only"] = run_latency_ref(work / f"latency-ref-{rep}",
                                                                 raw["ceiling"][-1]["msgs_per_s"])
+            if raw["tidegate"]:  # and at half of what tidegate itself sustained in this rep
+                raw["latency_half_tg"].append(run_latency(work / f"latency-tg-{rep}",
+                                                          raw["tidegate"][-1]["msgs_per_s"]))
         if wanted("node-red") and have_nr:
             log(f"rep {rep + 1}: node-red")
             raw["node_red"].append(run_node_red(work / f"node-red-{rep}"))
@@ -965,6 +968,13 @@ def write_results(raw):
                  f"({fmt(n_alerts)} alerts) | | p99 <= 10 ms: {verdict(a_p99 <= 10 if a_p99 is not None else None)} |")
     else:
         L.append("| latency: device ts -> alert republish | no alerts arrived on alerts/# (rules not active in this build) | | p99 <= 10 ms: n/a |")
+    if raw["latency_half_tg"]:
+        lh = raw["latency_half_tg"]
+        L.append(f"| latency at 50 % of tidegate's own end-to-end rate ({fmt(median_of(lh, 'offered_per_s'))} msg/s): "
+                 f"device ts -> ingest p50 / p99; -> alert p50 / p99 | "
+                 f"{fmt(median_of(lh, 'ingest_lat_ms', 'p50'), 1)} / {fmt(median_of(lh, 'ingest_lat_ms', 'p99'), 1)} ms; "
+                 f"{fmt(median_of(lh, 'alert_lat_ms', 'p50'), 1)} / {fmt(median_of(lh, 'alert_lat_ms', 'p99'), 1)} ms "
+                 f"({fmt(median_of(lh, 'alerts'))} alerts) | | |")
     L.append(f"| backlog of {raw['params']['backlog']:,}: RSS while it sits (sink down) min / max | "
              f"{fmt(sit_min, 1)} / {fmt(sit_max, 1)} MiB | | flat, <= 16 MiB: "
              f"{verdict((sit_max - sit_min) < 2 and sit_max <= 16 if sit_max else None)} |")
