@@ -38,9 +38,10 @@ REPO = Path(__file__).resolve().parents[2]
 B = os.environ.get("B", "build")
 BIN = (REPO / B / "rel").resolve()
 CERTS = REPO / "certs" / "out"
-OUT = REPO / "bench" / "results"
 NR_DIR = REPO / "tests" / "bench" / "node-red"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+# a quick run never overwrites the figures of the last full run
+OUT = REPO / "bench" / "results" / ("quick" if QUICK else "")
 KEEP = os.environ.get("BENCH_KEEP") == "1"
 # BENCH_ONLY=ceiling,tidegate,... runs a subset (for debugging the harness; results then
 # have empty columns).

@@ -9,9 +9,13 @@ set grid ytics
 set yrange [0:*]
 set xtics rotate by 0
 unset key
-set title "throughput, msg/s (median)"
+set title "throughput, msg/s (median, log scale)"
+set logscale y
+set yrange [1000:*]
 plot datafile using 1:3:xtic(2) with boxes lc rgb "#3070b0", \
      '' using 1:3:(sprintf("%.0f", $3)) with labels offset 0,0.8
+unset logscale y
+set yrange [0:*]
 set title "steady RSS under load, MiB (median)"
 plot datafile using 1:($4):xtic(2) with boxes lc rgb "#b05030", \
      '' using 1:($4):(sprintf("%.1f", $4)) with labels offset 0,0.8

@@ -3,7 +3,8 @@
 # (the Makefile did), makes sure the certificates and the pinned Node-RED peer are present,
 # then runs the Python driver tests/bench/bench.py at a lower CPU priority (the box is shared)
 # and turns its numbers into bench/results/results.png with gnuplot. Results:
-# bench/results/results.md (table), results.json (every raw number), results.png (plot).
+# bench/results/results.md (table), results.json (every raw number), results.png (plot);
+# BENCH_QUICK=1 writes the same files to bench/results/quick/.
 # Everything listens on 127.0.0.1 only; the driver stops every process it started on any exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,6 +12,7 @@ REPO=$(pwd)
 B=${B:-build}
 BIN=$REPO/$B/rel
 OUT=$REPO/bench/results
+[ "${BENCH_QUICK:-}" = 1 ] && OUT=$OUT/quick # a quick run keeps the last full run's figures
 NR=$REPO/tests/bench/node-red
 NICE=${BENCH_NICE:-10}
 
