@@ -34,6 +34,11 @@ if [ ! -f "$NR/node_modules/node-red/red.js" ]; then
 	fi
 fi
 
+# The upstream peers (kinesalite, s3rver) of the integration tests, for the three-sink drain.
+if [ -x tests/integration/npm-peers.sh ]; then
+	tests/integration/npm-peers.sh || echo "run.sh: kinesalite/s3rver install failed; no three-sink drain" >&2
+fi
+
 mkdir -p "$OUT"
 B=$B nice -n "$NICE" /usr/bin/python3 tests/bench/bench.py
 
