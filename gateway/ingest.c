@@ -27,6 +27,7 @@ struct ingest {
 	broker *br;
 	const char *const *default_sinks;
 	size_t ndefault;
+	const char *webhook_sink; /* first configured sink of type webhook, or NULL */
 	const rules_set *rules;
 	const schema_set *schemas;
 	dedupe *dd;
@@ -42,6 +43,7 @@ struct ingest {
 	int64_t now_ms;
 	const char *thing;
 	const char *alert_topic;
+	const char *alert_webhook;
 	/* closed aggregate windows waiting to re-enter (the emit callback may not recurse) */
 	json_t *pending_windows;
 	int64_t last_tick_ms;
@@ -63,6 +65,9 @@ ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size
 	ig->br = br;
 	ig->default_sinks = (const char *const *)cfg->default_sink_list;
 	ig->ndefault = cfg->ndefault_sinks;
+	for (size_t i = 0; i < cfg->nsinks && !ig->webhook_sink; i++)
+		if (strcmp(cfg->sinks[i].ops->type, "webhook") == 0)
+			ig->webhook_sink = cfg->sinks[i].name;
 	ig->limits.max_bytes = (size_t)cfg->max_payload;
 	ig->limits.max_depth = (int)cfg->max_depth;
 	if (cfg->dedupe_window_ms > 0) {
@@ -211,6 +216,21 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 
 /* ---- alerts and aggregates ------------------------------------------------------------ */
 
+/* An envelope the webhook sink unpacks; delivered (and retried) from the outbox. */
+static int enqueue_webhook(ingest *ig, const char *url, json_t *headers, json_t *body)
+{
+	if (!ig->webhook_sink)
+		return TG_EINVAL;
+	json_t *env = json_pack("{s:s, s:o, s:O}", "url", url, "headers",
+				json_is_object(headers) ? json_incref(headers) : json_object(), "body", body);
+	if (!env)
+		return TG_ENOMEM;
+	const char *sinks[] = {ig->webhook_sink};
+	int rc = outbox_append(ig->ob, sinks, 1, OUTBOX_PRIO_ALERT, "webhook", ig->thing, ig->now_ms, env, NULL);
+	json_decref(env);
+	return rc;
+}
+
 static int on_alert(void *ud, const alerts_event *ev)
 {
 	ingest *ig = ud;
@@ -234,6 +254,8 @@ static int on_alert(void *ud, const alerts_event *ev)
 		rc = outbox_append(ig->ob, ig->default_sinks, ig->ndefault, OUTBOX_PRIO_ALERT, "alerts", ev->thing, ig->now_ms,
 				   rec, NULL);
 	json_decref(rec);
+	if (rc == 0 && ig->alert_webhook)
+		rc = enqueue_webhook(ig, ig->alert_webhook, NULL, ev->json);
 	if (ev->state == ALERTS_STATE_RAISED)
 		atomic_fetch_add(&ig->st.alerts_raised, 1);
 	else
@@ -299,17 +321,28 @@ static int on_action(void *ud, const rules_action_out *a, char *err, size_t errl
 	}
 	case RULES_ACT_ALERT: {
 		ig->alert_topic = a->topic; /* expanded by the engine, default alerts/<clientid>/<name> */
+		json_t *hook = a->params ? json_object_get(a->params, "webhook") : NULL;
+		ig->alert_webhook = json_is_string(hook) ? json_string_value(hook) : NULL;
+		if (ig->alert_webhook && !ig->webhook_sink)
+			return tg_seterr(err, errlen, TG_EINVAL, "alert webhook: no sink of type webhook is configured");
 		int rc = alerts_on_action(ig->al, a, ac->m, ig->now_ms);
-		ig->alert_topic = NULL;
+		ig->alert_topic = ig->alert_webhook = NULL;
 		if (rc == ALERTS_SUPPRESSED)
 			atomic_fetch_add(&ig->st.alerts_suppressed, 1);
 		if (rc < 0 && rc != TG_EDB)
 			return tg_seterr(err, errlen, rc, "alert %s: %s", a->alert_name ? a->alert_name : "?", tg_strerror(rc));
 		return 0;
 	}
+	case RULES_ACT_WEBHOOK: {
+		if (!ig->webhook_sink)
+			return tg_seterr(err, errlen, TG_EINVAL, "webhook action: no sink of type webhook is configured");
+		int rc = enqueue_webhook(ig, a->url, a->params ? json_object_get(a->params, "headers") : NULL, a->payload);
+		if (rc)
+			return tg_seterr(err, errlen, rc, "outbox append for webhook failed: %s", tg_strerror(rc));
+		return 0;
+	}
 	default:
-		return tg_seterr(err, errlen, TG_EUNSUPPORTED, "%s actions are not available in this daemon",
-				 a->kind == RULES_ACT_WEBHOOK ? "webhook" : "unknown");
+		return tg_seterr(err, errlen, TG_EUNSUPPORTED, "unknown action kind %d", (int)a->kind);
 	}
 }
 

@@ -28,7 +28,7 @@ port = $PORT
 ca_file = $CERTS/ca.crt
 cert_file = $CERTS/gateway.crt
 key_file = $CERTS/gateway.key
-subscribe = devices/+/telemetry, aggregates/+
+subscribe = devices/+/telemetry
 [ingest]
 rules_dir = $REPO/rules
 schemas_dir = $REPO/rules/schemas
@@ -65,12 +65,12 @@ for i in $(seq 100); do curl -sf "127.0.0.1:$HTTP/healthz" >/dev/null && break; 
 echo "== tidegate: ops http://127.0.0.1:$HTTP/metrics, lake $DEMO/lake"
 
 mosquitto_sub -h 127.0.0.1 -p "$PORT" --cafile "$CERTS/ca.crt" --cert "$CERTS/ops.crt" --key "$CERTS/ops.key" \
-  -t 'alerts/#' -t 'errors/#' -v -V mqttv5 2>/dev/null | sed -u 's/^/   [broker] /' & pids+=($!)
+  -t 'alerts/+/+' -t 'errors/#' -v -V mqttv5 2>/dev/null > >(sed -u 's/^/   [broker] /') & pids+=($!)
 
 dur=$SECONDS_BOUND; [ "$dur" -eq 0 ] && dur=86400
 "$BIN/device_sim" --host 127.0.0.1 --port "$PORT" --cafile "$CERTS/ca.crt" --certs-dir "$CERTS/things" \
   --things "$THINGS" --rate "$RATE" --duration "$dur" --qos 1 --seed 1 \
-  --spike dev-0002:5:10:35 --spike dev-0004:15:8:36 --hostile-rate 0.01 >"$DEMO/device_sim.log" 2>&1 & sim=$!; pids+=($sim)
+  --spike dev-0002:6:5:45 --spike dev-0004:14:4:42 --hostile-rate 0.01 >"$DEMO/device_sim.log" 2>&1 & sim=$!; pids+=($sim)
 echo "== device_sim: $THINGS things x $RATE msg/s for ${dur}s (spikes on dev-0002 and dev-0004, 1% hostile)"
 
 end=$((SECONDS + dur))

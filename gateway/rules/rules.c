@@ -444,8 +444,14 @@ static int action_compile(loader *ld, rule *r, json_t *obj, const char **path, i
 	}
 	case RULES_ACT_ALERT: {
 		static const char *const allowed[] = {"name",    "severity", "clear", "for", "forSeconds",
-						      "rateLimitSeconds", "topic", NULL};
+						      "rateLimitSeconds", "topic", "webhook", NULL};
 		rc |= check_keys(ld, params, allowed, pp, npath + 1);
+		json_t *hook = json_object_get(params, "webhook");
+		if (hook && (!json_is_string(hook) || (strncmp(json_string_value(hook), "http://", 7) &&
+						       strncmp(json_string_value(hook), "https://", 8)))) {
+			add_err(ld, kpos, "alert \"webhook\" must be an http:// or https:// URL");
+			return TG_EPARSE;
+		}
 		const char *name = str_param(params, "name");
 		if (!name || !*name) {
 			add_err(ld, kpos, "alert needs a \"name\"");

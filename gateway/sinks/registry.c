@@ -11,11 +11,13 @@
 extern const sink_ops sink_file_ops;
 extern const sink_ops sink_kinesis_ops;
 extern const sink_ops sink_s3_ops;
+extern const sink_ops sink_webhook_ops;
 
 static const sink_ops *const all_sinks[] = {
 	&sink_file_ops,
 	&sink_kinesis_ops,
 	&sink_s3_ops,
+	&sink_webhook_ops,
 	NULL,
 };
 

@@ -131,3 +131,60 @@ def test_hostile_payloads_all_quarantined_with_reasons(broker, daemons, tmp_path
     assert len(read_lake(d.lake)) == normal + accepted_hostile
     for reason, n in expected.items():
         assert m[f'tidegate_quarantine_total{{reason="{reason}"}}'] == n, reason
+
+
+def test_alert_webhook_delivered_and_retried_from_outbox(broker, daemons, tmp_path, certs):
+    import http.server
+    import threading
+    got, lock = [], threading.Lock()
+    state = {"fail": 3}
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            with lock:
+                if state["fail"] > 0:  # the receiver is down for a moment
+                    state["fail"] -= 1
+                    self.send_response(503)
+                else:
+                    got.append((self.path, self.headers.get("X-Tidegate-Msg-Id"), self.headers.get("X-Thing"),
+                                json.loads(body)))
+                    self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    rd = tmp_path / "rules"
+    rd.mkdir()
+    (rd / "hot.json").write_text(json.dumps({
+        "sql": "SELECT temperature, ts FROM 'devices/+/telemetry' WHERE temperature > 40",
+        "actions": [{"alert": {"name": "hot", "clear": "temperature < 35", "webhook": url + "/alerts/${topic(2)}"}},
+                    {"webhook": {"url": url + "/raw", "headers": {"X-Thing": "${topic(2)}"}}}]}))
+    try:
+        d = daemons(broker, extra=f"[ingest]\nrules_dir = {rd}\n",
+                    sinks=harness.DEFAULT_SINKS + "\n[sink hooks]\ntype = webhook\nretry_base = 50ms\nretry_cap = 200ms\n")
+        cert, key = certs.thing("dev-0003")
+        temps = [20, 45, 46, 30, 20]
+        msgs = [json.dumps({"sensor_id": "dev-0003", "ts": 1000 + i, "seq": i, "temperature": t})
+                for i, t in enumerate(temps)]
+        assert harness.mosquitto_pub(broker, cert, key, "devices/dev-0003/telemetry", msgs).returncode == 0
+        wait_until(lambda: len(got) >= 4, 15, what="webhooks after the receiver recovered")
+        time.sleep(0.3)
+        m = d.metrics()
+    finally:
+        srv.shutdown()
+    paths = Counter(p for p, _, _, _ in got)
+    assert paths == {"/alerts/dev-0003": 2, "/raw": 2}, got
+    raw = sorted(b["temperature"] for p, _, _, b in got if p == "/raw")
+    assert raw == [45, 46]
+    assert all(t == "dev-0003" for p, _, t, _ in got if p == "/raw")
+    states = [b["state"] for p, _, _, b in got if p.startswith("/alerts")]
+    assert sorted(states) == ["cleared", "raised"]
+    assert len({mid for _, mid, _, _ in got}) == 4  # each delivery carries its own msg_id
+    assert m['tidegate_sink_records_total{sink="hooks",outcome="retry"}'] >= 1
+    assert m['tidegate_sink_records_total{sink="hooks",outcome="ok"}'] == 4
