@@ -97,12 +97,11 @@ $(B)/rel/tools/%: $(B)/rel/obj/tests/tools/%.o $(B)/rel/libtidegate.a
 $(B)/asan/tools/%: $(B)/asan/obj/tests/tools/%.o $(B)/asan/libtidegate.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
-# Rules engine benchmark (tests/bench/bench_rules.c), optimised build.
-$(B)/rel/bench_rules: $(B)/rel/obj/tests/bench/bench_rules.o $(B)/rel/libtidegate.a
-	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
-# Micro-benchmarks (tests/bench/bench_*.c): optimised build, e.g. `make build/rel/bench/bench_schema`.
-$(B)/rel/bench/%: $(B)/rel/obj/tests/bench/%.o $(B)/rel/libtidegate.a
-	@mkdir -p $(dir $@)
+# Benchmark programs: each tests/bench/bench_*.c becomes $(B)/rel/bench_* (optimised build,
+# linked against libtidegate.a); tests/bench/run.sh runs them.
+BENCH_SRCS := $(wildcard tests/bench/bench_*.c)
+BENCH_BINS := $(patsubst tests/bench/%.c,$(B)/rel/%,$(BENCH_SRCS))
+$(B)/rel/bench_%: $(B)/rel/obj/tests/bench/bench_%.o $(B)/rel/libtidegate.a
 	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
@@ -137,11 +136,11 @@ integration: $(REL_BINS) $(ASAN_BINS) $(TOOL_BINS)
 valgrind: $(B)/rel/tidegate
 	@tests/run-valgrind.sh $(B)/rel
 
-bench: deps all
-	@B=$(B) bench/run.sh
+bench: deps all $(BENCH_BINS)
+	@B=$(B) tests/bench/run.sh
 
-bench-quick: deps all
-	@BENCH_QUICK=1 B=$(B) bench/run.sh
+bench-quick: deps all $(BENCH_BINS)
+	@BENCH_QUICK=1 B=$(B) tests/bench/run.sh
 
 install: all
 	install -D -m 0755 $(B)/rel/tidegate $(DESTDIR)$(PREFIX)/bin/tidegate

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh — `make bench` / `make bench-quick` (BENCH_QUICK=1): builds nothing itself
+# (the Makefile did), makes sure the certificates and the pinned Node-RED peer are present,
+# then runs the Python driver tests/bench/bench.py at a lower CPU priority (the box is shared)
+# and turns its numbers into bench/results/results.png with gnuplot. Results:
+# bench/results/results.md (table), results.json (every raw number), results.png (plot);
+# BENCH_QUICK=1 writes the same files to bench/results/quick/.
+# Everything listens on 127.0.0.1 only; the driver stops every process it started on any exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$(pwd)
+B=${B:-build}
+BIN=$REPO/$B/rel
+OUT=$REPO/bench/results
+[ "${BENCH_QUICK:-}" = 1 ] && OUT=$OUT/quick # a quick run keeps the last full run's figures
+NR=$REPO/tests/bench/node-red
+NICE=${BENCH_NICE:-10}
+
+for f in tidegate device_sim bench_sub bench_outbox; do
+	[ -x "$BIN/$f" ] || { echo "run.sh: $BIN/$f missing; use make bench" >&2; exit 1; }
+done
+command -v mosquitto >/dev/null || { echo "run.sh: mosquitto missing (make deps)" >&2; exit 1; }
+[ -f certs/out/loadgen.crt ] || certs/make-certs.sh certs/out >/dev/null
+
+# The peer: Node-RED pinned by tests/bench/node-red/package.json + package-lock.json.
+# npm ci installs exactly the lock; no audit/fund/update-notifier traffic.
+if [ ! -f "$NR/node_modules/node-red/red.js" ]; then
+	if command -v npm >/dev/null; then
+		echo "run.sh: installing the pinned Node-RED into $NR (npm ci)"
+		(cd "$NR" && NO_UPDATE_NOTIFIER=1 npm ci --no-audit --no-fund --loglevel=error) ||
+			echo "run.sh: Node-RED install failed; the peer column will be empty" >&2
+	else
+		echo "run.sh: npm missing; the peer column will be empty" >&2
+	fi
+fi
+
+# The upstream peers (kinesalite, s3rver) of the integration tests, for the three-sink drain.
+if [ -x tests/integration/npm-peers.sh ]; then
+	tests/integration/npm-peers.sh || echo "run.sh: kinesalite/s3rver install failed; no three-sink drain" >&2
+fi
+
+mkdir -p "$OUT"
+B=$B nice -n "$NICE" /usr/bin/python3 tests/bench/bench.py
+
+if command -v gnuplot >/dev/null && [ -s "$OUT/results.dat" ]; then
+	gnuplot -e "datafile='$OUT/results.dat'; outfile='$OUT/results.png'; title='$( [ "${BENCH_QUICK:-}" = 1 ] && echo 'BENCH_QUICK' || echo 'full run')'" \
+		tests/bench/plot.gp && echo "run.sh: wrote $OUT/results.md results.json results.png"
+else
+	echo "run.sh: gnuplot missing (apt-get install gnuplot-nox); no plot" >&2
+fi
