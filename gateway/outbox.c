@@ -10,6 +10,7 @@
 #include "outbox.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -28,6 +29,12 @@
 
 struct outbox {
 	sqlite3 *db;
+	/* WAL checkpoints run on their own thread: a checkpoint fsyncs the database, and on
+	 * the ingest thread that stalled message handling for tens of milliseconds. */
+	pthread_t ckpt_tid;
+	int ckpt_started, ckpt_stop;
+	pthread_mutex_t ckpt_mu;
+	pthread_cond_t ckpt_cv;
 	char *path;
 	outbox_opts opts;
 	char *gateway_id;
@@ -48,7 +55,7 @@ struct outbox {
 struct outbox_reader {
 	sqlite3 *db;
 	outbox *ob; /* for counters only */
-	sqlite3_stmt *batch, *del, *dead, *attempt, *sink_id, *pending, *freelist;
+	sqlite3_stmt *batch, *del, *del_range, *dead, *attempt, *sink_id, *pending, *freelist;
 };
 
 static int64_t wall_ms(void)
@@ -100,8 +107,9 @@ static int open_db(const char *path, sqlite3 **out, int sync_full, char *err, si
 	sqlite3_busy_timeout(db, 5000);
 	char sql[256];
 	snprintf(sql, sizeof sql,
-		 "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
-		 "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-4096;",
+		 "PRAGMA page_size=16384; PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
+		 "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-1024; PRAGMA wal_autocheckpoint=0;"
+		 "PRAGMA journal_size_limit=67108864;",
 		 sync_full ? "FULL" : "NORMAL");
 	*out = db; /* even on failure, so the caller can read the error code, then close */
 	return exec(db, sql, err, errlen);
@@ -115,8 +123,12 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 	if (v > OUTBOX_SCHEMA_VERSION)
 		return tg_seterr(err, errlen, TG_EDB, "outbox schema version %" PRId64 " is newer than this build (%d)", v,
 				 OUTBOX_SCHEMA_VERSION);
-	if (v < 1) {
-		int rc = exec(db, "BEGIN;" OUTBOX_SQL_V1 "PRAGMA user_version=1; COMMIT;", err, errlen);
+	static const char *const steps[OUTBOX_SCHEMA_VERSION] = {
+		"BEGIN;" OUTBOX_SQL_V1 "PRAGMA user_version=1; COMMIT;",
+		"BEGIN;" OUTBOX_SQL_V2 "PRAGMA user_version=2; COMMIT;",
+	};
+	for (int64_t step = v; step < OUTBOX_SCHEMA_VERSION; step++) {
+		int rc = exec(db, steps[step], err, errlen);
 		if (rc) {
 			exec(db, "ROLLBACK", NULL, 0);
 			return rc;
@@ -156,6 +168,17 @@ static int writer_setup(outbox *ob, char *err, size_t errlen)
 	if (last < 0 || maxid < 0)
 		return tg_seterr(err, errlen, TG_EDB, "cannot read ids: %s", sqlite3_errmsg(ob->db));
 	ob->last_id = ob->committed_last_id = last > maxid ? last : maxid;
+	sqlite3_stmt *all;
+	if (sqlite3_prepare_v2(ob->db, OUTBOX_SQL_ALL_SINKS, -1, &all, NULL) != SQLITE_OK)
+		return tg_seterr(err, errlen, TG_EDB, "sinks: %s", sqlite3_errmsg(ob->db));
+	while (ob->nsinks < MAX_SINKS && sqlite3_step(all) == SQLITE_ROW) {
+		char *name = strdup((const char *)sqlite3_column_text(all, 1));
+		if (!name)
+			break;
+		ob->sinks[ob->nsinks].id = sqlite3_column_int64(all, 0);
+		ob->sinks[ob->nsinks++].name = name;
+	}
+	sqlite3_finalize(all);
 	sqlite3_stmt *st;
 	if (sqlite3_prepare_v2(ob->db, OUTBOX_SQL_TOTALS, -1, &st, NULL) != SQLITE_OK)
 		return tg_seterr(err, errlen, TG_EDB, "totals: %s", sqlite3_errmsg(ob->db));
@@ -165,6 +188,40 @@ static int writer_setup(outbox *ob, char *err, size_t errlen)
 	}
 	sqlite3_finalize(st);
 	return 0;
+}
+
+#define CHECKPOINT_EVERY_MS 250
+
+static void *checkpointer(void *arg)
+{
+	outbox *ob = arg;
+	sqlite3 *db = NULL;
+	if (open_db(ob->path, &db, ob->opts.synchronous_full, NULL, 0)) {
+		LOG_ERROR("outbox", "msg=\"checkpointer cannot open the outbox\" path=%s", ob->path);
+		sqlite3_close(db);
+		return NULL;
+	}
+	pthread_mutex_lock(&ob->ckpt_mu);
+	while (!ob->ckpt_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += CHECKPOINT_EVERY_MS * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&ob->ckpt_cv, &ob->ckpt_mu, &ts);
+		if (ob->ckpt_stop)
+			break;
+		pthread_mutex_unlock(&ob->ckpt_mu);
+		/* PASSIVE never blocks the writer or readers; what it cannot copy now it copies next time */
+		int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+			LOG_WARN("outbox", "msg=\"checkpoint failed\" err=\"%s\"", sqlite3_errmsg(db));
+		pthread_mutex_lock(&ob->ckpt_mu);
+	}
+	pthread_mutex_unlock(&ob->ckpt_mu);
+	sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	sqlite3_close(db);
+	return NULL;
 }
 
 outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t errlen)
@@ -214,6 +271,13 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 		if (ob->last_id < floor_id)
 			ob->last_id = ob->committed_last_id = floor_id;
 	}
+	pthread_mutex_init(&ob->ckpt_mu, NULL);
+	pthread_cond_init(&ob->ckpt_cv, NULL);
+	if (pthread_create(&ob->ckpt_tid, NULL, checkpointer, ob) != 0) {
+		tg_seterr(err, errlen, TG_ENOMEM, "cannot start the checkpoint thread");
+		goto fail;
+	}
+	ob->ckpt_started = 1;
 	return ob;
 fail:
 	outbox_close(ob);
@@ -228,6 +292,15 @@ void outbox_close(outbox *ob)
 		return;
 	if (ob->db && ob->in_txn && outbox_commit(ob) < 0)
 		LOG_ERROR("outbox", "msg=\"final commit failed\" err=\"%s\"", sqlite3_errmsg(ob->db));
+	if (ob->ckpt_started) {
+		pthread_mutex_lock(&ob->ckpt_mu);
+		ob->ckpt_stop = 1;
+		pthread_cond_signal(&ob->ckpt_cv);
+		pthread_mutex_unlock(&ob->ckpt_mu);
+		pthread_join(ob->ckpt_tid, NULL);
+		pthread_cond_destroy(&ob->ckpt_cv);
+		pthread_mutex_destroy(&ob->ckpt_mu);
+	}
 	writer_finalize(ob);
 	if (ob->db)
 		sqlite3_close(ob->db);
@@ -281,42 +354,48 @@ static int64_t sink_id_of(outbox *ob, const char *name)
 	return id;
 }
 
-/* Delete lowest-priority oldest rows until under 95 % of the caps. */
+/* Delete lowest-priority oldest rows until under 95 % of the caps: priority by priority
+ * (bulk first, alerts last), oldest first within each sink, sinks taken in turn. */
 static int make_room(outbox *ob, int64_t need_bytes)
 {
 	int64_t rows = atomic_load(&ob->ctr.rows), bytes = atomic_load(&ob->ctr.bytes);
 	int64_t target_rows = ob->opts.max_rows ? ob->opts.max_rows - ob->opts.max_rows / 20 - 1 : INT64_MAX;
 	int64_t target_bytes = ob->opts.max_bytes ? ob->opts.max_bytes - ob->opts.max_bytes / 20 - need_bytes : INT64_MAX;
 	uint64_t dropped = 0, dropped_alerts = 0;
-	while (rows > target_rows || bytes > target_bytes) {
-		sqlite3_reset(ob->oldest);
-		sqlite3_bind_int64(ob->oldest, 1, 256);
-		int64_t seqs[256], lens[256], prios[256];
-		int n = 0, rc;
-		while ((rc = sqlite3_step(ob->oldest)) == SQLITE_ROW && n < 256) {
-			seqs[n] = sqlite3_column_int64(ob->oldest, 0);
-			prios[n] = sqlite3_column_int64(ob->oldest, 1);
-			lens[n++] = sqlite3_column_int64(ob->oldest, 2);
-		}
-		sqlite3_reset(ob->oldest);
-		if (n == 0)
-			break;
-		for (int i = 0; i < n && (rows > target_rows || bytes > target_bytes); i++) {
-			sqlite3_reset(ob->del);
-			sqlite3_bind_int64(ob->del, 1, seqs[i]);
-			if (sqlite3_step(ob->del) != SQLITE_DONE) {
-				sqlite3_reset(ob->del);
-				return TG_EDB;
-			}
-			sqlite3_reset(ob->del);
-			if (sqlite3_changes(ob->db) == 1) {
-				rows--;
-				bytes -= lens[i];
-				atomic_fetch_sub(&ob->ctr.rows, 1);
-				atomic_fetch_sub(&ob->ctr.bytes, lens[i]);
-				dropped++;
-				if (prios[i] >= OUTBOX_PRIO_ALERT)
-					dropped_alerts++;
+	for (int prio = OUTBOX_PRIO_BULK; prio <= OUTBOX_PRIO_ALERT; prio++) {
+		int progress = 1;
+		while ((rows > target_rows || bytes > target_bytes) && progress) {
+			progress = 0;
+			for (size_t k = 0; k < ob->nsinks && (rows > target_rows || bytes > target_bytes); k++) {
+				int64_t seqs[256], lens[256];
+				int n = 0;
+				sqlite3_reset(ob->oldest);
+				sqlite3_bind_int64(ob->oldest, 1, ob->sinks[k].id);
+				sqlite3_bind_int(ob->oldest, 2, prio);
+				sqlite3_bind_int64(ob->oldest, 3, 256);
+				while (n < 256 && sqlite3_step(ob->oldest) == SQLITE_ROW) {
+					seqs[n] = sqlite3_column_int64(ob->oldest, 0);
+					lens[n++] = sqlite3_column_int64(ob->oldest, 1);
+				}
+				sqlite3_reset(ob->oldest);
+				for (int i = 0; i < n && (rows > target_rows || bytes > target_bytes); i++) {
+					sqlite3_reset(ob->del);
+					sqlite3_bind_int64(ob->del, 1, seqs[i]);
+					int rc = sqlite3_step(ob->del);
+					sqlite3_reset(ob->del);
+					if (rc != SQLITE_DONE)
+						return TG_EDB;
+					if (sqlite3_changes(ob->db) != 1)
+						continue;
+					progress = 1;
+					rows--;
+					bytes -= lens[i];
+					atomic_fetch_sub(&ob->ctr.rows, 1);
+					atomic_fetch_sub(&ob->ctr.bytes, lens[i]);
+					dropped++;
+					if (prio >= OUTBOX_PRIO_ALERT)
+						dropped_alerts++;
+				}
 			}
 		}
 	}
@@ -341,8 +420,19 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	if (nsinks == 0)
 		return 0;
 	int64_t id = ob->last_id + 1;
-	char mid[96];
-	snprintf(mid, sizeof mid, "%s-%" PRId64, ob->gateway_id, id);
+	char mid[160];
+	size_t gl = strlen(ob->gateway_id);
+	if (gl > 128)
+		gl = 128;
+	memcpy(mid, ob->gateway_id, gl);
+	mid[gl] = '-';
+	char digits[24];
+	int nd = 0;
+	for (int64_t v = id; v > 0 || nd == 0; v /= 10)
+		digits[nd++] = (char)('0' + v % 10);
+	for (int i = 0; i < nd; i++)
+		mid[gl + 1 + i] = digits[nd - 1 - i];
+	mid[gl + 1 + nd] = '\0';
 	if (json_object_set_new(obj, "msg_id", json_string(mid)))
 		return TG_ENOMEM;
 	char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
@@ -488,6 +578,7 @@ outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen)
 	r->ob = ob;
 	if (open_db(ob->path, &r->db, ob->opts.synchronous_full, err, errlen) ||
 	    prep(r->db, &r->batch, OUTBOX_SQL_BATCH, err, errlen) || prep(r->db, &r->del, OUTBOX_SQL_DELETE, err, errlen) ||
+	    prep(r->db, &r->del_range, OUTBOX_SQL_DELETE_RANGE, err, errlen) ||
 	    prep(r->db, &r->dead, OUTBOX_SQL_DEAD, err, errlen) || prep(r->db, &r->attempt, OUTBOX_SQL_ATTEMPT, err, errlen) ||
 	    prep(r->db, &r->sink_id, OUTBOX_SQL_SINK_ID, err, errlen) ||
 	    prep(r->db, &r->pending, OUTBOX_SQL_PENDING, err, errlen) ||
@@ -504,6 +595,7 @@ void outbox_reader_close(outbox_reader *r)
 		return;
 	sqlite3_finalize(r->batch);
 	sqlite3_finalize(r->del);
+	sqlite3_finalize(r->del_range);
 	sqlite3_finalize(r->dead);
 	sqlite3_finalize(r->attempt);
 	sqlite3_finalize(r->sink_id);
@@ -529,6 +621,7 @@ static void batch_clear(outbox_batch *b)
 	for (size_t i = 0; i < b->n; i++)
 		free(b->bufs[i]);
 	b->n = 0;
+	b->mixed_prio = 0;
 	b->bytes = 0;
 	b->oldest_ms = 0;
 }
@@ -570,6 +663,7 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 	int64_t sid = reader_sink_id(r, sink_name);
 	if (sid < 0)
 		return 0; /* nothing was ever queued for it */
+	b->sink_id = sid;
 	const char *gw = r->ob->gateway_id;
 	size_t gwlen = strlen(gw);
 	sqlite3_stmt *st = r->batch;
@@ -613,6 +707,11 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 		rec->len = plen;
 		b->seqs[b->n] = sqlite3_column_int64(st, 0);
 		b->bufs[b->n] = buf;
+		int prio = sqlite3_column_int(st, 6);
+		if (b->n == 0)
+			b->first_prio = prio;
+		else if (prio != b->first_prio)
+			b->mixed_prio = 1;
 		if (b->n == 0 || rec->created_ms < b->oldest_ms)
 			b->oldest_ms = rec->created_ms;
 		b->n++;
@@ -631,6 +730,29 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 		return TG_EDB;
 	int64_t rows = 0, bytes = 0;
 	uint64_t delivered = 0, dead = 0;
+	int all_ok = b->n > 0 && !b->mixed_prio;
+	for (size_t i = 0; all_ok && i < b->n; i++)
+		all_ok = status[i] == SINK_OK;
+	if (all_ok) { /* the common case: one statement instead of one per row */
+		sqlite3_reset(r->del_range);
+		sqlite3_bind_int64(r->del_range, 1, b->sink_id);
+		sqlite3_bind_int(r->del_range, 2, b->first_prio);
+		sqlite3_bind_int64(r->del_range, 3, b->seqs[0]);
+		sqlite3_bind_int64(r->del_range, 4, b->seqs[b->n - 1]);
+		sqlite3_bind_int64(r->del_range, 5, b->recs[0].id);
+		sqlite3_bind_int64(r->del_range, 6, b->recs[b->n - 1].id);
+		int rc = sqlite3_step(r->del_range);
+		sqlite3_reset(r->del_range);
+		if (rc != SQLITE_DONE)
+			goto fail;
+		rows = sqlite3_changes(r->db);
+		delivered = (uint64_t)rows;
+		for (size_t i = 0; i < b->n; i++)
+			bytes += (int64_t)b->recs[i].len;
+		if (rows != (int64_t)b->n) /* drop_oldest removed some meanwhile: it counted their bytes */
+			bytes = bytes * rows / (int64_t)b->n;
+		goto commit;
+	}
 	for (size_t i = 0; i < b->n; i++) {
 		if (status[i] == SINK_RETRY) {
 			sqlite3_reset(r->attempt);
@@ -665,6 +787,7 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 				delivered++;
 		}
 	}
+commit:
 	if (exec(r->db, "COMMIT", NULL, 0))
 		goto fail;
 	atomic_fetch_sub(&r->ob->ctr.rows, rows);

@@ -5,7 +5,7 @@
 #ifndef TG_OUTBOX_SQL_H
 #define TG_OUTBOX_SQL_H
 
-#define OUTBOX_SCHEMA_VERSION 1
+#define OUTBOX_SCHEMA_VERSION 2
 
 /* migration to version 1 */
 #define OUTBOX_SQL_V1                                                                     \
@@ -16,7 +16,6 @@
 	"  id INTEGER NOT NULL, created_ms INTEGER NOT NULL, tbl TEXT NOT NULL,"           \
 	"  pkey TEXT NOT NULL, payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0);" \
 	"CREATE INDEX IF NOT EXISTS outbox_by_sink ON outbox(sink, prio DESC, seq);"       \
-	"CREATE INDEX IF NOT EXISTS outbox_by_age ON outbox(prio, seq);"                   \
 	"CREATE TABLE IF NOT EXISTS dead("                                                 \
 	"  seq INTEGER PRIMARY KEY, sink TEXT NOT NULL, id INTEGER NOT NULL,"              \
 	"  created_ms INTEGER NOT NULL, tbl TEXT NOT NULL, pkey TEXT NOT NULL,"            \
@@ -25,6 +24,10 @@
 	"  seq INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, thing TEXT, topic TEXT," \
 	"  reason TEXT NOT NULL, field TEXT, detail TEXT, payload BLOB);"                  \
 	"INSERT OR IGNORE INTO meta(key, value) VALUES('last_id', 0);"
+
+/* migration to version 2: drop_oldest walks outbox_by_sink per (sink, prio) instead of a
+ * second index that every insert had to maintain */
+#define OUTBOX_SQL_V2 "DROP INDEX IF EXISTS outbox_by_age;"
 
 #define OUTBOX_SQL_INSERT                                                                  \
 	"INSERT INTO outbox(sink, prio, id, created_ms, tbl, pkey, payload) VALUES(?,?,?,?,?,?,?)"
@@ -35,15 +38,21 @@
 #define OUTBOX_SQL_SINK_ID "SELECT id FROM sinks WHERE name = ?"
 #define OUTBOX_SQL_SINK_ADD "INSERT INTO sinks(name) VALUES(?)"
 #define OUTBOX_SQL_OLDEST                                                                  \
-	"SELECT seq, prio, length(payload) FROM outbox ORDER BY prio ASC, seq ASC LIMIT ?"
+	"SELECT seq, length(payload) FROM outbox WHERE sink = ? AND prio = ? ORDER BY seq ASC LIMIT ?"
+#define OUTBOX_SQL_ALL_SINKS "SELECT id, name FROM sinks"
 #define OUTBOX_SQL_DELETE "DELETE FROM outbox WHERE seq = ?"
+/* a whole delivered batch of one priority: the batch is every row of (sink, prio) up to
+ * its last seq, since rows are read in (prio DESC, seq) order and new rows get larger
+ * seqs; the id range (never reused, unlike a rowid) keeps a later row out in any case */
+#define OUTBOX_SQL_DELETE_RANGE                                                            \
+	"DELETE FROM outbox WHERE sink = ? AND prio = ? AND seq BETWEEN ? AND ? AND id BETWEEN ? AND ?"
 #define OUTBOX_SQL_QUARANTINE                                                              \
 	"INSERT INTO quarantine(received_ms, thing, topic, reason, field, detail, payload)"  \
 	" VALUES(?,?,?,?,?,?,?)"
 #define OUTBOX_SQL_QUARANTINE_TRIM                                                         \
 	"DELETE FROM quarantine WHERE seq <= (SELECT max(seq) FROM quarantine) - ?"
 #define OUTBOX_SQL_BATCH                                                                   \
-	"SELECT seq, id, created_ms, tbl, pkey, payload FROM outbox WHERE sink = ?"          \
+	"SELECT seq, id, created_ms, tbl, pkey, payload, prio FROM outbox WHERE sink = ?"    \
 	" ORDER BY prio DESC, seq ASC LIMIT ?"
 #define OUTBOX_SQL_DEAD                                                                    \
 	"INSERT INTO dead(sink, id, created_ms, tbl, pkey, payload, error, dead_ms)"         \
