@@ -57,16 +57,23 @@ int64_t forwarder_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, doubl
 	return (int64_t)(r * (double)ceil_ms);
 }
 
+/* Absolute CLOCK_REALTIME time timeout_ms from now, for pthread_cond_timedwait. */
+static struct timespec deadline_in(int64_t timeout_ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	int64_t ns = ts.tv_nsec + (timeout_ms % 1000) * 1000000;
+	ts.tv_sec += timeout_ms / 1000 + ns / 1000000000;
+	ts.tv_nsec = ns % 1000000000;
+	return ts;
+}
+
 /* Wait until notified, stopped or timeout_ms passed. Returns 1 if stopping. */
 static int wait_for(forwarder *fw, uint64_t *seen_gen, int64_t timeout_ms)
 {
 	pthread_mutex_lock(&fw->mu);
 	if (!fw->stop && fw->gen == *seen_gen && timeout_ms > 0) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		int64_t ns = ts.tv_nsec + (timeout_ms % 1000) * 1000000;
-		ts.tv_sec += timeout_ms / 1000 + ns / 1000000000;
-		ts.tv_nsec = ns % 1000000000;
+		struct timespec ts = deadline_in(timeout_ms);
 		pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
 	}
 	*seen_gen = fw->gen;
@@ -184,11 +191,7 @@ static void *run(void *arg)
 				int64_t left = until - now_ms();
 				if (left <= 0)
 					break;
-				struct timespec ts;
-				clock_gettime(CLOCK_REALTIME, &ts);
-				int64_t ns = ts.tv_nsec + (left % 1000) * 1000000;
-				ts.tv_sec += left / 1000 + ns / 1000000000;
-				ts.tv_nsec = ns % 1000000000;
+				struct timespec ts = deadline_in(left);
 				pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
 			}
 			pthread_mutex_unlock(&fw->mu);

@@ -663,45 +663,33 @@ static rules_node *binary(parser *p, rules_node_kind k, int op, size_t pos, rule
 	return n;
 }
 
-static rules_node *parse_mul(parser *p)
+/* One precedence level of left-associative binary operators: operand (op operand)*.
+ * is_op says whether a token is an operator of this level. */
+typedef rules_node *(*parse_level_fn)(parser *p);
+
+static rules_node *parse_left_assoc(parser *p, parse_level_fn operand, int (*is_op)(int tok), rules_node_kind kind)
 {
-	rules_node *l = parse_unary(p);
-	while (l && (cur(p) == TK_STAR || cur(p) == TK_SLASH || cur(p) == TK_PERCENT)) {
+	rules_node *l = operand(p);
+	while (l && is_op(cur(p))) {
 		int op = cur(p);
 		size_t pos = p->lx.tok.pos;
-		if (next(p) < 0) {
-			rules_node_free(l);
-			return NULL;
-		}
-		rules_node *r = parse_unary(p);
+		rules_node *r = next(p) < 0 ? NULL : operand(p);
 		if (!r) {
 			rules_node_free(l);
 			return NULL;
 		}
-		l = binary(p, RN_BIN, op, pos, l, r);
+		l = binary(p, kind, op, pos, l, r);
 	}
 	return l;
 }
 
-static rules_node *parse_add(parser *p)
-{
-	rules_node *l = parse_mul(p);
-	while (l && (cur(p) == TK_PLUS || cur(p) == TK_MINUS)) {
-		int op = cur(p);
-		size_t pos = p->lx.tok.pos;
-		if (next(p) < 0) {
-			rules_node_free(l);
-			return NULL;
-		}
-		rules_node *r = parse_mul(p);
-		if (!r) {
-			rules_node_free(l);
-			return NULL;
-		}
-		l = binary(p, RN_BIN, op, pos, l, r);
-	}
-	return l;
-}
+static int is_mul_op(int t) { return t == TK_STAR || t == TK_SLASH || t == TK_PERCENT; }
+static int is_add_op(int t) { return t == TK_PLUS || t == TK_MINUS; }
+static int is_and_op(int t) { return t == TK_AND; }
+static int is_or_op(int t) { return t == TK_OR; }
+
+static rules_node *parse_mul(parser *p) { return parse_left_assoc(p, parse_unary, is_mul_op, RN_BIN); }
+static rules_node *parse_add(parser *p) { return parse_left_assoc(p, parse_mul, is_add_op, RN_BIN); }
 
 static rules_node *parse_cmp(parser *p)
 {
@@ -751,45 +739,13 @@ static rules_node *parse_not(parser *p)
 	return parse_cmp(p);
 }
 
-static rules_node *parse_and(parser *p)
-{
-	rules_node *l = parse_not(p);
-	while (l && cur(p) == TK_AND) {
-		size_t pos = p->lx.tok.pos;
-		if (next(p) < 0) {
-			rules_node_free(l);
-			return NULL;
-		}
-		rules_node *r = parse_not(p);
-		if (!r) {
-			rules_node_free(l);
-			return NULL;
-		}
-		l = binary(p, RN_AND, TK_AND, pos, l, r);
-	}
-	return l;
-}
+static rules_node *parse_and(parser *p) { return parse_left_assoc(p, parse_not, is_and_op, RN_AND); }
 
 static rules_node *parse_expr(parser *p)
 {
 	if (++p->depth > MAX_DEPTH)
 		return fail(p, p->lx.tok.pos, "expression nested too deeply");
-	rules_node *l = parse_and(p);
-	while (l && cur(p) == TK_OR) {
-		size_t pos = p->lx.tok.pos;
-		if (next(p) < 0) {
-			rules_node_free(l);
-			l = NULL;
-			break;
-		}
-		rules_node *r = parse_and(p);
-		if (!r) {
-			rules_node_free(l);
-			l = NULL;
-			break;
-		}
-		l = binary(p, RN_OR, TK_OR, pos, l, r);
-	}
+	rules_node *l = parse_left_assoc(p, parse_and, is_or_op, RN_OR);
 	p->depth--;
 	return l;
 }

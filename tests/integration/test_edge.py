@@ -188,3 +188,30 @@ def test_alert_webhook_delivered_and_retried_from_outbox(broker, daemons, tmp_pa
     assert len({mid for _, mid, _, _ in got}) == 4  # each delivery carries its own msg_id
     assert m['tidegate_sink_records_total{sink="hooks",outcome="retry"}'] >= 1
     assert m['tidegate_sink_records_total{sink="hooks",outcome="ok"}'] == 4
+
+
+def test_alert_state_survives_restart(broker, daemons, tmp_path, certs):
+    rd = rules_dir(tmp_path, "high-temperature-alert.json")
+    sub = Collector(broker, "alerts/+/+")
+    cert, key = certs.thing("dev-0005")
+
+    def send(seq, temp):
+        m = json.dumps({"sensor_id": "dev-0005", "ts": int(time.time() * 1000), "seq": seq, "temperature": temp})
+        assert harness.mosquitto_pub(broker, cert, key, "devices/dev-0005/telemetry", [m]).returncode == 0
+
+    try:
+        d = daemons(broker, extra=f"[ingest]\nrules_dir = {rd}\nschemas_dir = {SCHEMAS}\n")
+        for i, t in enumerate([41.0, 42.0, 43.0]):  # `for: 3` -> raised
+            send(i, t)
+        wait_until(lambda: len(sub.snapshot()) == 1, 10, what="raise")
+        assert d.stop() == 0
+        d.start()
+        send(3, 38.0)   # between the thresholds: still raised, nothing new
+        send(4, 20.0)   # below 35: cleared — only possible if the raised state was kept
+        wait_until(lambda: len(sub.snapshot()) == 2, 10, what="clear after restart")
+        time.sleep(0.3)
+        got = sub.snapshot()
+    finally:
+        sub.close()
+    assert [p["state"] for _, p in got] == ["raised", "cleared"]
+    assert got[1][1]["raised_at"] == got[0][1]["raised_at"]

@@ -126,19 +126,29 @@ def test_uplink_outage_30s_loses_nothing(broker, daemons, tmp_path):
         assert len(keys) == total
 
 
-def test_buffer_cap_drop_oldest_counts_exactly(broker, daemons, tmp_path):
+def test_buffer_cap_drop_oldest_counts_exactly_and_keeps_alerts(broker, daemons, tmp_path):
+    rd = tmp_path / "rules"
+    rd.mkdir()
+    (rd / "hot.json").write_text(json.dumps({
+        "sql": "SELECT temperature, ts FROM 'devices/+/telemetry' WHERE temperature > 40",
+        "actions": [{"alert": {"name": "hot", "clear": "temperature < 35"}}]}))
     kin = aws_peers.Kinesalite()  # not started yet: the uplink is down
     try:
-        d = daemons(broker, extra="[ingest]\ndefault_sinks = kin\n[outbox]\nmax_rows = 1000\n",
+        d = daemons(broker, extra=f"[ingest]\ndefault_sinks = kin\nrules_dir = {rd}\n[outbox]\nmax_rows = 1000\n",
                     sinks=upstream_sinks(kin.endpoint, retry_cap="500ms"))
+        # two spikes early in the stream: their alerts are among the oldest rows
         summary = harness.Sim.run(broker, tmp_path, "--things", 5, "--count", 1000, "--max-rate", "--qos", 1,
-                                  "--seed", 9)
+                                  "--seed", 9, "--start-ts", int(time.time() * 1000) - 3600000,
+                                  "--interval-ms", 1000, "--spike", "dev-0002:10:20:45", "--spike", "dev-0004:30:5:44")
         assert summary["acked"] == 5000
         wait_until(lambda: d.metric("tidegate_messages_accepted_total") == 5000, 30)
         m = d.metrics()
+        alerts = m["tidegate_alerts_raised_total"] + m["tidegate_alerts_cleared_total"]
+        assert alerts == 4
         dropped = m["tidegate_outbox_dropped_total"]
         assert 3900 <= dropped <= 4100
-        assert m["tidegate_outbox_rows"] == 5000 - dropped <= 1000
+        assert m["tidegate_outbox_dropped_alerts_total"] == 0
+        assert m["tidegate_outbox_rows"] == 5000 + alerts - dropped <= 1000
         kin.start()
         kin.create_stream("tg", 1)
         wait_until(lambda: d.metric("tidegate_outbox_rows") == 0, 60, what="drained after the uplink returned")
@@ -146,12 +156,16 @@ def test_buffer_cap_drop_oldest_counts_exactly(broker, daemons, tmp_path):
         recs = [r for _, r in kinesis_msgs(kin)]
     finally:
         kin.close()
-    seqs = sorted(r["seq"] for r in recs if r["thing"] == "dev-0001")
-    assert len(recs) == 5000 - dropped, (len(recs), dropped)
+    got_alerts = [r for r in recs if "alert" in r]
+    telemetry = [r for r in recs if "alert" not in r]
+    assert len(recs) == 5000 + alerts - dropped, (len(recs), dropped)
     assert len({r["msg_id"] for r in recs}) == len(recs)
-    # drop_oldest: what survived is the newest of each thing's stream
+    assert sorted((a["thing"], a["state"]) for a in got_alerts) == [
+        ("dev-0002", "cleared"), ("dev-0002", "raised"), ("dev-0004", "cleared"), ("dev-0004", "raised")]
+    # drop_oldest: what survived of the bulk stream is the newest of each thing's readings
+    seqs = sorted(r["seq"] for r in telemetry if r["thing"] == "dev-0001")
     assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))) and seqs[-1] == 999
-    print(f"cap 1000 rows: dropped {dropped:.0f} (metric), delivered {len(recs)} (read back)")
+    print(f"cap 1000 rows: dropped {dropped:.0f} (metric), delivered {len(recs)} (read back), alerts kept {len(got_alerts)}")
 
 
 def test_poison_record_dead_lettered_without_blocking(broker, daemons, certs):
