@@ -24,7 +24,7 @@ def test_spike_alerts_raise_and_clear_exactly(broker, daemons, tmp_path):
                                   "--seed", 8, "--start-ts", int(time.time() * 1000) - 600000,
                                   "--interval-ms", 1000, "--spike", "dev-0002:40:30:45.0",
                                   "--spike", "dev-0004:100:12:41.5")
-        assert summary["acked"] == 800
+        assert summary["acked"] >= 800 and summary["failed"] == 0, summary  # >=: resends after a reconnect
         wait_until(lambda: len(sub.snapshot()) >= 4, 10, what="2 raises + 2 clears")
         time.sleep(0.5)
         got = sub.snapshot()
@@ -67,11 +67,11 @@ def test_aggregates_match_recomputation(broker, daemons, tmp_path):
     d = daemons(broker, extra=f"[ingest]\nschemas_dir = {SCHEMAS}\naggregates_file = {agg}\n")
     summary = harness.Sim.run(broker, tmp_path, "--things", 3, "--rate", 20, "--duration", 7, "--qos", 1,
                               "--seed", 13)
-    wait_until(lambda: d.metric("tidegate_messages_accepted_total") >= summary["acked"], 20)
+    wait_until(lambda: d.metric("tidegate_messages_accepted_total") >= summary["sent"], 20)
     wait_until(lambda: d.metric("tidegate_aggregates_emitted_total", 0) >= 6, 10, what="closed windows")
     d.stop()  # a clean stop emits the windows still open
     raw = read_lake(d.lake)
-    assert len(raw) == summary["acked"]
+    assert len(raw) == summary["sent"]
     windows = defaultdict(list)
     for r in sorted(raw, key=lambda r: r["ts"]):
         windows[(r["thing"], r["ts"] // 2000 * 2000)].append(r)
@@ -111,7 +111,7 @@ def test_hostile_payloads_all_quarantined_with_reasons(broker, daemons, tmp_path
                               "--hostile-log", log)
     hostile = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(hostile) == summary["hostile"] == 180
-    wait_until(lambda: d.metric("tidegate_messages_received_total") >= summary["acked"], 20)
+    wait_until(lambda: d.metric("tidegate_messages_received_total") >= summary["sent"], 20)
     assert d.proc.alive()
     expected = Counter()
     accepted_hostile = 0

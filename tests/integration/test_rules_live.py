@@ -57,7 +57,7 @@ def test_hot_readings_republished_exactly(broker, daemons, tmp_path):
         summary = harness.Sim.run(broker, tmp_path, "--things", 4, "--count", 300, "--rate", 100, "--qos", 1,
                                   "--seed", 21, "--start-ts", 1795600800000, "--interval-ms", 1000,
                                   "--spike", "dev-0002:60:30:31.5", "--spike", "dev-0003:120:20:29.0")
-        assert summary["acked"] == 1200
+        assert summary["acked"] >= 1200 and summary["failed"] == 0, summary  # >=: resends after a reconnect
         wait_until(lambda: d.metric("tidegate_messages_accepted_total") == 1200, 30)
         lake = read_lake(d.lake)
         expected = sorted((r["thing"], r["seq"]) for r in lake if r["temperature"] > 28)

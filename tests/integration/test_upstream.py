@@ -80,7 +80,7 @@ def test_20k_messages_reach_kinesis_and_s3_exactly_once(broker, daemons, tmp_pat
                     sinks=harness.DEFAULT_SINKS + upstream_sinks(kin.endpoint, s3.endpoint))
         summary = harness.Sim.run(broker, tmp_path, "--things", 5, "--count", 4000, "--max-rate", "--qos", 1,
                                   "--seed", 3)
-        assert summary["acked"] == 20000
+        assert summary["acked"] >= 20000 and summary["failed"] == 0, summary  # >=: resends after a reconnect
         wait_until(lambda: all(sink_ok(d, n) >= 20000 for n in ("lake", "kin", "s3")), 120,
                    what="20000 records in every sink")
         d.stop()
@@ -114,7 +114,7 @@ def test_uplink_outage_30s_loses_nothing(broker, daemons, tmp_path):
         kin.start()
         s3.start()
         assert sim.wait(120) == 0
-        total = json.loads(summary_path.read_text())["acked"]
+        total = json.loads(summary_path.read_text())["sent"]
         wait_until(lambda: d.metric("tidegate_outbox_rows") == 0, 120, what="outbox drained")
         d.stop()
         kin_recs = [r for _, r in kinesis_msgs(kin)]
@@ -140,7 +140,7 @@ def test_buffer_cap_drop_oldest_counts_exactly_and_keeps_alerts(broker, daemons,
         summary = harness.Sim.run(broker, tmp_path, "--things", 5, "--count", 1000, "--max-rate", "--qos", 1,
                                   "--seed", 9, "--start-ts", int(time.time() * 1000) - 3600000,
                                   "--interval-ms", 1000, "--spike", "dev-0002:10:20:45", "--spike", "dev-0004:30:5:44")
-        assert summary["acked"] == 5000
+        assert summary["acked"] >= 5000 and summary["failed"] == 0, summary  # >=: resends after a reconnect
         wait_until(lambda: d.metric("tidegate_messages_accepted_total") == 5000, 30)
         m = d.metrics()
         alerts = m["tidegate_alerts_raised_total"] + m["tidegate_alerts_cleared_total"]
