@@ -198,10 +198,16 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 		hex[2 * keep] = '\0';
 		json_object_set_new(q, "payload_hex", json_string(hex));
 	}
+	int64_t qid = 0;
 	if (ig->ndefault)
 		rc = outbox_append(ig->ob, ig->default_sinks, ig->ndefault, OUTBOX_PRIO_BULK, "quarantine", thing, now_ms, q,
-				   NULL);
+				   &qid);
 	if (rc == 0 && ig->cfg->quarantine_topic && *ig->cfg->quarantine_topic) {
+		if (qid) { /* the notice names the lake record it refers to */
+			char mid[192];
+			snprintf(mid, sizeof mid, "%s-%" PRId64, ig->cfg->gateway_id, qid);
+			json_object_set_new(q, "msg_id", json_string(mid));
+		}
 		char t[512];
 		snprintf(t, sizeof t, "%s/%s", ig->cfg->quarantine_topic, thing);
 		char *s = json_dumps(q, JSON_COMPACT | JSON_REAL_PRECISION(15));

@@ -49,7 +49,8 @@ struct outbox {
 	int64_t last_id, committed_last_id;
 	uint64_t quarantine_n;
 	outbox_counters ctr;
-	char *line; /* scratch for serialising */
+	char *line; /* scratch for serialising, line_cap bytes */
+	size_t line_cap;
 };
 
 struct outbox_reader {
@@ -420,31 +421,29 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	if (nsinks == 0)
 		return 0;
 	int64_t id = ob->last_id + 1;
-	char mid[160];
-	size_t gl = strlen(ob->gateway_id);
-	if (gl > 128)
-		gl = 128;
-	memcpy(mid, ob->gateway_id, gl);
-	mid[gl] = '-';
-	char digits[24];
-	int nd = 0;
-	for (int64_t v = id; v > 0 || nd == 0; v /= 10)
-		digits[nd++] = (char)('0' + v % 10);
-	for (int i = 0; i < nd; i++)
-		mid[gl + 1 + i] = digits[nd - 1 - i];
-	mid[gl + 1 + nd] = '\0';
-	if (json_object_set_new(obj, "msg_id", json_string(mid)))
+	/* the line is stored without msg_id; the reader puts "msg_id" first when it hands the
+	 * record to a sink (the id is the row's), so a device's own msg_id must not clash */
+	json_object_del(obj, "msg_id");
+	size_t need = json_dumpb(obj, ob->line, ob->line_cap, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	if (need == 0)
 		return TG_ENOMEM;
-	char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
-	if (!text)
-		return TG_ENOMEM;
+	if (need >= ob->line_cap) {
+		size_t cap = need + 1 > 4096 ? need + 1 : 4096;
+		char *nl = realloc(ob->line, cap);
+		if (!nl)
+			return TG_ENOMEM;
+		ob->line = nl;
+		ob->line_cap = cap;
+		need = json_dumpb(obj, ob->line, ob->line_cap, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	}
+	ob->line[need] = '\0';
+	const char *text = ob->line;
 	size_t len = strlen(text);
 	int rc = 0;
 	if (over_cap(ob, (int64_t)nsinks, (int64_t)(len * nsinks))) {
 		if (ob->opts.full_policy == OUTBOX_REJECT_NEW) {
 			atomic_fetch_add(&ob->ctr.rejected, 1);
 			LOG_WARN("outbox", "msg=\"outbox full, record rejected\" table=%s pkey=%s", table, pkey);
-			free(text);
 			return TG_EFULL;
 		}
 		if ((rc = begin(ob, created_ms)) || (rc = make_room(ob, (int64_t)(len * nsinks))))
@@ -484,7 +483,6 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	if (id_out)
 		*id_out = id;
 out:
-	free(text);
 	return rc;
 }
 
@@ -634,6 +632,7 @@ void outbox_batch_free(outbox_batch *b)
 	free(b->recs);
 	free(b->seqs);
 	free(b->bufs);
+	free(b->stored);
 	memset(b, 0, sizeof *b);
 }
 
@@ -652,6 +651,10 @@ static int batch_grow(outbox_batch *b)
 	if (!bufs)
 		return TG_ENOMEM;
 	b->bufs = bufs;
+	int64_t *stored = realloc(b->stored, cap * sizeof *stored);
+	if (!stored)
+		return TG_ENOMEM;
+	b->stored = stored;
 	b->cap = cap;
 	return 0;
 }
@@ -665,7 +668,6 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 		return 0; /* nothing was ever queued for it */
 	b->sink_id = sid;
 	const char *gw = r->ob->gateway_id;
-	size_t gwlen = strlen(gw);
 	sqlite3_stmt *st = r->batch;
 	sqlite3_reset(st);
 	sqlite3_bind_int64(st, 1, sid);
@@ -682,21 +684,36 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 		const char *tbl = (const char *)sqlite3_column_text(st, 3);
 		const char *pkey = (const char *)sqlite3_column_text(st, 4);
 		size_t tl = strlen(tbl), kl = strlen(pkey);
-		/* one allocation per record: payload \0 table \0 pkey \0 msg_id \0 */
-		char *buf = malloc(plen + tl + kl + gwlen + 32 + 4);
+		/* one allocation per record: line \0 table \0 pkey \0 msg_id \0, where line is the
+		 * stored object with "msg_id" put in as its first member */
+		int64_t id = sqlite3_column_int64(st, 1);
+		char mid[192];
+		int ml = snprintf(mid, sizeof mid, "%s-%" PRId64, gw, id);
+		const char *payload = sqlite3_column_blob(st, 5);
+		size_t linecap = plen + (size_t)ml + 16;
+		char *buf = malloc(linecap + tl + kl + (size_t)ml + 4);
 		if (!buf) {
 			sqlite3_reset(st);
 			return TG_ENOMEM;
 		}
-		memcpy(buf, sqlite3_column_blob(st, 5), plen);
-		buf[plen] = '\0';
-		char *t = buf + plen + 1;
+		int hl = snprintf(buf, linecap, "{\"msg_id\":\"%s\"", mid);
+		size_t llen = (size_t)hl;
+		if (plen > 2 && payload[0] == '{') { /* {"a":1} -> {"msg_id":"…","a":1} */
+			buf[llen++] = ',';
+			memcpy(buf + llen, payload + 1, plen - 1);
+			llen += plen - 1;
+		} else {
+			buf[llen++] = '}';
+		}
+		buf[llen] = '\0';
+		char *t = buf + llen + 1;
 		memcpy(t, tbl, tl + 1);
 		char *k = t + tl + 1;
 		memcpy(k, pkey, kl + 1);
 		char *m = k + kl + 1;
-		int64_t id = sqlite3_column_int64(st, 1);
-		snprintf(m, gwlen + 32, "%s-%" PRId64, gw, id);
+		memcpy(m, mid, (size_t)ml + 1);
+		b->stored[b->n] = (int64_t)plen;
+		plen = llen;
 		sink_record *rec = &b->recs[b->n];
 		rec->id = id;
 		rec->msg_id = m;
@@ -748,7 +765,7 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 		rows = sqlite3_changes(r->db);
 		delivered = (uint64_t)rows;
 		for (size_t i = 0; i < b->n; i++)
-			bytes += (int64_t)b->recs[i].len;
+			bytes += b->stored[i];
 		if (rows != (int64_t)b->n) /* drop_oldest removed some meanwhile: it counted their bytes */
 			bytes = bytes * rows / (int64_t)b->n;
 		goto commit;
@@ -780,7 +797,7 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 			goto fail;
 		if (sqlite3_changes(r->db) == 1) { /* 0 if drop_oldest removed it meanwhile */
 			rows++;
-			bytes += (int64_t)b->recs[i].len;
+			bytes += b->stored[i];
 			if (status[i] == SINK_POISON)
 				dead++;
 			else

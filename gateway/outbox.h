@@ -64,8 +64,10 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 void outbox_close(outbox *ob);
 outbox_counters *outbox_counters_of(outbox *ob); /* borrowed, lives as long as ob */
 
-/* Append one record for each of nsinks sinks. Sets "msg_id" in obj (obj is borrowed; the
- * caller keeps its reference), serialises it and queues the rows in the open transaction.
+/* Append one record for each of nsinks sinks: serialises obj (borrowed; a "msg_id" member
+ * of it is removed, since the gateway's msg_id is the record's identity) and queues the
+ * rows in the open transaction. The reader puts "msg_id":"<gateway_id>-<id>" in as the
+ * first member when it hands the record to a sink, so the id is never serialised twice.
  * Returns 0, TG_EFULL (reject_new and full), or another TG_E*. *id_out gets the record id. */
 int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio, const char *table,
 		  const char *pkey, int64_t created_ms, json_t *obj, int64_t *id_out);
@@ -85,6 +87,7 @@ typedef struct outbox_reader outbox_reader;
 typedef struct outbox_batch {
 	sink_record *recs;
 	int64_t *seqs;     /* row ids to delete */
+	int64_t *stored;   /* stored payload length per row (what the byte cap counts) */
 	char **bufs;       /* owned strings behind recs */
 	size_t n, cap;
 	size_t bytes;

@@ -246,15 +246,16 @@ def read_lake(lake, table="telemetry"):
     return out
 
 
-def outbox_msg_ids(db_path):
-    """msg_ids of the records still queued in an outbox database (read-only)."""
+def outbox_msg_ids(db_path, gateway_id="gw-test"):
+    """msg_ids of the records still queued in an outbox database (read-only). The stored
+    line has no msg_id: it is <gateway_id>-<id>, put in when a sink receives the record."""
     import sqlite3
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT payload FROM outbox").fetchall()
+        rows = con.execute("SELECT id FROM outbox").fetchall()
     finally:
         con.close()
-    return {json.loads(r[0])["msg_id"] for r in rows}
+    return {f"{gateway_id}-{r[0]}" for r in rows}
 
 
 def lake_files(lake, table="telemetry"):
