@@ -46,7 +46,7 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(B)/rel/tools/%,$(TOOL_SRCS)) \
              $(patsubst tests/tools/%.c,$(B)/asan/tools/%,$(TOOL_SRCS))
 
 .PHONY: all asan deps certs demo check unit integration integration-asan fuzz-replay \
-        bench bench-quick clean valgrind install deb format
+        bench bench-quick clean valgrind install format
 
 all: $(REL_BINS)
 asan: $(ASAN_BINS) $(UNIT_BINS) $(FUZZ_BINS)
