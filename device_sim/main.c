@@ -35,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 #include "log.h"
 #include "sim_gen.h"
@@ -124,13 +125,6 @@ static int64_t mono_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- libmosquitto callbacks (run in the thread that drives the connection) ---- */
@@ -341,7 +335,7 @@ static void send_one(struct worker *w, struct conn *c, struct thing *t, int64_t 
 		ts = o->start_ts_ms + (int64_t)((double)t->slots * o->interval_ms);
 		t_s = (double)t->slots * o->interval_ms / 1000.0;
 	} else {
-		ts = wall_ms();
+		ts = tg_wall_ms();
 		t_s = (double)(now - r->start_ns) / 1e9;
 	}
 	/* The gateway dedupes on (thing, ts), so two readings of one thing must never share a

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 #include "log.h"
 
@@ -28,13 +29,6 @@ struct broker {
 	int64_t next_attempt_ms;
 	int64_t delay_ms;
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
@@ -166,7 +160,7 @@ static void try_connect(broker *b)
 	if (rc != MOSQ_ERR_SUCCESS) {
 		LOG_WARN("broker", "msg=\"connect failed\" host=%s port=%lld err=\"%s\" retry_ms=%lld", b->cfg->broker_host,
 			 (long long)b->cfg->broker_port, mosquitto_strerror(rc), (long long)b->delay_ms);
-		b->next_attempt_ms = mono_ms() + b->delay_ms;
+		b->next_attempt_ms = tg_mono_ms() + b->delay_ms;
 		b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
 	} else {
 		b->next_attempt_ms = 0;
@@ -183,7 +177,7 @@ int broker_start(broker *b, char *err, size_t errlen)
 int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 {
 	if (b->next_attempt_ms) {
-		int64_t now = mono_ms();
+		int64_t now = tg_mono_ms();
 		if (now < b->next_attempt_ms) {
 			int64_t left = b->next_attempt_ms - now;
 			struct timespec ts = {0, (long)((left < timeout_ms ? left : timeout_ms) * 1000000L)};
@@ -204,7 +198,7 @@ int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 		b->st.disconnects++;
 	}
 	LOG_WARN("broker", "msg=\"connection lost\" err=\"%s\" retry_ms=%lld", mosquitto_strerror(rc), (long long)b->delay_ms);
-	b->next_attempt_ms = mono_ms() + b->delay_ms;
+	b->next_attempt_ms = tg_mono_ms() + b->delay_ms;
 	b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
 	/* the first attempt goes through mosquitto_reconnect to keep the session state */
 	return 0;
@@ -229,8 +223,8 @@ void broker_disconnect(broker *b, int timeout_ms)
 	if (!b->st.connected)
 		return;
 	/* give outgoing QoS 1 publishes (alerts) a moment to be acknowledged */
-	int64_t until = mono_ms() + timeout_ms;
-	while (mosquitto_want_write(b->mosq) && mono_ms() < until)
+	int64_t until = tg_mono_ms() + timeout_ms;
+	while (mosquitto_want_write(b->mosq) && tg_mono_ms() < until)
 		mosquitto_loop(b->mosq, 10, 1);
 	/* libmosquitto closes the socket right after writing DISCONNECT. Closing a socket
 	 * with unread data sends a RST, and a RST makes the broker's kernel discard what it
@@ -243,8 +237,8 @@ void broker_disconnect(broker *b, int timeout_ms)
 	mosquitto_loop(b->mosq, 10, 1);
 	if (fd >= 0) {
 		char sink_buf[16384];
-		until = mono_ms() + 2000;
-		while (mono_ms() < until) {
+		until = tg_mono_ms() + 2000;
+		while (tg_mono_ms() < until) {
 			struct pollfd pfd = {.fd = fd, .events = POLLIN};
 			if (poll(&pfd, 1, 50) < 0)
 				break;

@@ -13,38 +13,19 @@
 #include <unistd.h>
 #include <time.h>
 
+#include "clock.h"
 #include "err.h"
+#include "fsutil.h"
 #include "log.h"
 #include "registry.h"
 
 #define SHUTDOWN_DRAIN_MS 10000
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int mkdir_p(const char *path)
-{
-	char tmp[4096];
-	snprintf(tmp, sizeof tmp, "%s", path);
-	for (char *p = tmp + 1; *p; p++)
-		if (*p == '/') {
-			*p = '\0';
-			if (mkdir(tmp, 0750) && errno != EEXIST)
-				return -1;
-			*p = '/';
-		}
-	return mkdir(tmp, 0750) && errno != EEXIST ? -1 : 0;
-}
-
 static void on_message(void *ud, const char *topic, const void *payload, size_t len, int qos,
 		       const struct mqtt5__property *props)
 {
 	tg_daemon *d = ud;
-	int64_t now = wall_ms();
+	int64_t now = tg_wall_ms();
 	int rc = ingest_message(d->ig, topic, payload, len, qos, props, now);
 	if (rc)
 		LOG_ERROR("ingest", "msg=\"message not accepted\" topic=%s err=\"%s\"", topic, tg_strerror(rc));
@@ -65,7 +46,7 @@ static json_t *registry_attrs(void *ud, const char *thing)
 	tg_daemon *d = ud;
 	if (!d->reg)
 		return NULL;
-	int64_t now = wall_ms();
+	int64_t now = tg_wall_ms();
 	if (now - d->reg_checked_ms >= 500) {
 		d->reg_checked_ms = now;
 		int64_t v = 0;
@@ -227,7 +208,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	tg_daemon d = {.inotify_fd = -1};
 	char err[1024];
 	int code = 1;
-	d.started_ms = wall_ms();
+	d.started_ms = tg_wall_ms();
 	if (!(d.cfg = config_load(config_path, err, sizeof err))) {
 		fprintf(stderr, "tidegate: %s\n", err);
 		return 2;
@@ -240,7 +221,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	open_registry(&d);
 	if (load_rules(&d, 1) || load_schemas(&d, 1))
 		goto out;
-	if (mkdir_p(d.cfg->data_dir)) {
+	if (tg_mkdirs(d.cfg->data_dir, 0750)) {
 		LOG_ERROR("daemon", "msg=\"cannot create data_dir\" path=%s err=\"%s\"", d.cfg->data_dir, strerror(errno));
 		goto out;
 	}
@@ -282,7 +263,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		 config_path, d.cfg->outbox_path, d.cfg->nsinks, d.http ? http_port(d.http) : 0);
 
 	while (!*stop) {
-		int64_t now = wall_ms();
+		int64_t now = tg_wall_ms();
 		if (*reload) {
 			*reload = 0;
 			LOG_INFO("daemon", "msg=\"SIGHUP: reloading rules and schemas\"");
@@ -294,7 +275,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		if (wait > 100)
 			wait = 100;
 		broker_loop(d.br, (int)wait, now);
-		now = wall_ms();
+		now = tg_wall_ms();
 		ingest_tick(d.ig, now);
 		int c = outbox_tick(d.ob, now);
 		if (c > 0)

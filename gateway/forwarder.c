@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "err.h"
 #include "log.h"
 
@@ -38,13 +39,6 @@ struct forwarder {
 	size_t n;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t forwarder_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, double r)
 {
 	if (attempt < 0)
@@ -57,23 +51,12 @@ int64_t forwarder_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, doubl
 	return (int64_t)(r * (double)ceil_ms);
 }
 
-/* Absolute CLOCK_REALTIME time timeout_ms from now, for pthread_cond_timedwait. */
-static struct timespec deadline_in(int64_t timeout_ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	int64_t ns = ts.tv_nsec + (timeout_ms % 1000) * 1000000;
-	ts.tv_sec += timeout_ms / 1000 + ns / 1000000000;
-	ts.tv_nsec = ns % 1000000000;
-	return ts;
-}
-
 /* Wait until notified, stopped or timeout_ms passed. Returns 1 if stopping. */
 static int wait_for(forwarder *fw, uint64_t *seen_gen, int64_t timeout_ms)
 {
 	pthread_mutex_lock(&fw->mu);
 	if (!fw->stop && fw->gen == *seen_gen && timeout_ms > 0) {
-		struct timespec ts = deadline_in(timeout_ms);
+		struct timespec ts = tg_deadline_in(timeout_ms);
 		pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
 	}
 	*seen_gen = fw->gen;
@@ -105,7 +88,7 @@ static void *run(void *arg)
 		max_records = (size_t)t->conf->batch_max_records;
 
 	for (;;) {
-		int64_t now = now_ms();
+		int64_t now = tg_wall_ms();
 		int stopping;
 		pthread_mutex_lock(&fw->mu);
 		stopping = fw->stop;
@@ -161,7 +144,7 @@ static void *run(void *arg)
 			else
 				retry++;
 		}
-		if (outbox_settle(t->reader, t->conf->name, &b, status, err[0] ? err : NULL, now_ms()) < 0) {
+		if (outbox_settle(t->reader, t->conf->name, &b, status, err[0] ? err : NULL, tg_wall_ms()) < 0) {
 			wait_for(fw, &gen, 500);
 			continue;
 		}
@@ -188,10 +171,10 @@ static void *run(void *arg)
 			pthread_mutex_lock(&fw->mu);
 			int64_t until = now + delay;
 			while (!fw->stop) {
-				int64_t left = until - now_ms();
+				int64_t left = until - tg_wall_ms();
 				if (left <= 0)
 					break;
-				struct timespec ts = deadline_in(left);
+				struct timespec ts = tg_deadline_in(left);
 				pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
 			}
 			pthread_mutex_unlock(&fw->mu);
@@ -231,7 +214,7 @@ forwarder *forwarder_start(outbox *ob, const tg_config *cfg, char *err, size_t e
 		const tg_sink_conf *sc = &cfg->sinks[i];
 		t->fw = fw;
 		t->conf = sc;
-		t->rng = (unsigned)(now_ms() ^ (int64_t)(i * 2654435761u));
+		t->rng = (unsigned)(tg_wall_ms() ^ (int64_t)(i * 2654435761u));
 		t->st.name = sc->name;
 		t->st.type = sc->ops->type;
 		t->limits = (sink_limits){.max_records = 500, .max_bytes = 4 << 20, .max_age_ms = 0};
@@ -274,7 +257,7 @@ void forwarder_stop(forwarder *fw, int64_t drain_ms)
 		return;
 	pthread_mutex_lock(&fw->mu);
 	fw->stop = 1;
-	fw->drain_until_ms = drain_ms > 0 ? now_ms() + drain_ms : 0;
+	fw->drain_until_ms = drain_ms > 0 ? tg_wall_ms() + drain_ms : 0;
 	pthread_cond_broadcast(&fw->cv);
 	pthread_mutex_unlock(&fw->mu);
 	for (size_t i = 0; i < fw->n; i++) {

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 #include "log.h"
 #include "outbox_sql.h"
@@ -58,13 +59,6 @@ struct outbox_reader {
 	outbox *ob; /* for counters only */
 	sqlite3_stmt *batch, *del, *del_range, *dead, *attempt, *sink_id, *pending, *freelist;
 };
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
@@ -204,11 +198,7 @@ static void *checkpointer(void *arg)
 	}
 	pthread_mutex_lock(&ob->ckpt_mu);
 	while (!ob->ckpt_stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += CHECKPOINT_EVERY_MS * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		struct timespec ts = tg_deadline_in(CHECKPOINT_EVERY_MS);
 		pthread_cond_timedwait(&ob->ckpt_cv, &ob->ckpt_mu, &ts);
 		if (ob->ckpt_stop)
 			break;
@@ -250,7 +240,7 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 		sqlite3_close(ob->db);
 		ob->db = NULL;
 		char aside[4096];
-		snprintf(aside, sizeof aside, "%s.corrupt-%" PRId64, path, wall_ms() / 1000);
+		snprintf(aside, sizeof aside, "%s.corrupt-%" PRId64, path, tg_wall_ms() / 1000);
 		LOG_ERROR("outbox", "msg=\"outbox database unreadable, moved aside\" path=%s moved_to=%s reason=\"%s\"", path,
 			  aside, why);
 		if (rename(path, aside) != 0) {
@@ -268,7 +258,7 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 		}
 		/* ids must not restart at 1: downstream dedupes on msg_id and S3/lake object
 		 * names carry ids. Continue from a clock-derived floor instead. */
-		int64_t floor_id = wall_ms() * 1000;
+		int64_t floor_id = tg_wall_ms() * 1000;
 		if (ob->last_id < floor_id)
 			ob->last_id = ob->committed_last_id = floor_id;
 	}
@@ -540,7 +530,7 @@ int outbox_commit(outbox *ob)
 	atomic_fetch_add(&ob->ctr.appended, (uint64_t)ob->group_rows);
 	atomic_fetch_add(&ob->ctr.commits, 1);
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
-	atomic_store(&ob->ctr.last_commit_ms, wall_ms());
+	atomic_store(&ob->ctr.last_commit_ms, tg_wall_ms());
 	ob->group_n = ob->group_rows = 0;
 	return 0;
 }

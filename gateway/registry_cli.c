@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 #include "registry.h"
 
@@ -37,13 +38,6 @@ typedef struct cli {
 	registry *reg;
 	char err[512];
 } cli;
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void rfc3339(int64_t ms, char *buf, size_t len)
 {
@@ -247,7 +241,7 @@ static int cmd_register(cli *c, int argc, char **argv)
 	}
 	if (open_reg(c))
 		goto done;
-	int64_t now = now_ms();
+	int64_t now = tg_wall_ms();
 	if (registry_register(c->reg, thing, cert_path ? &ci : NULL,
 			      inactive ? REGISTRY_INACTIVE : REGISTRY_ACTIVE, "cli", now, c->err,
 			      sizeof c->err)) {
@@ -344,7 +338,7 @@ static int cmd_status(cli *c, int argc, char **argv, registry_status st)
 	if (open_reg(c))
 		return 1;
 	int changed = 0;
-	if (registry_set_status(c->reg, thing, cert ? fp : NULL, st, now_ms(), &changed, c->err,
+	if (registry_set_status(c->reg, thing, cert ? fp : NULL, st, tg_wall_ms(), &changed, c->err,
 				sizeof c->err))
 		return fail(c, TG_EDB);
 	printf("%s: %d certificate%s set %s\n", thing, changed, changed == 1 ? "" : "s",
@@ -528,7 +522,7 @@ static int cmd_set_attr(cli *c, int argc, char **argv)
 	}
 	if (open_reg(c))
 		return 1;
-	int64_t now = now_ms();
+	int64_t now = tg_wall_ms();
 	for (int i = 2; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
 		*eq = '\0';

@@ -26,6 +26,7 @@
 #include <zlib.h>
 
 #include "err.h"
+#include "fsutil.h"
 #include "log.h"
 #include "sinks/sink.h"
 
@@ -74,21 +75,6 @@ struct sink {
 	unsigned char *zbuf;
 	size_t zcap;
 };
-
-static int mkdirs(const char *path)
-{
-	char tmp[PATH_MAX];
-	snprintf(tmp, sizeof tmp, "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
-}
 
 static int close_file(sink *s, open_file *f, char *err, size_t errlen)
 {
@@ -151,7 +137,7 @@ static int repair_cb(const char *fpath, const struct stat *sb, int type, struct 
 static sink *file_open(const void *opts, const sink_env *env, sink_limits *limits, char *err, size_t errlen)
 {
 	const file_opts *o = opts;
-	if (mkdirs(o->path)) {
+	if (tg_mkdirs(o->path, 0755)) {
 		tg_seterr(err, errlen, TG_EIO, "cannot create lake folder %s: %s", o->path, strerror(errno));
 		return NULL;
 	}
@@ -225,7 +211,7 @@ static open_file *get_file(sink *s, const sink_record *r, int64_t now, char *err
 	snprintf(dir, sizeof dir, "%s/%s/year=%04d/month=%02d/day=%02d/hour=%02d", s->o->path, table,
 		 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour);
 	memcpy(f->dir, dir, sizeof dir);
-	if (mkdirs(f->dir)) {
+	if (tg_mkdirs(f->dir, 0755)) {
 		tg_seterr(err, errlen, TG_EIO, "cannot create %s: %s", f->dir, strerror(errno));
 		return NULL;
 	}
