@@ -3,14 +3,16 @@
  *
  * Design: every configured aggregate ("spec") owns a chained hash table of keys
  * (thing [+ group value]); a key owns a fixed ring of `nslots` window slots, each holding a
- * count and one accumulator (n, sum, min, max, first/last with their event times) per
- * configured field. A window maps to slot (window index mod nslots). nslots =
+ * count and one accumulator per configured field (the value count plus only the cells its
+ * functions need). A window maps to slot (window index mod nslots). nslots =
  * ceil(grace/W) + 2 is exactly enough that, with now_ms moving forward, a slot is only ever
  * reused by a window whose predecessor in that slot is already due to close — so
  * aggregate_add never has to hold more than nslots windows, and if it finds a due window in
  * the slot it needs (tick not called recently) it emits the key's due windows first, in
  * order. Output names ("temperature_avg") are built at load so emitting only formats numbers.
  * The per-message path allocates nothing except a key's node the first time it is seen.
+ * Tick walks a spec's keys only when a window may be due (the spec keeps a lower bound of
+ * the earliest close time) or once per window length to drop idle keys, not every second.
  */
 #include "aggregate.h"
 
@@ -21,32 +23,41 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 #include "schema.h"
 
 #define AGG_FILE_MAX (1024 * 1024)
 #define AGG_MAX_SLOTS 16
 #define AGG_IDLE_WINDOWS 10
+#define AGG_MIN_BUCKETS 64
+#define AGG_PREFETCH_FIELDS 16 /* values read before the key is touched; the rest after */
 
 enum { FN_AVG, FN_MIN, FN_MAX, FN_COUNT, FN_SUM, FN_FIRST, FN_LAST, FN__N };
 static const char *const fn_names[FN__N] = {"avg", "min", "max", "count", "sum", "first", "last"};
 
 struct afield {
 	char *name;
+	size_t len;            /* strlen(name), for json_object_getn */
 	unsigned fns;          /* bit per FN_* */
 	char *out[FN__N];      /* "<name>_<fn>" for the configured fns */
+	/* The field's accumulator in a slot: cells base.. of struct slot's c[]: c[base] is the
+	 * count of numeric values, then only the cells its functions need (0 = not kept): a
+	 * field with avg/min/max keeps 4 cells, not 8, and a key's hot slot spans fewer cache
+	 * lines. first and last keep their event time in the next cell. */
+	size_t base, i_sum, i_min, i_max, i_first, i_last;
 };
 
-struct acc {
+union cell {
 	uint64_t n;
-	double sum, min, max, first, last;
-	int64_t first_ts, last_ts;
+	double d;
+	int64_t ts;
 };
 
 struct slot {
 	int64_t start;
 	uint64_t count;
 	int used;
-	struct acc acc[]; /* nfields */
+	union cell c[]; /* the fields' accumulators, see struct afield */
 };
 
 struct key {
@@ -65,6 +76,7 @@ struct key {
 
 struct spec {
 	char *name, *topic, *time_field, *group_by;
+	size_t time_field_len;
 	int64_t W, grace;
 	size_t max_keys;
 	struct afield *fields;
@@ -74,6 +86,7 @@ struct spec {
 	size_t mask;
 	struct key *keys;
 	size_t nkeys;
+	int64_t next_walk;       /* tick has nothing to do before this (a lower bound) */
 };
 
 struct aggregate_set {
@@ -94,15 +107,10 @@ static int64_t floor_div(int64_t a, int64_t b)
 
 static uint64_t hash_key(const char *thing, const char *group)
 {
-	uint64_t h = 1469598103934665603ULL;
-	for (const char *p = thing; *p; p++)
-		h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-	if (group) {
-		h = (h ^ 0x1f) * 1099511628211ULL;
-		for (const char *p = group; *p; p++)
-			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-	}
-	return h;
+	uint64_t h = tg_hash_str(TG_HASH_SEED, thing);
+	if (group)
+		h = tg_hash_str(h ^ 1, group);
+	return tg_hash_final(h);
 }
 
 static struct slot *slot_at(const struct spec *s, struct key *k, size_t i)
@@ -291,6 +299,7 @@ static int compile_spec(struct lctx *c, struct spec *s, json_t *o, size_t idx)
 		lerr(c, name, "timeField", NULL, "timeField must be a string");
 		bad = 1;
 	}
+	s->time_field_len = strlen(json_is_string(v) ? json_string_value(v) : "ts");
 	if (!(s->time_field = strdup(json_is_string(v) ? json_string_value(v) : "ts")))
 		return TG_ENOMEM;
 	v = json_object_get(o, "groupBy");
@@ -321,6 +330,7 @@ static int compile_spec(struct lctx *c, struct spec *s, json_t *o, size_t idx)
 		return TG_ENOMEM;
 	json_object_foreach(fo, key, v) {
 		struct afield *f = &s->fields[s->nfields++];
+		f->len = strlen(key);
 		if (!(f->name = strdup(key)))
 			return TG_ENOMEM;
 		if (!json_is_array(v) || json_array_size(v) == 0) {
@@ -350,14 +360,25 @@ static int compile_spec(struct lctx *c, struct spec *s, json_t *o, size_t idx)
 			}
 		}
 	}
-	size_t raw = sizeof(struct slot) + s->nfields * sizeof(struct acc);
+	size_t ncells = 0;
+	for (size_t i = 0; i < s->nfields; i++) {
+		struct afield *f = &s->fields[i];
+		unsigned fns = f->fns;
+		f->base = ncells++;
+		f->i_sum = fns & (1u << FN_AVG | 1u << FN_SUM) ? ncells++ : 0;
+		f->i_min = fns & 1u << FN_MIN ? ncells++ : 0;
+		f->i_max = fns & 1u << FN_MAX ? ncells++ : 0;
+		f->i_first = fns & 1u << FN_FIRST ? (ncells += 2) - 2 : 0;
+		f->i_last = fns & 1u << FN_LAST ? (ncells += 2) - 2 : 0;
+	}
+	size_t raw = sizeof(struct slot) + ncells * sizeof(union cell);
 	s->slot_size = (raw + 7) & ~(size_t)7;
-	size_t nb = 16;
-	while (nb < s->max_keys && nb < (1u << 20))
-		nb <<= 1;
-	if (!(s->buckets = calloc(nb, sizeof *s->buckets)))
+	/* the table starts small and doubles with the keys (see new_key): sized for max_keys up
+	 * front, a few hundred things would touch a page of buckets each and miss the cache on
+	 * every lookup */
+	if (!(s->buckets = calloc(AGG_MIN_BUCKETS, sizeof *s->buckets)))
 		return TG_ENOMEM;
-	s->mask = nb - 1;
+	s->mask = AGG_MIN_BUCKETS - 1;
 	return bad ? TG_EPARSE : 0;
 }
 
@@ -450,10 +471,13 @@ out:
 
 static void put_num(json_t *o, const char *k, double x)
 {
-	json_object_set_new(o, k, json_real(x));
+	json_object_set_new_nocheck(o, k, json_real(x));
 }
 
-/* Build the window's JSON, hand it to the callback, free the slot. */
+/* Build the window's JSON, hand it to the callback, free the slot. The keys are our own
+ * names or names validated at load and the values are UTF-8 already (things come from MQTT
+ * topics, groups from JSON strings or our own number formatting), so the _nocheck setters
+ * skip jansson's UTF-8 scans. */
 static int emit_slot(aggregate_set *set, struct spec *s, struct key *k, struct slot *sl)
 {
 	char iso[32];
@@ -461,40 +485,41 @@ static int emit_slot(aggregate_set *set, struct spec *s, struct key *k, struct s
 	if (!o)
 		return TG_ENOMEM;
 	int64_t end = sl->start + s->W;
-	json_object_set_new(o, "aggregate", json_string(s->name));
-	json_object_set_new(o, "thing", json_string(k->thing));
+	json_object_set_new_nocheck(o, "aggregate", json_string_nocheck(s->name));
+	json_object_set_new_nocheck(o, "thing", json_string_nocheck(k->thing));
 	if (s->group_by)
-		json_object_set_new(o, s->group_by, json_string(k->group));
-	json_object_set_new(o, "window_start", json_integer(sl->start));
-	json_object_set_new(o, "window_end", json_integer(end));
+		json_object_set_new_nocheck(o, s->group_by, json_string_nocheck(k->group));
+	json_object_set_new_nocheck(o, "window_start", json_integer(sl->start));
+	json_object_set_new_nocheck(o, "window_end", json_integer(end));
 	if (schema_format_rfc3339(sl->start, iso, sizeof iso) > 0)
-		json_object_set_new(o, "window_start_iso", json_string(iso));
+		json_object_set_new_nocheck(o, "window_start_iso", json_string_nocheck(iso));
 	if (schema_format_rfc3339(end, iso, sizeof iso) > 0)
-		json_object_set_new(o, "window_end_iso", json_string(iso));
-	json_object_set_new(o, "ts", json_integer(sl->start));
-	json_object_set_new(o, "count", json_integer((json_int_t)sl->count));
-	json_object_set_new(o, "late", json_integer((json_int_t)k->late_pending));
+		json_object_set_new_nocheck(o, "window_end_iso", json_string_nocheck(iso));
+	json_object_set_new_nocheck(o, "ts", json_integer(sl->start));
+	json_object_set_new_nocheck(o, "count", json_integer((json_int_t)sl->count));
+	json_object_set_new_nocheck(o, "late", json_integer((json_int_t)k->late_pending));
 	k->late_pending = 0;
 	for (size_t i = 0; i < s->nfields; i++) {
 		const struct afield *f = &s->fields[i];
-		const struct acc *a = &sl->acc[i];
+		const union cell *c = sl->c;
+		uint64_t n = c[f->base].n;
 		for (int fn = 0; fn < FN__N; fn++) {
 			if (!(f->fns & (1u << fn)))
 				continue;
 			if (fn == FN_COUNT) {
-				json_object_set_new(o, f->out[fn], json_integer((json_int_t)a->n));
+				json_object_set_new_nocheck(o, f->out[fn], json_integer((json_int_t)n));
 				continue;
 			}
-			if (a->n == 0) {
-				json_object_set_new(o, f->out[fn], json_null());
+			if (n == 0) {
+				json_object_set_new_nocheck(o, f->out[fn], json_null());
 				continue;
 			}
-			double x = fn == FN_AVG ? a->sum / (double)a->n
-				 : fn == FN_MIN ? a->min
-				 : fn == FN_MAX ? a->max
-				 : fn == FN_SUM ? a->sum
-				 : fn == FN_FIRST ? a->first
-						  : a->last;
+			double x = fn == FN_AVG ? c[f->i_sum].d / (double)n
+				 : fn == FN_MIN ? c[f->i_min].d
+				 : fn == FN_MAX ? c[f->i_max].d
+				 : fn == FN_SUM ? c[f->i_sum].d
+				 : fn == FN_FIRST ? c[f->i_first].d
+						  : c[f->i_last].d;
 			put_num(o, f->out[fn], x);
 		}
 	}
@@ -538,6 +563,25 @@ static struct key *find_key(struct spec *s, const char *thing, const char *group
 	return NULL;
 }
 
+/* Double the bucket array once keys outnumber buckets; on allocation failure the chains just
+ * get longer. */
+static void grow_buckets(struct spec *s)
+{
+	size_t nb = (s->mask + 1) * 2;
+	if (s->nkeys < s->mask + 1 || nb > (1u << 20))
+		return;
+	struct key **b = calloc(nb, sizeof *b);
+	if (!b)
+		return;
+	for (struct key *k = s->keys; k; k = k->next) {
+		k->hnext = b[k->hash & (nb - 1)];
+		b[k->hash & (nb - 1)] = k;
+	}
+	free(s->buckets);
+	s->buckets = b;
+	s->mask = nb - 1;
+}
+
 static struct key *new_key(aggregate_set *set, struct spec *s, const char *thing,
 			   const char *group, uint64_t h)
 {
@@ -562,6 +606,7 @@ static struct key *new_key(aggregate_set *set, struct spec *s, const char *thing
 	s->keys = k;
 	s->nkeys++;
 	set->st.keys++;
+	grow_buckets(s);
 	return k;
 }
 
@@ -600,28 +645,23 @@ static const char *group_text(const json_t *v, char *buf, size_t len)
 	return "null";
 }
 
-static void acc_add(struct acc *a, double x, int64_t ts)
+/* Add one value to a field's accumulator (cells laid out at load, see struct afield). */
+static inline __attribute__((always_inline)) void acc_add(const struct afield *f, union cell *c, double x, int64_t ts)
 {
-	if (a->n == 0) {
-		a->min = a->max = a->first = a->last = x;
-		a->first_ts = a->last_ts = ts;
-		a->sum = x;
-		a->n = 1;
-		return;
+	int first = c[f->base].n++ == 0;
+	if (f->i_sum)
+		c[f->i_sum].d = first ? x : c[f->i_sum].d + x;
+	if (f->i_min && (first || x < c[f->i_min].d))
+		c[f->i_min].d = x;
+	if (f->i_max && (first || x > c[f->i_max].d))
+		c[f->i_max].d = x;
+	if (f->i_first && (first || ts < c[f->i_first + 1].ts)) {
+		c[f->i_first].d = x;
+		c[f->i_first + 1].ts = ts;
 	}
-	a->n++;
-	a->sum += x;
-	if (x < a->min)
-		a->min = x;
-	if (x > a->max)
-		a->max = x;
-	if (ts < a->first_ts) {
-		a->first = x;
-		a->first_ts = ts;
-	}
-	if (ts >= a->last_ts) {
-		a->last = x;
-		a->last_ts = ts;
+	if (f->i_last && (first || ts >= c[f->i_last + 1].ts)) {
+		c[f->i_last].d = x;
+		c[f->i_last + 1].ts = ts;
 	}
 }
 
@@ -635,13 +675,27 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 		struct spec *s = &set->v[i];
 		if (!schema_topic_match(s->topic, topic))
 			continue;
-		json_t *tv = obj ? json_object_get(obj, s->time_field) : NULL;
-		int64_t ts = json_is_integer(tv) ? json_integer_value(tv) : received_ms;
 		char gbuf[40];
 		const char *group = s->group_by ? group_text(json_object_get(obj, s->group_by), gbuf,
 							     sizeof gbuf)
 						: NULL;
 		uint64_t h = hash_key(thing, group);
+		json_t *tv = obj ? json_object_getn(obj, s->time_field, s->time_field_len) : NULL;
+		int64_t ts = json_is_integer(tv) ? json_integer_value(tv) : received_ms;
+		/* The key's node is most likely not in cache (one per thing): start loading it, then
+		 * read the message's values from the object (which is) while it comes. */
+		const struct key *k0 = s->buckets[h & s->mask];
+		if (k0) {
+			__builtin_prefetch(k0);
+			__builtin_prefetch((const char *)k0 + 64);
+		}
+		double vals[AGG_PREFETCH_FIELDS];
+		unsigned char has[AGG_PREFETCH_FIELDS];
+		for (size_t f = 0; f < s->nfields && f < AGG_PREFETCH_FIELDS; f++) {
+			json_t *v = obj ? json_object_getn(obj, s->fields[f].name, s->fields[f].len) : NULL;
+			has[f] = json_is_number(v);
+			vals[f] = has[f] ? json_number_value(v) : 0;
+		}
 		struct key *k = find_key(s, thing, group, h);
 		int64_t start;
 		size_t idx;
@@ -693,12 +747,19 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 			memset(sl, 0, s->slot_size);
 			sl->used = 1;
 			sl->start = start;
+			if (start + s->W + s->grace < s->next_walk)
+				s->next_walk = start + s->W + s->grace;
 		}
 		sl->count++;
 		for (size_t f = 0; f < s->nfields; f++) {
-			json_t *v = json_object_get(obj, s->fields[f].name);
+			if (f < AGG_PREFETCH_FIELDS) {
+				if (has[f])
+					acc_add(&s->fields[f], sl->c, vals[f], ts);
+				continue;
+			}
+			json_t *v = json_object_getn(obj, s->fields[f].name, s->fields[f].len);
 			if (json_is_number(v))
-				acc_add(&sl->acc[f], json_number_value(v), ts);
+				acc_add(&s->fields[f], sl->c, json_number_value(v), ts);
 		}
 		set->st.added++;
 		counted++;
@@ -713,20 +774,28 @@ int aggregate_tick(aggregate_set *set, int64_t now_ms)
 	int total = 0;
 	for (size_t i = 0; i < set->n; i++) {
 		struct spec *s = &set->v[i];
+		if (now_ms < s->next_walk)
+			continue;
+		int64_t next = now_ms + s->W; /* idle keys are looked for once a window length */
 		struct key *k = s->keys;
 		while (k) {
-			struct key *next = k->next;
+			struct key *knext = k->next;
 			int rc = close_due(set, s, k, now_ms, 0);
 			if (rc < 0)
 				return rc;
 			total += rc;
 			int open = 0;
-			for (size_t j = 0; j < s->nslots; j++)
-				open |= slot_at(s, k, j)->used;
+			for (size_t j = 0; j < s->nslots; j++) {
+				const struct slot *sl = slot_at(s, k, j);
+				open |= sl->used;
+				if (sl->used && sl->start + s->W + s->grace < next)
+					next = sl->start + s->W + s->grace;
+			}
 			if (!open && k->last_seen + AGG_IDLE_WINDOWS * s->W <= now_ms)
 				drop_key(set, s, k);
-			k = next;
+			k = knext;
 		}
+		s->next_walk = next;
 	}
 	return total;
 }

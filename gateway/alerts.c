@@ -1,7 +1,7 @@
 /*
  * alerts.c — per-(rule, alert, thing) alert state machine with SQLite persistence.
  *
- * Design: keys live in a chained hash table in memory (the hot path is one FNV hash and a
+ * Design: keys live in a chained hash table in memory (the hot path is one hash.h hash and a
  * lookup; a RAISE report for an already raised alert or a NONE report for an idle key
  * touches nothing else). The database is a write-behind mirror read only at open: each
  * change of a key's state (or of its pending count while that count still matters) is one
@@ -21,10 +21,13 @@
 #include <sqlite3.h>
 
 #include "err.h"
+#include "hash.h"
 #include "schema.h"
 
 #define ALERTS_SCHEMA_VERSION 1
 #define ALERTS_DEFAULT_MAX_KEYS 100000
+#define ALERTS_MIN_BUCKETS 64
+#define ALERTS_ACTIVE_CELLS 4096 /* power of two */
 
 static const char SQL_CREATE[] =
 	"CREATE TABLE IF NOT EXISTS alert_state("
@@ -64,6 +67,10 @@ struct alerts {
 	size_t mask, nkeys;
 	struct akey *keys;
 	alerts_stats st;
+	/* How many keys not in state OK hash to each cell (hash & (ALERTS_ACTIVE_CELLS-1)): a
+	 * report that does not raise, for a key whose cell is 0, is known to change nothing
+	 * without walking to the key (the common case, and a cache miss saved per message). */
+	uint32_t active[ALERTS_ACTIVE_CELLS];
 };
 
 struct aparams {
@@ -74,14 +81,7 @@ struct aparams {
 
 static uint64_t hash3(const char *a, const char *b, const char *c)
 {
-	uint64_t h = 1469598103934665603ULL;
-	const char *parts[3] = {a, b, c};
-	for (int i = 0; i < 3; i++) {
-		for (const char *p = parts[i]; *p; p++)
-			h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-		h = (h ^ 0x1f) * 1099511628211ULL;
-	}
-	return h;
+	return tg_hash_final(tg_hash_str(tg_hash_str(tg_hash_str(TG_HASH_SEED, a), b), c));
 }
 
 static struct akey *find(const alerts *a, const char *rule, const char *alert, const char *thing,
@@ -92,6 +92,25 @@ static struct akey *find(const alerts *a, const char *rule, const char *alert, c
 		    strcmp(k->rule, rule) == 0)
 			return k;
 	return NULL;
+}
+
+/* Double the bucket array once keys outnumber buckets; on allocation failure the chains just
+ * get longer. */
+static void grow_buckets(alerts *a)
+{
+	size_t nb = (a->mask + 1) * 2;
+	if (a->nkeys < a->mask + 1 || nb > (1u << 20))
+		return;
+	struct akey **b = calloc(nb, sizeof *b);
+	if (!b)
+		return;
+	for (struct akey *k = a->keys; k; k = k->next) {
+		k->hnext = b[k->hash & (nb - 1)];
+		b[k->hash & (nb - 1)] = k;
+	}
+	free(a->buckets);
+	a->buckets = b;
+	a->mask = nb - 1;
 }
 
 static struct akey *add_key(alerts *a, const char *rule, const char *alert, const char *thing,
@@ -113,6 +132,7 @@ static struct akey *add_key(alerts *a, const char *rule, const char *alert, cons
 	k->next = a->keys;
 	a->keys = k;
 	a->nkeys++;
+	grow_buckets(a);
 	return k;
 }
 
@@ -198,6 +218,8 @@ static int db_load(alerts *a, char *err, size_t errlen)
 		}
 		int s = sqlite3_column_int(st, 3);
 		k->state = s == 1 ? ALERTS_STATE_PENDING : s == 2 ? ALERTS_STATE_RAISED : ALERTS_STATE_OK;
+		if (k->state != ALERTS_STATE_OK)
+			a->active[h & (ALERTS_ACTIVE_CELLS - 1)]++;
 		k->matches = sqlite3_column_int64(st, 4);
 		k->first_ts = sqlite3_column_int64(st, 5);
 		k->last_ts = sqlite3_column_int64(st, 6);
@@ -231,12 +253,11 @@ alerts *alerts_open(const alerts_conf *conf, char *err, size_t errlen)
 	a->c.db_path = a->db_path;
 	if (!a->c.max_keys)
 		a->c.max_keys = ALERTS_DEFAULT_MAX_KEYS;
-	size_t nb = 64;
-	while (nb < a->c.max_keys && nb < (1u << 20))
-		nb <<= 1;
-	if (!(a->buckets = calloc(nb, sizeof *a->buckets)))
+	/* starts small and doubles with the keys (add_key), so a few things' keys share a few
+	 * cache lines of buckets instead of one page each */
+	if (!(a->buckets = calloc(ALERTS_MIN_BUCKETS, sizeof *a->buckets)))
 		goto nomem;
-	a->mask = nb - 1;
+	a->mask = ALERTS_MIN_BUCKETS - 1;
 	if (sqlite3_open_v2(a->db_path, &a->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) !=
 	    SQLITE_OK) {
 		tg_seterr(err, errlen, TG_EDB, "alerts: open %s: %s", a->db_path,
@@ -399,11 +420,15 @@ static void set_state(alerts *a, struct akey *k, alerts_state s)
 		a->st.active--;
 	else if (k->state == ALERTS_STATE_PENDING)
 		a->st.pending--;
+	if (k->state != ALERTS_STATE_OK)
+		a->active[k->hash & (ALERTS_ACTIVE_CELLS - 1)]--;
 	k->state = s;
 	if (s == ALERTS_STATE_RAISED)
 		a->st.active++;
 	else if (s == ALERTS_STATE_PENDING)
 		a->st.pending++;
+	if (s != ALERTS_STATE_OK)
+		a->active[k->hash & (ALERTS_ACTIVE_CELLS - 1)]++;
 }
 
 int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
@@ -411,7 +436,12 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms)
 	struct aparams p;
 	if (!a || !in || !in->rule || !in->alert || !in->thing)
 		return TG_EINVAL;
-	uint64_t h = hash3(in->rule, in->alert, in->thing);
+	uint64_t h = in->key_prefix ? tg_hash_final(tg_hash_str(in->key_prefix, in->thing))
+				    : hash3(in->rule, in->alert, in->thing);
+	if (in->cond != RULES_ALERT_RAISE && a->active[h & (ALERTS_ACTIVE_CELLS - 1)] == 0) {
+		a->st.reports++; /* no key in this cell is pending or raised: nothing to change */
+		return ALERTS_NOCHANGE;
+	}
 	struct akey *k = find(a, in->rule, in->alert, in->thing, h);
 	alerts_state cur = k ? k->state : ALERTS_STATE_OK;
 	/* The steady state — idle and not raising, or raised and still raising — changes
@@ -514,7 +544,7 @@ int alerts_on_action(alerts *a, const rules_action_out *act, const tg_msg *m, in
 	json_t *ts = m->json ? json_object_get(m->json, "ts") : NULL;
 	alerts_input in = {.rule = act->rule, .alert = act->alert_name, .thing = m->thing,
 			   .cond = act->alert_cond, .payload = act->payload, .params = act->params,
-			   .topic = act->topic, .ts_ms = json_is_integer(ts) ? json_integer_value(ts) : m->received_ms};
+			   .topic = act->topic, .key_prefix = act->alert_key, .ts_ms = json_is_integer(ts) ? json_integer_value(ts) : m->received_ms};
 	return alerts_report(a, &in, now_ms);
 }
 

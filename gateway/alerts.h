@@ -93,6 +93,9 @@ typedef struct alerts_input {
 	const json_t *params;             /* action parameters; borrowed; may be NULL */
 	int64_t ts_ms;                    /* event time of the message */
 	const char *topic;                /* passed through to alerts_event.topic; may be NULL */
+	uint64_t key_prefix;              /* optional: tg_hash_str(tg_hash_str(TG_HASH_SEED, rule),
+					   * alert) (hash.h), which the rules engine computes once
+					   * per action at load; 0 = hash rule and alert here */
 } alerts_input;
 
 /* Return values of alerts_report (>= 0). */

@@ -1,7 +1,7 @@
 /*
  * dedupe.c — bounded (thing, ts) duplicate detection.
  *
- * Design: a chained hash table of things (FNV-1a over the name, bucket count a power of two
+ * Design: a chained hash table of things (hash.h over the name, bucket count a power of two
  * sized for max_things up front) plus an LRU list through the same nodes, so a full table
  * recycles its least recently seen node instead of allocating. Each node holds a fixed ring
  * of (ts, first-seen) pairs. A lookup scans the ring from the newest entry and stops at the
@@ -16,6 +16,9 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
+
+#define DEDUPE_MIN_BUCKETS 64
 
 struct entry {
 	int64_t ts;
@@ -43,14 +46,9 @@ struct dedupe {
 	dedupe_stats st;
 };
 
-static uint64_t fnv1a(const char *s)
+static uint64_t hash_thing(const char *s)
 {
-	uint64_t h = 1469598103934665603ULL;
-	for (; *s; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return h;
+	return tg_hash_final(tg_hash_str(TG_HASH_SEED, s));
 }
 
 dedupe *dedupe_new(const dedupe_conf *conf, char *err, size_t errlen)
@@ -65,12 +63,10 @@ dedupe *dedupe_new(const dedupe_conf *conf, char *err, size_t errlen)
 	if (!(d = calloc(1, sizeof *d)))
 		goto nomem;
 	d->c = *conf;
-	size_t nb = 16;
-	while (nb < conf->max_things)
-		nb <<= 1;
-	if (!(d->buckets = calloc(nb, sizeof *d->buckets)))
+	/* starts small and doubles with the things (grow_buckets) */
+	if (!(d->buckets = calloc(DEDUPE_MIN_BUCKETS, sizeof *d->buckets)))
 		goto nomem;
-	d->mask = nb - 1;
+	d->mask = DEDUPE_MIN_BUCKETS - 1;
 	return d;
 nomem:
 	dedupe_free(d);
@@ -126,6 +122,25 @@ static void hash_unlink(dedupe *d, struct thing *t)
 	t->hnext = NULL;
 }
 
+/* Double the bucket array once things outnumber buckets; on allocation failure the chains
+ * just get longer. */
+static void grow_buckets(dedupe *d)
+{
+	size_t nb = (d->mask + 1) * 2;
+	if (d->st.things < d->mask + 1 || nb > ((size_t)1 << 24))
+		return;
+	struct thing **b = calloc(nb, sizeof *b);
+	if (!b)
+		return;
+	for (struct thing *t = d->lru_head; t; t = t->lnext) {
+		t->hnext = b[t->hash & (nb - 1)];
+		b[t->hash & (nb - 1)] = t;
+	}
+	free(d->buckets);
+	d->buckets = b;
+	d->mask = nb - 1;
+}
+
 /* A node for a thing not seen before: recycled from the LRU tail when full (grown if the
  * new name does not fit; it is unlinked at that point, so moving it is safe). */
 static struct thing *thing_new(dedupe *d, const char *name, uint64_t h)
@@ -166,6 +181,7 @@ static struct thing *thing_new(dedupe *d, const char *name, uint64_t h)
 	t->hnext = d->buckets[h & d->mask];
 	d->buckets[h & d->mask] = t;
 	lru_push_front(d, t);
+	grow_buckets(d);
 	return t;
 }
 
@@ -173,7 +189,7 @@ int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 {
 	if (!d || !thing)
 		return TG_EINVAL;
-	uint64_t h = fnv1a(thing);
+	uint64_t h = hash_thing(thing);
 	struct thing *t = d->buckets[h & d->mask];
 	while (t && (t->hash != h || strcmp(t->name, thing) != 0))
 		t = t->hnext;

@@ -26,6 +26,7 @@
 #include <openssl/evp.h>
 
 #include "err.h"
+#include "hash.h"
 #include "log.h"
 #include "rules/rules_int.h"
 
@@ -60,6 +61,7 @@ typedef struct raction {
 	int has_pkey;
 	int qos;
 	char *sink, *table, *alert_name;
+	uint64_t alert_key; /* tg_hash_str(tg_hash_str(TG_HASH_SEED, rule name), alert_name) */
 	rules_node *clear;
 } raction;
 
@@ -460,6 +462,7 @@ static int action_compile(loader *ld, rule *r, json_t *obj, const char **path, i
 		a->alert_name = strdup(name);
 		if (!a->alert_name)
 			return TG_ENOMEM;
+		a->alert_key = tg_hash_str(tg_hash_str(TG_HASH_SEED, r->name), a->alert_name);
 		json_t *sev = json_object_get(params, "severity");
 		if (sev) {
 			const char *s = json_string_value(sev);
@@ -940,6 +943,7 @@ static void fill_out(rules_ctx *c, const rule *r, const raction *a, rules_action
 		break;
 	case RULES_ACT_ALERT:
 		out->alert_name = a->alert_name;
+		out->alert_key = a->alert_key;
 		out->topic = tmpl_expand(c, &a->topic);
 		break;
 	case RULES_ACT_WEBHOOK:

@@ -57,6 +57,8 @@ typedef struct rules_action_out {
 	/* alert */
 	const char *alert_name;
 	rules_alert_cond alert_cond;
+	uint64_t alert_key;       /* hash.h hash of (rule, alert_name), computed once at load:
+				   * alerts_input.key_prefix */
 	const json_t *params;     /* the action's parameter object, string templates expanded */
 	/* webhook */
 	const char *url;

@@ -222,6 +222,53 @@ static void test_model_without_ticks(void **state)
 
 /* ---- specific behaviours ----------------------------------------------------------------- */
 
+/* Thousands of keys (the key table grows from 64 buckets) and fields that keep different
+ * subsets of accumulator cells (sum+last, min+first, count only), checked per window. */
+static void test_many_keys_partial_cells(void **state)
+{
+	(void)state;
+	enum { N = 3000 };
+	struct sink sk = {.wins = json_array(), .grace = 1000};
+	aggregate_set *a = load("{\"aggregates\":[{\"name\":\"m\",\"topic\":\"d/+/t\","
+			       "\"windowSeconds\":10,\"graceSeconds\":1,\"maxKeys\":100000,\"fields\":{"
+			       "\"temperature\":[\"sum\",\"last\"],\"humidity\":[\"first\",\"min\"],"
+			       "\"pressure\":[\"count\"]}}]}",
+			       &sk);
+	char thing[32];
+	for (int r = 0; r < 3; r++)
+		for (int i = 0; i < N; i++) {
+			snprintf(thing, sizeof thing, "dev-%05d", i);
+			/* ts descending over r for humidity's "first" to be the r = 2 value */
+			json_t *m = json_pack("{sIsfsf}", "ts", (json_int_t)(5000 - r * 100), "temperature",
+					      i + r * 0.5, "humidity", 50.0 - r - i % 7);
+			if (r == 1)
+				json_object_set_new(m, "pressure", json_real(1000));
+			sk.now = 6000;
+			assert_int_equal(aggregate_add(a, "d/x/t", thing, m, 6000, 6000), 1);
+			json_decref(m);
+		}
+	aggregate_stats st;
+	aggregate_get_stats(a, &st);
+	assert_int_equal(st.keys, N);
+	sk.now = 11000;
+	assert_int_equal(aggregate_tick(a, 11000), N);
+	assert_int_equal(json_array_size(sk.wins), N);
+	size_t k;
+	json_t *w;
+	json_array_foreach(sk.wins, k, w) {
+		int i = atoi(json_string_value(json_object_get(w, "thing")) + 4);
+		assert_float_equal(json_real_value(json_object_get(w, "temperature_sum")), 3.0 * i + 1.5, 1e-9);
+		assert_float_equal(json_real_value(json_object_get(w, "temperature_last")), i + 0.0, 1e-9);
+		assert_float_equal(json_real_value(json_object_get(w, "humidity_first")), 48.0 - i % 7, 1e-9);
+		assert_float_equal(json_real_value(json_object_get(w, "humidity_min")), 48.0 - i % 7, 1e-9);
+		assert_int_equal(json_integer_value(json_object_get(w, "pressure_count")), 1);
+		assert_int_equal(json_integer_value(json_object_get(w, "count")), 3);
+		assert_null(json_object_get(w, "temperature_avg"));
+	}
+	aggregate_free(a);
+	json_decref(sk.wins);
+}
+
 static json_t *msg(int64_t ts, double t, const char *grp)
 {
 	json_t *m = json_pack("{sIsf}", "ts", (json_int_t)ts, "temperature", t);
@@ -407,6 +454,7 @@ int main(void)
 		cmocka_unit_test(test_model_with_ticks),
 		cmocka_unit_test(test_model_without_ticks),
 		cmocka_unit_test(test_grace_and_late),
+		cmocka_unit_test(test_many_keys_partial_cells),
 		cmocka_unit_test(test_first_last_ties),
 		cmocka_unit_test(test_group_and_bounds),
 		cmocka_unit_test(test_config_errors),

@@ -17,6 +17,7 @@
 
 #include "alerts.h"
 #include "err.h"
+#include "hash.h"
 
 struct sink {
 	json_t *events; /* array of emitted alert messages */
@@ -297,6 +298,52 @@ static void test_restart(void **state)
 	json_decref(slow);
 }
 
+/* Many things: the key table grows from its initial 64 buckets, the "active" cells that let a
+ * non-raising report skip the lookup stay exact (including for keys loaded at restart), and
+ * a report with the rules engine's precomputed key_prefix finds the same key as one without. */
+static void test_many_keys_and_prefix(void **state)
+{
+	struct fx *f = *state;
+	json_t *p = params("{\"clear\":\"c\"}");
+	const uint64_t prefix = tg_hash_str(tg_hash_str(TG_HASH_SEED, "temp_rule"), "high_temp");
+	enum { N = 5000 };
+	char thing[32];
+	for (int i = 0; i < N; i++) { /* every third thing raises, via the prefix path */
+		snprintf(thing, sizeof thing, "thing-%05d", i);
+		json_t *payload = json_pack("{sf}", "temperature", 30.0);
+		alerts_input in = {.rule = "temp_rule", .alert = "high_temp", .thing = thing,
+				   .cond = i % 3 == 0 ? RULES_ALERT_RAISE : RULES_ALERT_CLEAR,
+				   .payload = payload, .params = p, .ts_ms = 1000 + i, .key_prefix = prefix};
+		assert_int_equal(alerts_report(f->a, &in, 1000 + i), i % 3 == 0 ? ALERTS_RAISED : ALERTS_NOCHANGE);
+		json_decref(payload);
+	}
+	assert_int_equal(nevents(f), (N + 2) / 3);
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = 0; i < N; i++) {
+			snprintf(thing, sizeof thing, "thing-%05d", i);
+			assert_int_equal(alerts_get_state(f->a, "temp_rule", "high_temp", thing),
+					 i % 3 == 0 ? ALERTS_STATE_RAISED : ALERTS_STATE_OK);
+		}
+		alerts_stats st;
+		alerts_get_stats(f->a, &st);
+		assert_int_equal(st.active, (N + 2) / 3);
+		reopen(f); /* the second pass checks what was loaded back */
+	}
+	/* after the restart, a clear without the prefix reaches every raised key: none is
+	 * skipped by the active cells */
+	size_t before = nevents(f);
+	for (int i = 0; i < N; i++) {
+		snprintf(thing, sizeof thing, "thing-%05d", i);
+		assert_int_equal(report(f, thing, RULES_ALERT_CLEAR, 20, 9000, 9000, p),
+				 i % 3 == 0 ? ALERTS_CLEARED : ALERTS_NOCHANGE);
+	}
+	assert_int_equal(nevents(f) - before, (N + 2) / 3);
+	alerts_stats st;
+	alerts_get_stats(f->a, &st);
+	assert_int_equal(st.active, 0);
+	json_decref(p);
+}
+
 static void count_visit(void *ud, const char *rule, const char *alert, const char *thing,
 			alerts_state s, int64_t raised_at)
 {
@@ -385,6 +432,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hysteresis_and_no_clear, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_keys_and_prefix, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_errors_and_on_action, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
 	};

@@ -111,6 +111,32 @@ static void test_lru_bound(void **state)
 	dedupe_free(d);
 }
 
+/* Thousands of things: the table grows from 64 buckets (through LRU eviction too) and every
+ * thing is still found. */
+static void test_many_things(void **state)
+{
+	(void)state;
+	enum { N = 20000, CAP = 12000 };
+	dedupe *d = mk(600000, 2, CAP);
+	char name[32];
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof name, "dev-%05d", i);
+		assert_int_equal(dedupe_check(d, name, 5, 100), 0);
+		assert_int_equal(dedupe_check(d, name, 5, 100), 1);
+	}
+	for (int i = N - CAP; i < N; i++) { /* the CAP most recent are all remembered */
+		snprintf(name, sizeof name, "dev-%05d", i);
+		assert_int_equal(dedupe_check(d, name, 5, 101), 1);
+	}
+	dedupe_stats st;
+	dedupe_get_stats(d, &st);
+	assert_int_equal(st.things, CAP);
+	assert_int_equal(st.things_evicted, N - CAP);
+	snprintf(name, sizeof name, "dev-%05d", 0); /* evicted long ago: new again */
+	assert_int_equal(dedupe_check(d, name, 5, 102), 0);
+	dedupe_free(d);
+}
+
 /* Brute force: every (thing, ts, first_seen) ever remembered, scanned linearly. */
 struct rec {
 	int thing;
@@ -165,6 +191,7 @@ int main(void)
 		cmocka_unit_test(test_bad_conf),
 		cmocka_unit_test(test_ring_bound),
 		cmocka_unit_test(test_lru_bound),
+		cmocka_unit_test(test_many_things),
 		cmocka_unit_test(test_against_model),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
