@@ -3,8 +3,10 @@
  */
 #include "broker.h"
 
+#include <errno.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -16,6 +18,8 @@
 #include "log.h"
 
 #define SESSION_EXPIRY_S (7 * 24 * 3600)
+#define READ_BATCH 128 /* packets read per broker_loop call before the caller's own work */
+#define WBUF_SIZE 32768
 
 struct broker {
 	struct mosquitto *mosq;
@@ -28,7 +32,65 @@ struct broker {
 	int want_connect;
 	int64_t next_attempt_ms;
 	int64_t delay_ms;
+	/* Write buffer under the TLS layer (see install_wbuf); owned by wbuf_ssl, which
+	 * libmosquitto owns and frees on disconnect, so it is forgotten on every disconnect. */
+	BIO *wbuf;
+	SSL *wbuf_ssl;
 };
+
+/* Put a buffering BIO between OpenSSL and the socket, so the PUBACKs of a batch of messages
+ * (one TLS record each) leave in one write() at the end of the batch (net_step flushes it)
+ * instead of one write() — and one loopback TCP segment for the broker to read — per
+ * message. Without it (allocation failure) writes just go straight to the socket. */
+static void install_wbuf(broker *b, SSL *ssl)
+{
+	b->wbuf = NULL;
+	b->wbuf_ssl = NULL;
+	BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL;
+	BIO *buf = sock ? BIO_new(BIO_f_buffer()) : NULL;
+	if (!buf)
+		return;
+	if (BIO_set_write_buffer_size(buf, WBUF_SIZE) <= 0 || !BIO_up_ref(sock)) {
+		BIO_free(buf);
+		return;
+	}
+	BIO_push(buf, sock);
+	SSL_set0_wbio(ssl, buf); /* drops the reference SSL held on sock; buf holds ours */
+	b->wbuf = buf;
+	b->wbuf_ssl = ssl;
+}
+
+/* Write out what the buffer holds: 0 done, 1 the socket is full (poll for POLLOUT), -1 the
+ * connection is broken (the next read finds out). */
+static int flush_wbuf(broker *b)
+{
+	if (!b->wbuf || BIO_wpending(b->wbuf) == 0)
+		return 0;
+	if (BIO_flush(b->wbuf) > 0)
+		return 0;
+	return BIO_should_retry(b->wbuf) ? 1 : -1;
+}
+
+/* Flush (for up to timeout_ms) and put the plain socket back under the TLS layer: before
+ * libmosquitto writes DISCONNECT and closes the socket, which would lose buffered bytes. */
+static void remove_wbuf(broker *b, int timeout_ms)
+{
+	if (!b->wbuf || mosquitto_ssl_get(b->mosq) != b->wbuf_ssl)
+		goto out;
+	int64_t until = tg_mono_ms() + timeout_ms;
+	int rc;
+	while ((rc = flush_wbuf(b)) == 1 && tg_mono_ms() < until) {
+		struct pollfd pfd = {.fd = mosquitto_socket(b->mosq), .events = POLLOUT};
+		if (pfd.fd < 0 || poll(&pfd, 1, 10) < 0)
+			break;
+	}
+	BIO *sock = BIO_next(b->wbuf);
+	if (sock && BIO_up_ref(sock))
+		SSL_set0_wbio(b->wbuf_ssl, sock); /* frees the buffer, and its reference on sock */
+out:
+	b->wbuf = NULL;
+	b->wbuf_ssl = NULL;
+}
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
@@ -39,6 +101,14 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	}
 	b->st.connected = 1;
 	b->st.connects++;
+	/* Let OpenSSL read everything the socket has in one read(), not a record header and a
+	 * record body per message: the broker sends each PUBLISH as its own TLS record.
+	 * broker_loop() drains what is buffered (SSL_has_pending) before it polls again. */
+	SSL *ssl = mosquitto_ssl_get(mosq);
+	if (ssl) {
+		SSL_set_read_ahead(ssl, 1);
+		install_wbuf(b, ssl);
+	}
 	b->delay_ms = b->cfg->reconnect_min_ms;
 	LOG_INFO("broker", "msg=connected host=%s port=%lld session_present=%d", b->cfg->broker_host,
 		 (long long)b->cfg->broker_port, flags & 1);
@@ -52,6 +122,8 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
 {
 	broker *b = obj;
+	b->wbuf = NULL; /* freed with the connection's SSL */
+	b->wbuf_ssl = NULL;
 	if (b->st.connected)
 		b->st.disconnects++;
 	b->st.connected = 0;
@@ -151,6 +223,8 @@ void broker_free(broker *b)
 
 static void try_connect(broker *b)
 {
+	b->wbuf = NULL; /* a reconnect frees the old SSL (and the buffer with it) */
+	b->wbuf_ssl = NULL;
 	mosquitto_property *props = NULL;
 	if (!b->cfg->clean_start)
 		mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, SESSION_EXPIRY_S);
@@ -174,6 +248,54 @@ int broker_start(broker *b, char *err, size_t errlen)
 	return 0;
 }
 
+/* One round of libmosquitto's "external loop" (mosquitto_loop_read/_write/_misc) driven by
+ * our own poll. mosquitto_loop() would cost a pselect() and a read of its internal wake-up
+ * socketpair per packet (libmosquitto writes a byte there for every packet it queues — a
+ * PUBACK per message here — to interrupt a select() in another thread; we run everything
+ * on this thread, so nobody needs waking: the pair fills up and those writes fail fast),
+ * and it reads one packet per call. Here one poll is followed by up to READ_BATCH packets,
+ * as many as the TLS layer already holds. */
+static int net_step(broker *b, int timeout_ms)
+{
+	int sock = mosquitto_socket(b->mosq);
+	if (sock < 0)
+		return MOSQ_ERR_NO_CONN;
+	SSL *ssl = mosquitto_ssl_get(b->mosq);
+	if (b->wbuf && ssl != b->wbuf_ssl) { /* not ours any more (cannot happen: cleared on every disconnect) */
+		b->wbuf = NULL;
+		b->wbuf_ssl = NULL;
+	}
+	int pending_out = flush_wbuf(b) == 1; /* e.g. aggregates published since the last round */
+	struct pollfd pfd = {.fd = sock,
+			     .events = POLLIN | (pending_out || mosquitto_want_write(b->mosq) ? POLLOUT : 0)};
+	if (!(ssl && SSL_has_pending(ssl))) {
+		int n = poll(&pfd, 1, timeout_ms);
+		if (n < 0 && errno != EINTR)
+			return MOSQ_ERR_ERRNO;
+	} else {
+		pfd.revents = POLLIN;
+	}
+	int rc = MOSQ_ERR_SUCCESS;
+	if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+		for (int i = 0; i < READ_BATCH && rc == MOSQ_ERR_SUCCESS; i++) {
+			rc = mosquitto_loop_read(b->mosq, 1);
+			ssl = mosquitto_ssl_get(b->mosq); /* NULL once the connection is gone */
+			if (!(ssl && SSL_has_pending(ssl)))
+				break;
+		}
+		if (rc != MOSQ_ERR_SUCCESS)
+			return rc;
+	}
+	if (mosquitto_socket(b->mosq) < 0)
+		return MOSQ_ERR_NO_CONN;
+	if (mosquitto_want_write(b->mosq) && (rc = mosquitto_loop_write(b->mosq, 1)) != MOSQ_ERR_SUCCESS)
+		return rc;
+	if ((rc = mosquitto_loop_misc(b->mosq)) != MOSQ_ERR_SUCCESS)
+		return rc;
+	flush_wbuf(b); /* the batch's PUBACKs (and publishes), in one write */
+	return MOSQ_ERR_SUCCESS;
+}
+
 int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 {
 	if (b->next_attempt_ms) {
@@ -187,7 +309,7 @@ int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 		try_connect(b);
 		return 0;
 	}
-	int rc = mosquitto_loop(b->mosq, timeout_ms, 1);
+	int rc = net_step(b, timeout_ms);
 	if (rc == MOSQ_ERR_SUCCESS)
 		return 0;
 	if (!b->want_connect)
@@ -224,6 +346,7 @@ void broker_disconnect(broker *b, int timeout_ms)
 		return;
 	/* give outgoing QoS 1 publishes (alerts) a moment to be acknowledged */
 	int64_t until = tg_mono_ms() + timeout_ms;
+	remove_wbuf(b, timeout_ms);
 	while (mosquitto_want_write(b->mosq) && tg_mono_ms() < until)
 		mosquitto_loop(b->mosq, 10, 1);
 	/* libmosquitto closes the socket right after writing DISCONNECT. Closing a socket

@@ -22,6 +22,7 @@
 
 #include "clock.h"
 #include "err.h"
+#include "jsonout.h"
 #include "log.h"
 #include "outbox_sql.h"
 
@@ -50,8 +51,7 @@ struct outbox {
 	int64_t last_id, committed_last_id;
 	uint64_t quarantine_n;
 	outbox_counters ctr;
-	char *line; /* scratch for serialising, line_cap bytes */
-	size_t line_cap;
+	jsonout_buf line; /* scratch for serialising, reused */
 };
 
 struct outbox_reader {
@@ -297,7 +297,7 @@ void outbox_close(outbox *ob)
 		sqlite3_close(ob->db);
 	for (size_t i = 0; i < ob->nsinks; i++)
 		free(ob->sinks[i].name);
-	free(ob->line);
+	free(ob->line.p);
 	free(ob->path);
 	free(ob->gateway_id);
 	free(ob);
@@ -414,21 +414,13 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	/* the line is stored without msg_id; the reader puts "msg_id" first when it hands the
 	 * record to a sink (the id is the row's), so a device's own msg_id must not clash */
 	json_object_del(obj, "msg_id");
-	size_t need = json_dumpb(obj, ob->line, ob->line_cap, JSON_COMPACT | JSON_REAL_PRECISION(15));
-	if (need == 0)
-		return TG_ENOMEM;
-	if (need >= ob->line_cap) {
-		size_t cap = need + 1 > 4096 ? need + 1 : 4096;
-		char *nl = realloc(ob->line, cap);
-		if (!nl)
-			return TG_ENOMEM;
-		ob->line = nl;
-		ob->line_cap = cap;
-		need = json_dumpb(obj, ob->line, ob->line_cap, JSON_COMPACT | JSON_REAL_PRECISION(15));
-	}
-	ob->line[need] = '\0';
-	const char *text = ob->line;
-	size_t len = strlen(text);
+	/* jsonout: json_dumpb's text without its snprintf per number */
+	ob->line.len = 0;
+	int wrc = jsonout_write(&ob->line, obj);
+	if (wrc)
+		return wrc;
+	const char *text = ob->line.p;
+	size_t len = ob->line.len;
 	int rc = 0;
 	if (over_cap(ob, (int64_t)nsinks, (int64_t)(len * nsinks))) {
 		if (ob->opts.full_policy == OUTBOX_REJECT_NEW) {

@@ -53,7 +53,7 @@ def wanted(name):
 
 P = dict(
     reps=1 if QUICK else 3,
-    msgs=40000 if QUICK else 200000,        # per load run (ceiling, tidegate)
+    msgs=int(os.environ.get("BENCH_MSGS", 40000 if QUICK else 200000)),  # per load run (ceiling, tidegate)
     things=100,
     conns=4,
     lat_seconds=6 if QUICK else 15,         # latency run at 50 % of the ceiling
