@@ -19,7 +19,10 @@
 
 #define SESSION_EXPIRY_S (7 * 24 * 3600)
 #define READ_BATCH 128 /* packets read per broker_loop call before the caller's own work */
-#define WBUF_SIZE 32768
+/* Room for a full commit group's PUBACKs (a TLS record of 25-33 bytes each) and then some:
+ * a buffer that fills up writes through, acknowledging before the commit. */
+#define WBUF_PER_MSG 48
+#define WBUF_MIN 32768
 
 struct broker {
 	struct mosquitto *mosq;
@@ -36,12 +39,17 @@ struct broker {
 	 * libmosquitto owns and frees on disconnect, so it is forgotten on every disconnect. */
 	BIO *wbuf;
 	SSL *wbuf_ssl;
+	int flush_pending; /* broker_flush() met a full socket: finish when it is writable */
+	int urgent;        /* a PUBLISH is waiting in the buffer */
 };
 
-/* Put a buffering BIO between OpenSSL and the socket, so the PUBACKs of a batch of messages
- * (one TLS record each) leave in one write() at the end of the batch (net_step flushes it)
- * instead of one write() — and one loopback TCP segment for the broker to read — per
- * message. Without it (allocation failure) writes just go straight to the socket. */
+/* Put a buffering BIO between OpenSSL and the socket. Everything libmosquitto writes — the
+ * PUBACK of every message above all — waits there until broker_flush(), which the daemon
+ * calls once the outbox has committed the records those PUBACKs acknowledge: a message is
+ * acknowledged only when it is durable, and the PUBACKs of a commit group (one TLS record
+ * each) leave in one write() instead of one write() — and one loopback TCP segment for
+ * the broker to read — per message. Without the buffer (allocation failure) writes go
+ * straight to the socket, acknowledging on receipt as libmosquitto does by itself. */
 static void install_wbuf(broker *b, SSL *ssl)
 {
 	b->wbuf = NULL;
@@ -50,7 +58,8 @@ static void install_wbuf(broker *b, SSL *ssl)
 	BIO *buf = sock ? BIO_new(BIO_f_buffer()) : NULL;
 	if (!buf)
 		return;
-	if (BIO_set_write_buffer_size(buf, WBUF_SIZE) <= 0 || !BIO_up_ref(sock)) {
+	long size = WBUF_MIN + (long)(b->cfg->commit_max_records > 0 ? b->cfg->commit_max_records : 0) * WBUF_PER_MSG;
+	if (BIO_set_write_buffer_size(buf, size) <= 0 || !BIO_up_ref(sock)) {
 		BIO_free(buf);
 		return;
 	}
@@ -249,7 +258,7 @@ int broker_start(broker *b, char *err, size_t errlen)
 }
 
 /* One round of libmosquitto's "external loop" (mosquitto_loop_read/_write/_misc) driven by
- * our own poll. mosquitto_loop() would cost a pselect() and a read of its internal wake-up
+ * our own poll; what it writes stays in the write buffer for broker_flush(). mosquitto_loop() would cost a pselect() and a read of its internal wake-up
  * socketpair per packet (libmosquitto writes a byte there for every packet it queues — a
  * PUBACK per message here — to interrupt a select() in another thread; we run everything
  * on this thread, so nobody needs waking: the pair fills up and those writes fail fast),
@@ -265,9 +274,8 @@ static int net_step(broker *b, int timeout_ms)
 		b->wbuf = NULL;
 		b->wbuf_ssl = NULL;
 	}
-	int pending_out = flush_wbuf(b) == 1; /* e.g. aggregates published since the last round */
 	struct pollfd pfd = {.fd = sock,
-			     .events = POLLIN | (pending_out || mosquitto_want_write(b->mosq) ? POLLOUT : 0)};
+			     .events = POLLIN | (b->flush_pending || mosquitto_want_write(b->mosq) ? POLLOUT : 0)};
 	if (!(ssl && SSL_has_pending(ssl))) {
 		int n = poll(&pfd, 1, timeout_ms);
 		if (n < 0 && errno != EINTR)
@@ -292,7 +300,8 @@ static int net_step(broker *b, int timeout_ms)
 		return rc;
 	if ((rc = mosquitto_loop_misc(b->mosq)) != MOSQ_ERR_SUCCESS)
 		return rc;
-	flush_wbuf(b); /* the batch's PUBACKs (and publishes), in one write */
+	if (b->flush_pending && (pfd.revents & POLLOUT))
+		b->flush_pending = flush_wbuf(b) == 1;
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -326,11 +335,26 @@ int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 	return 0;
 }
 
+int broker_flush(broker *b)
+{
+	b->urgent = 0;
+	if (b->wbuf && mosquitto_ssl_get(b->mosq) != b->wbuf_ssl) {
+		b->wbuf = NULL;
+		b->wbuf_ssl = NULL;
+	}
+	int rc = flush_wbuf(b);
+	b->flush_pending = rc == 1;
+	return rc;
+}
+
+int broker_urgent(const broker *b) { return b->urgent; }
+
 int broker_publish(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain)
 {
 	if (!b->st.connected)
 		return TG_ENET;
 	int rc = mosquitto_publish_v5(b->mosq, NULL, topic, (int)len, payload, qos, retain ? true : false, NULL);
+	b->urgent = 1;
 	if (rc != MOSQ_ERR_SUCCESS) {
 		b->st.publish_errors++;
 		return TG_ENET;

@@ -5,7 +5,8 @@
  * session-expiry interval) so QoS 1 messages queued while we were away are delivered when
  * we come back, subscriptions renewed on every (re)connect, reconnects with exponential
  * backoff. The caller drives the network from its own thread with broker_loop(), so
- * messages are handed to the ingest callback on that thread, one at a time.
+ * messages are handed to the ingest callback on that thread, one at a time, and decides
+ * when what the client wrote leaves (broker_flush).
  *
  * Ownership: broker_new() copies what it needs from cfg; the callback's arguments are
  * borrowed for the duration of the call.
@@ -35,8 +36,16 @@ void broker_free(broker *b); /* disconnects; NULL-safe */
 int broker_start(broker *b, char *err, size_t errlen);
 /* Run the network for at most timeout_ms; reconnects as needed. */
 int broker_loop(broker *b, int timeout_ms, int64_t now_ms);
-/* Publish (QoS 0/1). Returns 0 or TG_ENET when not connected (callers keep the outbox copy). */
+/* Publish (QoS 0/1). Returns 0 or TG_ENET when not connected (callers keep the outbox copy).
+ * The packet waits in the write buffer like everything else and marks it urgent. */
 int broker_publish(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain);
+/* Outgoing bytes — the PUBACKs of received messages above all — wait in a write buffer until
+ * broker_flush(), so the caller acknowledges messages only once what it made of them is
+ * durable: call it whenever nothing received is left uncommitted, and right after a commit
+ * when broker_urgent() says a publish is waiting. Returns 0 (written), 1 (the socket was
+ * full; broker_loop finishes when it is writable) or -1 (connection broken). */
+int broker_flush(broker *b);
+int broker_urgent(const broker *b);
 /* Disconnect cleanly and flush outgoing QoS 1 publishes for up to timeout_ms. */
 void broker_disconnect(broker *b, int timeout_ms);
 const broker_stats *broker_stats_get(const broker *b);

@@ -181,6 +181,9 @@ static void teardown(tg_daemon *d)
 {
 	http_stop(d->http);
 	d->http = NULL;
+	/* commit before the last PUBACKs leave with the disconnect */
+	if (d->ob && outbox_commit(d->ob) < 0)
+		LOG_ERROR("daemon", "msg=\"outbox commit failed\"");
 	if (d->br)
 		broker_disconnect(d->br, 1000);
 	ingest_free(d->ig); /* emits open aggregate windows into the outbox */
@@ -277,11 +280,17 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		broker_loop(d.br, (int)wait, now);
 		now = tg_wall_ms();
 		ingest_tick(d.ig, now);
-		int c = outbox_tick(d.ob, now);
+		/* an alert (or any publish) waits behind the PUBACKs of uncommitted messages:
+		 * commit now rather than at the group deadline */
+		int c = broker_urgent(d.br) && outbox_in_txn(d.ob) ? (outbox_commit(d.ob) < 0 ? -1 : 1)
+								    : outbox_tick(d.ob, now);
 		if (c > 0)
 			forwarder_notify(d.fw);
 		else if (c < 0)
 			LOG_ERROR("daemon", "msg=\"outbox commit failed\"");
+		/* acknowledge to the broker only what is committed */
+		if (!outbox_in_txn(d.ob))
+			broker_flush(d.br);
 	}
 	LOG_INFO("daemon", "msg=stopping");
 	code = 0;

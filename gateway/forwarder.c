@@ -144,10 +144,19 @@ static void *run(void *arg)
 			else
 				retry++;
 		}
-		if (outbox_settle(t->reader, t->conf->name, &b, status, err[0] ? err : NULL, tg_wall_ms()) < 0) {
-			wait_for(fw, &gen, 500);
-			continue;
+		/* The batch went out: record that, retrying the bookkeeping, never the send (sending
+		 * again would deliver the same records twice). Only a stop gives up, and then the
+		 * batch is sent again after the restart (at-least-once). */
+		int settled;
+		while ((settled = outbox_settle(t->reader, t->conf->name, &b, status, err[0] ? err : NULL,
+						tg_wall_ms())) < 0) {
+			atomic_fetch_add(&t->st.settle_errors, 1);
+			LOG_WARN("forwarder", "msg=\"outbox settle failed, retrying\" sink=%s", t->conf->name);
+			if (wait_for(fw, &gen, 200))
+				break;
 		}
+		if (settled < 0)
+			break;
 		atomic_fetch_add(&t->st.batches, 1);
 		atomic_fetch_add(&t->st.records_ok, ok);
 		atomic_fetch_add(&t->st.records_retry, retry);

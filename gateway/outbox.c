@@ -31,6 +31,10 @@
 
 struct outbox {
 	sqlite3 *db;
+	/* Forwarders waiting for the write lock (settling a delivered batch). The ingest thread
+	 * takes the lock again microseconds after each group commit, so a waiting forwarder gets
+	 * its turn only if begin() lets it: see begin() and reader_write(). */
+	atomic_int readers_waiting;
 	/* WAL checkpoints run on their own thread: a checkpoint fsyncs the database, and on
 	 * the ingest thread that stalled message handling for tens of milliseconds. */
 	pthread_t ckpt_tid;
@@ -307,6 +311,12 @@ static int begin(outbox *ob, int64_t now_ms)
 {
 	if (ob->in_txn)
 		return 0;
+	/* let a waiting forwarder have the lock first (its delete takes about a millisecond);
+	 * bounded, so a stuck reader cannot stall ingest */
+	for (int i = 0; i < 400 && atomic_load(&ob->readers_waiting) > 0; i++) {
+		struct timespec ts = {0, 50000};
+		nanosleep(&ts, NULL);
+	}
 	if (exec(ob->db, "BEGIN IMMEDIATE", NULL, 0))
 		return TG_EDB;
 	ob->in_txn = 1;
@@ -527,6 +537,8 @@ int outbox_commit(outbox *ob)
 	return 0;
 }
 
+int outbox_in_txn(const outbox *ob) { return ob && ob->in_txn; }
+
 int outbox_tick(outbox *ob, int64_t now_ms)
 {
 	if (!ob->in_txn)
@@ -548,6 +560,29 @@ int64_t outbox_next_deadline(const outbox *ob, int64_t now_ms)
 
 /* ---- reader ------------------------------------------------------------------------- */
 
+/* Busy handler of the readers' connections: poll every 100 us (SQLite's default sleeps for
+ * growing intervals of up to 100 ms and would mostly miss the short gaps the writer leaves),
+ * for up to 5 s. */
+static int reader_busy(void *ud, int n)
+{
+	(void)ud;
+	if (n >= 50000)
+		return 0;
+	struct timespec ts = {0, 100000};
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+/* Run a write statement (BEGIN IMMEDIATE, a vacuum step) on a reader's connection, flagged
+ * as waiting so the ingest thread's next begin() yields to it. */
+static int reader_write(outbox_reader *r, const char *sql)
+{
+	atomic_fetch_add(&r->ob->readers_waiting, 1);
+	int rc = exec(r->db, sql, NULL, 0);
+	atomic_fetch_sub(&r->ob->readers_waiting, 1);
+	return rc;
+}
+
 outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen)
 {
 	outbox_reader *r = calloc(1, sizeof *r);
@@ -566,6 +601,7 @@ outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen)
 		outbox_reader_close(r);
 		return NULL;
 	}
+	sqlite3_busy_handler(r->db, reader_busy, NULL);
 	return r;
 }
 
@@ -725,7 +761,7 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b, const sink_status *status,
 		  const char *error, int64_t now_ms)
 {
-	if (exec(r->db, "BEGIN IMMEDIATE", NULL, 0))
+	if (reader_write(r, "BEGIN IMMEDIATE"))
 		return TG_EDB;
 	int64_t rows = 0, bytes = 0;
 	uint64_t delivered = 0, dead = 0;
@@ -810,7 +846,7 @@ int outbox_reclaim(outbox_reader *r)
 	if (free_pages < 1024)
 		return 0;
 	/* bounded step so the writer is not stalled for long */
-	return exec(r->db, "PRAGMA incremental_vacuum(2048)", NULL, 0);
+	return reader_write(r, "PRAGMA incremental_vacuum(2048)");
 }
 
 int64_t outbox_pending(outbox_reader *r, const char *sink_name)

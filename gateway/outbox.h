@@ -78,6 +78,7 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
 /* Commit if the group is full or old enough. Returns 1 if it committed, 0 if not, < 0 on error. */
 int outbox_tick(outbox *ob, int64_t now_ms);
 int outbox_commit(outbox *ob); /* commit now */
+int outbox_in_txn(const outbox *ob); /* appends are waiting for a commit */
 /* ms until the open group must be committed (INT64_MAX when nothing is pending) */
 int64_t outbox_next_deadline(const outbox *ob, int64_t now_ms);
 
