@@ -13,7 +13,9 @@ PYTHON   ?= /usr/bin/python3
 PKGS     := libmosquitto jansson sqlite3 libpcre2-8 libcurl zlib libmicrohttpd openssl
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# libcurl is not linked: the HTTP sinks load it when they open (gateway/sinks/curl_dl.h).
+# --as-needed: each program records only the libraries it calls (device_sim needs no SQLite).
+PKG_LIBS   := -Wl,--as-needed $(shell pkg-config --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null) -lpthread -lm
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter -Wformat=2 -Wno-format-truncation

@@ -268,7 +268,9 @@ alerts *alerts_open(const alerts_conf *conf, char *err, size_t errlen)
 	if (strcmp(a->db_path, ":memory:") != 0 &&
 	    exec(a->db, "PRAGMA journal_mode=WAL", err, errlen))
 		goto fail;
-	if (exec(a->db, "PRAGMA synchronous=NORMAL", err, errlen) || db_schema(a, err, errlen) ||
+	/* a small table written a row at a time: a 256 KiB page cache is plenty (default 2 MiB) */
+	if (exec(a->db, "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-256", err, errlen) ||
+	    db_schema(a, err, errlen) ||
 	    db_load(a, err, errlen))
 		goto fail;
 	if (sqlite3_prepare_v2(a->db, SQL_UPSERT, -1, &a->upsert, NULL) != SQLITE_OK) {

@@ -11,7 +11,6 @@
  *
  * Signal handlers only set flags; the daemon loop reads them.
  */
-#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -95,8 +94,6 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_hup;
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread starts */
-	int rc = daemon_run(config_arg(argc, argv), &g_stop, &g_reload);
-	curl_global_cleanup();
-	return rc;
+	/* libcurl is loaded (and initialised) by the first HTTP sink: sinks/curl_dl.h */
+	return daemon_run(config_arg(argc, argv), &g_stop, &g_reload);
 }

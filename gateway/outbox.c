@@ -94,7 +94,13 @@ static int64_t scalar(sqlite3 *db, const char *sql)
 	return v;
 }
 
-static int open_db(const char *path, sqlite3 **out, int sync_full, char *err, size_t errlen)
+/* Page cache per connection (KiB): the ingest writer appends at the right edge of the
+ * table and its index and keeps the most; a forwarder reads its batch front to back and
+ * deletes it; the checkpointer copies WAL frames without going through its cache. Each
+ * cache is resident once filled, so they are sized to what each connection touches. */
+enum { CACHE_WRITER_KIB = 1024, CACHE_READER_KIB = 256, CACHE_CHECKPOINT_KIB = 64 };
+
+static int open_db(const char *path, sqlite3 **out, int sync_full, int cache_kib, char *err, size_t errlen)
 {
 	sqlite3 *db = NULL;
 	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -107,9 +113,9 @@ static int open_db(const char *path, sqlite3 **out, int sync_full, char *err, si
 	char sql[256];
 	snprintf(sql, sizeof sql,
 		 "PRAGMA page_size=16384; PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
-		 "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-1024; PRAGMA wal_autocheckpoint=0;"
+		 "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-%d; PRAGMA wal_autocheckpoint=0;"
 		 "PRAGMA journal_size_limit=67108864;",
-		 sync_full ? "FULL" : "NORMAL");
+		 sync_full ? "FULL" : "NORMAL", cache_kib);
 	*out = db; /* even on failure, so the caller can read the error code, then close */
 	return exec(db, sql, err, errlen);
 }
@@ -150,7 +156,7 @@ static void writer_finalize(outbox *ob)
 static int writer_setup(outbox *ob, char *err, size_t errlen)
 {
 	int rc;
-	if ((rc = open_db(ob->path, &ob->db, ob->opts.synchronous_full, err, errlen)))
+	if ((rc = open_db(ob->path, &ob->db, ob->opts.synchronous_full, CACHE_WRITER_KIB, err, errlen)))
 		return rc;
 	if ((rc = migrate(ob->db, err, errlen)))
 		return rc;
@@ -195,7 +201,7 @@ static void *checkpointer(void *arg)
 {
 	outbox *ob = arg;
 	sqlite3 *db = NULL;
-	if (open_db(ob->path, &db, ob->opts.synchronous_full, NULL, 0)) {
+	if (open_db(ob->path, &db, ob->opts.synchronous_full, CACHE_CHECKPOINT_KIB, NULL, 0)) {
 		LOG_ERROR("outbox", "msg=\"checkpointer cannot open the outbox\" path=%s", ob->path);
 		sqlite3_close(db);
 		return NULL;
@@ -591,7 +597,7 @@ outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen)
 		return NULL;
 	}
 	r->ob = ob;
-	if (open_db(ob->path, &r->db, ob->opts.synchronous_full, err, errlen) ||
+	if (open_db(ob->path, &r->db, ob->opts.synchronous_full, CACHE_READER_KIB, err, errlen) ||
 	    prep(r->db, &r->batch, OUTBOX_SQL_BATCH, err, errlen) || prep(r->db, &r->del, OUTBOX_SQL_DELETE, err, errlen) ||
 	    prep(r->db, &r->del_range, OUTBOX_SQL_DELETE_RANGE, err, errlen) ||
 	    prep(r->db, &r->dead, OUTBOX_SQL_DEAD, err, errlen) || prep(r->db, &r->attempt, OUTBOX_SQL_ATTEMPT, err, errlen) ||

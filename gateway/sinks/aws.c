@@ -9,7 +9,6 @@
  */
 #include "sinks/aws.h"
 
-#include <curl/curl.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "sinks/curl_dl.h"
 
 /* ---- buffer --------------------------------------------------------------------------- */
 
@@ -309,6 +309,8 @@ aws_http *aws_http_new(const char *service, const char *region, const aws_creds 
 		h->token_hdr = b.p;
 		b = (aws_buf){ 0 };
 	}
+	if (curl_dl_load(err, errlen))
+		goto fail;
 	h->curl = curl_easy_init();
 	if (!h->curl) {
 		tg_seterr(err, errlen, TG_ENOMEM, "curl_easy_init failed");

@@ -6,8 +6,8 @@
  * The pure helpers (everything except aws_http_*) touch no network and no global state so
  * unit tests can pin them down. aws_http keeps one CURL easy handle per sink so keep-alive
  * connections survive between batches; it is not thread-safe — one sink, one thread (the
- * forwarder). The process should call curl_global_init() once before starting threads
- * (libcurl 7.84+ also does it safely on first use).
+ * forwarder). aws_http_new loads libcurl on first use (sinks/curl_dl.h), which also runs
+ * curl_global_init once.
  */
 #ifndef TG_SINKS_AWS_H
 #define TG_SINKS_AWS_H

@@ -10,7 +10,6 @@
  * rest of the batch is not tried, so a dead receiver costs one timeout per batch. Each
  * request carries X-Tidegate-Msg-Id so the receiver can dedupe the at-least-once stream.
  */
-#include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "sinks/curl_dl.h"
 #include "sinks/sink.h"
 
 typedef struct webhook_opts {
@@ -42,6 +42,8 @@ static size_t discard(char *p, size_t size, size_t n, void *ud) { return size * 
 
 static sink *webhook_open(const void *opts, const sink_env *env, sink_limits *limits, char *err, size_t errlen)
 {
+	if (curl_dl_load(err, errlen))
+		return NULL;
 	sink *s = calloc(1, sizeof *s);
 	if (!s || !(s->curl = curl_easy_init())) {
 		free(s);

@@ -22,7 +22,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <curl/curl.h>
 
 #include "err.h"
 #include "log.h"
@@ -58,7 +57,6 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	tg_log_init(TG_LOG_WARN);
-	curl_global_init(CURL_GLOBAL_DEFAULT);
 	ops = sink_ops_find(argv[1]);
 	if (!ops) {
 		fprintf(stderr, "sink_send: unknown sink type %s\n", argv[1]);
@@ -210,6 +208,5 @@ out:
 	if (opts)
 		config_table_free(ops->options, opts);
 	free(opts);
-	curl_global_cleanup();
 	return rc;
 }
