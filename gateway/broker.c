@@ -3,10 +3,8 @@
  */
 #include "broker.h"
 
-#include <errno.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
-#include <openssl/ssl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
@@ -16,6 +14,7 @@
 #include "clock.h"
 #include "err.h"
 #include "log.h"
+#include "mqtt_io.h"
 
 #define SESSION_EXPIRY_S (7 * 24 * 3600)
 #define READ_BATCH 128 /* packets read per broker_loop call before the caller's own work */
@@ -35,71 +34,14 @@ struct broker {
 	int want_connect;
 	int64_t next_attempt_ms;
 	int64_t delay_ms;
-	/* Write buffer under the TLS layer (see install_wbuf); owned by wbuf_ssl, which
-	 * libmosquitto owns and frees on disconnect, so it is forgotten on every disconnect. */
-	BIO *wbuf;
-	SSL *wbuf_ssl;
-	int flush_pending; /* broker_flush() met a full socket: finish when it is writable */
-	int urgent;        /* a PUBLISH is waiting in the buffer */
+	/* The network loop and its write buffer (mqtt_io.h). Everything libmosquitto writes —
+	 * the PUBACK of every message above all — waits in the buffer until broker_flush(),
+	 * which the daemon calls once the outbox has committed the records those PUBACKs
+	 * acknowledge: a message is acknowledged only when it is durable, and the PUBACKs of a
+	 * commit group leave in one write(). */
+	mqtt_io io;
+	int urgent; /* a PUBLISH is waiting in the buffer */
 };
-
-/* Put a buffering BIO between OpenSSL and the socket. Everything libmosquitto writes — the
- * PUBACK of every message above all — waits there until broker_flush(), which the daemon
- * calls once the outbox has committed the records those PUBACKs acknowledge: a message is
- * acknowledged only when it is durable, and the PUBACKs of a commit group (one TLS record
- * each) leave in one write() instead of one write() — and one loopback TCP segment for
- * the broker to read — per message. Without the buffer (allocation failure) writes go
- * straight to the socket, acknowledging on receipt as libmosquitto does by itself. */
-static void install_wbuf(broker *b, SSL *ssl)
-{
-	b->wbuf = NULL;
-	b->wbuf_ssl = NULL;
-	BIO *sock = ssl ? SSL_get_wbio(ssl) : NULL;
-	BIO *buf = sock ? BIO_new(BIO_f_buffer()) : NULL;
-	if (!buf)
-		return;
-	long size = WBUF_MIN + (long)(b->cfg->commit_max_records > 0 ? b->cfg->commit_max_records : 0) * WBUF_PER_MSG;
-	if (BIO_set_write_buffer_size(buf, size) <= 0 || !BIO_up_ref(sock)) {
-		BIO_free(buf);
-		return;
-	}
-	BIO_push(buf, sock);
-	SSL_set0_wbio(ssl, buf); /* drops the reference SSL held on sock; buf holds ours */
-	b->wbuf = buf;
-	b->wbuf_ssl = ssl;
-}
-
-/* Write out what the buffer holds: 0 done, 1 the socket is full (poll for POLLOUT), -1 the
- * connection is broken (the next read finds out). */
-static int flush_wbuf(broker *b)
-{
-	if (!b->wbuf || BIO_wpending(b->wbuf) == 0)
-		return 0;
-	if (BIO_flush(b->wbuf) > 0)
-		return 0;
-	return BIO_should_retry(b->wbuf) ? 1 : -1;
-}
-
-/* Flush (for up to timeout_ms) and put the plain socket back under the TLS layer: before
- * libmosquitto writes DISCONNECT and closes the socket, which would lose buffered bytes. */
-static void remove_wbuf(broker *b, int timeout_ms)
-{
-	if (!b->wbuf || mosquitto_ssl_get(b->mosq) != b->wbuf_ssl)
-		goto out;
-	int64_t until = tg_mono_ms() + timeout_ms;
-	int rc;
-	while ((rc = flush_wbuf(b)) == 1 && tg_mono_ms() < until) {
-		struct pollfd pfd = {.fd = mosquitto_socket(b->mosq), .events = POLLOUT};
-		if (pfd.fd < 0 || poll(&pfd, 1, 10) < 0)
-			break;
-	}
-	BIO *sock = BIO_next(b->wbuf);
-	if (sock && BIO_up_ref(sock))
-		SSL_set0_wbio(b->wbuf_ssl, sock); /* frees the buffer, and its reference on sock */
-out:
-	b->wbuf = NULL;
-	b->wbuf_ssl = NULL;
-}
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
@@ -110,14 +52,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	}
 	b->st.connected = 1;
 	b->st.connects++;
-	/* Let OpenSSL read everything the socket has in one read(), not a record header and a
-	 * record body per message: the broker sends each PUBLISH as its own TLS record.
-	 * broker_loop() drains what is buffered (SSL_has_pending) before it polls again. */
-	SSL *ssl = mosquitto_ssl_get(mosq);
-	if (ssl) {
-		SSL_set_read_ahead(ssl, 1);
-		install_wbuf(b, ssl);
-	}
+	mqtt_io_connected(&b->io); /* read-ahead and the write buffer, for this connection */
 	b->delay_ms = b->cfg->reconnect_min_ms;
 	LOG_INFO("broker", "msg=connected host=%s port=%lld session_present=%d", b->cfg->broker_host,
 		 (long long)b->cfg->broker_port, flags & 1);
@@ -131,8 +66,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
 {
 	broker *b = obj;
-	b->wbuf = NULL; /* freed with the connection's SSL */
-	b->wbuf_ssl = NULL;
+	mqtt_io_forget(&b->io); /* the buffer went with the connection's SSL */
 	if (b->st.connected)
 		b->st.disconnects++;
 	b->st.connected = 0;
@@ -193,6 +127,8 @@ broker *broker_new(const tg_config *cfg, broker_message_fn cb, void *ud, char *e
 	b->mosq = mosquitto_new(cfg->client_id, cfg->clean_start ? true : false, b);
 	if (!b->mosq)
 		goto oom;
+	mqtt_io_init(&b->io, b->mosq,
+		     WBUF_MIN + (long)(cfg->commit_max_records > 0 ? cfg->commit_max_records : 0) * WBUF_PER_MSG);
 	mosquitto_int_option(b->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
 	/* we process one message at a time; let the broker keep the rest queued for us */
 	mosquitto_int_option(b->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 1000);
@@ -232,8 +168,7 @@ void broker_free(broker *b)
 
 static void try_connect(broker *b)
 {
-	b->wbuf = NULL; /* a reconnect frees the old SSL (and the buffer with it) */
-	b->wbuf_ssl = NULL;
+	mqtt_io_forget(&b->io); /* a reconnect frees the old SSL (and the buffer with it) */
 	mosquitto_property *props = NULL;
 	if (!b->cfg->clean_start)
 		mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, SESSION_EXPIRY_S);
@@ -257,54 +192,6 @@ int broker_start(broker *b, char *err, size_t errlen)
 	return 0;
 }
 
-/* One round of libmosquitto's "external loop" (mosquitto_loop_read/_write/_misc) driven by
- * our own poll; what it writes stays in the write buffer for broker_flush(). mosquitto_loop() would cost a pselect() and a read of its internal wake-up
- * socketpair per packet (libmosquitto writes a byte there for every packet it queues — a
- * PUBACK per message here — to interrupt a select() in another thread; we run everything
- * on this thread, so nobody needs waking: the pair fills up and those writes fail fast),
- * and it reads one packet per call. Here one poll is followed by up to READ_BATCH packets,
- * as many as the TLS layer already holds. */
-static int net_step(broker *b, int timeout_ms)
-{
-	int sock = mosquitto_socket(b->mosq);
-	if (sock < 0)
-		return MOSQ_ERR_NO_CONN;
-	SSL *ssl = mosquitto_ssl_get(b->mosq);
-	if (b->wbuf && ssl != b->wbuf_ssl) { /* not ours any more (cannot happen: cleared on every disconnect) */
-		b->wbuf = NULL;
-		b->wbuf_ssl = NULL;
-	}
-	struct pollfd pfd = {.fd = sock,
-			     .events = POLLIN | (b->flush_pending || mosquitto_want_write(b->mosq) ? POLLOUT : 0)};
-	if (!(ssl && SSL_has_pending(ssl))) {
-		int n = poll(&pfd, 1, timeout_ms);
-		if (n < 0 && errno != EINTR)
-			return MOSQ_ERR_ERRNO;
-	} else {
-		pfd.revents = POLLIN;
-	}
-	int rc = MOSQ_ERR_SUCCESS;
-	if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
-		for (int i = 0; i < READ_BATCH && rc == MOSQ_ERR_SUCCESS; i++) {
-			rc = mosquitto_loop_read(b->mosq, 1);
-			ssl = mosquitto_ssl_get(b->mosq); /* NULL once the connection is gone */
-			if (!(ssl && SSL_has_pending(ssl)))
-				break;
-		}
-		if (rc != MOSQ_ERR_SUCCESS)
-			return rc;
-	}
-	if (mosquitto_socket(b->mosq) < 0)
-		return MOSQ_ERR_NO_CONN;
-	if (mosquitto_want_write(b->mosq) && (rc = mosquitto_loop_write(b->mosq, 1)) != MOSQ_ERR_SUCCESS)
-		return rc;
-	if ((rc = mosquitto_loop_misc(b->mosq)) != MOSQ_ERR_SUCCESS)
-		return rc;
-	if (b->flush_pending && (pfd.revents & POLLOUT))
-		b->flush_pending = flush_wbuf(b) == 1;
-	return MOSQ_ERR_SUCCESS;
-}
-
 int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 {
 	if (b->next_attempt_ms) {
@@ -318,7 +205,7 @@ int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 		try_connect(b);
 		return 0;
 	}
-	int rc = net_step(b, timeout_ms);
+	int rc = mqtt_io_step(&b->io, timeout_ms, READ_BATCH);
 	if (rc == MOSQ_ERR_SUCCESS)
 		return 0;
 	if (!b->want_connect)
@@ -338,13 +225,7 @@ int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 int broker_flush(broker *b)
 {
 	b->urgent = 0;
-	if (b->wbuf && mosquitto_ssl_get(b->mosq) != b->wbuf_ssl) {
-		b->wbuf = NULL;
-		b->wbuf_ssl = NULL;
-	}
-	int rc = flush_wbuf(b);
-	b->flush_pending = rc == 1;
-	return rc;
+	return mqtt_io_flush(&b->io);
 }
 
 int broker_urgent(const broker *b) { return b->urgent; }
@@ -370,7 +251,7 @@ void broker_disconnect(broker *b, int timeout_ms)
 		return;
 	/* give outgoing QoS 1 publishes (alerts) a moment to be acknowledged */
 	int64_t until = tg_mono_ms() + timeout_ms;
-	remove_wbuf(b, timeout_ms);
+	mqtt_io_unbuffer(&b->io, timeout_ms);
 	while (mosquitto_want_write(b->mosq) && tg_mono_ms() < until)
 		mosquitto_loop(b->mosq, 10, 1);
 	/* libmosquitto closes the socket right after writing DISCONNECT. Closing a socket
