@@ -224,7 +224,10 @@ int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 
 int broker_flush(broker *b)
 {
-	b->urgent = 0;
+	/* a publish made in the message callback is still in libmosquitto's queue until the
+	 * next round writes it: it stays urgent until then */
+	if (!mosquitto_want_write(b->mosq))
+		b->urgent = 0;
 	return mqtt_io_flush(&b->io);
 }
 

@@ -95,6 +95,10 @@ int mqtt_io_step(mqtt_io *io, int timeout_ms, int max_packets)
 	if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
 		for (int i = 0; i < max_packets && rc == MOSQ_ERR_SUCCESS; i++) {
 			rc = mosquitto_loop_read(io->mosq, 1);
+			/* a packet published from the message callback (an alert) is only queued
+			 * there: end the round so it is written and the caller can send it at once */
+			if (mosquitto_want_write(io->mosq))
+				break;
 			ssl = mosquitto_ssl_get(io->mosq); /* NULL once the connection is gone */
 			if (!(ssl && SSL_has_pending(ssl)))
 				break;

@@ -3,7 +3,7 @@
  * message than mosquitto_loop():
  *
  *  - one poll() is followed by as many packets as the TLS layer already holds (up to a
- *    cap), where mosquitto_loop() pays a pselect() and a read of libmosquitto's wake-up
+ *    cap, and up to a packet after which a publish is waiting to go out), where mosquitto_loop() pays a pselect() and a read of libmosquitto's wake-up
  *    socketpair per packet (it writes a byte there for every packet it queues, a PUBACK per
  *    message here, to interrupt a select() in another thread; with everything on one
  *    thread nobody needs waking: the pair fills up and those writes fail fast);

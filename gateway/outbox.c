@@ -100,6 +100,16 @@ static int64_t scalar(sqlite3 *db, const char *sql)
  * cache is resident once filled, so they are sized to what each connection touches. */
 enum { CACHE_WRITER_KIB = 1024, CACHE_READER_KIB = 256, CACHE_CHECKPOINT_KIB = 64 };
 
+static int poll_busy(void *ud, int n)
+{
+	(void)ud;
+	if (n >= 50000)
+		return 0;
+	struct timespec ts = {0, 100000};
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
 static int open_db(const char *path, sqlite3 **out, int sync_full, int cache_kib, char *err, size_t errlen)
 {
 	sqlite3 *db = NULL;
@@ -109,7 +119,10 @@ static int open_db(const char *path, sqlite3 **out, int sync_full, int cache_kib
 		sqlite3_close(db);
 		return TG_EDB;
 	}
-	sqlite3_busy_timeout(db, 5000);
+	/* poll for the lock every 100 us for up to 5 s: SQLite's default handler sleeps for
+	 * growing intervals (up to 100 ms) and, with the ingest writer and the forwarders'
+	 * deletes taking turns every few milliseconds, overslept each turn by milliseconds */
+	sqlite3_busy_handler(db, poll_busy, NULL);
 	char sql[256];
 	snprintf(sql, sizeof sql,
 		 "PRAGMA page_size=16384; PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=%s;"
@@ -566,19 +579,6 @@ int64_t outbox_next_deadline(const outbox *ob, int64_t now_ms)
 
 /* ---- reader ------------------------------------------------------------------------- */
 
-/* Busy handler of the readers' connections: poll every 100 us (SQLite's default sleeps for
- * growing intervals of up to 100 ms and would mostly miss the short gaps the writer leaves),
- * for up to 5 s. */
-static int reader_busy(void *ud, int n)
-{
-	(void)ud;
-	if (n >= 50000)
-		return 0;
-	struct timespec ts = {0, 100000};
-	nanosleep(&ts, NULL);
-	return 1;
-}
-
 /* Run a write statement (BEGIN IMMEDIATE, a vacuum step) on a reader's connection, flagged
  * as waiting so the ingest thread's next begin() yields to it. */
 static int reader_write(outbox_reader *r, const char *sql)
@@ -607,7 +607,6 @@ outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen)
 		outbox_reader_close(r);
 		return NULL;
 	}
-	sqlite3_busy_handler(r->db, reader_busy, NULL);
 	return r;
 }
 
