@@ -95,9 +95,10 @@ static int64_t scalar(sqlite3 *db, const char *sql)
 }
 
 /* Page cache per connection (KiB): the ingest writer appends at the right edge of the
- * table and its index (a few pages deep; 512 KiB appends as fast as 1 MiB in bench_outbox); a forwarder reads its batch front to back and
- * deletes it; the checkpointer copies WAL frames without going through its cache. Each
- * cache is resident once filled, so they are sized to what each connection touches. */
+ * table and its index, a few pages deep (512 KiB appends as fast as 1 MiB in bench_outbox);
+ * a forwarder reads its batch front to back and deletes it; the checkpointer copies WAL
+ * frames without going through its cache. Each cache is resident once filled, so they are
+ * sized to what each connection touches. */
 enum { CACHE_WRITER_KIB = 512, CACHE_READER_KIB = 256, CACHE_CHECKPOINT_KIB = 64 };
 
 static int poll_busy(void *ud, int n)
