@@ -17,21 +17,6 @@
 
 #define MAX_DEPTH 2048
 
-static int reserve(jsonout_buf *b, size_t n)
-{
-	if (b->len + n + 1 <= b->cap)
-		return 0;
-	size_t cap = b->cap ? b->cap : 256;
-	while (cap < b->len + n + 1)
-		cap *= 2;
-	char *p = realloc(b->p, cap);
-	if (!p)
-		return TG_ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
 static size_t fmt_u64(char *out, uint64_t v)
 {
 	char tmp[24];
@@ -122,10 +107,10 @@ static size_t fmt_real(char *out, size_t size, double x)
 	return fmt_real_printf(out, size, x);
 }
 
-static int put_string(jsonout_buf *b, const char *s, size_t n)
+static int put_string(tg_buf *b, const char *s, size_t n)
 {
 	/* worst case every byte becomes \u00XX */
-	if (reserve(b, n * 6 + 2))
+	if (tg_buf_reserve(b, n * 6 + 2))
 		return TG_ENOMEM;
 	char *o = b->p + b->len;
 	*o++ = '"';
@@ -159,44 +144,35 @@ static int put_string(jsonout_buf *b, const char *s, size_t n)
 	return 0;
 }
 
-static int put_raw(jsonout_buf *b, const char *s, size_t n)
-{
-	if (reserve(b, n))
-		return TG_ENOMEM;
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	return 0;
-}
-
-static int write_value(jsonout_buf *b, const json_t *v, int depth)
+static int write_value(tg_buf *b, const json_t *v, int depth)
 {
 	char num[64];
 	if (depth > MAX_DEPTH)
 		return TG_EINVAL;
 	switch (json_typeof(v)) {
 	case JSON_OBJECT: {
-		int rc = put_raw(b, "{", 1);
+		int rc = tg_buf_put(b, "{", 1);
 		const char *key;
 		size_t klen;
 		json_t *m;
 		int first = 1;
 		/* json_object_foreach wants a non-const object; iterating does not modify it */
 		json_object_keylen_foreach((json_t *)v, key, klen, m) {
-			if (rc || (!first && (rc = put_raw(b, ",", 1))) || (rc = put_string(b, key, klen)) ||
-			    (rc = put_raw(b, ":", 1)) || (rc = write_value(b, m, depth + 1)))
+			if (rc || (!first && (rc = tg_buf_put(b, ",", 1))) || (rc = put_string(b, key, klen)) ||
+			    (rc = tg_buf_put(b, ":", 1)) || (rc = write_value(b, m, depth + 1)))
 				return rc ? rc : TG_EINVAL;
 			first = 0;
 		}
-		return rc ? rc : put_raw(b, "}", 1);
+		return rc ? rc : tg_buf_put(b, "}", 1);
 	}
 	case JSON_ARRAY: {
-		int rc = put_raw(b, "[", 1);
+		int rc = tg_buf_put(b, "[", 1);
 		for (size_t i = 0; !rc && i < json_array_size(v); i++) {
-			if (i && (rc = put_raw(b, ",", 1)))
+			if (i && (rc = tg_buf_put(b, ",", 1)))
 				break;
 			rc = write_value(b, json_array_get(v, i), depth + 1);
 		}
-		return rc ? rc : put_raw(b, "]", 1);
+		return rc ? rc : tg_buf_put(b, "]", 1);
 	}
 	case JSON_STRING:
 		return put_string(b, json_string_value(v), json_string_length(v));
@@ -206,24 +182,24 @@ static int write_value(jsonout_buf *b, const json_t *v, int depth)
 		if (i < 0)
 			num[n++] = '-';
 		n += fmt_u64(num + n, i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i);
-		return put_raw(b, num, n);
+		return tg_buf_put(b, num, n);
 	}
 	case JSON_REAL: {
 		size_t n = fmt_real(num, sizeof num, json_real_value(v));
-		return n ? put_raw(b, num, n) : TG_EINVAL;
+		return n ? tg_buf_put(b, num, n) : TG_EINVAL;
 	}
 	case JSON_TRUE:
-		return put_raw(b, "true", 4);
+		return tg_buf_put(b, "true", 4);
 	case JSON_FALSE:
-		return put_raw(b, "false", 5);
+		return tg_buf_put(b, "false", 5);
 	case JSON_NULL:
-		return put_raw(b, "null", 4);
+		return tg_buf_put(b, "null", 4);
 	default:
 		return TG_EINVAL;
 	}
 }
 
-int jsonout_write(jsonout_buf *b, const json_t *v)
+int jsonout_write(tg_buf *b, const json_t *v)
 {
 	if (!b || !v)
 		return TG_EINVAL;

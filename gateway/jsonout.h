@@ -7,7 +7,7 @@
  * telemetry reading) is written from its integer scaling, which is the text "%.15g" gives
  * for such a value; any other real goes through snprintf as in jansson.
  *
- * Ownership: the caller owns the buffer; jsonout_write grows it with realloc.
+ * Ownership: the caller owns the buffer (buf.h); jsonout_write grows it.
  */
 #ifndef TG_JSONOUT_H
 #define TG_JSONOUT_H
@@ -15,14 +15,11 @@
 #include <jansson.h>
 #include <stddef.h>
 
-typedef struct jsonout_buf {
-	char *p;
-	size_t len, cap;
-} jsonout_buf;
+#include "buf.h"
 
 /* Append v's text to b (no terminating NUL is counted in len; one is kept after it).
  * Returns 0, TG_ENOMEM, or TG_EINVAL for what json_dumpb refuses too (NaN, infinity, a
  * non-object/array/scalar type, nesting deeper than 2048). */
-int jsonout_write(jsonout_buf *b, const json_t *v);
+int jsonout_write(tg_buf *b, const json_t *v);
 
 #endif

@@ -55,7 +55,7 @@ struct outbox {
 	int64_t last_id, committed_last_id;
 	uint64_t quarantine_n;
 	outbox_counters ctr;
-	jsonout_buf line; /* scratch for serialising, reused */
+	tg_buf line; /* scratch for serialising, reused */
 };
 
 struct outbox_reader {

@@ -18,75 +18,6 @@
 #include "err.h"
 #include "sinks/curl_dl.h"
 
-/* ---- buffer --------------------------------------------------------------------------- */
-
-int aws_buf_reserve(aws_buf *b, size_t extra)
-{
-	if (b->len + extra + 1 <= b->cap)
-		return 0;
-	size_t cap = b->cap ? b->cap : 256;
-	while (cap < b->len + extra + 1) {
-		if (cap > SIZE_MAX / 2)
-			return TG_ENOMEM;
-		cap *= 2;
-	}
-	char *p = realloc(b->p, cap);
-	if (!p)
-		return TG_ENOMEM;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-int aws_buf_put(aws_buf *b, const void *data, size_t len)
-{
-	if (aws_buf_reserve(b, len))
-		return TG_ENOMEM;
-	if (len)
-		memcpy(b->p + b->len, data, len);
-	b->len += len;
-	b->p[b->len] = '\0';
-	return 0;
-}
-
-int aws_buf_puts(aws_buf *b, const char *s)
-{
-	return aws_buf_put(b, s, strlen(s));
-}
-
-int aws_buf_printf(aws_buf *b, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return TG_EINVAL;
-	if (aws_buf_reserve(b, (size_t)n))
-		return TG_ENOMEM;
-	va_start(ap, fmt);
-	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	b->len += (size_t)n;
-	return 0;
-}
-
-void aws_buf_reset(aws_buf *b)
-{
-	b->len = 0;
-	if (b->p)
-		b->p[0] = '\0';
-}
-
-void aws_buf_free(aws_buf *b)
-{
-	if (!b)
-		return;
-	free(b->p);
-	b->p = NULL;
-	b->len = b->cap = 0;
-}
-
 /* ---- credentials ---------------------------------------------------------------------- */
 
 static const char *nonempty(const char *s)
@@ -216,7 +147,7 @@ void aws_md5_b64(const void *data, size_t len, char out[25])
 	aws_b64_encode(d, sizeof d, out);
 }
 
-int aws_uri_path_encode(aws_buf *b, const char *s)
+int aws_uri_path_encode(tg_buf *b, const char *s)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -224,16 +155,16 @@ int aws_uri_path_encode(aws_buf *b, const char *s)
 		int keep = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
 			   c == '-' || c == '_' || c == '.' || c == '~' || c == '/';
 		char e[3] = { (char)c, 0, 0 };
-		if (keep ? aws_buf_put(b, e, 1)
-			 : (e[0] = '%', e[1] = hex[c >> 4], e[2] = hex[c & 15], aws_buf_put(b, e, 3)))
+		if (keep ? tg_buf_put(b, e, 1)
+			 : (e[0] = '%', e[1] = hex[c >> 4], e[2] = hex[c & 15], tg_buf_put(b, e, 3)))
 			return TG_ENOMEM;
 	}
 	return 0;
 }
 
-int aws_json_str(aws_buf *b, const char *s, size_t len)
+int aws_json_str(tg_buf *b, const char *s, size_t len)
 {
-	if (aws_buf_reserve(b, len + 2))
+	if (tg_buf_reserve(b, len + 2))
 		return TG_ENOMEM;
 	b->p[b->len++] = '"';
 	for (size_t i = 0; i < len; i++) {
@@ -241,16 +172,16 @@ int aws_json_str(aws_buf *b, const char *s, size_t len)
 		int rc;
 		if (c == '"' || c == '\\') {
 			char e[2] = { '\\', (char)c };
-			rc = aws_buf_put(b, e, 2);
+			rc = tg_buf_put(b, e, 2);
 		} else if (c < 0x20) {
-			rc = aws_buf_printf(b, "\\u%04x", c);
+			rc = tg_buf_printf(b, "\\u%04x", c);
 		} else {
-			rc = aws_buf_put(b, &s[i], 1);
+			rc = tg_buf_put(b, &s[i], 1);
 		}
 		if (rc)
 			return TG_ENOMEM;
 	}
-	return aws_buf_put(b, "\"", 1);
+	return tg_buf_put(b, "\"", 1);
 }
 
 /* ---- HTTP ----------------------------------------------------------------------------- */
@@ -261,7 +192,7 @@ struct aws_http {
 	char *userpwd;     /* "key:secret" for CURLOPT_USERPWD */
 	char *sigv4;       /* "aws:amz:<region>:<service>" */
 	char *token_hdr;   /* "x-amz-security-token: …" or NULL */
-	aws_buf resp;
+	tg_buf resp;
 	size_t max_response;
 	int truncated;
 	char curl_err[CURL_ERROR_SIZE];
@@ -275,7 +206,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 	size_t take = n < room ? n : room;
 	if (take < n)
 		h->truncated = 1;
-	if (take && aws_buf_put(&h->resp, ptr, take))
+	if (take && tg_buf_put(&h->resp, ptr, take))
 		return 0; /* out of memory: abort the transfer */
 	return n;
 }
@@ -284,7 +215,7 @@ aws_http *aws_http_new(const char *service, const char *region, const aws_creds 
 		       int64_t timeout_ms, size_t max_response, char *err, size_t errlen)
 {
 	aws_http *h = calloc(1, sizeof *h);
-	aws_buf b = { 0 };
+	tg_buf b = { 0 };
 
 	if (!h)
 		goto oom;
@@ -295,19 +226,19 @@ aws_http *aws_http_new(const char *service, const char *region, const aws_creds 
 	if (!h->creds.access_key_id || !h->creds.secret_access_key ||
 	    (creds->session_token && !h->creds.session_token))
 		goto oom;
-	if (aws_buf_printf(&b, "%s:%s", creds->access_key_id, creds->secret_access_key))
+	if (tg_buf_printf(&b, "%s:%s", creds->access_key_id, creds->secret_access_key))
 		goto oom;
 	h->userpwd = b.p;
-	b = (aws_buf){ 0 };
-	if (aws_buf_printf(&b, "aws:amz:%s:%s", region, service))
+	b = (tg_buf){ 0 };
+	if (tg_buf_printf(&b, "aws:amz:%s:%s", region, service))
 		goto oom;
 	h->sigv4 = b.p;
-	b = (aws_buf){ 0 };
+	b = (tg_buf){ 0 };
 	if (creds->session_token) {
-		if (aws_buf_printf(&b, "x-amz-security-token: %s", creds->session_token))
+		if (tg_buf_printf(&b, "x-amz-security-token: %s", creds->session_token))
 			goto oom;
 		h->token_hdr = b.p;
-		b = (aws_buf){ 0 };
+		b = (tg_buf){ 0 };
 	}
 	if (curl_dl_load(err, errlen))
 		goto fail;
@@ -333,7 +264,7 @@ aws_http *aws_http_new(const char *service, const char *region, const aws_creds 
 oom:
 	tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 fail:
-	aws_buf_free(&b);
+	tg_buf_free(&b);
 	aws_http_free(h);
 	return NULL;
 }
@@ -353,7 +284,7 @@ void aws_http_free(aws_http *h)
 	free(h->userpwd);
 	free(h->sigv4);
 	free(h->token_hdr);
-	aws_buf_free(&h->resp);
+	tg_buf_free(&h->resp);
 	free(h);
 }
 
@@ -367,8 +298,8 @@ int aws_http_send(aws_http *h, const char *method, const char *url, const char *
 	CURLcode cc;
 
 	memset(resp, 0, sizeof *resp);
-	aws_buf_reset(&h->resp);
-	if (aws_buf_reserve(&h->resp, 0))
+	tg_buf_reset(&h->resp);
+	if (tg_buf_reserve(&h->resp, 0))
 		goto out;
 	h->truncated = 0;
 	h->curl_err[0] = '\0';

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
+
 /* ---- credentials ---------------------------------------------------------------------- */
 
 typedef struct aws_creds {
@@ -48,25 +50,11 @@ void aws_sha256_hex(const void *data, size_t len, char out[65]);
 void aws_md5_b64(const void *data, size_t len, char out[25]);
 /* Append s percent-encoded for a SigV4 canonical URI path: unreserved characters and '/'
  * stay, everything else becomes %XX (upper case). Returns 0 or TG_ENOMEM. */
-struct aws_buf;
-int aws_uri_path_encode(struct aws_buf *b, const char *s);
+int aws_uri_path_encode(tg_buf *b, const char *s);
 /* Append s as a JSON string literal (with quotes). Returns 0 or TG_ENOMEM. */
-int aws_json_str(struct aws_buf *b, const char *s, size_t len);
+int aws_json_str(tg_buf *b, const char *s, size_t len);
 
-/* ---- growable byte buffer ------------------------------------------------------------- */
 
-typedef struct aws_buf {
-	char *p;     /* NUL-terminated while len < cap */
-	size_t len;
-	size_t cap;
-} aws_buf;
-
-int aws_buf_reserve(aws_buf *b, size_t extra); /* 0 or TG_ENOMEM */
-int aws_buf_put(aws_buf *b, const void *data, size_t len);
-int aws_buf_puts(aws_buf *b, const char *s);
-int aws_buf_printf(aws_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void aws_buf_reset(aws_buf *b);  /* len = 0, keeps the memory */
-void aws_buf_free(aws_buf *b);   /* NULL-safe; frees the memory, not b */
 
 /* ---- HTTP ----------------------------------------------------------------------------- */
 

@@ -32,7 +32,7 @@ typedef struct kinesis_sink {
 	const kinesis_opts *opts;
 	aws_http *http;
 	char *url;
-	aws_buf body;
+	tg_buf body;
 	size_t *idx;     /* scratch: indices of the records in the current call */
 	size_t idx_cap;
 	size_t max_records;
@@ -120,13 +120,13 @@ sink_status sink_kinesis_check_record(const sink_record *r, char *why, size_t wh
 
 /* base64 of data || "\n" appended to b. The bulk is a multiple of 3 bytes so its encoding
  * concatenates with the tail's. */
-static int put_b64_line(aws_buf *b, const char *data, size_t len)
+static int put_b64_line(tg_buf *b, const char *data, size_t len)
 {
 	size_t bulk = len - len % 3;
 	unsigned char tail[3];
 	size_t nt = len - bulk;
 
-	if (aws_buf_reserve(b, aws_b64_len(len + 1)))
+	if (tg_buf_reserve(b, aws_b64_len(len + 1)))
 		return TG_ENOMEM;
 	b->len += aws_b64_encode(data, bulk, b->p + b->len);
 	memcpy(tail, data + bulk, nt);
@@ -135,20 +135,20 @@ static int put_b64_line(aws_buf *b, const char *data, size_t len)
 	return 0;
 }
 
-int sink_kinesis_build_body(aws_buf *b, const char *stream, const sink_record *recs,
+int sink_kinesis_build_body(tg_buf *b, const char *stream, const sink_record *recs,
 			    const size_t *idx, size_t m)
 {
-	if (aws_buf_puts(b, "{\"StreamName\":") || aws_json_str(b, stream, strlen(stream)) ||
-	    aws_buf_puts(b, ",\"Records\":["))
+	if (tg_buf_puts(b, "{\"StreamName\":") || aws_json_str(b, stream, strlen(stream)) ||
+	    tg_buf_puts(b, ",\"Records\":["))
 		return TG_ENOMEM;
 	for (size_t i = 0; i < m; i++) {
 		const sink_record *r = &recs[idx[i]];
-		if (aws_buf_puts(b, i ? ",{\"Data\":\"" : "{\"Data\":\"") ||
-		    put_b64_line(b, r->data, r->len) || aws_buf_puts(b, "\",\"PartitionKey\":") ||
-		    aws_json_str(b, r->pkey, strlen(r->pkey)) || aws_buf_puts(b, "}"))
+		if (tg_buf_puts(b, i ? ",{\"Data\":\"" : "{\"Data\":\"") ||
+		    put_b64_line(b, r->data, r->len) || tg_buf_puts(b, "\",\"PartitionKey\":") ||
+		    aws_json_str(b, r->pkey, strlen(r->pkey)) || tg_buf_puts(b, "}"))
 			return TG_ENOMEM;
 	}
-	return aws_buf_puts(b, "]}");
+	return tg_buf_puts(b, "]}");
 }
 
 int sink_kinesis_parse_response(const char *body, size_t len, const size_t *idx, size_t m,
@@ -243,7 +243,7 @@ static void kinesis_close(sink *s)
 		return;
 	aws_http_free(k->http);
 	free(k->url);
-	aws_buf_free(&k->body);
+	tg_buf_free(&k->body);
 	free(k->idx);
 	free(k);
 }
@@ -254,7 +254,7 @@ static sink *kinesis_open(const void *opts_, const sink_env *env, sink_limits *l
 	const kinesis_opts *o = opts_;
 	kinesis_sink *k = calloc(1, sizeof *k);
 	aws_creds creds = { 0 };
-	aws_buf url = { 0 };
+	tg_buf url = { 0 };
 	const char *region = o->region && *o->region ? o->region : "us-east-1";
 
 	if (!k) {
@@ -278,13 +278,13 @@ static sink *kinesis_open(const void *opts_, const sink_env *env, sink_limits *l
 		size_t n = strlen(o->endpoint);
 		while (n && o->endpoint[n - 1] == '/')
 			n--;
-		if (aws_buf_put(&url, o->endpoint, n) || aws_buf_puts(&url, "/"))
+		if (tg_buf_put(&url, o->endpoint, n) || tg_buf_puts(&url, "/"))
 			goto oom;
-	} else if (aws_buf_printf(&url, "https://kinesis.%s.amazonaws.com/", region)) {
+	} else if (tg_buf_printf(&url, "https://kinesis.%s.amazonaws.com/", region)) {
 		goto oom;
 	}
 	k->url = url.p;
-	url = (aws_buf){ 0 };
+	url = (tg_buf){ 0 };
 	k->http = aws_http_new("kinesis", region, &creds, o->timeout_ms > 0 ? o->timeout_ms : 30000,
 			       KINESIS_MAX_RESPONSE, err, errlen);
 	if (!k->http)
@@ -302,7 +302,7 @@ oom:
 	tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 fail:
 	aws_creds_free(&creds);
-	aws_buf_free(&url);
+	tg_buf_free(&url);
 	kinesis_close((sink *)k);
 	return NULL;
 }
@@ -323,7 +323,7 @@ static int put_call(kinesis_sink *k, const sink_record *recs, const size_t *idx,
 	size_t nfailed;
 	int rc;
 
-	aws_buf_reset(&k->body);
+	tg_buf_reset(&k->body);
 	if (sink_kinesis_build_body(&k->body, k->opts->stream, recs, idx, m))
 		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 	rc = aws_http_send(k->http, "POST", k->url, headers, k->body.p, k->body.len, &resp, err, errlen);

@@ -46,7 +46,7 @@ sink_status sink_kinesis_check_record(const sink_record *r, char *why, size_t wh
 size_t sink_kinesis_record_cost(const sink_record *r);
 
 /* Append the PutRecords JSON body for recs[idx[0..m-1]] to b. 0 or TG_ENOMEM. */
-int sink_kinesis_build_body(aws_buf *b, const char *stream, const sink_record *recs,
+int sink_kinesis_build_body(tg_buf *b, const char *stream, const sink_record *recs,
 			    const size_t *idx, size_t m);
 
 /* Parse a 200 PutRecords response for m records: results[idx[i]] becomes SINK_OK or

@@ -31,7 +31,7 @@ typedef struct s3_sink {
 	const s3_opts *opts;
 	char *gateway_id;
 	aws_http *http;
-	aws_buf body, key, url;
+	tg_buf body, key, url;
 	size_t *group_of, *idx, *start; /* scratch, cap entries each */
 	size_t cap;
 } s3_sink;
@@ -73,7 +73,7 @@ static const config_option s3_options[] = {
 
 /* ---- pure parts ------------------------------------------------------------------------ */
 
-int sink_s3_object_key(aws_buf *b, const char *prefix, const char *table, int64_t created_ms,
+int sink_s3_object_key(tg_buf *b, const char *prefix, const char *table, int64_t created_ms,
 		       const char *gateway_id, int64_t first_id, int64_t last_id)
 {
 	/* Floor division so times before 1970 still land in the right hour. */
@@ -88,32 +88,32 @@ int sink_s3_object_key(aws_buf *b, const char *prefix, const char *table, int64_
 		prefix++, plen--;
 	while (plen && prefix[plen - 1] == '/')
 		plen--;
-	if (plen && (aws_buf_put(b, prefix, plen) || aws_buf_puts(b, "/")))
+	if (plen && (tg_buf_put(b, prefix, plen) || tg_buf_puts(b, "/")))
 		return TG_ENOMEM;
-	return aws_buf_printf(b, "%s/year=%04d/month=%02d/day=%02d/hour=%02d/%s-%lld-%lld.json.gz",
+	return tg_buf_printf(b, "%s/year=%04d/month=%02d/day=%02d/hour=%02d/%s-%lld-%lld.json.gz",
 			      table, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 			      gateway_id, (long long)first_id, (long long)last_id);
 }
 
-int sink_s3_object_url(aws_buf *b, const char *endpoint, const char *bucket, int path_style,
+int sink_s3_object_url(tg_buf *b, const char *endpoint, const char *bucket, int path_style,
 		       const char *key)
 {
 	size_t n = strlen(endpoint);
 	while (n && endpoint[n - 1] == '/')
 		n--;
 	if (path_style) {
-		if (aws_buf_put(b, endpoint, n) || aws_buf_puts(b, "/") || aws_uri_path_encode(b, bucket))
+		if (tg_buf_put(b, endpoint, n) || tg_buf_puts(b, "/") || aws_uri_path_encode(b, bucket))
 			return TG_ENOMEM;
 	} else {
 		const char *host = strstr(endpoint, "://");
 		if (!host || (size_t)(host - endpoint) + 3 >= n)
 			return TG_EINVAL;
 		host += 3;
-		if (aws_buf_put(b, endpoint, (size_t)(host - endpoint)) || aws_buf_puts(b, bucket) ||
-		    aws_buf_puts(b, ".") || aws_buf_put(b, host, n - (size_t)(host - endpoint)))
+		if (tg_buf_put(b, endpoint, (size_t)(host - endpoint)) || tg_buf_puts(b, bucket) ||
+		    tg_buf_puts(b, ".") || tg_buf_put(b, host, n - (size_t)(host - endpoint)))
 			return TG_ENOMEM;
 	}
-	if (aws_buf_puts(b, "/") || aws_uri_path_encode(b, key))
+	if (tg_buf_puts(b, "/") || aws_uri_path_encode(b, key))
 		return TG_ENOMEM;
 	return 0;
 }
@@ -147,7 +147,7 @@ size_t sink_s3_group(const sink_record *recs, size_t n, size_t *group_of, size_t
 	return ngroups;
 }
 
-int sink_s3_gzip_ndjson(aws_buf *out, const sink_record *recs, const size_t *idx, size_t m,
+int sink_s3_gzip_ndjson(tg_buf *out, const sink_record *recs, const size_t *idx, size_t m,
 			int level)
 {
 	z_stream z;
@@ -166,7 +166,7 @@ int sink_s3_gzip_ndjson(aws_buf *out, const sink_record *recs, const size_t *idx
 			}
 			int zr;
 			do {
-				if (aws_buf_reserve(out, 64 * 1024))
+				if (tg_buf_reserve(out, 64 * 1024))
 					goto out;
 				z.next_out = (Bytef *)out->p + out->len;
 				z.avail_out = (uInt)(out->cap - out->len - 1);
@@ -240,9 +240,9 @@ static void s3_close(sink *s)
 		return;
 	aws_http_free(k->http);
 	free(k->gateway_id);
-	aws_buf_free(&k->body);
-	aws_buf_free(&k->key);
-	aws_buf_free(&k->url);
+	tg_buf_free(&k->body);
+	tg_buf_free(&k->key);
+	tg_buf_free(&k->url);
 	free(k->group_of);
 	free(k->idx);
 	free(k->start);
@@ -256,7 +256,7 @@ static sink *s3_open(const void *opts_, const sink_env *env, sink_limits *limits
 	s3_sink *k = calloc(1, sizeof *k);
 	aws_creds creds = { 0 };
 	const char *region = o->region && *o->region ? o->region : "us-east-1";
-	aws_buf probe = { 0 };
+	tg_buf probe = { 0 };
 
 	if (!k) {
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
@@ -273,9 +273,9 @@ static sink *s3_open(const void *opts_, const sink_env *env, sink_limits *limits
 		goto fail;
 	}
 	if (o->endpoint && *o->endpoint) {
-		if (aws_buf_puts(&k->url, o->endpoint))
+		if (tg_buf_puts(&k->url, o->endpoint))
 			goto oom;
-	} else if (aws_buf_printf(&k->url, "https://s3.%s.amazonaws.com", region)) {
+	} else if (tg_buf_printf(&k->url, "https://s3.%s.amazonaws.com", region)) {
 		goto oom;
 	}
 	/* Check the endpoint/bucket combination once now rather than on every upload. */
@@ -295,13 +295,13 @@ static sink *s3_open(const void *opts_, const sink_env *env, sink_limits *limits
 	limits->max_bytes = o->flush_bytes > 0 ? (size_t)o->flush_bytes : 8u * 1024 * 1024;
 	limits->max_age_ms = o->flush_age_ms >= 0 ? o->flush_age_ms : 60000;
 	aws_creds_free(&creds);
-	aws_buf_free(&probe);
+	tg_buf_free(&probe);
 	return (sink *)k;
 oom:
 	tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 fail:
 	aws_creds_free(&creds);
-	aws_buf_free(&probe);
+	tg_buf_free(&probe);
 	s3_close((sink *)k);
 	return NULL;
 }
@@ -319,7 +319,7 @@ static sink_status put_group(s3_sink *k, const sink_record *recs, const size_t *
 		lo = recs[idx[i]].id < lo ? recs[idx[i]].id : lo;
 		hi = recs[idx[i]].id > hi ? recs[idx[i]].id : hi;
 	}
-	aws_buf_reset(&k->key);
+	tg_buf_reset(&k->key);
 	if (sink_s3_object_key(&k->key, o->prefix, recs[idx[0]].table, recs[idx[0]].created_ms,
 			       k->gateway_id, lo, hi)) {
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
@@ -330,9 +330,9 @@ static sink_status put_group(s3_sink *k, const sink_record *recs, const size_t *
 			  k->key.len, S3_MAX_KEY, k->key.p);
 		return SINK_POISON;
 	}
-	aws_buf url = { 0 };
+	tg_buf url = { 0 };
 	sink_status st = SINK_RETRY;
-	aws_buf_reset(&k->body);
+	tg_buf_reset(&k->body);
 	if (sink_s3_object_url(&url, k->url.p, o->bucket, o->path_style, k->key.p) ||
 	    sink_s3_gzip_ndjson(&k->body, recs, idx, m, (int)(o->gzip_level ? o->gzip_level : 6))) {
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
@@ -348,7 +348,7 @@ static sink_status put_group(s3_sink *k, const sink_record *recs, const size_t *
 		tg_seterr(err, errlen, st == SINK_POISON ? TG_EPERM : TG_ERETRY,
 			  "PUT s3://%s/%s: HTTP %ld %s", o->bucket, k->key.p, resp.status, code);
 out:
-	aws_buf_free(&url);
+	tg_buf_free(&url);
 	return st;
 }
 

@@ -38,12 +38,12 @@ typedef struct s3_opts {
 extern const sink_ops sink_s3_ops;
 
 /* Append the object key for one group to b (not URI-encoded). 0 or TG_ENOMEM. */
-int sink_s3_object_key(aws_buf *b, const char *prefix, const char *table, int64_t created_ms,
+int sink_s3_object_key(tg_buf *b, const char *prefix, const char *table, int64_t created_ms,
 		       const char *gateway_id, int64_t first_id, int64_t last_id);
 
 /* Append the request URL for key (URI-encoded) to b. 0 or TG_ENOMEM / TG_EINVAL when a
  * virtual-hosted URL cannot be formed from endpoint. */
-int sink_s3_object_url(aws_buf *b, const char *endpoint, const char *bucket, int path_style,
+int sink_s3_object_url(tg_buf *b, const char *endpoint, const char *bucket, int path_style,
 		       const char *key);
 
 /* Assign each record a group: records with the same table and the same UTC hour of
@@ -53,7 +53,7 @@ int sink_s3_object_url(aws_buf *b, const char *endpoint, const char *bucket, int
 size_t sink_s3_group(const sink_record *recs, size_t n, size_t *group_of, size_t *first_of);
 
 /* Append to out the gzip (RFC 1952) of each recs[idx[i]].data followed by "\n". */
-int sink_s3_gzip_ndjson(aws_buf *out, const sink_record *recs, const size_t *idx, size_t m,
+int sink_s3_gzip_ndjson(tg_buf *out, const sink_record *recs, const size_t *idx, size_t m,
 			int level);
 
 /* Status for a whole object from the HTTP answer: SINK_OK for 2xx, SINK_POISON for a

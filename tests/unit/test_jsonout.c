@@ -22,7 +22,7 @@
 static void same_as_jansson(const json_t *v)
 {
 	char *want = json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(15) | JSON_ENCODE_ANY);
-	jsonout_buf b = {0};
+	tg_buf b = {0};
 	assert_non_null(want);
 	assert_int_equal(jsonout_write(&b, v), 0);
 	if (strcmp(want, b.p) != 0)
@@ -68,7 +68,7 @@ static void test_strings_and_structure(void **state)
 	json_object_set_new(v, "k\"ey\n", json_string("key needs escapes"));
 	same_as_jansson(v);
 	/* appending to a buffer that already holds text */
-	jsonout_buf b = {0};
+	tg_buf b = {0};
 	assert_int_equal(jsonout_write(&b, v), 0);
 	size_t first = b.len;
 	assert_int_equal(jsonout_write(&b, v), 0);
@@ -142,7 +142,7 @@ static void test_random(void **state)
 static void test_errors(void **state)
 {
 	(void)state;
-	jsonout_buf b = {0};
+	tg_buf b = {0};
 	assert_int_equal(jsonout_write(&b, NULL), TG_EINVAL);
 	assert_int_equal(jsonout_write(NULL, json_null()), TG_EINVAL);
 	json_t *deep = json_array();

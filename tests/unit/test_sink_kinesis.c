@@ -58,22 +58,22 @@ static void test_digests(void **state)
 static void test_uri_and_json_encoding(void **state)
 {
 	(void)state;
-	aws_buf b = { 0 };
+	tg_buf b = { 0 };
 	assert_int_equal(aws_uri_path_encode(&b, "pre fix/t/year=2026/x-1_2.~a+b\xc3\xa9"), 0);
 	assert_string_equal(b.p, "pre%20fix/t/year%3D2026/x-1_2.~a%2Bb%C3%A9");
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(aws_json_str(&b, "a\"b\\c\n\x01z", 8), 0);
 	assert_string_equal(b.p, "\"a\\\"b\\\\c\\u000a\\u0001z\"");
 	json_t *j = json_loads(b.p, JSON_DECODE_ANY, NULL);
 	assert_non_null(j);
 	assert_string_equal(json_string_value(j), "a\"b\\c\n\x01z");
 	json_decref(j);
-	aws_buf_reset(&b);
-	assert_int_equal(aws_buf_printf(&b, "%s-%d", "x", 42), 0);
+	tg_buf_reset(&b);
+	assert_int_equal(tg_buf_printf(&b, "%s-%d", "x", 42), 0);
 	assert_string_equal(b.p, "x-42");
 	assert_int_equal(b.len, 4);
-	aws_buf_free(&b);
-	aws_buf_free(NULL);
+	tg_buf_free(&b);
+	tg_buf_free(NULL);
 }
 
 /* ---- credentials ---------------------------------------------------------------------- */
@@ -217,7 +217,7 @@ static void test_build_body(void **state)
 	for (int i = 0; i < 4; i++)
 		recs[i] = rec(i + 1, i == 2 ? "dev \"q\"\\" : "dev-1", datas[i], strlen(datas[i]));
 	size_t idx[] = { 3, 0, 2, 1 }; /* order of the call, not of the batch */
-	aws_buf b = { 0 };
+	tg_buf b = { 0 };
 	assert_int_equal(sink_kinesis_build_body(&b, "my-stream", recs, idx, 4), 0);
 
 	json_error_t je;
@@ -238,7 +238,7 @@ static void test_build_body(void **state)
 		assert_int_equal(json_object_size(e), 2);
 	}
 	json_decref(root);
-	aws_buf_free(&b);
+	tg_buf_free(&b);
 }
 
 /* ---- responses ------------------------------------------------------------------------ */

@@ -31,46 +31,46 @@
 static void test_object_key(void **state)
 {
 	(void)state;
-	aws_buf b = { 0 };
+	tg_buf b = { 0 };
 	assert_int_equal(sink_s3_object_key(&b, "raw/v1", "telemetry", T0, "gw-01", 17, 42), 0);
 	assert_string_equal(b.p, "raw/v1/telemetry/year=2026/month=11/day=25/hour=16/gw-01-17-42.json.gz");
 	/* Slashes around the prefix are ignored; an empty prefix adds nothing. */
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(sink_s3_object_key(&b, "/raw/", "alerts", T0, "gw", 1, 1), 0);
 	assert_string_equal(b.p, "raw/alerts/year=2026/month=11/day=25/hour=16/gw-1-1.json.gz");
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(sink_s3_object_key(&b, "", "alerts", T0, "gw", 1, 2), 0);
 	assert_string_equal(b.p, "alerts/year=2026/month=11/day=25/hour=16/gw-1-2.json.gz");
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(sink_s3_object_key(&b, NULL, "t", 0, "gw", 1, 2), 0);
 	assert_string_equal(b.p, "t/year=1970/month=01/day=01/hour=00/gw-1-2.json.gz");
 	/* One millisecond before the epoch is still 1969-12-31T23. */
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(sink_s3_object_key(&b, "", "t", -1, "gw", 1, 2), 0);
 	assert_string_equal(b.p, "t/year=1969/month=12/day=31/hour=23/gw-1-2.json.gz");
 	/* Hour boundaries: 23:59:59.999 and 00:00:00.000 of a leap day. */
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(sink_s3_object_key(&b, "", "t", 1709251199999LL, "gw", 1, 2), 0);
 	assert_string_equal(b.p, "t/year=2024/month=02/day=29/hour=23/gw-1-2.json.gz");
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(sink_s3_object_key(&b, "", "t", 1709251200000LL, "gw", 1, 2), 0);
 	assert_string_equal(b.p, "t/year=2024/month=03/day=01/hour=00/gw-1-2.json.gz");
-	aws_buf_free(&b);
+	tg_buf_free(&b);
 }
 
 static void test_object_url(void **state)
 {
 	(void)state;
-	aws_buf b = { 0 };
+	tg_buf b = { 0 };
 	const char *key = "p/telemetry/year=2026/hour=16/gw 1-1-2.json.gz";
 	assert_int_equal(sink_s3_object_url(&b, "http://127.0.0.1:4568/", "lake", 1, key), 0);
 	assert_string_equal(b.p, "http://127.0.0.1:4568/lake/p/telemetry/year%3D2026/hour%3D16/gw%201-1-2.json.gz");
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(sink_s3_object_url(&b, "https://s3.eu-west-1.amazonaws.com", "lake", 0, "a=b"), 0);
 	assert_string_equal(b.p, "https://lake.s3.eu-west-1.amazonaws.com/a%3Db");
-	aws_buf_reset(&b);
+	tg_buf_reset(&b);
 	assert_int_equal(sink_s3_object_url(&b, "no-scheme", "lake", 0, "k"), TG_EINVAL);
-	aws_buf_free(&b);
+	tg_buf_free(&b);
 }
 
 static sink_record rec(int64_t id, const char *table, int64_t created, const char *data)
@@ -127,7 +127,7 @@ static void test_gzip_roundtrip(void **state)
 		idx[i] = (size_t)(N - 1 - i); /* reversed: the body follows idx, not the batch */
 		total += r[i].len + 1;
 	}
-	aws_buf gz = { 0 };
+	tg_buf gz = { 0 };
 	assert_int_equal(sink_s3_gzip_ndjson(&gz, r, idx, N, 6), 0);
 	assert_true(gz.len > 18);
 	assert_int_equal((unsigned char)gz.p[0], 0x1f); /* gzip magic */
@@ -154,7 +154,7 @@ static void test_gzip_roundtrip(void **state)
 	free(out);
 
 	/* An empty group is a valid empty gzip stream. */
-	aws_buf_reset(&gz);
+	tg_buf_reset(&gz);
 	assert_int_equal(sink_s3_gzip_ndjson(&gz, r, idx, 0, 1), 0);
 	char one[4];
 	uLongf ol = sizeof one;
@@ -167,7 +167,7 @@ static void test_gzip_roundtrip(void **state)
 	assert_int_equal(inflate(&z2, Z_FINISH), Z_STREAM_END);
 	assert_int_equal(z2.total_out, 0);
 	inflateEnd(&z2);
-	aws_buf_free(&gz);
+	tg_buf_free(&gz);
 }
 
 static void test_classify(void **state)

@@ -1,0 +1,26 @@
+/*
+ * buf.h — the growable byte buffer the gateway builds texts in (AWS requests and their
+ * canonical strings, serialised records): a NUL-terminated array that doubles as it grows.
+ *
+ * Ownership: the struct is the caller's (often on the stack or inside another object);
+ * tg_buf_free releases the memory it points to.
+ */
+#ifndef TG_BUF_H
+#define TG_BUF_H
+
+#include <stddef.h>
+
+typedef struct tg_buf {
+	char *p;     /* NUL-terminated while len < cap */
+	size_t len;
+	size_t cap;
+} tg_buf;
+
+int tg_buf_reserve(tg_buf *b, size_t extra); /* room for extra bytes and a NUL: 0 or TG_ENOMEM */
+int tg_buf_put(tg_buf *b, const void *data, size_t len);
+int tg_buf_puts(tg_buf *b, const char *s);
+int tg_buf_printf(tg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tg_buf_reset(tg_buf *b);  /* len = 0, keeps the memory */
+void tg_buf_free(tg_buf *b);   /* NULL-safe; frees the memory, not b */
+
+#endif
