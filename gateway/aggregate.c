@@ -25,6 +25,7 @@
 #include "err.h"
 #include "hash.h"
 #include "schema.h"
+#include "topic.h"
 
 #define AGG_FILE_MAX (1024 * 1024)
 #define AGG_MAX_SLOTS 16
@@ -75,8 +76,10 @@ struct key {
 };
 
 struct spec {
-	char *name, *topic, *time_field, *group_by;
+	char *name, *time_field, *group_by;
+	tg_topic_filter *topic;
 	size_t time_field_len;
+	int time_field_is_ts;    /* the caller may hand us obj's "ts" already read */
 	int64_t W, grace;
 	size_t max_keys;
 	struct afield *fields;
@@ -126,7 +129,7 @@ static void key_free(struct key *k)
 static void spec_free(struct spec *s)
 {
 	free(s->name);
-	free(s->topic);
+	tg_topic_filter_free(s->topic);
 	free(s->time_field);
 	free(s->group_by);
 	for (size_t i = 0; i < s->nfields; i++) {
@@ -275,10 +278,10 @@ static int compile_spec(struct lctx *c, struct spec *s, json_t *o, size_t idx)
 		}
 	}
 	v = json_object_get(o, "topic");
-	if (!json_is_string(v) || !*json_string_value(v)) {
+	if (!json_is_string(v) || !tg_topic_filter_valid(json_string_value(v))) {
 		lerr(c, name, "topic", NULL, "topic must be an MQTT topic filter");
 		bad = 1;
-	} else if (!(s->topic = strdup(json_string_value(v)))) {
+	} else if (!(s->topic = tg_topic_filter_new(json_string_value(v)))) {
 		return TG_ENOMEM;
 	}
 	if (get_seconds(c, o, "windowSeconds", name, 60, 0.001, 86400, &s->W) ||
@@ -300,6 +303,7 @@ static int compile_spec(struct lctx *c, struct spec *s, json_t *o, size_t idx)
 		bad = 1;
 	}
 	s->time_field_len = strlen(json_is_string(v) ? json_string_value(v) : "ts");
+	s->time_field_is_ts = strcmp(json_is_string(v) ? json_string_value(v) : "ts", "ts") == 0;
 	if (!(s->time_field = strdup(json_is_string(v) ? json_string_value(v) : "ts")))
 		return TG_ENOMEM;
 	v = json_object_get(o, "groupBy");
@@ -666,22 +670,28 @@ static inline __attribute__((always_inline)) void acc_add(const struct afield *f
 }
 
 int aggregate_add(aggregate_set *set, const char *topic, const char *thing, const json_t *obj,
-		  int64_t received_ms, int64_t now_ms)
+		  const int64_t *ts_ms, int64_t received_ms, int64_t now_ms)
 {
 	if (!set || !topic || !thing)
 		return TG_EINVAL;
 	int counted = 0;
 	for (size_t i = 0; i < set->n; i++) {
 		struct spec *s = &set->v[i];
-		if (!schema_topic_match(s->topic, topic))
+		if (!tg_topic_filter_match(s->topic, topic))
 			continue;
 		char gbuf[40];
 		const char *group = s->group_by ? group_text(json_object_get(obj, s->group_by), gbuf,
 							     sizeof gbuf)
 						: NULL;
 		uint64_t h = hash_key(thing, group);
-		json_t *tv = obj ? json_object_getn(obj, s->time_field, s->time_field_len) : NULL;
-		int64_t ts = json_is_integer(tv) ? json_integer_value(tv) : received_ms;
+		int64_t ts = received_ms;
+		if (ts_ms && s->time_field_is_ts) {
+			ts = *ts_ms;
+		} else {
+			json_t *tv = obj ? json_object_getn(obj, s->time_field, s->time_field_len) : NULL;
+			if (json_is_integer(tv))
+				ts = json_integer_value(tv);
+		}
 		/* The key's node is most likely not in cache (one per thing): start loading it, then
 		 * read the message's values from the object (which is) while it comes. */
 		const struct key *k0 = s->buckets[h & s->mask];

@@ -69,10 +69,12 @@ size_t aggregate_count(const aggregate_set *set); /* configured aggregates */
 
 /* Count one (normalised) message into every aggregate whose topic filter matches. obj and
  * thing are borrowed. Event time is obj[timeField] (integer epoch ms) or received_ms.
+ * ts_ms: the integer value of obj's "ts" when the caller has read it already (it then
+ * serves the aggregates whose timeField is "ts"); NULL: looked up here.
  * Returns the number of aggregates it was counted into (0 when none matched or it was
  * late/future), or TG_ENOMEM / TG_EINVAL. May emit a window whose slot it needs. */
 int aggregate_add(aggregate_set *set, const char *topic, const char *thing, const json_t *obj,
-		  int64_t received_ms, int64_t now_ms);
+		  const int64_t *ts_ms, int64_t received_ms, int64_t now_ms);
 
 /* Emit every window with end + grace <= now_ms, oldest first per key, and forget keys idle
  * for 10 windows. Call it about once a second. Returns windows emitted or TG_E*. */

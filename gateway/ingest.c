@@ -367,15 +367,15 @@ static void run_rules(ingest *ig, const tg_msg *m)
 }
 
 /* Rules, aggregates, then the record itself to the default sinks. obj is borrowed and gets
- * the gateway's fields added. */
-static int accept(ingest *ig, const tg_msg *m, json_t *obj, int prio, const char *table)
+ * the gateway's fields added. ts: obj's integer "ts" if the caller has read it, else NULL. */
+static int accept(ingest *ig, const tg_msg *m, json_t *obj, int prio, const char *table, const int64_t *ts)
 {
 	ig->now_ms = m->received_ms;
 	ig->thing = m->thing;
 	/* rules see the device's (normalised) payload, before the gateway adds its fields */
 	run_rules(ig, m);
 	if (ig->agg && prio == OUTBOX_PRIO_BULK)
-		aggregate_add(ig->agg, m->topic, m->thing, obj, m->received_ms, m->received_ms);
+		aggregate_add(ig->agg, m->topic, m->thing, obj, ts, m->received_ms, m->received_ms);
 	char when[32];
 	schema_format_rfc3339(m->received_ms, when, sizeof when);
 	json_object_set_new(obj, "thing", json_string(m->thing));
@@ -410,7 +410,7 @@ static void drain_windows(ingest *ig, int64_t now_ms)
 			tg_msg m = {.topic = topic, .thing = thing, .client_id = thing, .principal = thing,
 				    .payload = text, .payloadlen = strlen(text), .json = obj,
 				    .received_ms = now_ms ? now_ms : ig->now_ms};
-			if (accept(ig, &m, obj, OUTBOX_PRIO_AGGREGATE, "aggregates") == 0)
+			if (accept(ig, &m, obj, OUTBOX_PRIO_AGGREGATE, "aggregates", NULL) == 0)
 				atomic_fetch_add(&ig->st.aggregates_emitted, 1);
 			free(text);
 		}
@@ -472,7 +472,8 @@ int ingest_message(ingest *ig, const char *topic, const void *payload, size_t le
 		}
 	}
 	int64_t ts;
-	if (ig->dd && event_ts(obj, &ts) && dedupe_check(ig->dd, thing, ts, now_ms) == 1) {
+	int has_ts = (ig->dd || ig->agg) && event_ts(obj, &ts); /* read once for dedupe and aggregates */
+	if (ig->dd && has_ts && dedupe_check(ig->dd, thing, ts, now_ms) == 1) {
 		json_decref(obj);
 		atomic_fetch_add(&ig->st.duplicates, 1);
 		atomic_fetch_add(&ig->st.by_reason[SCHEMA_R_DUPLICATE], 1);
@@ -490,7 +491,7 @@ int ingest_message(ingest *ig, const char *topic, const void *payload, size_t le
 		.topic = topic, .thing = thing, .client_id = thing, .principal = thing, .payload = payload,
 		.payloadlen = len, .json = obj, .received_ms = now_ms, .qos = qos, .props = props,
 	};
-	rc = accept(ig, &m, obj, OUTBOX_PRIO_BULK, table_of(topic));
+	rc = accept(ig, &m, obj, OUTBOX_PRIO_BULK, table_of(topic), has_ts ? &ts : NULL);
 	json_decref(obj);
 	if (ig->agg && json_array_size(ig->pending_windows))
 		drain_windows(ig, now_ms);

@@ -13,6 +13,7 @@
  * a timestamp needs neither the C library's time zone machinery nor snprintf.
  */
 #include "schema.h"
+#include "topic.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -696,58 +697,6 @@ int schema_format_rfc3339(int64_t ms, char *buf, size_t len)
 	return 24;
 }
 
-/* ---- topic filters ----------------------------------------------------------------------- */
-
-int schema_topic_match(const char *f, const char *t)
-{
-	if (!f || !t)
-		return 0;
-	if (t[0] == '$' && (f[0] == '+' || f[0] == '#'))
-		return 0;
-	for (;;) {
-		if (f[0] == '#' && f[1] == '\0')
-			return 1;
-		if (f[0] == '+' && (f[1] == '/' || f[1] == '\0')) {
-			f++;
-			while (*t && *t != '/')
-				t++;
-		} else {
-			while (*f && *f != '/') {
-				if (*f != *t)
-					return 0;
-				f++;
-				t++;
-			}
-			if (*t && *t != '/')
-				return 0;
-		}
-		if (*f == '\0' && *t == '\0')
-			return 1;
-		if (*f == '/' && *t == '/') {
-			f++;
-			t++;
-			continue;
-		}
-		/* "a/#" also matches "a" (MQTT: # includes the parent level) */
-		if (*f == '/' && *t == '\0' && f[1] == '#' && f[2] == '\0')
-			return 1;
-		return 0;
-	}
-}
-
-static int topic_filter_valid(const char *f)
-{
-	if (!*f)
-		return 0;
-	for (const char *p = f; *p; p++) {
-		if (*p == '+' && ((p != f && p[-1] != '/') || (p[1] && p[1] != '/')))
-			return 0;
-		if (*p == '#' && ((p != f && p[-1] != '/') || p[1]))
-			return 0;
-	}
-	return 1;
-}
-
 /* ---- units ------------------------------------------------------------------------------- */
 
 /* canonical = value * scale + offset; canonical units: degC, hPa, m, m/s. */
@@ -832,7 +781,7 @@ struct rename {
 
 struct schema {
 	char *name;
-	char **filters;
+	tg_topic_filter **filters;
 	size_t nfilters;
 	int unknown;
 	struct rename *renames;
@@ -860,7 +809,7 @@ static void schema_free_one(struct schema *s)
 		return;
 	free(s->name);
 	for (size_t i = 0; i < s->nfilters; i++)
-		free(s->filters[i]);
+		tg_topic_filter_free(s->filters[i]);
 	free(s->filters);
 	for (size_t i = 0; i < s->nrenames; i++) {
 		free(s->renames[i].from);
@@ -1385,11 +1334,11 @@ static int compile_schema(struct lctx *c, struct schema *s, const char *name, js
 		return TG_ENOMEM;
 	for (size_t i = 0; i < nt; i++) {
 		json_t *e = tv ? json_array_get(tv, i) : one;
-		if (!json_is_string(e) || !topic_filter_valid(json_string_value(e))) {
+		if (!json_is_string(e) || !tg_topic_filter_valid(json_string_value(e))) {
 			lerr(c, tkey, NULL, NULL, "invalid topic filter");
 			return TG_EPARSE;
 		}
-		if (!(s->filters[i] = strdup(json_string_value(e))))
+		if (!(s->filters[i] = tg_topic_filter_new(json_string_value(e))))
 			return TG_ENOMEM;
 		s->nfilters++;
 	}
@@ -1685,7 +1634,7 @@ static const struct schema *find_schema(const schema_set *set, const char *topic
 		return NULL;
 	for (size_t i = 0; i < set->n; i++)
 		for (size_t k = 0; k < set->v[i].nfilters; k++)
-			if (schema_topic_match(set->v[i].filters[k], topic))
+			if (tg_topic_filter_match(set->v[i].filters[k], topic))
 				return &set->v[i];
 	return NULL;
 }

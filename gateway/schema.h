@@ -119,8 +119,6 @@ int schema_apply(const schema_set *set, const char *topic, json_t *obj, int64_t 
 
 /* ---- helpers shared with aggregate.c and tests ------------------------------------------- */
 
-/* MQTT topic filter match ('+' one level, '#' the rest, '$' topics only by explicit filters). */
-int schema_topic_match(const char *filter, const char *topic);
 /* Parse RFC 3339 ("2026-11-25T16:30:09.123Z", "+01:00" offsets, 't'/' ' separator,
  * any number of fraction digits) into epoch ms. 0 or TG_EINVAL. */
 int schema_parse_rfc3339(const char *s, int64_t *out_ms);

@@ -143,7 +143,7 @@ static double run_stage(struct bench *b, int stage, long n, int rep)
 			dedupe_check(b->dd, x->thing, ts, ts + 5);
 		if (stage == S_EDGE || stage == S_JEDGE) {
 			int e = stage == S_JEDGE;
-			aggregate_add(b->agg[e], x->topic, x->thing, o, ts + 5, ts + 5);
+			aggregate_add(b->agg[e], x->topic, x->thing, o, &ts, ts + 5, ts + 5);
 			if (ts - b->last_tick[e] >= 1000) {
 				aggregate_tick(b->agg[e], ts + 5);
 				b->last_tick[e] = ts;

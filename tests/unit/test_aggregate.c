@@ -156,7 +156,9 @@ static void run_model(int tick_every)
 			json_object_set_new(m, "temperature", json_string("n/a")); /* not a number: skipped */
 		if (x->has_h)
 			json_object_set_new(m, "humidity", json_real(x->h));
-		int rc = aggregate_add(a, "devices/x/telemetry", thing, m, now, now);
+		/* every other message hands over its ts already read, as ingest does: both paths
+		 * must give the same windows */
+		int rc = aggregate_add(a, "devices/x/telemetry", thing, m, !no_ts && i % 2 ? &x->ts : NULL, now, now);
 		assert_int_equal(rc, x->late || x->future ? 0 : 1);
 		json_decref(m);
 		if (tick_every && i % tick_every == 0)
@@ -244,7 +246,7 @@ static void test_many_keys_partial_cells(void **state)
 			if (r == 1)
 				json_object_set_new(m, "pressure", json_real(1000));
 			sk.now = 6000;
-			assert_int_equal(aggregate_add(a, "d/x/t", thing, m, 6000, 6000), 1);
+			assert_int_equal(aggregate_add(a, "d/x/t", thing, m, NULL, 6000, 6000), 1);
 			json_decref(m);
 		}
 	aggregate_stats st;
@@ -280,7 +282,7 @@ static json_t *msg(int64_t ts, double t, const char *grp)
 static int add(aggregate_set *a, const char *thing, int64_t ts, double t, const char *grp, int64_t now)
 {
 	json_t *m = msg(ts, t, grp);
-	int rc = aggregate_add(a, "devices/x/telemetry", thing, m, now, now);
+	int rc = aggregate_add(a, "devices/x/telemetry", thing, m, NULL, now, now);
 	json_decref(m);
 	return rc;
 }
@@ -423,8 +425,46 @@ static void test_config_errors(void **state)
 	expect_error("{\"aggregates\":[{\"name\":\"a\",\"topic\":\"t\",\"fields\":{\"x\":[\"avg\"]}},"
 		     "{\"name\":\"a\",\"topic\":\"u\",\"fields\":{\"x\":[\"avg\"]}}]}",
 		     "duplicate aggregate name");
+	expect_error("{\"aggregates\":[{\"name\":\"a\",\"topic\":\"d/#/t\",\"fields\":{\"x\":[\"avg\"]}}]}",
+		     "topic must be an MQTT topic filter");
+	expect_error("{\"aggregates\":[{\"name\":\"a\",\"topic\":\"d/x+\",\"fields\":{\"x\":[\"avg\"]}}]}",
+		     "topic must be an MQTT topic filter");
 	char err[256];
 	assert_null(aggregate_load_buffer("x", "{}", 2, NULL, NULL, err, sizeof err));
+}
+
+/* The caller's already-read "ts" serves only aggregates whose timeField is "ts"; another
+ * timeField is read from the message, and a topic the filter does not match counts nowhere. */
+static void test_time_field_hint(void **state)
+{
+	(void)state;
+	struct sink sk = {.wins = json_array(), .flushing = 1};
+	aggregate_set *a = load("{\"aggregates\":["
+				"{\"name\":\"by_ts\",\"topic\":\"d/+/t\",\"windowSeconds\":10,\"fields\":{\"v\":[\"sum\"]}},"
+				"{\"name\":\"by_at\",\"topic\":\"d/+/t\",\"timeField\":\"at\",\"windowSeconds\":10,"
+				"\"fields\":{\"v\":[\"sum\"]}}]}",
+				&sk);
+	json_t *m = json_pack("{sIsIsf}", "ts", (json_int_t)25000, "at", (json_int_t)12000, "v", 1.0);
+	int64_t ts = 25000;
+	assert_int_equal(aggregate_add(a, "d/x/t", "x", m, &ts, 15000, 15000), 2);
+	assert_int_equal(aggregate_add(a, "d/x/t/more", "x", m, &ts, 15000, 15000), 0);
+	assert_int_equal(aggregate_add(a, "e/x/t", "x", m, &ts, 15000, 15000), 0);
+	json_decref(m);
+	assert_int_equal(aggregate_flush(a), 2);
+	size_t i;
+	json_t *w;
+	int seen = 0;
+	json_array_foreach(sk.wins, i, w) {
+		const char *name = json_string_value(json_object_get(w, "aggregate"));
+		int64_t start = json_integer_value(json_object_get(w, "window_start"));
+		if (strcmp(name, "by_ts") == 0)
+			assert_int_equal(start, 20000), seen |= 1;
+		else
+			assert_int_equal(start, 10000), seen |= 2;
+	}
+	assert_int_equal(seen, 3);
+	aggregate_free(a);
+	json_decref(sk.wins);
 }
 
 static void test_shipped_config(void **state)
@@ -438,7 +478,7 @@ static void test_shipped_config(void **state)
 	assert_true(aggregate_count(a) >= 1);
 	json_t *m = json_pack("{sssIsfsfsfsi}", "sensor_id", "dev-0001", "ts", (json_int_t)1764088209123LL,
 			      "temperature", 21.5, "humidity", 40.0, "pressure", 1013.0, "seq", 1);
-	assert_true(aggregate_add(a, "devices/dev-0001/telemetry", "dev-0001", m, 1764088209200LL,
+	assert_true(aggregate_add(a, "devices/dev-0001/telemetry", "dev-0001", m, NULL, 1764088209200LL,
 				  1764088209200LL) >= 1);
 	json_decref(m);
 	assert_true(aggregate_flush(a) >= 1);
@@ -458,6 +498,7 @@ int main(void)
 		cmocka_unit_test(test_first_last_ties),
 		cmocka_unit_test(test_group_and_bounds),
 		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_time_field_hint),
 		cmocka_unit_test(test_shipped_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -219,41 +219,6 @@ static void test_reason_names(void **state)
 	assert_string_equal(schema_reason_name(SCHEMA_R_OUT_OF_RANGE), "out_of_range");
 }
 
-/* ---- topic filters ------------------------------------------------------------------------ */
-
-static void test_topic_match(void **state)
-{
-	(void)state;
-	static const struct {
-		const char *f, *t;
-		int m;
-	} cases[] = {
-		{"devices/+/telemetry", "devices/dev-0001/telemetry", 1},
-		{"devices/+/telemetry", "devices/dev-0001/telemetry/x", 0},
-		{"devices/+/telemetry", "devices/telemetry", 0},
-		{"devices/+/telemetry", "devices//telemetry", 1},
-		{"devices/#", "devices", 1},
-		{"devices/#", "devices/a/b/c", 1},
-		{"devices/#", "device", 0},
-		{"#", "a/b", 1},
-		{"#", "$SYS/x", 0},
-		{"+/x", "$SYS/x", 0},
-		{"$SYS/#", "$SYS/x", 1},
-		{"a/b", "a/b", 1},
-		{"a/b", "a/bc", 0},
-		{"a/bc", "a/b", 0},
-		{"+", "a", 1},
-		{"+", "a/b", 0},
-		{"+/+", "a/b", 1},
-		{"a/+/#", "a/b", 1},
-		{"a/+/#", "a", 0},
-	};
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		if (schema_topic_match(cases[i].f, cases[i].t) != cases[i].m)
-			fail_msg("filter %s topic %s: expected %d", cases[i].f, cases[i].t, cases[i].m);
-	}
-}
-
 /* ---- timestamps --------------------------------------------------------------------------- */
 
 static void test_rfc3339_against_timegm(void **state)
@@ -831,7 +796,6 @@ int main(void)
 		cmocka_unit_test(test_reason_names),
 		cmocka_unit_test(test_parse_payload),
 		cmocka_unit_test(test_parser_matches_jansson),
-		cmocka_unit_test(test_topic_match),
 		cmocka_unit_test(test_rfc3339_against_timegm),
 		cmocka_unit_test(test_timestamp_formats),
 		cmocka_unit_test(test_default_schema),
