@@ -550,6 +550,18 @@ int alerts_on_action(alerts *a, const rules_action_out *act, const tg_msg *m, in
 	return alerts_report(a, &in, now_ms);
 }
 
+int alerts_idle(const alerts *a, const char *rule, const char *alert, uint64_t key_prefix,
+		const char *thing)
+{
+	if (!a || !rule || !alert || !thing)
+		return 0;
+	uint64_t h = key_prefix ? tg_hash_final(tg_hash_str(key_prefix, thing)) : hash3(rule, alert, thing);
+	if (a->active[h & (ALERTS_ACTIVE_CELLS - 1)] == 0)
+		return 1;
+	const struct akey *k = find(a, rule, alert, thing, h);
+	return !k || k->state == ALERTS_STATE_OK;
+}
+
 alerts_state alerts_get_state(const alerts *a, const char *rule, const char *alert,
 			      const char *thing)
 {

@@ -110,6 +110,12 @@ int alerts_report(alerts *a, const alerts_input *in, int64_t now_ms);
  * m->received_ms). Same return values as alerts_report. */
 int alerts_on_action(alerts *a, const rules_action_out *act, const tg_msg *m, int64_t now_ms);
 
+/* 1 when a report for (rule, alert, thing) that does not raise would change nothing: the
+ * key is unknown or OK. key_prefix as in alerts_input (0: hashed from the names). For the
+ * rules engine's rules_env.alert_idle: a message below the threshold skips the action. */
+int alerts_idle(const alerts *a, const char *rule, const char *alert, uint64_t key_prefix,
+		const char *thing);
+
 /* State of one key (ALERTS_STATE_OK when unknown). */
 alerts_state alerts_get_state(const alerts *a, const char *rule, const char *alert,
 			      const char *thing);

@@ -41,6 +41,13 @@ static int add_attr(void *ud, const char *key, const char *value)
 /* Attributes of a registered thing for enrichment and get_registry_data(), cached until
  * the registry's data_version changes (checked at most twice a second). Runs on the
  * ingest thread only. Returns a new reference or NULL. */
+/* rules_env.alert_idle: the engine skips an alert action that would change nothing */
+static int alert_idle(void *ud, const char *rule, const char *alert, uint64_t alert_key, const char *thing)
+{
+	const tg_daemon *d = ud;
+	return ingest_alert_idle(d->ig, rule, alert, alert_key, thing);
+}
+
 static json_t *registry_attrs(void *ud, const char *thing)
 {
 	tg_daemon *d = ud;
@@ -95,7 +102,8 @@ static int load_rules(tg_daemon *d, int initial)
 {
 	if (!d->cfg->rules_dir || !*d->cfg->rules_dir)
 		return 0;
-	rules_env env = {.sink_names = d->sink_names, .registry_lookup = registry_attrs, .registry_ud = d};
+	rules_env env = {.sink_names = d->sink_names, .registry_lookup = registry_attrs, .registry_ud = d,
+			 .alert_idle = alert_idle, .alert_ud = d};
 	char errbuf[8192] = "";
 	rules_set *rs = rules_load_dir(d->cfg->rules_dir, &env, errbuf, sizeof errbuf);
 	if (!rs) {

@@ -118,6 +118,11 @@ ingest_rule_stats *ingest_rule_stats_of(ingest *ig) { return &ig->rst; }
 void ingest_set_rules(ingest *ig, const rules_set *rs) { ig->rules = rs; }
 void ingest_set_schemas(ingest *ig, const schema_set *ss) { ig->schemas = ss; }
 
+int ingest_alert_idle(const ingest *ig, const char *rule, const char *alert, uint64_t alert_key, const char *thing)
+{
+	return ig && ig->al ? alerts_idle(ig->al, rule, alert, alert_key, thing) : 0;
+}
+
 void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thing), void *ud)
 {
 	ig->registry_lookup = lookup;

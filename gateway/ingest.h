@@ -53,6 +53,8 @@ ingest_rule_stats *ingest_rule_stats_of(ingest *ig);
  * after this returns, which is safe because both run only on the ingest thread). */
 void ingest_set_rules(ingest *ig, const rules_set *rs);
 void ingest_set_schemas(ingest *ig, const schema_set *ss);
+/* rules_env.alert_idle for the ingest's alert state (0 when it has none). */
+int ingest_alert_idle(const ingest *ig, const char *rule, const char *alert, uint64_t alert_key, const char *thing);
 /* Registry lookup for enrichment and get_registry_data (optional). */
 void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thing), void *ud);
 

@@ -986,6 +986,21 @@ static json_t *error_payload(const rule *r, const tg_msg *m, json_t *failures)
 	return e;
 }
 
+/* 1 when the host says every alert action of r would change nothing for this message's
+ * thing unless it raised (see rules_env.alert_idle). */
+static int alerts_idle(const rules_set *rs, const rule *r, const tg_msg *m)
+{
+	if (!rs->env.alert_idle || !m->thing)
+		return 0;
+	for (int i = 0; i < r->nacts; i++) {
+		const raction *a = &r->acts[i];
+		if (a->kind == RULES_ACT_ALERT &&
+		    !rs->env.alert_idle(rs->env.alert_ud, r->name, a->alert_name, a->alert_key, m->thing))
+			return 0;
+	}
+	return 1;
+}
+
 static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_msg *m, rules_action_fn fn, void *ud,
 		     rules_stats *st)
 {
@@ -1004,6 +1019,8 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 	int where_ok = !s->q->where || rules_eval_cond(c, s->q->where);
 	if (c->err || (!where_ok && !r->has_alert))
 		goto out;
+	if (!where_ok && alerts_idle(rs, r, m))
+		goto out; /* the usual message: below the threshold, nothing pending or raised */
 	payload = rules_eval_select(c, s->q);
 	if (c->err)
 		goto out;

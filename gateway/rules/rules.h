@@ -76,6 +76,13 @@ typedef struct rules_env {
 	/* names of configured sinks; a sink action naming another sink is a load error.
 	 * NULL: any name accepted. NULL-terminated. */
 	const char *const *sink_names;
+	/* alert_idle(ud, rule, alert, alert_key, thing): 1 when a report for (rule, alert,
+	 * thing) that does not raise would change nothing (no pending or raised state). For a
+	 * message whose WHERE is false, a rule whose alert actions are all idle then runs no
+	 * action at all: its SELECT, clear condition and topic are not evaluated. NULL: every
+	 * alert action is reported. alert_key is rules_action_out.alert_key. */
+	int (*alert_idle)(void *ud, const char *rule, const char *alert, uint64_t alert_key, const char *thing);
+	void *alert_ud;
 } rules_env;
 
 typedef struct rules_stats {

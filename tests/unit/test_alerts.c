@@ -107,6 +107,48 @@ static const char *ev_state(struct fx *f, size_t i)
 	return json_string_value(json_object_get(json_array_get(f->sink.events, i), "state"));
 }
 
+/* alerts_idle says "a non-raising report changes nothing" exactly when the key is unknown
+ * or OK, with and without the precomputed (rule, alert) prefix, across a restart. */
+static void test_idle(void **state)
+{
+	struct fx *f = *state;
+	uint64_t pre = tg_hash_str(tg_hash_str(TG_HASH_SEED, "temp_rule"), "high_temp");
+	json_t *p = params("{\"for\":2,\"clear\":\"temperature < 27\"}");
+#define IDLE(thing) (alerts_idle(f->a, "temp_rule", "high_temp", 0, thing))
+#define IDLE_PRE(thing) (alerts_idle(f->a, "temp_rule", "high_temp", pre, thing))
+	assert_int_equal(IDLE("d1"), 1);
+	assert_int_equal(IDLE_PRE("d1"), 1);
+	assert_int_equal(report(f, "d1", RULES_ALERT_RAISE, 29, 1000, 1100, p), ALERTS_NOCHANGE); /* pending */
+	assert_int_equal(IDLE("d1"), 0);
+	assert_int_equal(IDLE_PRE("d1"), 0);
+	assert_int_equal(IDLE("d2"), 1);
+	assert_int_equal(alerts_idle(f->a, "temp_rule", "other", 0, "d1"), 1);
+	assert_int_equal(report(f, "d1", RULES_ALERT_RAISE, 30, 2000, 2100, p), ALERTS_RAISED);
+	assert_int_equal(IDLE_PRE("d1"), 0);
+	reopen(f);
+	assert_int_equal(IDLE_PRE("d1"), 0); /* raised survives the restart */
+	assert_int_equal(report(f, "d1", RULES_ALERT_NONE, 28, 3000, 3100, p), ALERTS_NOCHANGE);
+	assert_int_equal(IDLE("d1"), 0);
+	assert_int_equal(report(f, "d1", RULES_ALERT_CLEAR, 26, 4000, 4100, p), ALERTS_CLEARED);
+	assert_int_equal(IDLE("d1"), 1);
+	assert_int_equal(IDLE_PRE("d1"), 1);
+	/* many things: only the pending one is not idle */
+	char thing[16];
+	for (int i = 0; i < 2000; i++) {
+		snprintf(thing, sizeof thing, "t%d", i);
+		if (i == 777)
+			report(f, thing, RULES_ALERT_RAISE, 29, 5000, 5100, p);
+	}
+	for (int i = 0; i < 2000; i++) {
+		snprintf(thing, sizeof thing, "t%d", i);
+		assert_int_equal(IDLE_PRE(thing), i != 777);
+	}
+	assert_int_equal(alerts_idle(NULL, "r", "a", 0, "t"), 0);
+#undef IDLE
+#undef IDLE_PRE
+	json_decref(p);
+}
+
 static void test_for_count_and_clear(void **state)
 {
 	struct fx *f = *state;
@@ -427,6 +469,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_for_count_and_clear, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_consecutive_broken, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_for_duration, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hysteresis_and_no_clear, setup, teardown),

@@ -22,6 +22,7 @@
 #include <mqtt_protocol.h>
 
 #include "err.h"
+#include "hash.h"
 #include "rules/rules.h"
 #include "rules/rules_int.h"
 
@@ -387,6 +388,70 @@ static void test_alert_conditions(void **state)
 	/* missing field: neither */
 	assert_int_equal(eval_json(rs, "devices/d/telemetry", "{\"humidity\": 30}", &R, NULL), 0);
 	assert_int_equal(R.r[0].cond, RULES_ALERT_NONE);
+	rec_clear(&R);
+	rules_set_free(rs);
+}
+
+/* rules_env.alert_idle: for a message whose WHERE is false, a rule whose alert actions are
+ * all idle runs no action; one non-idle alert puts them all through (with the clear
+ * condition evaluated); a WHERE that holds never asks. */
+struct idle_fx {
+	int idle_hot, idle_warm, calls;
+	uint64_t key_hot;
+};
+
+static int idle_hook(void *ud, const char *rule, const char *alert, uint64_t key, const char *thing)
+{
+	struct idle_fx *x = ud;
+	x->calls++;
+	assert_string_equal(rule, "r");
+	assert_string_equal(thing, "dev-1");
+	if (strcmp(alert, "hot") == 0) {
+		x->key_hot = key;
+		return x->idle_hot;
+	}
+	assert_string_equal(alert, "warm");
+	return x->idle_warm;
+}
+
+static void test_alert_idle_hook(void **state)
+{
+	(void)state;
+	char err[512];
+	recorder R = {0};
+	struct idle_fx x = {1, 1, 0, 0};
+	rules_env env = {.alert_idle = idle_hook, .alert_ud = &x};
+	const char *text = "{\"sql\": \"SELECT temperature FROM 'devices/+/telemetry' WHERE temperature > 40\","
+			   "\"actions\": [{\"alert\": {\"name\": \"hot\", \"clear\": \"temperature < 35\"}},"
+			   "{\"alert\": {\"name\": \"warm\"}}, {\"republish\": {\"topic\": \"x\"}}]}";
+	rules_set *rs = rules_load_text("r.json", text, strlen(text), &env, err, sizeof err);
+	assert_non_null(rs);
+	rules_stats st = {0};
+	/* below the threshold, both idle: nothing runs, both were asked */
+	assert_int_equal(eval_json(rs, "devices/d/telemetry", "{\"temperature\": 30}", &R, &st), 0);
+	assert_int_equal(R.n, 0);
+	assert_int_equal(x.calls, 2);
+	assert_int_equal(st.actions, 0);
+	assert_int_equal(st.evaluated, 1);
+	assert_true(x.key_hot == tg_hash_str(tg_hash_str(TG_HASH_SEED, "r"), "hot"));
+	/* warm pending: both alert actions are reported, hot's clear condition evaluated */
+	x.idle_warm = 0;
+	x.calls = 0;
+	assert_int_equal(eval_json(rs, "devices/d/telemetry", "{\"temperature\": 30}", &R, &st), 0);
+	assert_int_equal(R.n, 2);
+	assert_string_equal(R.r[0].alert, "hot");
+	assert_int_equal(R.r[0].cond, RULES_ALERT_CLEAR);
+	assert_int_equal(json_integer_value(json_object_get(R.r[0].payload, "temperature")), 30);
+	assert_string_equal(R.r[1].alert, "warm");
+	assert_int_equal(R.r[1].cond, RULES_ALERT_NONE);
+	rec_clear(&R);
+	/* above: the hook is not consulted, all three actions run */
+	x.idle_warm = 1;
+	x.calls = 0;
+	assert_int_equal(eval_json(rs, "devices/d/telemetry", "{\"temperature\": 41}", &R, &st), 1);
+	assert_int_equal(x.calls, 0);
+	assert_int_equal(R.n, 3);
+	assert_int_equal(R.r[0].cond, RULES_ALERT_RAISE);
 	rec_clear(&R);
 	rules_set_free(rs);
 }
@@ -828,6 +893,7 @@ int main(void)
 		cmocka_unit_test(test_template_and_clear_positions),
 		cmocka_unit_test(test_sink_names_checked),
 		cmocka_unit_test(test_actions_fields),
+		cmocka_unit_test(test_alert_idle_hook),
 		cmocka_unit_test(test_alert_conditions),
 		cmocka_unit_test(test_error_action_and_independence),
 		cmocka_unit_test(test_regex_match_limit_isolated),
