@@ -28,6 +28,15 @@
 
 #define MAX_SINKS 32
 #define QUARANTINE_KEEP 100000
+#define NPRIO (OUTBOX_PRIO_ALERT + 1)
+/* queued deletions beyond which the forwarder deletes them itself (see outbox_settle) */
+#define OUTBOX_PENDING_HELP 2000
+
+/* A delivered run of rows of one (sink, priority), waiting to be deleted. */
+struct pend_del {
+	int64_t sink, seq_lo, seq_hi, id_lo, id_hi, n, bytes;
+	int prio;
+};
 
 struct outbox {
 	sqlite3 *db;
@@ -56,6 +65,22 @@ struct outbox {
 	uint64_t quarantine_n;
 	outbox_counters ctr;
 	tg_buf line; /* scratch for serialising, reused */
+	sqlite3_stmt *del_range; /* the writer's, for queued deletions */
+	struct pend_del *applied; /* runs deleted in the open transaction (counted at commit) */
+	size_t napplied;
+	int64_t applied_rows, applied_bytes;
+	/* Delivered rows waiting to be deleted, and per sink the highest seq delivered per
+	 * priority (readers skip seqs up to it). Under pend_mu; pend_rows is also read without
+	 * it as a hint. */
+	pthread_mutex_t pend_mu;
+	struct pend_del *pend;
+	size_t npend, pend_cap;
+	atomic_llong pend_rows;
+	struct {
+		int64_t sink;
+		int64_t after_seq[NPRIO];
+	} cursors[MAX_SINKS];
+	size_t ncursors;
 };
 
 struct outbox_reader {
@@ -159,7 +184,7 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 static void writer_finalize(outbox *ob)
 {
 	sqlite3_stmt **all[] = {&ob->ins, &ob->set_last, &ob->sink_id, &ob->sink_add,
-				&ob->oldest, &ob->del, &ob->quar, &ob->quar_trim};
+				&ob->oldest, &ob->del, &ob->quar, &ob->quar_trim, &ob->del_range};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
 		sqlite3_finalize(*all[i]);
 		*all[i] = NULL;
@@ -181,7 +206,8 @@ static int writer_setup(outbox *ob, char *err, size_t errlen)
 	    (rc = prep(ob->db, &ob->oldest, OUTBOX_SQL_OLDEST, err, errlen)) ||
 	    (rc = prep(ob->db, &ob->del, OUTBOX_SQL_DELETE, err, errlen)) ||
 	    (rc = prep(ob->db, &ob->quar, OUTBOX_SQL_QUARANTINE, err, errlen)) ||
-	    (rc = prep(ob->db, &ob->quar_trim, OUTBOX_SQL_QUARANTINE_TRIM, err, errlen)))
+	    (rc = prep(ob->db, &ob->quar_trim, OUTBOX_SQL_QUARANTINE_TRIM, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->del_range, OUTBOX_SQL_DELETE_RANGE, err, errlen)))
 		return rc;
 	int64_t last = scalar(ob->db, OUTBOX_SQL_GET_LAST_ID), maxid = scalar(ob->db, OUTBOX_SQL_MAX_ID);
 	if (last < 0 || maxid < 0)
@@ -246,6 +272,7 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 		goto fail;
 	}
+	pthread_mutex_init(&ob->pend_mu, NULL);
 	ob->opts = *opts;
 	ob->opts.gateway_id = ob->gateway_id;
 	if (ob->opts.commit_max_records <= 0)
@@ -301,12 +328,18 @@ fail:
 
 outbox_counters *outbox_counters_of(outbox *ob) { return &ob->ctr; }
 
+static int begin(outbox *ob, int64_t now_ms);
+
 void outbox_close(outbox *ob)
 {
 	if (!ob)
 		return;
 	if (ob->db && ob->in_txn && outbox_commit(ob) < 0)
 		LOG_ERROR("outbox", "msg=\"final commit failed\" err=\"%s\"", sqlite3_errmsg(ob->db));
+	/* deliveries settled since the last commit: delete them now (the forwarders have
+	 * stopped), or they would be delivered again after the restart */
+	if (ob->db && atomic_load(&ob->pend_rows) > 0 && (begin(ob, tg_wall_ms()) || outbox_commit(ob) < 0))
+		LOG_ERROR("outbox", "msg=\"deleting delivered rows failed\" err=\"%s\"", sqlite3_errmsg(ob->db));
 	if (ob->ckpt_started) {
 		pthread_mutex_lock(&ob->ckpt_mu);
 		ob->ckpt_stop = 1;
@@ -321,10 +354,116 @@ void outbox_close(outbox *ob)
 		sqlite3_close(ob->db);
 	for (size_t i = 0; i < ob->nsinks; i++)
 		free(ob->sinks[i].name);
+	free(ob->pend);
+	free(ob->applied);
+	pthread_mutex_destroy(&ob->pend_mu);
 	free(ob->line.p);
 	free(ob->path);
 	free(ob->gateway_id);
 	free(ob);
+}
+
+/* ---- delivered rows queued for deletion (see outbox_settle) ------------------------- */
+
+/* Take every queued run (the caller owns the array). */
+static struct pend_del *pend_take(outbox *ob, size_t *n)
+{
+	pthread_mutex_lock(&ob->pend_mu);
+	struct pend_del *v = ob->pend;
+	*n = ob->npend;
+	ob->pend = NULL;
+	ob->npend = ob->pend_cap = 0;
+	atomic_store(&ob->pend_rows, 0);
+	pthread_mutex_unlock(&ob->pend_mu);
+	return v;
+}
+
+/* Append runs to the queue; 0 or TG_ENOMEM (then nothing was added). */
+static int pend_add_locked(outbox *ob, const struct pend_del *v, size_t n)
+{
+	if (ob->npend + n > ob->pend_cap) {
+		size_t cap = ob->pend_cap ? ob->pend_cap * 2 : 16;
+		while (cap < ob->npend + n)
+			cap *= 2;
+		struct pend_del *p = realloc(ob->pend, cap * sizeof *p);
+		if (!p)
+			return TG_ENOMEM;
+		ob->pend = p;
+		ob->pend_cap = cap;
+	}
+	memcpy(ob->pend + ob->npend, v, n * sizeof *v);
+	ob->npend += n;
+	for (size_t i = 0; i < n; i++)
+		atomic_fetch_add(&ob->pend_rows, v[i].n);
+	return 0;
+}
+
+/* Give taken runs back (their deletion did not commit); frees v. */
+static void pend_putback(outbox *ob, struct pend_del *v, size_t n)
+{
+	if (!v)
+		return;
+	pthread_mutex_lock(&ob->pend_mu);
+	if (pend_add_locked(ob, v, n))
+		LOG_ERROR("outbox", "msg=\"out of memory: %zu delivered runs stay until the restart resends them\"", n);
+	pthread_mutex_unlock(&ob->pend_mu);
+	free(v);
+}
+
+/* Delete runs through st (a DELETE_RANGE on db, inside the caller's transaction); adds the
+ * rows and stored bytes actually deleted (fewer when drop_oldest got there first). */
+static int pend_delete(sqlite3 *db, sqlite3_stmt *st, const struct pend_del *v, size_t n, int64_t *rows,
+		       int64_t *bytes)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct pend_del *p = &v[i];
+		sqlite3_reset(st);
+		sqlite3_bind_int64(st, 1, p->sink);
+		sqlite3_bind_int(st, 2, p->prio);
+		sqlite3_bind_int64(st, 3, p->seq_lo);
+		sqlite3_bind_int64(st, 4, p->seq_hi);
+		sqlite3_bind_int64(st, 5, p->id_lo);
+		sqlite3_bind_int64(st, 6, p->id_hi);
+		int rc = sqlite3_step(st);
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE)
+			return TG_EDB;
+		int64_t ch = sqlite3_changes(db);
+		*rows += ch;
+		*bytes += ch == p->n ? p->bytes : p->bytes * ch / p->n;
+	}
+	return 0;
+}
+
+/* Writer side: delete the queued runs inside the open transaction; they are counted out
+ * when it commits. */
+static void writer_apply(outbox *ob)
+{
+	if (atomic_load(&ob->pend_rows) == 0)
+		return;
+	size_t n;
+	struct pend_del *v = pend_take(ob, &n);
+	if (!n) {
+		free(v);
+		return;
+	}
+	int64_t rows = 0, bytes = 0;
+	struct pend_del *all = realloc(ob->applied, (ob->napplied + n) * sizeof *all);
+	if (!all || pend_delete(ob->db, ob->del_range, v, n, &rows, &bytes)) {
+		if (all)
+			ob->applied = all;
+		LOG_WARN("outbox", "msg=\"deleting delivered rows failed, will retry\" err=\"%s\"", sqlite3_errmsg(ob->db));
+		pend_putback(ob, v, n); /* a run deleted twice deletes nothing the second time */
+		return;
+	}
+	pthread_mutex_lock(&ob->pend_mu); /* outbox_pending reads the list too */
+	ob->applied = all;
+	memcpy(ob->applied + ob->napplied, v, n * sizeof *v);
+	ob->napplied += n;
+	pthread_mutex_unlock(&ob->pend_mu);
+	ob->applied_rows += rows;
+	ob->applied_bytes += bytes;
+	free(v);
 }
 
 static int begin(outbox *ob, int64_t now_ms)
@@ -343,6 +482,7 @@ static int begin(outbox *ob, int64_t now_ms)
 	ob->group_n = ob->group_rows = ob->group_bytes = 0;
 	ob->group_first_ms = now_ms;
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, now_ms);
+	writer_apply(ob);
 	return 0;
 }
 
@@ -379,6 +519,7 @@ static int64_t sink_id_of(outbox *ob, const char *name)
  * (bulk first, alerts last), oldest first within each sink, sinks taken in turn. */
 static int make_room(outbox *ob, int64_t need_bytes)
 {
+	writer_apply(ob); /* delivered rows go first, and must not count as dropped */
 	int64_t rows = atomic_load(&ob->ctr.rows), bytes = atomic_load(&ob->ctr.bytes);
 	int64_t target_rows = ob->opts.max_rows ? ob->opts.max_rows - ob->opts.max_rows / 20 - 1 : INT64_MAX;
 	int64_t target_bytes = ob->opts.max_bytes ? ob->opts.max_bytes - ob->opts.max_bytes / 20 - need_bytes : INT64_MAX;
@@ -440,6 +581,8 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 {
 	if (nsinks == 0)
 		return 0;
+	if (nsinks > MAX_SINKS || prio < 0 || prio >= NPRIO)
+		return TG_EINVAL;
 	int64_t id = ob->last_id + 1;
 	/* the line is stored without msg_id; the reader puts "msg_id" first when it hands the
 	 * record to a sink (the id is the row's), so a device's own msg_id must not clash */
@@ -478,6 +621,7 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 		sqlite3_bind_text(st, 5, table, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 6, pkey ? pkey : "", -1, SQLITE_STATIC);
 		sqlite3_bind_blob(st, 7, text, (int)len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 8, id * MAX_SINKS + (int64_t)i);
 		if (sqlite3_step(st) != SQLITE_DONE) {
 			LOG_ERROR("outbox", "msg=\"insert failed\" err=\"%s\"", sqlite3_errmsg(ob->db));
 			sqlite3_reset(st);
@@ -549,6 +693,14 @@ int outbox_commit(outbox *ob)
 	}
 	ob->in_txn = 0;
 	ob->committed_last_id = ob->last_id;
+	if (ob->napplied) {
+		atomic_fetch_sub(&ob->ctr.rows, ob->applied_rows);
+		atomic_fetch_sub(&ob->ctr.bytes, ob->applied_bytes);
+		pthread_mutex_lock(&ob->pend_mu);
+		ob->napplied = 0;
+		pthread_mutex_unlock(&ob->pend_mu);
+		ob->applied_rows = ob->applied_bytes = 0;
+	}
 	atomic_fetch_add(&ob->ctr.appended, (uint64_t)ob->group_rows);
 	atomic_fetch_add(&ob->ctr.commits, 1);
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
@@ -561,8 +713,17 @@ int outbox_in_txn(const outbox *ob) { return ob && ob->in_txn; }
 
 int outbox_tick(outbox *ob, int64_t now_ms)
 {
-	if (!ob->in_txn)
+	if (!ob->in_txn) {
+		/* no traffic: delete what the forwarders delivered in a transaction of its own */
+		if (atomic_load(&ob->pend_rows) > 0 &&
+		    now_ms - atomic_load(&ob->ctr.last_commit_ms) >= ob->opts.commit_interval_ms) {
+			int rc = begin(ob, now_ms);
+			if (!rc)
+				rc = outbox_commit(ob);
+			return rc < 0 ? rc : 1;
+		}
 		return 0;
+	}
 	if (ob->group_n >= ob->opts.commit_max_records || now_ms - ob->group_first_ms >= ob->opts.commit_interval_ms) {
 		int rc = outbox_commit(ob);
 		return rc < 0 ? rc : 1;
@@ -655,6 +816,7 @@ void outbox_batch_free(outbox_batch *b)
 	batch_clear(b);
 	free(b->recs);
 	free(b->seqs);
+	free(b->prios);
 	free(b->bufs);
 	free(b->stored);
 	memset(b, 0, sizeof *b);
@@ -671,6 +833,10 @@ static int batch_grow(outbox_batch *b)
 	if (!seqs)
 		return TG_ENOMEM;
 	b->seqs = seqs;
+	int *prios = realloc(b->prios, cap * sizeof *prios);
+	if (!prios)
+		return TG_ENOMEM;
+	b->prios = prios;
 	char **bufs = realloc(b->bufs, cap * sizeof *bufs);
 	if (!bufs)
 		return TG_ENOMEM;
@@ -683,6 +849,80 @@ static int batch_grow(outbox_batch *b)
 	return 0;
 }
 
+/* Append the row st is on (OUTBOX_SQL_BATCH's columns) to b; plen is its payload size. */
+static int add_row(outbox_batch *b, sqlite3_stmt *st, const char *gw, int prio, size_t plen)
+{
+	if (b->n == b->cap && batch_grow(b))
+		return TG_ENOMEM;
+	const char *tbl = (const char *)sqlite3_column_text(st, 3);
+	const char *pkey = (const char *)sqlite3_column_text(st, 4);
+	size_t tl = strlen(tbl), kl = strlen(pkey);
+	/* one allocation per record: line \0 table \0 pkey \0 msg_id \0, where line is the
+	 * stored object with "msg_id" put in as its first member */
+	int64_t id = sqlite3_column_int64(st, 1);
+	char mid[192]; /* "<gateway_id>-<id>", without an snprintf per record */
+	size_t gl = strlen(gw);
+	if (gl > sizeof mid - 24)
+		gl = sizeof mid - 24;
+	memcpy(mid, gw, gl);
+	mid[gl] = '-';
+	char digits[24];
+	size_t nd = 0;
+	uint64_t u = id < 0 ? 0 : (uint64_t)id;
+	do
+		digits[nd++] = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	size_t ml = gl + 1;
+	while (nd)
+		mid[ml++] = digits[--nd];
+	mid[ml] = '\0';
+	const char *payload = sqlite3_column_blob(st, 5);
+	static const char head[] = "{\"msg_id\":\"";
+	char *buf = malloc(sizeof head + ml + plen + 4 + tl + kl + ml + 4);
+	if (!buf)
+		return TG_ENOMEM;
+	memcpy(buf, head, sizeof head - 1);
+	memcpy(buf + sizeof head - 1, mid, ml);
+	size_t llen = sizeof head - 1 + ml;
+	buf[llen++] = '"';
+	if (plen > 2 && payload[0] == '{') { /* {"a":1} -> {"msg_id":"…","a":1} */
+		buf[llen++] = ',';
+		memcpy(buf + llen, payload + 1, plen - 1);
+		llen += plen - 1;
+	} else {
+		buf[llen++] = '}';
+	}
+	buf[llen] = '\0';
+	char *t = buf + llen + 1;
+	memcpy(t, tbl, tl + 1);
+	char *k = t + tl + 1;
+	memcpy(k, pkey, kl + 1);
+	char *m = k + kl + 1;
+	memcpy(m, mid, ml + 1);
+	b->stored[b->n] = (int64_t)plen;
+	plen = llen;
+	sink_record *rec = &b->recs[b->n];
+	rec->id = id;
+	rec->msg_id = m;
+	rec->table = t;
+	rec->pkey = k;
+	rec->created_ms = sqlite3_column_int64(st, 2);
+	rec->data = buf;
+	rec->len = plen;
+	b->seqs[b->n] = sqlite3_column_int64(st, 0);
+	b->prios[b->n] = prio;
+	b->bufs[b->n] = buf;
+	if (b->n == 0)
+		b->first_prio = prio;
+	else if (prio != b->first_prio)
+		b->mixed_prio = 1;
+	if (b->n == 0 || rec->created_ms < b->oldest_ms)
+		b->oldest_ms = rec->created_ms;
+	b->n++;
+	b->bytes += plen;
+	return 0;
+}
+
 int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_records, size_t max_bytes,
 		      outbox_batch *b)
 {
@@ -692,89 +932,129 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 		return 0; /* nothing was ever queued for it */
 	b->sink_id = sid;
 	const char *gw = r->ob->gateway_id;
+	int64_t after[NPRIO] = {0};
+	outbox *ob = r->ob;
+	pthread_mutex_lock(&ob->pend_mu);
+	for (size_t i = 0; i < ob->ncursors; i++)
+		if (ob->cursors[i].sink == sid)
+			memcpy(after, ob->cursors[i].after_seq, sizeof after);
+	pthread_mutex_unlock(&ob->pend_mu);
 	sqlite3_stmt *st = r->batch;
-	sqlite3_reset(st);
-	sqlite3_bind_int64(st, 1, sid);
-	sqlite3_bind_int64(st, 2, (int64_t)max_records);
-	int rc;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		size_t plen = (size_t)sqlite3_column_bytes(st, 5);
-		if (b->n > 0 && b->bytes + plen > max_bytes)
-			break;
-		if (b->n == b->cap && batch_grow(b)) {
-			sqlite3_reset(st);
-			return TG_ENOMEM;
+	int rc = SQLITE_DONE, full = 0;
+	/* highest priority first, id order within one */
+	for (int prio = NPRIO - 1; prio >= 0 && !full && b->n < max_records; prio--) {
+		sqlite3_reset(st);
+		sqlite3_bind_int64(st, 1, sid);
+		sqlite3_bind_int(st, 2, prio);
+		sqlite3_bind_int64(st, 3, after[prio]);
+		sqlite3_bind_int64(st, 4, (int64_t)(max_records - b->n));
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			size_t plen = (size_t)sqlite3_column_bytes(st, 5);
+			if (b->n > 0 && b->bytes + plen > max_bytes) {
+				full = 1;
+				break;
+			}
+			if (add_row(b, st, gw, prio, plen)) {
+				sqlite3_reset(st);
+				return TG_ENOMEM;
+			}
 		}
-		const char *tbl = (const char *)sqlite3_column_text(st, 3);
-		const char *pkey = (const char *)sqlite3_column_text(st, 4);
-		size_t tl = strlen(tbl), kl = strlen(pkey);
-		/* one allocation per record: line \0 table \0 pkey \0 msg_id \0, where line is the
-		 * stored object with "msg_id" put in as its first member */
-		int64_t id = sqlite3_column_int64(st, 1);
-		char mid[192];
-		int ml = snprintf(mid, sizeof mid, "%s-%" PRId64, gw, id);
-		const char *payload = sqlite3_column_blob(st, 5);
-		size_t linecap = plen + (size_t)ml + 16;
-		char *buf = malloc(linecap + tl + kl + (size_t)ml + 4);
-		if (!buf) {
-			sqlite3_reset(st);
-			return TG_ENOMEM;
-		}
-		int hl = snprintf(buf, linecap, "{\"msg_id\":\"%s\"", mid);
-		size_t llen = (size_t)hl;
-		if (plen > 2 && payload[0] == '{') { /* {"a":1} -> {"msg_id":"…","a":1} */
-			buf[llen++] = ',';
-			memcpy(buf + llen, payload + 1, plen - 1);
-			llen += plen - 1;
-		} else {
-			buf[llen++] = '}';
-		}
-		buf[llen] = '\0';
-		char *t = buf + llen + 1;
-		memcpy(t, tbl, tl + 1);
-		char *k = t + tl + 1;
-		memcpy(k, pkey, kl + 1);
-		char *m = k + kl + 1;
-		memcpy(m, mid, (size_t)ml + 1);
-		b->stored[b->n] = (int64_t)plen;
-		plen = llen;
-		sink_record *rec = &b->recs[b->n];
-		rec->id = id;
-		rec->msg_id = m;
-		rec->table = t;
-		rec->pkey = k;
-		rec->created_ms = sqlite3_column_int64(st, 2);
-		rec->data = buf;
-		rec->len = plen;
-		b->seqs[b->n] = sqlite3_column_int64(st, 0);
-		b->bufs[b->n] = buf;
-		int prio = sqlite3_column_int(st, 6);
-		if (b->n == 0)
-			b->first_prio = prio;
-		else if (prio != b->first_prio)
-			b->mixed_prio = 1;
-		if (b->n == 0 || rec->created_ms < b->oldest_ms)
-			b->oldest_ms = rec->created_ms;
-		b->n++;
-		b->bytes += plen;
+		sqlite3_reset(st);
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+			return TG_EDB;
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return TG_EDB;
 	return (int)b->n;
+}
+
+/* Queue an all-delivered batch for deletion and move the sink's cursor past it: one run
+ * per priority (a batch holds each priority's rows as one contiguous run in seq order).
+ * 0, or < 0 when it could not be queued (the caller deletes it at once instead). */
+static int queue_delivered(outbox *ob, const outbox_batch *b)
+{
+	struct pend_del runs[NPRIO];
+	size_t nr = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		int prio = b->prios[i];
+		if (prio < 0 || prio >= NPRIO)
+			return TG_EINVAL;
+		if (nr == 0 || runs[nr - 1].prio != prio) {
+			if (nr == NPRIO)
+				return TG_EINVAL; /* not highest-first: not a batch read_batch made */
+			runs[nr++] = (struct pend_del){.sink = b->sink_id, .prio = prio, .seq_lo = b->seqs[i],
+						       .id_lo = b->recs[i].id};
+		}
+		struct pend_del *p = &runs[nr - 1];
+		p->seq_hi = b->seqs[i];
+		p->id_hi = b->recs[i].id;
+		p->n++;
+		p->bytes += b->stored[i];
+	}
+	pthread_mutex_lock(&ob->pend_mu);
+	size_t c = 0;
+	while (c < ob->ncursors && ob->cursors[c].sink != b->sink_id)
+		c++;
+	int rc = 0;
+	if (c == ob->ncursors) {
+		if (c == MAX_SINKS) {
+			rc = TG_EFULL;
+		} else {
+			memset(&ob->cursors[c], 0, sizeof ob->cursors[c]);
+			ob->cursors[c].sink = b->sink_id;
+			ob->ncursors++;
+		}
+	}
+	if (!rc && !(rc = pend_add_locked(ob, runs, nr)))
+		for (size_t i = 0; i < nr; i++)
+			if (runs[i].seq_hi > ob->cursors[c].after_seq[runs[i].prio])
+				ob->cursors[c].after_seq[runs[i].prio] = runs[i].seq_hi;
+	pthread_mutex_unlock(&ob->pend_mu);
+	return rc;
+}
+
+/* Forwarder side: delete the queued runs in a transaction of its own. */
+static int reader_apply(outbox_reader *r)
+{
+	size_t n;
+	struct pend_del *v = pend_take(r->ob, &n);
+	if (!n) {
+		free(v);
+		return 0;
+	}
+	int64_t rows = 0, bytes = 0;
+	if (reader_write(r, "BEGIN IMMEDIATE")) {
+		pend_putback(r->ob, v, n);
+		return TG_EDB;
+	}
+	if (pend_delete(r->db, r->del_range, v, n, &rows, &bytes) || exec(r->db, "COMMIT", NULL, 0)) {
+		LOG_WARN("outbox", "msg=\"deleting delivered rows failed, will retry\" err=\"%s\"", sqlite3_errmsg(r->db));
+		exec(r->db, "ROLLBACK", NULL, 0);
+		pend_putback(r->ob, v, n);
+		return TG_EDB;
+	}
+	free(v);
+	atomic_fetch_sub(&r->ob->ctr.rows, rows);
+	atomic_fetch_sub(&r->ob->ctr.bytes, bytes);
+	return 0;
 }
 
 int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b, const sink_status *status,
 		  const char *error, int64_t now_ms)
 {
+	int all_ok = b->n > 0;
+	for (size_t i = 0; all_ok && i < b->n; i++)
+		all_ok = status[i] == SINK_OK;
+	if (all_ok && queue_delivered(r->ob, b) == 0) { /* the common case */
+		atomic_fetch_add(&r->ob->ctr.delivered, (uint64_t)b->n);
+		if (atomic_load(&r->ob->pend_rows) >= OUTBOX_PENDING_HELP)
+			reader_apply(r); /* no ingest traffic to do it: a drain; on failure the ingest thread retries */
+		return 0;
+	}
 	if (reader_write(r, "BEGIN IMMEDIATE"))
 		return TG_EDB;
 	int64_t rows = 0, bytes = 0;
 	uint64_t delivered = 0, dead = 0;
-	int all_ok = b->n > 0 && !b->mixed_prio;
-	for (size_t i = 0; all_ok && i < b->n; i++)
-		all_ok = status[i] == SINK_OK;
-	if (all_ok) { /* the common case: one statement instead of one per row */
+	all_ok = all_ok && !b->mixed_prio;
+	if (all_ok) { /* could not be queued: one statement instead of one per row */
 		sqlite3_reset(r->del_range);
 		sqlite3_bind_int64(r->del_range, 1, b->sink_id);
 		sqlite3_bind_int(r->del_range, 2, b->first_prio);
@@ -865,5 +1145,16 @@ int64_t outbox_pending(outbox_reader *r, const char *sink_name)
 	if (sqlite3_step(r->pending) == SQLITE_ROW)
 		n = sqlite3_column_int64(r->pending, 0);
 	sqlite3_reset(r->pending);
-	return n;
+	/* less what was delivered and waits to be deleted (queued, or deleted in the writer's
+	 * open transaction) */
+	outbox *ob = r->ob;
+	pthread_mutex_lock(&ob->pend_mu);
+	for (size_t i = 0; i < ob->npend; i++)
+		if (ob->pend[i].sink == sid)
+			n -= ob->pend[i].n;
+	for (size_t i = 0; i < ob->napplied; i++)
+		if (ob->applied[i].sink == sid)
+			n -= ob->applied[i].n;
+	pthread_mutex_unlock(&ob->pend_mu);
+	return n < 0 ? 0 : n;
 }

@@ -88,6 +88,7 @@ typedef struct outbox_reader outbox_reader;
 typedef struct outbox_batch {
 	sink_record *recs;
 	int64_t *seqs;     /* row ids to delete */
+	int *prios;        /* priority per row (rows come highest priority first) */
 	int64_t *stored;   /* stored payload length per row (what the byte cap counts) */
 	char **bufs;       /* owned strings behind recs */
 	size_t n, cap;
@@ -103,8 +104,17 @@ void outbox_reader_close(outbox_reader *r); /* NULL-safe */
  * (b is cleared first). Returns the number of records or < 0. */
 int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_records, size_t max_bytes,
 		      outbox_batch *b);
-/* Delete delivered rows and dead-letter poison rows of a batch in one transaction.
- * status[i] per record; SINK_RETRY rows stay. error is stored with dead letters. */
+/* Settle a sent batch. status[i] per record.
+ * All SINK_OK (the usual case): the batch's rows are queued for deletion and the sink's
+ * cursor moves past them, so the next read does not see them again; the ingest thread
+ * deletes them inside its next group transaction (outbox_append / outbox_tick), which
+ * spares the forwarder a write transaction of its own and the lock hand-over with the
+ * ingest thread. A queue beyond OUTBOX_PENDING_HELP rows (a drain with no ingest traffic)
+ * is deleted by the forwarder itself. A crash before the deletion commits delivers those
+ * rows again after the restart (at-least-once, as a crash between send and settle always
+ * did).
+ * Otherwise, in one transaction: delivered rows deleted, SINK_POISON rows dead-lettered
+ * (error is stored with them), SINK_RETRY rows stay and are read again. */
 int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b, const sink_status *status,
 		  const char *error, int64_t now_ms);
 /* Reclaim free pages when many are free (incremental vacuum). */

@@ -29,8 +29,12 @@
  * second index that every insert had to maintain */
 #define OUTBOX_SQL_V2 "DROP INDEX IF EXISTS outbox_by_age;"
 
+/* seq is given, not left to SQLite: id * 32 + the sink's place in the append, so seqs follow
+ * ids and, like ids, are never reused (a rowid is, once the table drains); readers keep a
+ * seq cursor per sink and priority (outbox_settle). Rows written before this have smaller
+ * seqs than any id * 32 after them, so the order holds across the upgrade. */
 #define OUTBOX_SQL_INSERT                                                                  \
-	"INSERT INTO outbox(sink, prio, id, created_ms, tbl, pkey, payload) VALUES(?,?,?,?,?,?,?)"
+	"INSERT INTO outbox(sink, prio, id, created_ms, tbl, pkey, payload, seq) VALUES(?,?,?,?,?,?,?,?)"
 #define OUTBOX_SQL_SET_LAST_ID "UPDATE meta SET value = ? WHERE key = 'last_id'"
 #define OUTBOX_SQL_GET_LAST_ID "SELECT value FROM meta WHERE key = 'last_id'"
 #define OUTBOX_SQL_MAX_ID "SELECT coalesce(max(id), 0) FROM outbox"
@@ -51,9 +55,11 @@
 	" VALUES(?,?,?,?,?,?,?)"
 #define OUTBOX_SQL_QUARANTINE_TRIM                                                         \
 	"DELETE FROM quarantine WHERE seq <= (SELECT max(seq) FROM quarantine) - ?"
+/* one priority of one sink, past the rows delivered but not yet deleted (their seqs are at
+ * most the sink's cursor for that priority, see outbox_settle) */
 #define OUTBOX_SQL_BATCH                                                                   \
-	"SELECT seq, id, created_ms, tbl, pkey, payload, prio FROM outbox WHERE sink = ?"    \
-	" ORDER BY prio DESC, seq ASC LIMIT ?"
+	"SELECT seq, id, created_ms, tbl, pkey, payload FROM outbox"                         \
+	" WHERE sink = ? AND prio = ? AND seq > ? ORDER BY seq ASC LIMIT ?"
 #define OUTBOX_SQL_DEAD                                                                    \
 	"INSERT INTO dead(sink, id, created_ms, tbl, pkey, payload, error, dead_ms)"         \
 	" SELECT ?, id, created_ms, tbl, pkey, payload, ?, ? FROM outbox WHERE seq = ?"

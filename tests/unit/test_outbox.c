@@ -193,6 +193,190 @@ static void test_corrupt_file_moved_aside(void **state)
 	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 1);
 }
 
+static void settle_all_ok(outbox_reader *r, const char *sink_name, outbox_batch *b)
+{
+	sink_status *st = calloc(b->n ? b->n : 1, sizeof *st); /* SINK_OK is 0 */
+	assert_int_equal(outbox_settle(r, sink_name, b, st, NULL, 1), 0);
+	free(st);
+}
+
+/* An all-delivered batch is queued for deletion: the reader does not see it again at once,
+ * the writer deletes it in its next transaction (or an idle tick), and the counters follow.
+ * A batch with two priorities is two runs. */
+static void test_deferred_delete(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	outbox_counters *c = outbox_counters_of(ob);
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(append(ob, i % 2 ? "a" : "b", i == 4 || i == 5 ? OUTBOX_PRIO_ALERT : OUTBOX_PRIO_BULK, i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	assert_int_equal(outbox_read_batch(r, "b", 6, 1 << 20, &b), 6);
+	assert_non_null(strstr(b.recs[0].data, "\"i\":4")); /* the alert, then bulk in order */
+	assert_non_null(strstr(b.recs[1].data, "\"i\":0"));
+	assert_non_null(strstr(b.recs[5].data, "\"i\":10"));
+	settle_all_ok(r, "b", &b);
+	/* still in the table, but neither pending nor read again */
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 30);
+	assert_int_equal(outbox_pending(r, "b"), 9);
+	assert_int_equal(outbox_pending(r, "a"), 15);
+	assert_int_equal(atomic_load(&c->delivered), 6);
+	assert_int_equal(atomic_load(&c->rows), 30);
+	assert_int_equal(outbox_read_batch(r, "b", 100, 1 << 20, &b), 9);
+	assert_non_null(strstr(b.recs[0].data, "\"i\":12"));
+	/* the writer's next transaction deletes them; counted out at its commit */
+	assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, 100), 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 30);
+	assert_int_equal(outbox_pending(r, "b"), 9);
+	assert_int_equal(outbox_commit(ob), 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 25);
+	assert_int_equal(atomic_load(&c->rows), 25);
+	assert_int_equal(outbox_pending(r, "b"), 9);
+	/* with no traffic an idle tick does it */
+	settle_all_ok(r, "b", &b);
+	assert_int_equal(outbox_pending(r, "b"), 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox WHERE sink = (SELECT id FROM sinks WHERE name = 'b')"), 9);
+	int64_t t = atomic_load(&c->last_commit_ms);
+	assert_int_equal(outbox_tick(ob, t + 1), 0); /* not before commit_interval */
+	assert_int_equal(outbox_tick(ob, t + 10), 1);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox WHERE sink = (SELECT id FROM sinks WHERE name = 'b')"), 0);
+	assert_int_equal(atomic_load(&c->rows), 16);
+	assert_int_equal(outbox_read_batch(r, "b", 100, 1 << 20, &b), 0);
+	/* sink a is untouched and complete */
+	assert_int_equal(outbox_read_batch(r, "a", 100, 1 << 20, &b), 16);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+}
+
+/* Drained and deleted, a rowid table would hand out small rowids again; seqs follow ids,
+ * which are never reused, so the cursor never skips a new row. And a settle that was never committed as a
+ * deletion is delivered again after a restart (at-least-once), while one that was is not. */
+static void test_deferred_delete_reuse_and_restart(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 5; i++)
+			assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, round * 10 + i), 0);
+		assert_int_equal(outbox_commit(ob), 0);
+		assert_int_equal(outbox_read_batch(r, "a", 100, 1 << 20, &b), 5);
+		assert_non_null(strstr(b.recs[0].data, round == 0 ? "\"i\":0," : round == 1 ? "\"i\":10," : "\"i\":20,"));
+		settle_all_ok(r, "a", &b);
+		int64_t t = atomic_load(&outbox_counters_of(ob)->last_commit_ms);
+		assert_int_equal(outbox_tick(ob, t + 10), 1);
+		assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
+		assert_int_equal(count_rows("SELECT coalesce(max(seq), 0) FROM outbox"), 0);
+	}
+	/* settled, deletion not committed, "crash": simulated by reopening the file from a
+	 * copy taken now */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, 100 + i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	assert_int_equal(outbox_read_batch(r, "a", 100, 1 << 20, &b), 4);
+	settle_all_ok(r, "a", &b);
+	char cmd[8400];
+	/* WAL mode: the committed state is the database file plus its -wal file */
+	snprintf(cmd, sizeof cmd, "cp %s %s.copy && { ! test -e %s-wal || cp %s-wal %s.copy-wal; }", path, path, path, path,
+		 path);
+	assert_int_equal(system(cmd), 0);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob); /* a clean close deletes them */
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
+	char copy[4200];
+	snprintf(copy, sizeof copy, "%s.copy", path);
+	ob = outbox_open(copy, &o, NULL, 0);
+	r = outbox_open_reader(ob, NULL, 0);
+	assert_int_equal(outbox_read_batch(r, "a", 100, 1 << 20, &b), 4);
+	assert_non_null(strstr(b.recs[0].data, "\"i\":100,"));
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+}
+
+/* Rows written by a build that let SQLite pick seq come before the new ones (seq = id * 32
+ * + k), and are delivered and deleted like them; out-of-range priorities are refused. */
+static void test_rows_from_before_explicit_seq(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, 0), 0); /* creates sink a */
+	outbox_close(ob);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DELETE FROM outbox; UPDATE meta SET value = 4 WHERE key = 'last_id'", NULL, NULL,
+				      NULL),
+			 SQLITE_OK);
+	for (int i = 2; i <= 4; i++) { /* seq left to SQLite, as before */
+		char sql[256];
+		snprintf(sql, sizeof sql,
+			 "INSERT INTO outbox(sink, prio, id, created_ms, tbl, pkey, payload)"
+			 " VALUES((SELECT id FROM sinks WHERE name = 'a'), 0, %d, 1, 't', 'k', '{\"old\":%d}')",
+			 i, i);
+		assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	}
+	sqlite3_close(db);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 3);
+	assert_true(count_rows("SELECT max(seq) FROM outbox") < 32);
+	ob = outbox_open(path, &o, NULL, 0);
+	assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, 50), 0);
+	assert_int_equal(append(ob, "a", 3, 51), TG_EINVAL);
+	assert_int_equal(append(ob, "a", -1, 52), TG_EINVAL);
+	assert_int_equal(outbox_commit(ob), 0);
+	assert_int_equal(count_rows("SELECT seq FROM outbox WHERE id = 5"), 5 * 32);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	assert_int_equal(outbox_read_batch(r, "a", 2, 1 << 20, &b), 2);
+	assert_non_null(strstr(b.recs[0].data, "\"old\":2"));
+	assert_non_null(strstr(b.recs[1].data, "\"old\":3"));
+	settle_all_ok(r, "a", &b);
+	assert_int_equal(outbox_read_batch(r, "a", 10, 1 << 20, &b), 2);
+	assert_non_null(strstr(b.recs[0].data, "\"old\":4"));
+	assert_non_null(strstr(b.recs[1].data, "\"i\":50"));
+	settle_all_ok(r, "a", &b);
+	assert_int_equal(outbox_read_batch(r, "a", 10, 1 << 20, &b), 0);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
+}
+
+/* Past OUTBOX_PENDING_HELP queued rows (a drain: nobody appends or ticks) the forwarder
+ * deletes them itself. */
+static void test_deferred_delete_drain(void **state)
+{
+	outbox_opts o = opts();
+	o.commit_max_records = 10000;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	for (int i = 0; i < 5000; i++)
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	int64_t seen = 0, max_left = 0;
+	int n;
+	while ((n = outbox_read_batch(r, "a", 500, 1 << 20, &b)) > 0) {
+		seen += n;
+		settle_all_ok(r, "a", &b);
+		int64_t left = count_rows("SELECT count(*) FROM outbox") - (5000 - seen);
+		if (left > max_left)
+			max_left = left;
+	}
+	assert_int_equal(n, 0);
+	assert_int_equal(seen, 5000);
+	assert_true(max_left < 2000 + 500); /* delivered rows never pile up past the threshold */
+	assert_true(atomic_load(&outbox_counters_of(ob)->rows) < 2000 + 500);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
+}
+
 static int setup(void **state)
 {
 	dir = tu_tmpdir();
@@ -223,6 +407,10 @@ int main(void)
 		cmocka_unit_test_setup(test_cap_reject_new, each),
 		cmocka_unit_test_setup(test_quarantine_table, each),
 		cmocka_unit_test_setup(test_corrupt_file_moved_aside, each),
+		cmocka_unit_test_setup(test_deferred_delete, each),
+		cmocka_unit_test_setup(test_deferred_delete_reuse_and_restart, each),
+		cmocka_unit_test_setup(test_deferred_delete_drain, each),
+		cmocka_unit_test_setup(test_rows_from_before_explicit_seq, each),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
