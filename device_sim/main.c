@@ -5,7 +5,11 @@
  * the ACL tests need), or a few shared connections that publish for many things (load
  * mode, for benchmarks). Each worker thread owns a disjoint set of connections and drives
  * them with its own poll loop over libmosquitto's non-threaded API (mosquitto_loop_read /
- * _write / _misc): no locks on the hot path, and a publish goes straight to the socket.
+ * _write / _misc): no locks on the hot path. A connection's publishes of one loop turn
+ * leave in one write() (gateway/mqtt_io's buffer under the TLS layer, flushed after each
+ * turn), and the PUBACKs coming back are read many records per read() (TLS read-ahead):
+ * a load generator should spend as little of the machine as it can, and a write() per
+ * message cost device_sim more CPU than the gateway it loads.
  *
  * Flow control is ours, not libmosquitto's: a connection has at most --inflight messages
  * that are published but not yet acknowledged (PUBACK at QoS 1, written to the socket at
@@ -38,11 +42,14 @@
 #include "clock.h"
 #include "err.h"
 #include "log.h"
+#include "mqtt_io.h"
 #include "sim_gen.h"
 #include "sim_opts.h"
 
 #define SUB "sim"
 #define BATCH_PER_CONN 256 /* publishes per connection per loop turn, for fairness */
+#define WBUF_BYTES (64 * 1024) /* a turn's publishes are flushed in one write() */
+#define READS_PER_TURN 1024 /* packets read per connection per turn at most */
 
 /* Set by SIGINT/SIGTERM: 1 = stop sending and drain, 2+ = stop draining too. A lock-free
  * atomic is async-signal-safe to write and safe to read from the worker threads. */
@@ -81,6 +88,7 @@ struct worker;
 
 struct conn {
 	struct mosquitto *mosq;
+	mqtt_io io;     /* write buffer + read-ahead (reset on every (re)connect) */
 	struct worker *w;
 	int index;
 	struct thing **things; /* borrowed pointers into run->things */
@@ -136,6 +144,7 @@ static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	if (rc == 0) {
 		c->connected = 1;
 		c->down_since_ns = 0;
+		mqtt_io_connected(&c->io);
 	} else {
 		c->refused = 1;
 		LOG_ERROR(SUB, "msg=\"connection refused\" conn=%d reason=\"%s\"", c->index,
@@ -147,6 +156,7 @@ static void cb_disconnect(struct mosquitto *mosq, void *obj, int rc,
 			  const mosquitto_property *props)
 {
 	struct conn *c = obj;
+	mqtt_io_forget(&c->io); /* libmosquitto frees the SSL object and the buffer with it */
 	if (c->connected)
 		c->down_since_ns = mono_ns();
 	c->connected = 0;
@@ -215,6 +225,7 @@ static int conn_start(struct run *r, struct conn *c)
 	}
 	if (!c->mosq)
 		return TG_EINVAL;
+	mqtt_io_init(&c->io, c->mosq, WBUF_BYTES);
 	int rc = mosquitto_connect_bind_v5(c->mosq, r->o.host, r->o.port, 60, NULL, NULL);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		LOG_ERROR(SUB, "msg=\"connect failed\" conn=%d host=%s port=%d err=\"%s\"", c->index,
@@ -230,13 +241,29 @@ static int conn_start(struct run *r, struct conn *c)
 static int conn_drive(struct conn *c, short revents)
 {
 	int rc = MOSQ_ERR_SUCCESS;
-	if (revents & (POLLIN | POLLERR | POLLHUP))
-		rc = mosquitto_loop_read(c->mosq, 1);
+	if (revents & (POLLIN | POLLERR | POLLHUP)) {
+		/* with read-ahead one read() may hold many PUBACKs: take them all now, as poll()
+		 * does not report what already sits in the TLS layer */
+		for (int i = 0; i < READS_PER_TURN && rc == MOSQ_ERR_SUCCESS; i++) {
+			rc = mosquitto_loop_read(c->mosq, 1);
+			SSL *ssl = mosquitto_ssl_get(c->mosq);
+			if (!(ssl && SSL_has_pending(ssl)))
+				break;
+		}
+	}
 	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(c->mosq) >= 0 && mosquitto_want_write(c->mosq))
 		rc = mosquitto_loop_write(c->mosq, 1);
 	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(c->mosq) >= 0)
 		rc = mosquitto_loop_misc(c->mosq);
+	if (rc == MOSQ_ERR_SUCCESS && c->io.flush_pending && (revents & POLLOUT))
+		mqtt_io_flush(&c->io);
 	return rc;
+}
+
+/* True while data we owe the socket waits (libmosquitto's queue or our buffer). */
+static int conn_blocked(struct conn *c)
+{
+	return mosquitto_want_write(c->mosq) || c->io.flush_pending;
 }
 
 /* Connect every connection and wait for every CONNACK. Up to CONNECT_WINDOW handshakes
@@ -258,7 +285,7 @@ static int connect_all(struct run *r)
 		}
 		for (int i = 0; i < npending; i++) {
 			pfd[i].fd = mosquitto_socket(pending[i]->mosq);
-			pfd[i].events = POLLIN | (mosquitto_want_write(pending[i]->mosq) ? POLLOUT : 0);
+			pfd[i].events = POLLIN | (conn_blocked(pending[i]) ? POLLOUT : 0);
 			pfd[i].revents = 0;
 		}
 		if (poll(pfd, (nfds_t)npending, 5) < 0 && errno != EINTR)
@@ -400,7 +427,7 @@ static void pump(struct worker *w, struct conn *c, int64_t now, int64_t *wake_ns
 	struct run *r = w->run;
 	int budget = BATCH_PER_CONN;
 	while (budget-- > 0 && c->unfinished > 0) {
-		if (c->outstanding >= (uint64_t)r->o.inflight || mosquitto_want_write(c->mosq))
+		if (c->outstanding >= (uint64_t)r->o.inflight || conn_blocked(c))
 			return; /* woken by a PUBACK or by the socket becoming writable */
 		struct thing *pick = NULL;
 		for (int k = 0; k < c->nthings; k++) {
@@ -437,6 +464,7 @@ static void try_reconnect(struct worker *w, struct conn *c, int64_t now)
 	if (c->refused || now < c->retry_at_ns)
 		return;
 	w->c.reconnects++;
+	mqtt_io_forget(&c->io);
 	int rc = mosquitto_reconnect(c->mosq);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		c->retry_at_ns = now + 500000000;
@@ -505,6 +533,8 @@ static void *worker_main(void *arg)
 				continue;
 			}
 			pump(w, c, now, &wake);
+			if (c->connected)
+				mqtt_io_flush(&c->io); /* this turn's publishes, in one write() */
 		}
 		if (!worker_busy(w))
 			break;
@@ -524,7 +554,7 @@ static void *worker_main(void *arg)
 			if (fd < 0)
 				continue;
 			pfd[np].fd = fd;
-			pfd[np].events = POLLIN | (mosquitto_want_write(c->mosq) ? POLLOUT : 0);
+			pfd[np].events = POLLIN | (conn_blocked(c) ? POLLOUT : 0);
 			pfd[np].revents = 0;
 			pidx[np++] = i;
 		}
@@ -553,6 +583,7 @@ static void *worker_main(void *arg)
 		if (c->connected) {
 			/* DISCONNECT goes out at once; then read until the broker closes (at most
 			 * 200 ms), so our close is not a reset of a half-read connection. */
+			mqtt_io_unbuffer(&c->io, 1000); /* DISCONNECT must not wait in a buffer */
 			mosquitto_disconnect_v5(c->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
 			for (int k = 0; k < 20 && mosquitto_socket(c->mosq) >= 0; k++) {
 				struct pollfd one = {.fd = mosquitto_socket(c->mosq), .events = POLLIN};

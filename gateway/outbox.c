@@ -87,6 +87,8 @@ struct outbox_reader {
 	sqlite3 *db;
 	outbox *ob; /* for counters only */
 	sqlite3_stmt *batch, *del, *del_range, *dead, *attempt, *sink_id, *pending, *freelist;
+	char *sink_name; /* the last sink looked up and its id (a sink's id never changes) */
+	int64_t sink_id_cached;
 };
 
 static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
@@ -124,7 +126,7 @@ static int64_t scalar(sqlite3 *db, const char *sql)
  * a forwarder reads its batch front to back and deletes it; the checkpointer copies WAL
  * frames without going through its cache. Each cache is resident once filled, so they are
  * sized to what each connection touches. */
-enum { CACHE_WRITER_KIB = 512, CACHE_READER_KIB = 256, CACHE_CHECKPOINT_KIB = 64 };
+enum { CACHE_WRITER_KIB = 256, CACHE_READER_KIB = 256, CACHE_CHECKPOINT_KIB = 64 };
 
 static int poll_busy(void *ud, int n)
 {
@@ -170,6 +172,7 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 	static const char *const steps[OUTBOX_SCHEMA_VERSION] = {
 		"BEGIN;" OUTBOX_SQL_V1 "PRAGMA user_version=1; COMMIT;",
 		"BEGIN;" OUTBOX_SQL_V2 "PRAGMA user_version=2; COMMIT;",
+		"BEGIN;" OUTBOX_SQL_V3 "PRAGMA user_version=3; COMMIT;",
 	};
 	for (int64_t step = v; step < OUTBOX_SCHEMA_VERSION; step++) {
 		int rc = exec(db, steps[step], err, errlen);
@@ -542,7 +545,9 @@ static int make_room(outbox *ob, int64_t need_bytes)
 				sqlite3_reset(ob->oldest);
 				for (int i = 0; i < n && (rows > target_rows || bytes > target_bytes); i++) {
 					sqlite3_reset(ob->del);
-					sqlite3_bind_int64(ob->del, 1, seqs[i]);
+					sqlite3_bind_int64(ob->del, 1, ob->sinks[k].id);
+					sqlite3_bind_int(ob->del, 2, prio);
+					sqlite3_bind_int64(ob->del, 3, seqs[i]);
 					int rc = sqlite3_step(ob->del);
 					sqlite3_reset(ob->del);
 					if (rc != SQLITE_DONE)
@@ -785,17 +790,28 @@ void outbox_reader_close(outbox_reader *r)
 	sqlite3_finalize(r->pending);
 	sqlite3_finalize(r->freelist);
 	sqlite3_close(r->db);
+	free(r->sink_name);
 	free(r);
 }
 
 static int64_t reader_sink_id(outbox_reader *r, const char *name)
 {
+	if (r->sink_name && strcmp(r->sink_name, name) == 0)
+		return r->sink_id_cached;
 	int64_t id = -1;
 	sqlite3_reset(r->sink_id);
 	sqlite3_bind_text(r->sink_id, 1, name, -1, SQLITE_STATIC);
 	if (sqlite3_step(r->sink_id) == SQLITE_ROW)
 		id = sqlite3_column_int64(r->sink_id, 0);
 	sqlite3_reset(r->sink_id);
+	if (id >= 0) { /* not cached while unknown: the writer may add it any time */
+		char *dup = strdup(name);
+		if (dup) {
+			free(r->sink_name);
+			r->sink_name = dup;
+			r->sink_id_cached = id;
+		}
+	}
 	return id;
 }
 
@@ -1077,7 +1093,9 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 	for (size_t i = 0; i < b->n; i++) {
 		if (status[i] == SINK_RETRY) {
 			sqlite3_reset(r->attempt);
-			sqlite3_bind_int64(r->attempt, 1, b->seqs[i]);
+			sqlite3_bind_int64(r->attempt, 1, b->sink_id);
+			sqlite3_bind_int(r->attempt, 2, b->prios[i]);
+			sqlite3_bind_int64(r->attempt, 3, b->seqs[i]);
 			sqlite3_step(r->attempt);
 			sqlite3_reset(r->attempt);
 			continue;
@@ -1087,14 +1105,18 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 			sqlite3_bind_text(r->dead, 1, sink_name, -1, SQLITE_STATIC);
 			sqlite3_bind_text(r->dead, 2, error ? error : "rejected by upstream", -1, SQLITE_STATIC);
 			sqlite3_bind_int64(r->dead, 3, now_ms);
-			sqlite3_bind_int64(r->dead, 4, b->seqs[i]);
+			sqlite3_bind_int64(r->dead, 4, b->sink_id);
+			sqlite3_bind_int(r->dead, 5, b->prios[i]);
+			sqlite3_bind_int64(r->dead, 6, b->seqs[i]);
 			int rc = sqlite3_step(r->dead);
 			sqlite3_reset(r->dead);
 			if (rc != SQLITE_DONE)
 				goto fail;
 		}
 		sqlite3_reset(r->del);
-		sqlite3_bind_int64(r->del, 1, b->seqs[i]);
+		sqlite3_bind_int64(r->del, 1, b->sink_id);
+		sqlite3_bind_int(r->del, 2, b->prios[i]);
+		sqlite3_bind_int64(r->del, 3, b->seqs[i]);
 		int rc = sqlite3_step(r->del);
 		sqlite3_reset(r->del);
 		if (rc != SQLITE_DONE)

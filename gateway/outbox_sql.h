@@ -5,7 +5,7 @@
 #ifndef TG_OUTBOX_SQL_H
 #define TG_OUTBOX_SQL_H
 
-#define OUTBOX_SCHEMA_VERSION 2
+#define OUTBOX_SCHEMA_VERSION 3
 
 /* migration to version 1 */
 #define OUTBOX_SQL_V1                                                                     \
@@ -29,6 +29,20 @@
  * second index that every insert had to maintain */
 #define OUTBOX_SQL_V2 "DROP INDEX IF EXISTS outbox_by_age;"
 
+/* migration to version 3: the rows live in their (sink, prio, seq) order — the order every
+ * read, delete and drop walks — in one WITHOUT ROWID b-tree, instead of a rowid table plus
+ * an index every insert and delete had to maintain (and every read had to look up through) */
+#define OUTBOX_SQL_V3                                                                      \
+	"CREATE TABLE outbox_v3("                                                          \
+	"  seq INTEGER NOT NULL, sink INTEGER NOT NULL, prio INTEGER NOT NULL,"            \
+	"  id INTEGER NOT NULL, created_ms INTEGER NOT NULL, tbl TEXT NOT NULL,"           \
+	"  pkey TEXT NOT NULL, payload BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0," \
+	"  PRIMARY KEY(sink, prio, seq)) WITHOUT ROWID;"                                  \
+	"INSERT INTO outbox_v3(seq, sink, prio, id, created_ms, tbl, pkey, payload, attempts)" \
+	"  SELECT seq, sink, prio, id, created_ms, tbl, pkey, payload, attempts FROM outbox;" \
+	"DROP TABLE outbox;"                                                               \
+	"ALTER TABLE outbox_v3 RENAME TO outbox;"
+
 /* seq is given, not left to SQLite: id * 32 + the sink's place in the append, so seqs follow
  * ids and, like ids, are never reused (a rowid is, once the table drains); readers keep a
  * seq cursor per sink and priority (outbox_settle). Rows written before this have smaller
@@ -44,7 +58,7 @@
 #define OUTBOX_SQL_OLDEST                                                                  \
 	"SELECT seq, length(payload) FROM outbox WHERE sink = ? AND prio = ? ORDER BY seq ASC LIMIT ?"
 #define OUTBOX_SQL_ALL_SINKS "SELECT id, name FROM sinks"
-#define OUTBOX_SQL_DELETE "DELETE FROM outbox WHERE seq = ?"
+#define OUTBOX_SQL_DELETE "DELETE FROM outbox WHERE sink = ? AND prio = ? AND seq = ?"
 /* a whole delivered batch of one priority: the batch is every row of (sink, prio) up to
  * its last seq, since rows are read in (prio DESC, seq) order and new rows get larger
  * seqs; the id range (never reused, unlike a rowid) keeps a later row out in any case */
@@ -62,8 +76,8 @@
 	" WHERE sink = ? AND prio = ? AND seq > ? ORDER BY seq ASC LIMIT ?"
 #define OUTBOX_SQL_DEAD                                                                    \
 	"INSERT INTO dead(sink, id, created_ms, tbl, pkey, payload, error, dead_ms)"         \
-	" SELECT ?, id, created_ms, tbl, pkey, payload, ?, ? FROM outbox WHERE seq = ?"
-#define OUTBOX_SQL_ATTEMPT "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?"
+	" SELECT ?, id, created_ms, tbl, pkey, payload, ?, ? FROM outbox WHERE sink = ? AND prio = ? AND seq = ?"
+#define OUTBOX_SQL_ATTEMPT "UPDATE outbox SET attempts = attempts + 1 WHERE sink = ? AND prio = ? AND seq = ?"
 #define OUTBOX_SQL_PENDING "SELECT count(*) FROM outbox WHERE sink = ?"
 #define OUTBOX_SQL_FREELIST "PRAGMA freelist_count"
 

@@ -12,6 +12,7 @@
 
 #include "err.h"
 #include "outbox.h"
+#include "outbox_sql.h"
 #include "test_util.h"
 
 static char *dir;
@@ -299,20 +300,21 @@ static void test_deferred_delete_reuse_and_restart(void **state)
 	outbox_close(ob);
 }
 
-/* Rows written by a build that let SQLite pick seq come before the new ones (seq = id * 32
- * + k), and are delivered and deleted like them; out-of-range priorities are refused. */
-static void test_rows_from_before_explicit_seq(void **state)
+/* A version-2 outbox (rowid table + index, seq picked by SQLite) with rows in it migrates
+ * to version 3 (one WITHOUT ROWID table): the rows keep their seqs, come before new ones
+ * (seq = id * 32 + k), and are delivered and deleted like them; out-of-range priorities
+ * are refused. */
+static void test_migrate_v2_rows(void **state)
 {
 	outbox_opts o = opts();
-	outbox *ob = outbox_open(path, &o, NULL, 0);
-	assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, 0), 0); /* creates sink a */
-	outbox_close(ob);
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "DELETE FROM outbox; UPDATE meta SET value = 4 WHERE key = 'last_id'", NULL, NULL,
-				      NULL),
+	assert_int_equal(sqlite3_exec(db, "BEGIN;" OUTBOX_SQL_V1 OUTBOX_SQL_V2 "PRAGMA user_version=2; COMMIT;"
+					  "INSERT INTO sinks(name) VALUES('z'), ('a');"
+					  "UPDATE meta SET value = 4 WHERE key = 'last_id'",
+				      NULL, NULL, NULL),
 			 SQLITE_OK);
-	for (int i = 2; i <= 4; i++) { /* seq left to SQLite, as before */
+	for (int i = 2; i <= 4; i++) { /* seq left to SQLite, as version 2 did */
 		char sql[256];
 		snprintf(sql, sizeof sql,
 			 "INSERT INTO outbox(sink, prio, id, created_ms, tbl, pkey, payload)"
@@ -323,6 +325,12 @@ static void test_rows_from_before_explicit_seq(void **state)
 	sqlite3_close(db);
 	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 3);
 	assert_true(count_rows("SELECT max(seq) FROM outbox") < 32);
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	assert_int_equal(count_rows("PRAGMA user_version"), 3);
+	assert_int_equal(count_rows("SELECT count(*) FROM sqlite_master WHERE name = 'outbox_by_sink'"), 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 3);
+	assert_int_equal(atomic_load(&outbox_counters_of(ob)->rows), 3);
 	ob = outbox_open(path, &o, NULL, 0);
 	assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, 50), 0);
 	assert_int_equal(append(ob, "a", 3, 51), TG_EINVAL);
@@ -410,7 +418,7 @@ int main(void)
 		cmocka_unit_test_setup(test_deferred_delete, each),
 		cmocka_unit_test_setup(test_deferred_delete_reuse_and_restart, each),
 		cmocka_unit_test_setup(test_deferred_delete_drain, each),
-		cmocka_unit_test_setup(test_rows_from_before_explicit_seq, each),
+		cmocka_unit_test_setup(test_migrate_v2_rows, each),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
