@@ -65,6 +65,23 @@ static int wait_for(forwarder *fw, uint64_t *seen_gen, int64_t timeout_ms)
 	return stop;
 }
 
+/* Sleep for ms unless stopped; new commits do not wake it. Returns 1 if stopping. */
+static int sleep_unless_stopped(forwarder *fw, int64_t ms)
+{
+	pthread_mutex_lock(&fw->mu);
+	int64_t until = tg_wall_ms() + ms;
+	while (!fw->stop) {
+		int64_t left = until - tg_wall_ms();
+		if (left <= 0)
+			break;
+		struct timespec ts = tg_deadline_in(left);
+		pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
+	}
+	int stop = fw->stop;
+	pthread_mutex_unlock(&fw->mu);
+	return stop;
+}
+
 static int draining(forwarder *fw, int64_t now)
 {
 	pthread_mutex_lock(&fw->mu);
@@ -98,6 +115,7 @@ static void *run(void *arg)
 			break;
 
 		int n = outbox_read_batch(t->reader, t->conf->name, max_records, t->limits.max_bytes, &b);
+		atomic_fetch_add(&t->st.reads, 1);
 		if (n < 0) {
 			LOG_ERROR("forwarder", "msg=\"outbox read failed\" sink=%s", t->conf->name);
 			if (wait_for(fw, &gen, 1000) && !drain)
@@ -112,11 +130,15 @@ static void *run(void *arg)
 			wait_for(fw, &gen, 1000);
 			continue;
 		}
-		/* size/age threshold (S3 objects, lake files): wait unless full, old or draining */
+		/* size/age threshold (S3 objects, lake files): wait unless full, old or draining.
+		 * Not woken by every commit: each wake-up reads the whole pending batch again (up
+		 * to flush_bytes of an S3 object), so it looks again after a twentieth of the age
+		 * (at least 100 ms) or when the oldest record is due, whichever comes first. */
 		if (!drain && t->limits.max_age_ms > 0 && (size_t)n < max_records && b.bytes < t->limits.max_bytes &&
 		    now - b.oldest_ms < t->limits.max_age_ms) {
 			int64_t left = b.oldest_ms + t->limits.max_age_ms - now;
-			wait_for(fw, &gen, left < 1000 ? left : 1000);
+			int64_t recheck = t->limits.max_age_ms / 20 < 100 ? 100 : t->limits.max_age_ms / 20;
+			sleep_unless_stopped(fw, left < recheck ? left : recheck);
 			continue;
 		}
 		if (status_cap < (size_t)n) {

@@ -25,6 +25,7 @@ typedef struct forwarder_sink_stats {
 	const char *type;
 	_Atomic uint64_t batches, records_ok, records_retry, records_dead, send_errors;
 	_Atomic uint64_t settle_errors; /* delivered batches whose bookkeeping had to be retried */
+	_Atomic uint64_t reads;     /* outbox batch reads (sent or not: see the linger in run()) */
 	_Atomic int64_t backoff_until_ms;
 	_Atomic int64_t pending;    /* rows queued, sampled */
 	_Atomic int64_t last_ok_ms;

@@ -96,6 +96,11 @@ static char *render_metrics(tg_daemon *d)
 		sb_printf(&b, "tidegate_sink_records_total{sink=\"%s\",outcome=\"dead\"} %" PRIu64 "\n", s->name,
 			  atomic_load(&s->records_dead));
 	}
+	sb_printf(&b, "# HELP tidegate_sink_reads_total Outbox batch reads per sink (a sink waiting to fill a batch reads it again now and then).\n# TYPE tidegate_sink_reads_total counter\n");
+	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
+		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
+		sb_printf(&b, "tidegate_sink_reads_total{sink=\"%s\"} %" PRIu64 "\n", s->name, atomic_load(&s->reads));
+	}
 	sb_printf(&b, "# HELP tidegate_sink_settle_errors_total Delivered batches whose outbox bookkeeping failed and was retried.\n# TYPE tidegate_sink_settle_errors_total counter\n");
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);

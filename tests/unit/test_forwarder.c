@@ -25,20 +25,25 @@ struct sink {
 	int offered[N + 1], accepted[N + 1];
 	int first_prio_seen; /* i of the first record ever offered */
 	int calls;
+	int64_t max_age_ms;     /* the sink's batch age threshold (0: none) */
+	size_t max_records;     /* per batch (0: 50) */
+	int64_t first_send_ms;  /* wall clock of the first send() */
 };
 static struct sink script;
 
 static sink *t_open(const void *opts, const sink_env *env, sink_limits *lim, char *err, size_t errlen)
 {
-	lim->max_records = 50;
+	lim->max_records = script.max_records ? script.max_records : 50;
 	lim->max_bytes = 1 << 20;
+	lim->max_age_ms = script.max_age_ms;
 	return &script;
 }
 
 static int t_send(sink *s, const sink_record *recs, size_t n, sink_status *res, int64_t now, char *err, size_t errlen)
 {
 	pthread_mutex_lock(&s->mu);
-	s->calls++;
+	if (s->calls++ == 0)
+		s->first_send_ms = tg_wall_ms();
 	for (size_t k = 0; k < n; k++) {
 		json_t *o = json_loadb(recs[k].data, recs[k].len, 0, NULL);
 		int i = (int)json_integer_value(json_object_get(o, "i"));
@@ -138,11 +143,63 @@ static void test_partial_failure_and_poison(void **state)
 	pthread_mutex_destroy(&script.mu);
 }
 
+/* A sink that waits for its batch to age is not woken into reading the whole pending batch
+ * on every commit: with commits every 5 ms for 1.2 s and a 1 s age, the forwarder reads the
+ * outbox a few dozen times, not hundreds, sends the first batch when it is due, and
+ * delivers everything. */
+static void test_linger_reads(void **state)
+{
+	char *dir = tu_tmpdir(), path[4096];
+	snprintf(path, sizeof path, "%s/ob.db", dir);
+	memset(&script, 0, sizeof script);
+	pthread_mutex_init(&script.mu, NULL);
+	script.first_prio_seen = -1;
+	script.max_age_ms = 1000;
+	script.max_records = 1000;
+	outbox_opts oo = {.commit_interval_ms = 1, .commit_max_records = 1000, .gateway_id = "gw"};
+	outbox *ob = outbox_open(path, &oo, NULL, 0);
+	assert_non_null(ob);
+	tg_sink_conf sc = {.name = "t", .ops = &test_ops, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1,
+			   .batch_max_records = 1000};
+	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
+	char err[256];
+	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
+	assert_non_null(fw);
+	const char *sinks[] = {"t"};
+	int64_t t0 = tg_wall_ms();
+	for (int i = 1; i <= 240; i++) { /* i % 7 == 0 fails once, and is sent again */
+		json_t *o = json_pack("{s:i}", "i", i);
+		assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
+		json_decref(o);
+		assert_int_equal(outbox_commit(ob), 0);
+		forwarder_notify(fw);
+		usleep(5000);
+	}
+	outbox_counters *c = outbox_counters_of(ob);
+	for (int waited = 0; atomic_load(&c->rows) > 0 && waited < 10000; waited += 5) {
+		usleep(5000);
+		assert_true(outbox_tick(ob, tg_wall_ms()) >= 0);
+	}
+	forwarder_sink_stats *st = forwarder_stats(fw, 0);
+	assert_int_equal(atomic_load(&st->records_ok) + atomic_load(&st->records_retry), 240 + 240 / 7);
+	assert_int_equal(atomic_load(&c->rows), 0);
+	uint64_t reads = atomic_load(&st->reads);
+	forwarder_stop(fw, 0);
+	assert_true(script.first_send_ms - t0 >= 950);
+	if (reads > 60)
+		fail_msg("%llu outbox reads for a 1 s linger with a commit every 5 ms", (unsigned long long)reads);
+	outbox_close(ob);
+	tu_rmtree(dir);
+	free(dir);
+	pthread_mutex_destroy(&script.mu);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_backoff),
 		cmocka_unit_test(test_partial_failure_and_poison),
+		cmocka_unit_test(test_linger_reads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
