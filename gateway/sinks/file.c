@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -53,6 +54,8 @@ static const config_option file_options[] = {
 #undef FOFF
 
 #define MAX_OPEN 16
+#define FILE_IOV 1024             /* iovecs per writev(): 512 lines and their newlines */
+#define ZBUF_BYTES (64 * 1024)    /* gzip output is written as it fills this */
 
 typedef struct open_file {
 	char dir[PATH_MAX];   /* partition folder */
@@ -70,10 +73,8 @@ struct sink {
 	char gw[128];
 	open_file files[MAX_OPEN];
 	size_t nfiles;
-	char *buf; /* per-file scratch for one batch */
-	size_t buflen, bufcap;
-	unsigned char *zbuf;
-	size_t zcap;
+	struct iovec iov[FILE_IOV]; /* a group's lines go out straight from the batch */
+	unsigned char *zbuf;        /* gzip output, ZBUF_BYTES, allocated on first use */
 };
 
 static int close_file(sink *s, open_file *f, char *err, size_t errlen)
@@ -161,7 +162,6 @@ static void file_close(sink *s)
 		return;
 	for (size_t i = 0; i < s->nfiles; i++)
 		close_file(s, &s->files[i], NULL, 0);
-	free(s->buf);
 	free(s->zbuf);
 	free(s);
 }
@@ -250,64 +250,103 @@ static open_file *get_file(sink *s, const sink_record *r, int64_t now, char *err
 	return f;
 }
 
-static int buf_add(sink *s, const char *data, size_t len)
+/* writev() until everything in iov[0..n) is written (iov is consumed). 0 or -1 (errno). */
+static int writev_all(int fd, struct iovec *iov, int n)
 {
-	if (s->buflen + len + 1 > s->bufcap) {
-		size_t cap = s->bufcap ? s->bufcap : 65536;
-		while (cap < s->buflen + len + 1)
-			cap *= 2;
-		char *nb = realloc(s->buf, cap);
-		if (!nb)
-			return TG_ENOMEM;
-		s->buf = nb;
-		s->bufcap = cap;
-	}
-	memcpy(s->buf + s->buflen, data, len);
-	s->buflen += len;
-	s->buf[s->buflen++] = '\n';
-	return 0;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-	while (n) {
-		ssize_t w = write(fd, c, n);
+	while (n > 0) {
+		ssize_t w = writev(fd, iov, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
 			return -1;
 		}
-		c += w;
-		n -= (size_t)w;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
 	}
 	return 0;
 }
 
-static int gzip_buf(sink *s, size_t *outlen)
+static int write_all(int fd, const void *p, size_t n)
 {
-	uLong bound = compressBound((uLong)s->buflen) + 64;
-	if (s->zcap < bound) {
-		unsigned char *z = realloc(s->zbuf, bound);
-		if (!z)
-			return TG_ENOMEM;
-		s->zbuf = z;
-		s->zcap = bound;
+	struct iovec one = {(void *)p, n};
+	return writev_all(fd, &one, 1);
+}
+
+static const char newline[] = "\n";
+
+/* The group's records (handled[i] == 2) as lines, through writev() in chunks: no copy of
+ * the batch. Adds the bytes written to *out. 0 or -1. */
+static int write_plain(sink *s, int fd, const sink_record *recs, size_t n, const char *handled, int64_t *out)
+{
+	int k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (handled[i] != 2)
+			continue;
+		s->iov[k++] = (struct iovec){(void *)recs[i].data, recs[i].len};
+		s->iov[k++] = (struct iovec){(void *)newline, 1};
+		*out += (int64_t)recs[i].len + 1;
+		if (k == FILE_IOV) {
+			if (writev_all(fd, s->iov, k))
+				return -1;
+			k = 0;
+		}
 	}
+	return k ? writev_all(fd, s->iov, k) : 0;
+}
+
+/* Deflate p[0..len) (flush: Z_NO_FLUSH or Z_FINISH) and write the output as it fills. */
+static int z_feed(sink *s, z_stream *zs, int fd, const void *p, size_t len, int flush, int64_t *out)
+{
+	zs->next_in = (Bytef *)p;
+	zs->avail_in = (uInt)len;
+	for (;;) {
+		int zr = deflate(zs, flush);
+		if (zr == Z_STREAM_ERROR)
+			return -1;
+		size_t have = ZBUF_BYTES - zs->avail_out;
+		if (zs->avail_out == 0 || (flush == Z_FINISH && have > 0)) {
+			if (write_all(fd, s->zbuf, have))
+				return -1;
+			*out += (int64_t)have;
+			zs->next_out = s->zbuf;
+			zs->avail_out = ZBUF_BYTES;
+		}
+		if (flush == Z_FINISH ? zr == Z_STREAM_END : (zs->avail_in == 0 && zs->avail_out > 0))
+			return 0;
+	}
+}
+
+/* The group's records as one gzip member, streamed through a 64 KiB buffer. 0, -1 (I/O,
+ * errno set) or TG_ENOMEM. */
+static int write_gzip(sink *s, int fd, const sink_record *recs, size_t n, const char *handled, int64_t *out)
+{
+	if (!s->zbuf && !(s->zbuf = malloc(ZBUF_BYTES)))
+		return TG_ENOMEM;
 	z_stream zs = {0};
 	if (deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
 		return TG_ENOMEM;
-	zs.next_in = (Bytef *)s->buf;
-	zs.avail_in = (uInt)s->buflen;
 	zs.next_out = s->zbuf;
-	zs.avail_out = (uInt)s->zcap;
-	int rc = deflate(&zs, Z_FINISH);
-	*outlen = zs.total_out;
+	zs.avail_out = ZBUF_BYTES;
+	int rc = 0;
+	for (size_t i = 0; i < n && !rc; i++)
+		if (handled[i] == 2)
+			rc = z_feed(s, &zs, fd, recs[i].data, recs[i].len, Z_NO_FLUSH, out) ||
+			     z_feed(s, &zs, fd, newline, 1, Z_NO_FLUSH, out);
+	if (!rc)
+		rc = z_feed(s, &zs, fd, "", 0, Z_FINISH, out);
 	deflateEnd(&zs);
-	return rc == Z_STREAM_END ? 0 : TG_EIO;
+	return rc ? -1 : 0;
 }
 
-/* Records are grouped per (table, hour) file; each group is written with one write(). */
+/* Records are grouped per (table, hour) file; each group is written with writev() straight
+ * from the batch (or streamed through gzip), then fdatasync()ed. */
 static int file_send(sink *s, const sink_record *recs, size_t n, sink_status *results, int64_t now_ms, char *err,
 		     size_t errlen)
 {
@@ -327,24 +366,19 @@ static int file_send(sink *s, const sink_record *recs, size_t n, sink_status *re
 		}
 		f->last_use_ms = now_ms;
 		int64_t hour = recs[first].created_ms / 3600000;
-		s->buflen = 0;
-		size_t members = 0;
 		for (size_t i = first; i < n; i++) {
 			if (handled[i] || recs[i].created_ms / 3600000 != hour || strcmp(recs[i].table, recs[first].table))
 				continue;
-			if ((rc = buf_add(s, recs[i].data, recs[i].len)))
-				goto out;
 			handled[i] = 2; /* in this group */
-			members++;
 		}
-		const void *out = s->buf;
-		size_t outlen = s->buflen;
-		if (s->o->gzip) {
-			if ((rc = gzip_buf(s, &outlen)))
-				goto out;
-			out = s->zbuf;
+		int64_t outlen = 0;
+		int wr = s->o->gzip ? write_gzip(s, f->fd, recs, n, handled, &outlen)
+				    : write_plain(s, f->fd, recs, n, handled, &outlen);
+		if (wr == TG_ENOMEM) {
+			rc = wr;
+			goto out;
 		}
-		int ok = write_all(f->fd, out, outlen) == 0 && (!s->o->fsync || fdatasync(f->fd) == 0);
+		int ok = wr == 0 && (!s->o->fsync || fdatasync(f->fd) == 0);
 		if (!ok) {
 			tg_seterr(err, errlen, TG_EIO, "write %s: %s", f->tmp, strerror(errno));
 			/* the file may now end in a partial line: close it (repaired at next open) */
@@ -352,7 +386,7 @@ static int file_send(sink *s, const sink_record *recs, size_t n, sink_status *re
 			f->fd = -1;
 			drop_slot(s, (size_t)(f - s->files));
 		} else {
-			f->bytes += (int64_t)outlen;
+			f->bytes += outlen;
 		}
 		for (size_t i = first; i < n; i++)
 			if (handled[i] == 2) {
@@ -360,7 +394,6 @@ static int file_send(sink *s, const sink_record *recs, size_t n, sink_status *re
 				results[i] = ok ? SINK_OK : SINK_RETRY;
 				done++;
 			}
-		(void)members;
 	}
 	/* rotate files whose age passed even without new records for them */
 	for (size_t i = 0; i < s->nfiles;) {
