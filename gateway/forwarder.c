@@ -198,17 +198,8 @@ static void *run(void *arg)
 				 " err=\"%s\"", t->conf->name, retry, ok, attempt, delay, err);
 			if (drain)
 				break; /* don't spend the drain budget on a dead uplink */
-			/* sleep the backoff, but wake for stop */
-			pthread_mutex_lock(&fw->mu);
-			int64_t until = now + delay;
-			while (!fw->stop) {
-				int64_t left = until - tg_wall_ms();
-				if (left <= 0)
-					break;
-				struct timespec ts = tg_deadline_in(left);
-				pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
-			}
-			pthread_mutex_unlock(&fw->mu);
+			/* sleep the backoff (counted from the send), but wake for stop */
+			sleep_unless_stopped(fw, now + delay - tg_wall_ms());
 		} else {
 			if (attempt)
 				LOG_INFO("forwarder", "msg=\"sink recovered\" sink=%s", t->conf->name);
