@@ -455,8 +455,12 @@ static void writer_apply(outbox *ob)
 	if (!all || pend_delete(ob->db, ob->del_range, v, n, &rows, &bytes)) {
 		if (all)
 			ob->applied = all;
+		/* the runs before the failure are deleted in this transaction: count them out at
+		 * its commit; all go back to the queue (a run deleted twice deletes nothing) */
+		ob->applied_rows += rows;
+		ob->applied_bytes += bytes;
 		LOG_WARN("outbox", "msg=\"deleting delivered rows failed, will retry\" err=\"%s\"", sqlite3_errmsg(ob->db));
-		pend_putback(ob, v, n); /* a run deleted twice deletes nothing the second time */
+		pend_putback(ob, v, n);
 		return;
 	}
 	pthread_mutex_lock(&ob->pend_mu); /* outbox_pending reads the list too */
@@ -698,7 +702,7 @@ int outbox_commit(outbox *ob)
 	}
 	ob->in_txn = 0;
 	ob->committed_last_id = ob->last_id;
-	if (ob->napplied) {
+	if (ob->napplied || ob->applied_rows) {
 		atomic_fetch_sub(&ob->ctr.rows, ob->applied_rows);
 		atomic_fetch_sub(&ob->ctr.bytes, ob->applied_bytes);
 		pthread_mutex_lock(&ob->pend_mu);
