@@ -824,7 +824,6 @@ static void batch_clear(outbox_batch *b)
 	for (size_t i = 0; i < b->n; i++)
 		free(b->bufs[i]);
 	b->n = 0;
-	b->mixed_prio = 0;
 	b->bytes = 0;
 	b->oldest_ms = 0;
 }
@@ -932,10 +931,6 @@ static int add_row(outbox_batch *b, sqlite3_stmt *st, const char *gw, int prio, 
 	b->seqs[b->n] = sqlite3_column_int64(st, 0);
 	b->prios[b->n] = prio;
 	b->bufs[b->n] = buf;
-	if (b->n == 0)
-		b->first_prio = prio;
-	else if (prio != b->first_prio)
-		b->mixed_prio = 1;
 	if (b->n == 0 || rec->created_ms < b->oldest_ms)
 		b->oldest_ms = rec->created_ms;
 	b->n++;
@@ -986,20 +981,19 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 	return (int)b->n;
 }
 
-/* Queue an all-delivered batch for deletion and move the sink's cursor past it: one run
- * per priority (a batch holds each priority's rows as one contiguous run in seq order).
- * 0, or < 0 when it could not be queued (the caller deletes it at once instead). */
-static int queue_delivered(outbox *ob, const outbox_batch *b)
+/* A batch as runs, one per priority (read_batch gives each priority's rows as one
+ * contiguous run in seq order, highest priority first). Returns the number of runs, or
+ * TG_EINVAL for a batch read_batch did not make. */
+static int batch_runs(const outbox_batch *b, struct pend_del runs[NPRIO])
 {
-	struct pend_del runs[NPRIO];
-	size_t nr = 0;
+	int nr = 0;
 	for (size_t i = 0; i < b->n; i++) {
 		int prio = b->prios[i];
 		if (prio < 0 || prio >= NPRIO)
 			return TG_EINVAL;
 		if (nr == 0 || runs[nr - 1].prio != prio) {
 			if (nr == NPRIO)
-				return TG_EINVAL; /* not highest-first: not a batch read_batch made */
+				return TG_EINVAL;
 			runs[nr++] = (struct pend_del){.sink = b->sink_id, .prio = prio, .seq_lo = b->seqs[i],
 						       .id_lo = b->recs[i].id};
 		}
@@ -1009,9 +1003,16 @@ static int queue_delivered(outbox *ob, const outbox_batch *b)
 		p->n++;
 		p->bytes += b->stored[i];
 	}
+	return nr;
+}
+
+/* Queue a delivered batch's runs for deletion and move the sink's cursor past them. 0, or
+ * < 0 when they could not be queued (the caller deletes them at once instead). */
+static int queue_delivered(outbox *ob, int64_t sink_id, const struct pend_del *runs, size_t nr)
+{
 	pthread_mutex_lock(&ob->pend_mu);
 	size_t c = 0;
-	while (c < ob->ncursors && ob->cursors[c].sink != b->sink_id)
+	while (c < ob->ncursors && ob->cursors[c].sink != sink_id)
 		c++;
 	int rc = 0;
 	if (c == ob->ncursors) {
@@ -1019,7 +1020,7 @@ static int queue_delivered(outbox *ob, const outbox_batch *b)
 			rc = TG_EFULL;
 		} else {
 			memset(&ob->cursors[c], 0, sizeof ob->cursors[c]);
-			ob->cursors[c].sink = b->sink_id;
+			ob->cursors[c].sink = sink_id;
 			ob->ncursors++;
 		}
 	}
@@ -1063,7 +1064,9 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 	int all_ok = b->n > 0;
 	for (size_t i = 0; all_ok && i < b->n; i++)
 		all_ok = status[i] == SINK_OK;
-	if (all_ok && queue_delivered(r->ob, b) == 0) { /* the common case */
+	struct pend_del runs[NPRIO];
+	int nr = all_ok ? batch_runs(b, runs) : -1;
+	if (nr > 0 && queue_delivered(r->ob, b->sink_id, runs, (size_t)nr) == 0) { /* the common case */
 		atomic_fetch_add(&r->ob->ctr.delivered, (uint64_t)b->n);
 		if (atomic_load(&r->ob->pend_rows) >= OUTBOX_PENDING_HELP)
 			reader_apply(r); /* no ingest traffic to do it: a drain; on failure the ingest thread retries */
@@ -1073,25 +1076,10 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 		return TG_EDB;
 	int64_t rows = 0, bytes = 0;
 	uint64_t delivered = 0, dead = 0;
-	all_ok = all_ok && !b->mixed_prio;
-	if (all_ok) { /* could not be queued: one statement instead of one per row */
-		sqlite3_reset(r->del_range);
-		sqlite3_bind_int64(r->del_range, 1, b->sink_id);
-		sqlite3_bind_int(r->del_range, 2, b->first_prio);
-		sqlite3_bind_int64(r->del_range, 3, b->seqs[0]);
-		sqlite3_bind_int64(r->del_range, 4, b->seqs[b->n - 1]);
-		sqlite3_bind_int64(r->del_range, 5, b->recs[0].id);
-		sqlite3_bind_int64(r->del_range, 6, b->recs[b->n - 1].id);
-		int rc = sqlite3_step(r->del_range);
-		sqlite3_reset(r->del_range);
-		if (rc != SQLITE_DONE)
+	if (nr > 0) { /* delivered but could not be queued: a statement per run, now */
+		if (pend_delete(r->db, r->del_range, runs, (size_t)nr, &rows, &bytes))
 			goto fail;
-		rows = sqlite3_changes(r->db);
 		delivered = (uint64_t)rows;
-		for (size_t i = 0; i < b->n; i++)
-			bytes += b->stored[i];
-		if (rows != (int64_t)b->n) /* drop_oldest removed some meanwhile: it counted their bytes */
-			bytes = bytes * rows / (int64_t)b->n;
 		goto commit;
 	}
 	for (size_t i = 0; i < b->n; i++) {

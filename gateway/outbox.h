@@ -95,7 +95,6 @@ typedef struct outbox_batch {
 	size_t bytes;
 	int64_t oldest_ms; /* created_ms of the first (oldest) record, 0 if empty */
 	int64_t sink_id;   /* outbox-internal id of the batch's sink */
-	int first_prio, mixed_prio; /* priority of the first row; 1 if rows differ */
 } outbox_batch;
 
 outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen);

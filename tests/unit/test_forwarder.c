@@ -85,17 +85,33 @@ static void test_backoff(void **state)
 	}
 }
 
-static void test_partial_failure_and_poison(void **state)
+/* A fresh script and an outbox in a new temporary folder (*dir, freed by fixture_end). */
+static outbox *fixture_start(char **dir)
 {
-	char *dir = tu_tmpdir(), path[4096];
-	snprintf(path, sizeof path, "%s/ob.db", dir);
+	char path[4096];
+	*dir = tu_tmpdir();
+	snprintf(path, sizeof path, "%s/ob.db", *dir);
 	memset(&script, 0, sizeof script);
 	pthread_mutex_init(&script.mu, NULL);
 	script.first_prio_seen = -1;
-
 	outbox_opts oo = {.commit_interval_ms = 1, .commit_max_records = 1000, .gateway_id = "gw"};
 	outbox *ob = outbox_open(path, &oo, NULL, 0);
 	assert_non_null(ob);
+	return ob;
+}
+
+static void fixture_end(outbox *ob, char *dir)
+{
+	outbox_close(ob);
+	tu_rmtree(dir);
+	free(dir);
+	pthread_mutex_destroy(&script.mu);
+}
+
+static void test_partial_failure_and_poison(void **state)
+{
+	char *dir;
+	outbox *ob = fixture_start(&dir);
 	const char *sinks[] = {"t"};
 	for (int i = 1; i <= N; i++) {
 		json_t *o = json_pack("{s:i, s:b}", "i", i, "poison", i == 50 || i == 51);
@@ -137,10 +153,7 @@ static void test_partial_failure_and_poison(void **state)
 		}
 	}
 	assert_int_equal(atomic_load(&c->dead), 2);
-	outbox_close(ob);
-	tu_rmtree(dir);
-	free(dir);
-	pthread_mutex_destroy(&script.mu);
+	fixture_end(ob, dir);
 }
 
 /* A sink that waits for its batch to age is not woken into reading the whole pending batch
@@ -149,16 +162,10 @@ static void test_partial_failure_and_poison(void **state)
  * delivers everything. */
 static void test_linger_reads(void **state)
 {
-	char *dir = tu_tmpdir(), path[4096];
-	snprintf(path, sizeof path, "%s/ob.db", dir);
-	memset(&script, 0, sizeof script);
-	pthread_mutex_init(&script.mu, NULL);
-	script.first_prio_seen = -1;
+	char *dir;
+	outbox *ob = fixture_start(&dir);
 	script.max_age_ms = 1000;
 	script.max_records = 1000;
-	outbox_opts oo = {.commit_interval_ms = 1, .commit_max_records = 1000, .gateway_id = "gw"};
-	outbox *ob = outbox_open(path, &oo, NULL, 0);
-	assert_non_null(ob);
 	tg_sink_conf sc = {.name = "t", .ops = &test_ops, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1,
 			   .batch_max_records = 1000};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
@@ -188,10 +195,7 @@ static void test_linger_reads(void **state)
 	assert_true(script.first_send_ms - t0 >= 950);
 	if (reads > 60)
 		fail_msg("%llu outbox reads for a 1 s linger with a commit every 5 ms", (unsigned long long)reads);
-	outbox_close(ob);
-	tu_rmtree(dir);
-	free(dir);
-	pthread_mutex_destroy(&script.mu);
+	fixture_end(ob, dir);
 }
 
 int main(void)
