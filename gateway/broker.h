@@ -14,6 +14,7 @@
 #ifndef TG_BROKER_H
 #define TG_BROKER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,10 @@ typedef void (*broker_message_fn)(void *ud, const char *topic, const void *paylo
 typedef struct broker_stats {
 	uint64_t connects, disconnects, received, published, publish_errors;
 	int connected;
+	/* The broker's own $SYS figures (broker-wide, since the broker started; -1 until the
+	 * broker has sent them, and they stay -1 when its ACL does not let us read them):
+	 * messages it dropped because a client's queue was full, and what it holds. */
+	_Atomic int64_t sys_dropped, sys_stored_messages, sys_stored_bytes;
 } broker_stats;
 
 broker *broker_new(const tg_config *cfg, broker_message_fn on_message, void *ud, char *err, size_t errlen);
@@ -46,6 +51,19 @@ int broker_publish(broker *b, const char *topic, const void *payload, size_t len
  * full; broker_loop finishes when it is writable) or -1 (connection broken). */
 int broker_flush(broker *b);
 int broker_urgent(const broker *b);
+/* Drop the held PUBACKs instead of sending them: the messages they acknowledge could not
+ * be stored, so the broker must deliver them again (the connection is then dropped). */
+void broker_discard(broker *b);
+/* Drop the connection without sending what is held (a message could not be stored): the
+ * persistent session keeps the unacknowledged messages and delivers them again after the
+ * reconnect, which follows the usual backoff. */
+void broker_drop(broker *b);
+/* Messages received and not yet acknowledged to the broker, the receipt time (epoch ms) of
+ * the oldest of them (0: none) and the loop rounds that did not read because the bound was
+ * reached. Any thread. */
+uint64_t broker_unacked(const broker *b, int64_t *oldest_ms, uint64_t *throttled);
+/* The bound on unacknowledged messages (also the receive maximum announced). */
+int broker_receive_max(const broker *b);
 /* Disconnect cleanly and flush outgoing QoS 1 publishes for up to timeout_ms. */
 void broker_disconnect(broker *b, int timeout_ms);
 const broker_stats *broker_stats_get(const broker *b);

@@ -107,6 +107,7 @@ typedef struct tg_config {
 	int64_t commit_interval_ms;
 	int64_t commit_max_records;
 	int64_t outbox_max_bytes;
+	int64_t outbox_wal_max_bytes;
 	int64_t outbox_max_rows;
 	int outbox_full_policy; /* 0 drop_oldest, 1 reject_new */
 	/* [http] */

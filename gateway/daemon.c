@@ -27,10 +27,24 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
 	tg_daemon *d = ud;
 	int64_t now = tg_wall_ms();
 	int rc = ingest_message(d->ig, topic, payload, len, qos, props, now);
-	if (rc)
-		LOG_ERROR("ingest", "msg=\"message not accepted\" topic=%s err=\"%s\"", topic, tg_strerror(rc));
-	if (outbox_tick(d->ob, now) > 0)
+	if (rc) {
+		/* not stored: its PUBACK must not leave. Drop what is held and the connection,
+		 * so the broker delivers it (and the rest of the group) again. */
+		LOG_ERROR("ingest", "msg=\"message not accepted, reconnecting so the broker delivers it again\" topic=%s err=\"%s\"",
+			  topic, tg_strerror(rc));
+		broker_drop(d->br);
+		return;
+	}
+	int c = outbox_tick(d->ob, now);
+	if (c > 0) {
 		forwarder_notify(d->fw);
+		/* acknowledge the group now, not when the read round ends: under saturation a
+		 * round ends with the next group open, and PUBACKs would wait for a quiet moment */
+		broker_flush(d->br);
+	} else if (c < 0) {
+		LOG_ERROR("daemon", "msg=\"outbox commit failed, reconnecting so the broker delivers the group again\"");
+		broker_drop(d->br);
+	}
 }
 
 static int add_attr(void *ud, const char *key, const char *value)
@@ -240,6 +254,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		.commit_interval_ms = d.cfg->commit_interval_ms,
 		.commit_max_records = d.cfg->commit_max_records,
 		.max_bytes = d.cfg->outbox_max_bytes,
+		.wal_max_bytes = d.cfg->outbox_wal_max_bytes,
 		.max_rows = d.cfg->outbox_max_rows,
 		.full_policy = d.cfg->outbox_full_policy,
 		.gateway_id = d.cfg->gateway_id,
@@ -292,10 +307,12 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		 * commit now rather than at the group deadline */
 		int c = broker_urgent(d.br) && outbox_in_txn(d.ob) ? (outbox_commit(d.ob) < 0 ? -1 : 1)
 								    : outbox_tick(d.ob, now);
-		if (c > 0)
+		if (c > 0) {
 			forwarder_notify(d.fw);
-		else if (c < 0)
-			LOG_ERROR("daemon", "msg=\"outbox commit failed\"");
+		} else if (c < 0) {
+			LOG_ERROR("daemon", "msg=\"outbox commit failed, reconnecting so the broker delivers the group again\"");
+			broker_drop(d.br);
+		}
 		/* acknowledge to the broker only what is committed */
 		if (!outbox_in_txn(d.ob))
 			broker_flush(d.br);

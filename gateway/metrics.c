@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "daemon.h"
 
 typedef struct sbuf {
@@ -77,6 +78,33 @@ static char *render_metrics(tg_daemon *d)
 		atomic_load(&is->rejected_full));
 	gauge(&b, "tidegate_outbox_rows", "Rows queued in the outbox (all sinks).", atomic_load(&oc->rows));
 	gauge(&b, "tidegate_outbox_bytes", "Payload bytes queued in the outbox.", atomic_load(&oc->bytes));
+	outbox_disk dk;
+	outbox_disk_usage(d->ob, &dk);
+	sb_printf(&b, "# HELP tidegate_outbox_disk_bytes The outbox's files on disk (what max_bytes bounds).\n"
+		      "# TYPE tidegate_outbox_disk_bytes gauge\n"
+		      "tidegate_outbox_disk_bytes{file=\"db\"} %" PRId64 "\ntidegate_outbox_disk_bytes{file=\"wal\"} %" PRId64
+		      "\ntidegate_outbox_disk_bytes{file=\"shm\"} %" PRId64 "\ntidegate_outbox_disk_bytes{file=\"total\"} %" PRId64 "\n",
+		  dk.db, dk.wal, dk.shm, dk.total);
+	gauge(&b, "tidegate_outbox_db_used_bytes", "Database pages in use (free pages are reused before the file grows).",
+	      atomic_load(&oc->db_used_bytes));
+	gauge(&b, "tidegate_outbox_record_cap_bytes", "max_bytes turned into queued payload bytes at the measured pages per byte.",
+	      atomic_load(&oc->record_cap_bytes));
+	gauge(&b, "tidegate_outbox_wal_bytes", "Frames in the write-ahead log since it last started over.",
+	      atomic_load(&oc->wal_bytes));
+	gauge(&b, "tidegate_outbox_wal_peak_bytes", "Largest write-ahead log seen since start.", atomic_load(&oc->wal_peak_bytes));
+	gauge(&b, "tidegate_outbox_wal_max_bytes", "The write-ahead log's bound.", atomic_load(&oc->wal_limit_bytes));
+	counter(&b, "tidegate_outbox_wal_restarts_total", "Checkpoints that let the write-ahead log start over.",
+		atomic_load(&oc->wal_restarts));
+	counter(&b, "tidegate_outbox_wal_restart_busy_total", "Restart attempts a reader held up (retried at the next commit).",
+		atomic_load(&oc->wal_restart_busy));
+	sb_printf(&b, "# HELP tidegate_outbox_wal_restart_max_seconds Longest restart checkpoint on the ingest thread.\n"
+		      "# TYPE tidegate_outbox_wal_restart_max_seconds gauge\ntidegate_outbox_wal_restart_max_seconds %.6f\n",
+		  (double)atomic_load(&oc->wal_restart_max_us) / 1e6);
+	sb_printf(&b, "# HELP tidegate_outbox_wal_restart_seconds_total Time the ingest thread spent in restart checkpoints.\n"
+		      "# TYPE tidegate_outbox_wal_restart_seconds_total counter\ntidegate_outbox_wal_restart_seconds_total %.6f\n",
+		  (double)atomic_load(&oc->wal_restart_us) / 1e6);
+	counter(&b, "tidegate_outbox_aborted_total", "Commit groups rolled back because they could not be stored.",
+		atomic_load(&oc->aborted));
 	counter(&b, "tidegate_outbox_appended_total", "Rows committed to the outbox.", atomic_load(&oc->appended));
 	counter(&b, "tidegate_outbox_commits_total", "Group commits.", atomic_load(&oc->commits));
 	counter(&b, "tidegate_outbox_dropped_total", "Rows dropped by drop_oldest.", atomic_load(&oc->dropped));
@@ -86,6 +114,25 @@ static char *render_metrics(tg_daemon *d)
 	gauge(&b, "tidegate_broker_connected", "1 while connected to the broker.", bs->connected);
 	counter(&b, "tidegate_broker_connects_total", "Successful broker connects.", bs->connects);
 	counter(&b, "tidegate_republished_total", "Messages published to the broker.", bs->published);
+	int64_t oldest_unacked = 0;
+	uint64_t throttled = 0;
+	uint64_t unacked = broker_unacked(d->br, &oldest_unacked, &throttled);
+	gauge(&b, "tidegate_broker_unacked", "Messages received from the broker and not yet acknowledged to it.",
+	      (int64_t)unacked);
+	sb_printf(&b, "# HELP tidegate_broker_unacked_oldest_seconds Age of the oldest message not yet acknowledged to the broker.\n"
+		      "# TYPE tidegate_broker_unacked_oldest_seconds gauge\ntidegate_broker_unacked_oldest_seconds %.3f\n",
+		  oldest_unacked ? (double)(tg_wall_ms() - oldest_unacked) / 1000.0 : 0.0);
+	gauge(&b, "tidegate_broker_dropped_messages",
+	      "Messages the broker dropped because a client's queue was full, broker-wide since it started ($SYS; -1 unknown).",
+	      atomic_load(&bs->sys_dropped));
+	gauge(&b, "tidegate_broker_stored_messages", "Messages the broker holds ($SYS; -1 unknown).",
+	      atomic_load(&bs->sys_stored_messages));
+	gauge(&b, "tidegate_broker_stored_bytes", "Payload bytes the broker holds ($SYS; -1 unknown).",
+	      atomic_load(&bs->sys_stored_bytes));
+	gauge(&b, "tidegate_broker_unacked_max", "The bound on unacknowledged messages (also the receive maximum announced).",
+	      broker_receive_max(d->br));
+	counter(&b, "tidegate_broker_read_throttled_total",
+		"Loop rounds that did not read from the broker because the unacknowledged bound was reached.", throttled);
 	sb_printf(&b, "# HELP tidegate_sink_records_total Records per sink and outcome.\n# TYPE tidegate_sink_records_total counter\n");
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);

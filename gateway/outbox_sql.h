@@ -56,7 +56,7 @@
 #define OUTBOX_SQL_SINK_ID "SELECT id FROM sinks WHERE name = ?"
 #define OUTBOX_SQL_SINK_ADD "INSERT INTO sinks(name) VALUES(?)"
 #define OUTBOX_SQL_OLDEST                                                                  \
-	"SELECT seq, length(payload) FROM outbox WHERE sink = ? AND prio = ? ORDER BY seq ASC LIMIT ?"
+	"SELECT seq, length(payload) FROM outbox WHERE sink = ? AND prio = ? AND seq < ? ORDER BY seq ASC LIMIT ?"
 #define OUTBOX_SQL_ALL_SINKS "SELECT id, name FROM sinks"
 #define OUTBOX_SQL_DELETE "DELETE FROM outbox WHERE sink = ? AND prio = ? AND seq = ?"
 /* a whole delivered batch of one priority: the batch is every row of (sink, prio) up to
@@ -80,5 +80,6 @@
 #define OUTBOX_SQL_ATTEMPT "UPDATE outbox SET attempts = attempts + 1 WHERE sink = ? AND prio = ? AND seq = ?"
 #define OUTBOX_SQL_PENDING "SELECT count(*) FROM outbox WHERE sink = ?"
 #define OUTBOX_SQL_FREELIST "PRAGMA freelist_count"
+#define OUTBOX_SQL_PAGE_COUNT "PRAGMA page_count"
 
 #endif

@@ -302,3 +302,68 @@ def mosquitto_pub(broker, cert, key, topic, messages, qos=1, client_id=None, che
         argv += ["-i", client_id]
     data = "".join(m + "\n" for m in messages)
     return subprocess.run(argv, input=data, capture_output=True, text=True, check=check, timeout=60)
+
+
+def rss_mb(pid):
+    """Resident set size of a process in MiB (VmRSS), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+class Sampler:
+    """Samples, on a thread, every `interval` seconds: the RSS of named processes, the size
+    of named files and chosen /metrics values of a daemon. `samples` is a list of dicts with
+    `t` (seconds since start); `stop()` ends it and returns them. Used where a test or a
+    benchmark must see what grows over time, not only what a run ends with."""
+
+    def __init__(self, interval=1.0, pids=None, files=None, daemon=None, metrics=()):
+        import threading
+        self.interval = interval
+        self.pids = dict(pids or {})
+        self.files = dict(files or {})
+        self.daemon = daemon
+        self.metric_names = list(metrics)
+        self.samples = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self.t0 = None
+
+    def _one(self):
+        s = {"t": time.monotonic() - self.t0}
+        for name, pid in self.pids.items():
+            s[name] = rss_mb(pid)
+        for name, path in self.files.items():
+            try:
+                s[name] = Path(path).stat().st_size
+            except OSError:
+                s[name] = 0
+        if self.daemon is not None and self.metric_names:
+            m = self.daemon.metrics()
+            for k in self.metric_names:
+                s[k] = m.get(k)
+        return s
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(self._one())
+            self._stop.wait(self.interval)
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self._t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(timeout=10)
+        self.samples.append(self._one())
+        return self.samples
+
+    def series(self, key, after=0.0):
+        return [s[key] for s in self.samples if s["t"] >= after and s.get(key) is not None]

@@ -1,13 +1,15 @@
 /*
  * test_outbox.c — the SQLite outbox: group commit, per-sink rows, batches in priority
  * order, settle (delete / keep / dead-letter), caps with drop_oldest and reject_new,
- * ids never reused, durability across reopen, and a corrupt file moved aside.
+ * ids never reused, durability across reopen, a corrupt file moved aside, and the files
+ * on disk: the WAL kept under its bound, max_bytes bounding database + WAL + index.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "err.h"
@@ -392,6 +394,108 @@ static int setup(void **state)
 	return 0;
 }
 
+/* Size of one of the outbox's files, 0 when absent. */
+static int64_t file_size(const char *suffix)
+{
+	char p[4200];
+	snprintf(p, sizeof p, "%s%s", path, suffix);
+	struct stat st;
+	return stat(p, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+/* Continuous ingest with a reader delivering: the WAL starts over between group commits and
+ * never passes its bound (the smallest one, 1 MiB, so that a few seconds of appends would
+ * take it far past it without the restarts). */
+static void test_wal_restarts_under_continuous_ingest(void **state)
+{
+	outbox_opts o = opts();
+	o.wal_max_bytes = 1 << 20;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	assert_non_null(r);
+	outbox_batch b = {0};
+	sink_status st[100];
+	int64_t wal_max = 0;
+	for (int i = 0; i < 40000; i++) {
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, i), 0);
+		if (i % 100 == 99) {
+			assert_int_equal(outbox_commit(ob), 0);
+			int n = outbox_read_batch(r, "a", 100, 1 << 20, &b);
+			assert_true(n > 0);
+			for (int k = 0; k < n; k++)
+				st[k] = SINK_OK;
+			assert_int_equal(outbox_settle(r, "a", &b, st, NULL, 0), 0);
+			int64_t w = file_size("-wal");
+			if (w > wal_max)
+				wal_max = w;
+		}
+	}
+	outbox_counters *c = outbox_counters_of(ob);
+	assert_true(atomic_load(&c->wal_restarts) > 0);
+	assert_true(atomic_load(&c->wal_peak_bytes) <= 1 << 20);
+	assert_true(wal_max <= 1 << 20);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+}
+
+/* max_bytes bounds database + WAL + WAL index with nobody delivering; drop_oldest counts
+ * exactly what it removed, and the disk figure never passes the cap. */
+static void test_cap_bounds_the_files_on_disk(void **state)
+{
+	outbox_opts o = opts();
+	o.max_bytes = 4 << 20;
+	o.full_policy = OUTBOX_DROP_OLDEST;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	outbox_counters *c = outbox_counters_of(ob);
+	assert_int_equal(atomic_load(&c->wal_limit_bytes), 1 << 20); /* a quarter of max_bytes */
+	int64_t disk_max = 0;
+	const int total = 80000; /* ~6 MB of JSON: well past the cap */
+	for (int i = 0; i < total; i++) {
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, i), 0);
+		if (i % 100 == 99) {
+			assert_int_equal(outbox_commit(ob), 0);
+			outbox_disk d;
+			assert_int_equal(outbox_disk_usage(ob, &d), 0);
+			assert_int_equal(d.total, d.db + d.wal + d.shm);
+			if (d.total > disk_max)
+				disk_max = d.total;
+		}
+	}
+	assert_int_equal(outbox_commit(ob), 0);
+	int64_t rows = count_rows("SELECT count(*) FROM outbox");
+	assert_true(atomic_load(&c->dropped) > 0);
+	assert_int_equal(rows + (int64_t)atomic_load(&c->dropped), total);
+	assert_int_equal(rows, atomic_load(&c->rows));
+	assert_true(disk_max <= 4 << 20);
+	/* the newest survive */
+	assert_int_equal(count_rows("SELECT max(id) FROM outbox"), total);
+	outbox_close(ob);
+}
+
+/* drop_oldest takes the oldest records whichever sink holds them: a sink that is down
+ * loses its oldest rows, a working sink's few recent ones are kept. */
+static void test_drop_oldest_across_sinks(void **state)
+{
+	outbox_opts o = opts();
+	o.max_rows = 1000;
+	o.full_policy = OUTBOX_DROP_OLDEST;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	for (int i = 0; i < 990; i++)
+		assert_int_equal(append(ob, "down", OUTBOX_PRIO_BULK, i), 0);
+	for (int i = 0; i < 50; i++) { /* the working sink's last few, and the down sink's */
+		assert_int_equal(append(ob, "up", OUTBOX_PRIO_BULK, 990 + i), 0);
+		assert_int_equal(append(ob, "down", OUTBOX_PRIO_BULK, 990 + i), 0);
+	}
+	assert_int_equal(outbox_commit(ob), 0);
+	assert_true(atomic_load(&outbox_counters_of(ob)->dropped) > 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox WHERE sink = (SELECT id FROM sinks WHERE name = 'up')"),
+			 50);
+	outbox_close(ob);
+}
+
 static int each(void **state)
 {
 	char cmd[4200];
@@ -419,6 +523,9 @@ int main(void)
 		cmocka_unit_test_setup(test_deferred_delete_reuse_and_restart, each),
 		cmocka_unit_test_setup(test_deferred_delete_drain, each),
 		cmocka_unit_test_setup(test_migrate_v2_rows, each),
+		cmocka_unit_test_setup(test_wal_restarts_under_continuous_ingest, each),
+		cmocka_unit_test_setup(test_cap_bounds_the_files_on_disk, each),
+		cmocka_unit_test_setup(test_drop_oldest_across_sinks, each),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
