@@ -1418,9 +1418,10 @@ int outbox_reclaim(outbox_reader *r)
 	if (sqlite3_step(r->freelist) == SQLITE_ROW)
 		free_pages = sqlite3_column_int64(r->freelist, 0);
 	sqlite3_reset(r->freelist);
-	if (free_pages < 1024)
+	/* 256 pages of 16 KiB: 4 MiB free before it is worth giving back (a gateway's flash is
+	 * small); a bounded step (32 MiB) so the writer is not stalled for long */
+	if (free_pages < 256)
 		return 0;
-	/* bounded step so the writer is not stalled for long */
 	return reader_write(r, "PRAGMA incremental_vacuum(2048)");
 }
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 #include "outbox.h"
 #include "outbox_sql.h"
@@ -496,6 +497,39 @@ static void test_drop_oldest_across_sinks(void **state)
 	outbox_close(ob);
 }
 
+/* A drained outbox gives its space back: deleted rows' pages are reused, and once a
+ * forwarder has nothing to send, incremental vacuum shrinks the file. */
+static void test_drained_outbox_shrinks(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	for (int i = 0; i < 60000; i++) /* ~5 MB of JSON: some 400 pages of 16 KiB */
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	int64_t full = count_rows("PRAGMA page_count") * count_rows("PRAGMA page_size"); /* WAL included */
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	sink_status st[1000];
+	int n;
+	while ((n = outbox_read_batch(r, "a", 1000, 8 << 20, &b)) > 0) {
+		for (int k = 0; k < n; k++)
+			st[k] = SINK_OK;
+		assert_int_equal(outbox_settle(r, "a", &b, st, NULL, 0), 0);
+		assert_int_equal(outbox_tick(ob, tg_wall_ms() + 1000), 1); /* the writer deletes them */
+	}
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
+	/* nothing left to send: what a forwarder does when its sink is idle */
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(outbox_reclaim(r), 0);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob); /* the last connection checkpoints, so the database file shows it */
+	int64_t drained = file_size("");
+	assert_true(full > 4 << 20);
+	assert_true(drained < full / 4);
+}
+
 static int each(void **state)
 {
 	char cmd[4200];
@@ -526,6 +560,7 @@ int main(void)
 		cmocka_unit_test_setup(test_wal_restarts_under_continuous_ingest, each),
 		cmocka_unit_test_setup(test_cap_bounds_the_files_on_disk, each),
 		cmocka_unit_test_setup(test_drop_oldest_across_sinks, each),
+		cmocka_unit_test_setup(test_drained_outbox_shrinks, each),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
