@@ -92,3 +92,26 @@ def test_kill9_mid_saturation_stores_again_at_most_the_bound(broker20, daemons, 
           f"{again} stored again under a new msg_id (bound {bound:.0f})")
     assert len(keys) == acked, f"{acked - len(keys)} acknowledged messages lost"
     assert again <= bound, f"{again} records stored twice, more than the bound {bound}"
+
+
+def test_broker_drops_past_its_queue_cap_are_counted_in_metrics(certs, daemons, tmp_path):
+    """Past max_queued_messages the broker drops messages it has acknowledged to devices:
+    loss only the broker sees. tidegate's /metrics must show exactly how many (from $SYS)."""
+    b = harness.Broker(certs, tmp_path, extra_args=["--max-queued", "2000"]).start()
+    try:
+        d = daemons(b)
+        d.stop()  # the persistent session stays, with nobody to deliver to
+        s = harness.Sim.run(b, tmp_path, "--things", 5, "--count", 1000, "--rate", 1000, "--qos", 1, "--quiet")
+        assert s["acked"] == 5000
+        d.start()
+        wait_until(lambda: d.metric("tidegate_messages_received_total", 0) >= 2000 and
+                   d.metric("tidegate_outbox_rows", 1) == 0, 30, what="the queue delivered")
+        # $SYS is refreshed every sys_interval (10 s)
+        wait_until(lambda: d.metric("tidegate_broker_dropped_messages", -1) > 0, 25, what="the broker's drop count")
+        received = d.metric("tidegate_messages_received_total")
+        dropped = d.metric("tidegate_broker_dropped_messages")
+        print(f"queue cap 2000: {s['acked']} acknowledged to devices, {received:.0f} delivered, {dropped:.0f} dropped")
+        assert received + dropped == s["acked"]
+        assert "Outgoing messages are being dropped" in b.log()
+    finally:
+        b.stop()
