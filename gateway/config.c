@@ -21,6 +21,7 @@
 #define OFF(f) offsetof(tg_config, f)
 
 static const char *const full_policies[] = {"drop_oldest", "reject_new", NULL};
+static const char *const identity_modes[] = {"topic", "stamped", NULL}; /* identity.h order */
 
 static const config_option top_options[] = {
 	{"gateway_id", CFG_STRING, "gw-01", 0, 0, OFF(gateway_id), 0,
@@ -48,6 +49,13 @@ static const config_option broker_options[] = {
 	 "Start a fresh session (false keeps a persistent session across reconnects).", NULL},
 	{"reconnect_min", CFG_DURATION, "250ms", 10, 600000, OFF(reconnect_min_ms), 0, "First reconnect delay.", NULL},
 	{"reconnect_max", CFG_DURATION, "10s", 100, 3600000, OFF(reconnect_max_ms), 0, "Reconnect delay cap.", NULL},
+	{"identity", CFG_ENUM, "topic", 0, 0, OFF(broker_identity), 0,
+	 "Where a message's thing comes from. topic: the topic's second level (devices/<thing>/...), which the "
+	 "broker ACL ties to the device's certificate; a tidegate-thing user property is ignored. stamped: the "
+	 "tidegate-thing property the tidegate auth plugin stamps (topic level when absent); only with the plugin: "
+	 "at start the daemon publishes a probe with a forged property on tidegate/identity-probe/... and refuses "
+	 "to run if the broker passes it through.",
+	 identity_modes},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 

@@ -92,6 +92,7 @@ typedef struct tg_config {
 	int64_t sub_qos;
 	int clean_start;
 	int64_t reconnect_min_ms, reconnect_max_ms;
+	int broker_identity;   /* identity_mode (identity.h): 0 topic, 1 stamped */
 	/* [ingest] */
 	int64_t max_payload;
 	int64_t max_depth;

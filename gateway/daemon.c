@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "err.h"
 #include "fsutil.h"
+#include "identity.h"
 #include "log.h"
 #include "registry.h"
 
@@ -185,6 +186,40 @@ static void check_watch(tg_daemon *d, int64_t now)
 	}
 }
 
+/* [broker] identity = stamped is safe only when the broker runs the auth plugin: prove it
+ * before the first message is taken (identity.h). A broker that cannot be asked yet is asked
+ * again with backoff; one that answers no stops the daemon. 0 verified (or not needed),
+ * 1 stopped while waiting, < 0 refused. */
+static int verify_stamping(const tg_config *cfg, volatile sig_atomic_t *stop)
+{
+	if (cfg->broker_identity != IDENTITY_STAMPED)
+		return 0;
+	int64_t delay = cfg->reconnect_min_ms;
+	for (;;) {
+		char err[512];
+		int rc = identity_probe(cfg, 5000, err, sizeof err);
+		if (rc == 0) {
+			LOG_INFO("identity", "msg=\"the broker stamps identities: trusting its %s property\" identity=stamped",
+				 IDENTITY_PROPERTY);
+			return 0;
+		}
+		if (rc != TG_ENET) {
+			LOG_ERROR("identity", "msg=\"[broker] identity = stamped, but the broker does not stamp; not starting\" "
+				  "error=\"%s\"", err);
+			return rc;
+		}
+		LOG_WARN("identity", "msg=\"cannot check the identity stamping yet; no message is taken until it is\" "
+			 "error=\"%s\" retry_ms=%lld", err, (long long)delay);
+		for (int64_t until = tg_mono_ms() + delay; !*stop && tg_mono_ms() < until;) {
+			struct timespec ts = {0, 50 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (*stop)
+			return 1;
+		delay = delay * 2 > cfg->reconnect_max_ms ? cfg->reconnect_max_ms : delay * 2;
+	}
+}
+
 static void teardown(tg_daemon *d)
 {
 	http_stop(d->http);
@@ -267,6 +302,11 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	if (d.cfg->http_port > 0 &&
 	    !(d.http = http_start(d.cfg->http_bind, (int)d.cfg->http_port, metrics_render, &d, err, sizeof err))) {
 		LOG_ERROR("daemon", "msg=\"ops http\" err=\"%s\"", err);
+		goto out;
+	}
+	int v = verify_stamping(d.cfg, stop);
+	if (v) {
+		code = v > 0 ? 0 : 1;
 		goto out;
 	}
 	broker_start(d.br, err, sizeof err);

@@ -5,8 +5,6 @@
 #include "ingest.h"
 
 #include <inttypes.h>
-#include <mosquitto.h>
-#include <mqtt_protocol.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +13,9 @@
 #include "alerts.h"
 #include "dedupe.h"
 #include "err.h"
+#include "identity.h"
 #include "log.h"
 
-#define IDENTITY_PROPERTY "tidegate-thing"
 #define QUARANTINE_KEEP_BYTES 4096
 #define MAX_PENDING_WINDOWS 4096
 
@@ -127,38 +125,6 @@ void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thi
 {
 	ig->registry_lookup = lookup;
 	ig->registry_ud = ud;
-}
-
-/* The authenticated thing: the identity property the broker plugin stamps, else the
- * topic's second segment (devices/<thing>/...), which the broker ACL makes trustworthy. */
-static int thing_of(const char *topic, const mosquitto_property *props, char *out, size_t outlen)
-{
-	const mosquitto_property *p = props;
-	int first = 1;
-	while (props) {
-		char *name = NULL, *value = NULL;
-		p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, first ? 0 : 1);
-		first = 0;
-		if (!p)
-			break;
-		int hit = name && strcmp(name, IDENTITY_PROPERTY) == 0 && value && *value;
-		if (hit)
-			snprintf(out, outlen, "%s", value);
-		free(name);
-		free(value);
-		if (hit)
-			return 0;
-	}
-	const char *slash = strchr(topic, '/');
-	if (!slash)
-		return TG_EINVAL;
-	const char *start = slash + 1, *end = strchr(start, '/');
-	size_t n = end ? (size_t)(end - start) : strlen(start);
-	if (n == 0 || n >= outlen)
-		return TG_EINVAL;
-	memcpy(out, start, n);
-	out[n] = '\0';
-	return 0;
 }
 
 /* Table name of a topic: its last level (devices/x/telemetry -> telemetry). */
@@ -451,7 +417,7 @@ int ingest_message(ingest *ig, const char *topic, const void *payload, size_t le
 {
 	atomic_fetch_add(&ig->st.received, 1);
 	char thing[256];
-	if (thing_of(topic, (const mosquitto_property *)props, thing, sizeof thing)) {
+	if (identity_thing((identity_mode)ig->cfg->broker_identity, topic, props, thing, sizeof thing)) {
 		atomic_fetch_add(&ig->st.bad_topic, 1);
 		return quarantine(ig, "unknown", topic, "bad_topic", NULL, "topic has no thing segment", payload, len, now_ms);
 	}

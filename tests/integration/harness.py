@@ -83,7 +83,8 @@ class Proc:
         self.log.close()
 
     def text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
 

@@ -34,7 +34,8 @@ def test_plugin_registry_and_daemon(certs, tmp_path):
     plugin = harness.BUILD / "tidegate_auth.so"
     b = harness.Broker(certs, tmp_path, extra_args=["--plugin", plugin, "--registry", db]).start()
     try:
-        d = harness.Daemon(b, tmp_path, extra=f"[ingest]\nenrich = true\n[registry]\npath = {db}\n").start()
+        d = harness.Daemon(b, tmp_path, extra=f"[ingest]\nenrich = true\n[registry]\npath = {db}\n"
+                                              "[broker]\nidentity = stamped\n").start()
         try:
             msg = lambda seq: json.dumps({"sensor_id": "x", "ts": seq, "seq": seq, "temperature": 21.0})
             outcomes = []
