@@ -303,3 +303,70 @@ def mosquitto_pub(broker, cert, key, topic, messages, qos=1, client_id=None, che
         argv += ["-i", client_id]
     data = "".join(m + "\n" for m in messages)
     return subprocess.run(argv, input=data, capture_output=True, text=True, check=check, timeout=60)
+
+
+def parse_logfmt(line):
+    """One logfmt record -> list of (key, value or None), by go-logfmt's rules: bare keys,
+    key=value with an unquoted value (no blank, '=', '"' or control character) or a quoted
+    one with \\" \\\\ \\n \\r \\t \\uXXXX escapes. Raises ValueError naming the offset."""
+    out, i, n = [], 0, len(line)
+    esc = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+    while True:
+        while i < n and line[i] == " ":
+            i += 1
+        if i >= n:
+            return out
+        k = i
+        while i < n and line[i] > " " and line[i] not in '="':
+            i += 1
+        if i == k:
+            raise ValueError(f"offset {i}: expected a key in {line!r}")
+        key = line[k:i]
+        if i >= n or line[i] == " ":
+            out.append((key, None))
+            continue
+        if line[i] != "=":
+            raise ValueError(f"offset {i}: unexpected {line[i]!r} in {line!r}")
+        i += 1
+        if i < n and line[i] == '"':
+            i += 1
+            val = []
+            while True:
+                if i >= n:
+                    raise ValueError(f"unterminated quoted value in {line!r}")
+                c = line[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c < " ":
+                    raise ValueError(f"offset {i}: raw control character in {line!r}")
+                if c == "\\":
+                    i += 1
+                    if i < n and line[i] in esc:
+                        val.append(esc[line[i]])
+                        i += 1
+                    elif i < n and line[i] == "u":
+                        val.append(chr(int(line[i + 1:i + 5], 16)))
+                        i += 5
+                    else:
+                        raise ValueError(f"offset {i}: bad escape in {line!r}")
+                    continue
+                val.append(c)
+                i += 1
+            value = "".join(val)
+        else:
+            v = i
+            while i < n and line[i] != " ":
+                if line[i] in '="' or line[i] < " ":
+                    raise ValueError(f"offset {i}: {line[i]!r} in an unquoted value in {line!r}")
+                i += 1
+            value = line[v:i]
+        if i < n and line[i] != " ":
+            raise ValueError(f"offset {i}: no blank after a value in {line!r}")
+        out.append((key, value))
+
+
+def daemon_log_records(text):
+    """Every line of a daemon log parsed as logfmt (ValueError on the first line that is not);
+    returns a list of dicts (a bare key maps to None)."""
+    return [dict(parse_logfmt(line)) for line in text.splitlines() if line.strip()]
