@@ -17,10 +17,12 @@
 #include "err.h"
 #include "fsutil.h"
 #include "identity.h"
+#include "preflight.h"
 #include "log.h"
 #include "registry.h"
 
 #define SHUTDOWN_DRAIN_MS 10000
+#define CONFIG_ERRBUF (64 * 1024)
 
 static void on_message(void *ud, const char *topic, const void *payload, size_t len, int qos,
 		       const struct mqtt5__property *props)
@@ -255,11 +257,20 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	char err[1024];
 	int code = 1;
 	d.started_ms = tg_wall_ms();
-	if (!(d.cfg = config_load(config_path, err, sizeof err))) {
-		fprintf(stderr, "tidegate: %s\n", err);
+	/* the checks check-config runs, every one (preflight.h) */
+	char *errs = malloc(CONFIG_ERRBUF);
+	if (!errs)
+		return 1;
+	errs[0] = '\0';
+	if (!(d.cfg = config_load(config_path, errs, CONFIG_ERRBUF)) || preflight_check(d.cfg, errs, CONFIG_ERRBUF)) {
+		for (char *save = NULL, *line = strtok_r(errs, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			LOG_ERROR("config", "msg=\"invalid configuration, not starting\" error=\"%s\"", line);
+		free(errs);
+		config_free(d.cfg);
 		return 2;
 	}
-	tg_log_init((enum tg_log_level)tg_log_level_parse(d.cfg->log_level));
+	free(errs);
+	tg_log_init((enum tg_log_level)d.cfg->log_level);
 	if (!(d.sink_names = calloc(d.cfg->nsinks + 1, sizeof *d.sink_names)))
 		goto out;
 	for (size_t i = 0; i < d.cfg->nsinks; i++)

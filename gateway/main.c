@@ -2,7 +2,8 @@
  * main.c — the `tidegate` command: the daemon and its subcommands.
  *
  *   tidegate [run] -c FILE          run the gateway daemon
- *   tidegate check-config -c FILE   validate a config, print it with secrets redacted
+ *   tidegate check-config -c FILE   every check `run` makes before it starts (preflight.h);
+ *                                   print the config with secrets redacted, or every error
  *   tidegate config-reference       print the configuration reference (markdown)
  *   tidegate rules check DIR        validate a rules folder (file:line:col errors)
  *   tidegate rules test FILE --topic T [--payload JSON]   dry-run one rule
@@ -14,10 +15,12 @@
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "daemon.h"
+#include "preflight.h"
 #include "registry_cli.h"
 #include "rules/rules.h"
 
@@ -72,15 +75,21 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(cmd, "check-config") == 0 || (argc > 1 && strcmp(argv[1], "--check-config") == 0)) {
-		char err[1024];
-		tg_config *c = config_load(config_arg(argc, argv), err, sizeof err);
-		if (!c) {
+		/* exactly the checks `run` makes before it starts (preflight.h) */
+		size_t errlen = 64 * 1024;
+		char *err = malloc(errlen);
+		if (!err)
+			return 1;
+		err[0] = '\0';
+		tg_config *c = config_load(config_arg(argc, argv), err, errlen);
+		int rc = !c || preflight_check(c, err, errlen) ? 2 : 0;
+		if (rc)
 			fprintf(stderr, "%s\n", err);
-			return 2;
-		}
-		config_print(c, stdout);
+		else
+			config_print(c, stdout);
 		config_free(c);
-		return 0;
+		free(err);
+		return rc;
 	}
 	if (strcmp(cmd, "run") != 0) {
 		fprintf(stderr, "tidegate: unknown command '%s'\n", cmd);

@@ -154,10 +154,12 @@ class Daemon:
         self.conf = self.dir / "tidegate.conf"
         certs = broker.certs
         sinks = (sinks if sinks is not None else DEFAULT_SINKS).format(lake=self.lake)
+        # a key given twice is an error: `top` may set its own log_level
+        level = "" if "log_level" in top else "log_level = info"
         self.conf.write_text(f"""# written by the integration harness
 gateway_id = gw-test
 data_dir = {self.dir / 'data'}
-log_level = info
+{level}
 {top}
 [broker]
 host = 127.0.0.1
@@ -370,3 +372,14 @@ def daemon_log_records(text):
     """Every line of a daemon log parsed as logfmt (ValueError on the first line that is not);
     returns a list of dicts (a bare key maps to None)."""
     return [dict(parse_logfmt(line)) for line in text.splitlines() if line.strip()]
+
+
+def installed_paths(text, certs, root):
+    """A config written for an installed box (/etc/tidegate, /var/lib/tidegate) made checkable
+    here: certificates from the test PKI, rules and schemas from the repository (what the
+    packaging installs there), state under root."""
+    return (text.replace("/etc/tidegate/certs/ca.crt", str(certs.ca))
+            .replace("/etc/tidegate/certs/gateway.crt", str(certs.dir / "gateway.crt"))
+            .replace("/etc/tidegate/certs/gateway.key", str(certs.dir / "gateway.key"))
+            .replace("/etc/tidegate/rules", str(REPO / "rules"))
+            .replace("/var/lib/tidegate", str(root)))
