@@ -196,8 +196,8 @@ int sink_kinesis_parse_response(const char *body, size_t len, const size_t *idx,
 		}
 	}
 	if (json_is_integer(fc) && (size_t)json_integer_value(fc) != failed)
-		LOG_WARN("kinesis", "FailedRecordCount=%lld but %zu records carry an ErrorCode",
-			 (long long)json_integer_value(fc), failed);
+		LOG_WARN("kinesis", "msg=\"FailedRecordCount disagrees with the records' ErrorCodes\" "
+			 "FailedRecordCount=%lld with_error_code=%zu", (long long)json_integer_value(fc), failed);
 	if (failed)
 		tg_seterr(err, errlen, TG_ERETRY, "%zu of %zu records failed, first: %s: %s", failed, m,
 			  first, first_msg ? first_msg : "");
