@@ -13,6 +13,7 @@
 #include "alerts.h"
 #include "dedupe.h"
 #include "err.h"
+#include "jsonout.h"
 #include "identity.h"
 #include "log.h"
 
@@ -181,7 +182,7 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 		}
 		char t[512];
 		snprintf(t, sizeof t, "%s/%s", ig->cfg->quarantine_topic, thing);
-		char *s = json_dumps(q, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		char *s = jsonout_dumps(q);
 		if (s) {
 			broker_publish(ig->br, t, s, strlen(s), 0, 0);
 			free(s);
@@ -216,7 +217,7 @@ static int on_alert(void *ud, const alerts_event *ev)
 		snprintf(topic, sizeof topic, "%s", ig->alert_topic);
 	else
 		snprintf(topic, sizeof topic, "alerts/%s/%s", ev->thing, ev->alert);
-	char *text = json_dumps(ev->json, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	char *text = jsonout_dumps(ev->json);
 	if (!text)
 		return TG_ENOMEM;
 	/* the broker copy is best effort (not connected: the outbox copy still goes upstream) */
@@ -270,7 +271,7 @@ static int on_action(void *ud, const rules_action_out *a, char *err, size_t errl
 	ingest *ig = ac->ig;
 	switch (a->kind) {
 	case RULES_ACT_REPUBLISH: {
-		char *text = json_dumps(a->payload, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		char *text = jsonout_dumps(a->payload);
 		if (!text)
 			return tg_seterr(err, errlen, TG_ENOMEM, "cannot serialise the payload");
 		int rc = broker_publish(ig->br, a->topic, text, strlen(text), a->qos, 0);
@@ -375,7 +376,7 @@ static void drain_windows(ingest *ig, int64_t now_ms)
 		json_t *obj = json_object_get(item, "json");
 		char topic[512];
 		snprintf(topic, sizeof topic, "aggregates/%s", thing);
-		char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		char *text = jsonout_dumps(obj);
 		if (text) {
 			broker_publish(ig->br, topic, text, strlen(text), 0, 0);
 			tg_msg m = {.topic = topic, .thing = thing, .client_id = thing, .principal = thing,
