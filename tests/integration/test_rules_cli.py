@@ -16,6 +16,7 @@ import harness
 from harness import wait_until
 
 TIDEGATE = harness.BUILD / "tidegate"
+HOT = harness.REPO / "rules" / "hot-alerts.json"
 ROUTE_NOWHERE = {"sql": "SELECT * FROM 'devices/+/telemetry'", "actions": [{"sink": {"name": "nowhere"}}]}
 
 
@@ -55,12 +56,12 @@ def test_rules_check_with_config_checks_sink_names(tmp_path):
 
 
 def test_rules_test_reports_payload_errors_and_folders():
-    r = run("rules", "test", "rules/hot-alerts.json", "--topic", "devices/d1/telemetry",
+    r = run("rules", "test", HOT, "--topic", "devices/d1/telemetry",
             "--payload", '{"sensor_id": "s", "temperature": 31.5')
     assert r.returncode == 1, r.stdout
     assert "quarantined before any rule runs (reason bad_json): 1:" in r.stderr, r.stderr
     assert "WHERE did not hold" not in r.stdout
-    r = run("rules", "test", "rules", "--topic", "devices/d1/telemetry",
+    r = run("rules", "test", harness.REPO / "rules", "--topic", "devices/d1/telemetry",
             "--payload", '{"sensor_id": "s", "ts": 1, "temperature": 45}')
     assert r.returncode == 0, r.stderr
     assert "hot-alerts republish: topic=alerts/d1 qos=1" in r.stdout and "high-temperature-alert alert:" in r.stdout
@@ -69,14 +70,14 @@ def test_rules_test_reports_payload_errors_and_folders():
 def test_rules_test_prints_what_the_daemon_republishes(broker, daemons, certs, tmp_path):
     import paho.mqtt.client as mqtt
     payload = '{"sensor_id":"dev-0004","ts":1795600800000,"temperature":60.7}'
-    r = run("rules", "test", "rules/hot-alerts.json", "--topic", "devices/dev-0004/telemetry", "--payload", payload)
+    r = run("rules", "test", HOT, "--topic", "devices/dev-0004/telemetry", "--payload", payload)
     assert r.returncode == 0, r.stderr
     printed = r.stdout.split(" payload=", 1)[1].strip()
     assert '"temperature":60.7,' in printed, printed
 
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "hot-alerts.json").write_text((harness.REPO / "rules" / "hot-alerts.json").read_text())
+    (rules / "hot-alerts.json").write_text(HOT.read_text())
     got, ready = [], threading.Event()
     sub = harness.mqtt_client(broker, certs.dir / "ops.crt", certs.dir / "ops.key", f"ops-{time.monotonic_ns()}")
     sub.on_connect = lambda c, u, f, rc, p=None: c.subscribe("alerts/#", qos=1)

@@ -22,6 +22,17 @@ static tg_config *load(const char *text, char *err, size_t errlen)
 	return config_load(path, err, errlen);
 }
 
+/* What check-config prints for c; the caller frees it. */
+static char *printed(const tg_config *c)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	config_print(c, f);
+	fclose(f);
+	return buf;
+}
+
 static void test_defaults_and_values(void **state)
 {
 	char err[512] = "";
@@ -179,11 +190,7 @@ static void test_comments_and_quotes(void **state)
 	assert_int_equal(c->ndefault_sinks, 2);
 	assert_string_equal(c->default_sink_list[1], "archive");
 	/* what check-config prints reads back the same */
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	config_print(c, f);
-	fclose(f);
+	char *buf = printed(c);
 	assert_non_null(strstr(buf, "client_id = \"  spaced # kept \\\"q\\\" \\\\ \"\n"));
 	config_free(c);
 	c = load(buf, err, sizeof err);
@@ -260,11 +267,7 @@ static void test_urls_redacted(void **state)
 			    err, sizeof err);
 	if (!c)
 		fail_msg("%s", err);
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	config_print(c, f);
-	fclose(f);
+	char *buf = printed(c);
 	assert_null(strstr(buf, "s3cr3t"));
 	assert_non_null(strstr(buf, "endpoint = http://minio:<redacted>@127.0.0.1:9000\n"));
 	free(buf);
@@ -297,11 +300,7 @@ static void test_secrets_redacted(void **state)
 	tg_config *c = load("[broker]\nca_file=/a\ncert_file=/b\nkey_file=/very/secret.key\n[sink lake]\ntype=file\npath=/x\n",
 			    err, sizeof err);
 	assert_non_null(c);
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&buf, &len);
-	config_print(c, f);
-	fclose(f);
+	char *buf = printed(c);
 	assert_null(strstr(buf, "/very/secret.key"));
 	assert_non_null(strstr(buf, "key_file = <redacted>"));
 	free(buf);

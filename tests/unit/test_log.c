@@ -103,6 +103,15 @@ static int logfmt_parse(const char *s, kv *out, int max, const char **where)
 	}
 }
 
+static int parse_or_fail(const char *line, kv *p)
+{
+	const char *where = NULL;
+	int n = logfmt_parse(line, p, MAXKV, &where);
+	if (n < 0)
+		fail_msg("not logfmt at offset %td: %s", where - line, line);
+	return n;
+}
+
 static void kv_free(kv *p, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -122,10 +131,7 @@ static void check_roundtrip(const char *a, const char *b, const char *c)
 	char line[4096];
 	tg_log_format(line, sizeof line, "msg=\"%s\" err=\"rule: %s\" topic=%s n=%d", a, b, c, 42);
 	kv p[MAXKV];
-	const char *where = NULL;
-	int n = logfmt_parse(line, p, MAXKV, &where);
-	if (n < 0)
-		fail_msg("not logfmt at offset %td: %s", where - line, line);
+	int n = parse_or_fail(line, p);
 	assert_int_equal(n, 4);
 	assert_string_equal(value_of(p, n, "msg"), a);
 	char want[2048];
@@ -188,10 +194,7 @@ static void test_long_values_are_cut_and_closed(void **state)
 	char line[4096];
 	tg_log_format(line, sizeof line, "msg=\"%s\" tail=%s", v, v);
 	kv p[MAXKV];
-	const char *where = NULL;
-	int n = logfmt_parse(line, p, MAXKV, &where);
-	if (n < 0)
-		fail_msg("not logfmt at offset %td", where - line);
+	int n = parse_or_fail(line, p);
 	assert_true(n >= 1);
 	const char *got = value_of(p, n, "msg");
 	size_t gl = strlen(got);
@@ -225,10 +228,7 @@ static void test_whole_line_on_stderr(void **state)
 	fclose(f);
 	unlink(path);
 	kv p[MAXKV];
-	const char *where = NULL;
-	int n = logfmt_parse(line, p, MAXKV, &where);
-	if (n < 0)
-		fail_msg("not logfmt at offset %td: %s", where - line, line);
+	int n = parse_or_fail(line, p);
 	assert_int_equal(n, 5);
 	assert_null(p[0].value); /* the timestamp is a bare key */
 	assert_string_equal(value_of(p, n, "level"), "error");
