@@ -271,10 +271,8 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	}
 	free(errs);
 	tg_log_init((enum tg_log_level)d.cfg->log_level);
-	if (!(d.sink_names = calloc(d.cfg->nsinks + 1, sizeof *d.sink_names)))
+	if (!(d.sink_names = preflight_sink_names(d.cfg)))
 		goto out;
-	for (size_t i = 0; i < d.cfg->nsinks; i++)
-		d.sink_names[i] = d.cfg->sinks[i].name;
 	open_registry(&d);
 	if (load_rules(&d, 1) || load_schemas(&d, 1))
 		goto out;
