@@ -16,10 +16,13 @@
 #include "clock.h"
 #include "err.h"
 #include "fsutil.h"
+#include "identity.h"
+#include "preflight.h"
 #include "log.h"
 #include "registry.h"
 
 #define SHUTDOWN_DRAIN_MS 10000
+#define CONFIG_ERRBUF (64 * 1024)
 
 static void on_message(void *ud, const char *topic, const void *payload, size_t len, int qos,
 		       const struct mqtt5__property *props)
@@ -199,6 +202,40 @@ static void check_watch(tg_daemon *d, int64_t now)
 	}
 }
 
+/* [broker] identity = stamped is safe only when the broker runs the auth plugin: prove it
+ * before the first message is taken (identity.h). A broker that cannot be asked yet is asked
+ * again with backoff; one that answers no stops the daemon. 0 verified (or not needed),
+ * 1 stopped while waiting, < 0 refused. */
+static int verify_stamping(const tg_config *cfg, volatile sig_atomic_t *stop)
+{
+	if (cfg->broker_identity != IDENTITY_STAMPED)
+		return 0;
+	int64_t delay = cfg->reconnect_min_ms;
+	for (;;) {
+		char err[512];
+		int rc = identity_probe(cfg, 5000, err, sizeof err);
+		if (rc == 0) {
+			LOG_INFO("identity", "msg=\"the broker stamps identities: trusting its %s property\" identity=stamped",
+				 IDENTITY_PROPERTY);
+			return 0;
+		}
+		if (rc != TG_ENET) {
+			LOG_ERROR("identity", "msg=\"[broker] identity = stamped, but the broker does not stamp; not starting\" "
+				  "error=\"%s\"", err);
+			return rc;
+		}
+		LOG_WARN("identity", "msg=\"cannot check the identity stamping yet; no message is taken until it is\" "
+			 "error=\"%s\" retry_ms=%lld", err, (long long)delay);
+		for (int64_t until = tg_mono_ms() + delay; !*stop && tg_mono_ms() < until;) {
+			struct timespec ts = {0, 50 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (*stop)
+			return 1;
+		delay = delay * 2 > cfg->reconnect_max_ms ? cfg->reconnect_max_ms : delay * 2;
+	}
+}
+
 static void teardown(tg_daemon *d)
 {
 	http_stop(d->http);
@@ -234,15 +271,22 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	char err[1024];
 	int code = 1;
 	d.started_ms = tg_wall_ms();
-	if (!(d.cfg = config_load(config_path, err, sizeof err))) {
-		fprintf(stderr, "tidegate: %s\n", err);
+	/* the checks check-config runs, every one (preflight.h) */
+	char *errs = malloc(CONFIG_ERRBUF);
+	if (!errs)
+		return 1;
+	errs[0] = '\0';
+	if (!(d.cfg = config_load(config_path, errs, CONFIG_ERRBUF)) || preflight_check(d.cfg, errs, CONFIG_ERRBUF)) {
+		for (char *save = NULL, *line = strtok_r(errs, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			LOG_ERROR("config", "msg=\"invalid configuration, not starting\" error=\"%s\"", line);
+		free(errs);
+		config_free(d.cfg);
 		return 2;
 	}
-	tg_log_init((enum tg_log_level)tg_log_level_parse(d.cfg->log_level));
-	if (!(d.sink_names = calloc(d.cfg->nsinks + 1, sizeof *d.sink_names)))
+	free(errs);
+	tg_log_init((enum tg_log_level)d.cfg->log_level);
+	if (!(d.sink_names = preflight_sink_names(d.cfg)))
 		goto out;
-	for (size_t i = 0; i < d.cfg->nsinks; i++)
-		d.sink_names[i] = d.cfg->sinks[i].name;
 	open_registry(&d);
 	if (load_rules(&d, 1) || load_schemas(&d, 1))
 		goto out;
@@ -282,6 +326,11 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	if (d.cfg->http_port > 0 &&
 	    !(d.http = http_start(d.cfg->http_bind, (int)d.cfg->http_port, metrics_render, &d, err, sizeof err))) {
 		LOG_ERROR("daemon", "msg=\"ops http\" err=\"%s\"", err);
+		goto out;
+	}
+	int v = verify_stamping(d.cfg, stop);
+	if (v) {
+		code = v > 0 ? 0 : 1;
 		goto out;
 	}
 	broker_start(d.br, err, sizeof err);

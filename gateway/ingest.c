@@ -5,8 +5,6 @@
 #include "ingest.h"
 
 #include <inttypes.h>
-#include <mosquitto.h>
-#include <mqtt_protocol.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +13,10 @@
 #include "alerts.h"
 #include "dedupe.h"
 #include "err.h"
+#include "jsonout.h"
+#include "identity.h"
 #include "log.h"
 
-#define IDENTITY_PROPERTY "tidegate-thing"
 #define QUARANTINE_KEEP_BYTES 4096
 #define MAX_PENDING_WINDOWS 4096
 
@@ -129,38 +128,6 @@ void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thi
 	ig->registry_ud = ud;
 }
 
-/* The authenticated thing: the identity property the broker plugin stamps, else the
- * topic's second segment (devices/<thing>/...), which the broker ACL makes trustworthy. */
-static int thing_of(const char *topic, const mosquitto_property *props, char *out, size_t outlen)
-{
-	const mosquitto_property *p = props;
-	int first = 1;
-	while (props) {
-		char *name = NULL, *value = NULL;
-		p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, first ? 0 : 1);
-		first = 0;
-		if (!p)
-			break;
-		int hit = name && strcmp(name, IDENTITY_PROPERTY) == 0 && value && *value;
-		if (hit)
-			snprintf(out, outlen, "%s", value);
-		free(name);
-		free(value);
-		if (hit)
-			return 0;
-	}
-	const char *slash = strchr(topic, '/');
-	if (!slash)
-		return TG_EINVAL;
-	const char *start = slash + 1, *end = strchr(start, '/');
-	size_t n = end ? (size_t)(end - start) : strlen(start);
-	if (n == 0 || n >= outlen)
-		return TG_EINVAL;
-	memcpy(out, start, n);
-	out[n] = '\0';
-	return 0;
-}
-
 /* Table name of a topic: its last level (devices/x/telemetry -> telemetry). */
 static const char *table_of(const char *topic)
 {
@@ -215,7 +182,7 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 		}
 		char t[512];
 		snprintf(t, sizeof t, "%s/%s", ig->cfg->quarantine_topic, thing);
-		char *s = json_dumps(q, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		char *s = jsonout_dumps(q);
 		if (s) {
 			broker_publish(ig->br, t, s, strlen(s), 0, 0);
 			free(s);
@@ -250,7 +217,7 @@ static int on_alert(void *ud, const alerts_event *ev)
 		snprintf(topic, sizeof topic, "%s", ig->alert_topic);
 	else
 		snprintf(topic, sizeof topic, "alerts/%s/%s", ev->thing, ev->alert);
-	char *text = json_dumps(ev->json, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	char *text = jsonout_dumps(ev->json);
 	if (!text)
 		return TG_ENOMEM;
 	/* the broker copy is best effort (not connected: the outbox copy still goes upstream) */
@@ -304,7 +271,7 @@ static int on_action(void *ud, const rules_action_out *a, char *err, size_t errl
 	ingest *ig = ac->ig;
 	switch (a->kind) {
 	case RULES_ACT_REPUBLISH: {
-		char *text = json_dumps(a->payload, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		char *text = jsonout_dumps(a->payload);
 		if (!text)
 			return tg_seterr(err, errlen, TG_ENOMEM, "cannot serialise the payload");
 		int rc = broker_publish(ig->br, a->topic, text, strlen(text), a->qos, 0);
@@ -409,7 +376,7 @@ static void drain_windows(ingest *ig, int64_t now_ms)
 		json_t *obj = json_object_get(item, "json");
 		char topic[512];
 		snprintf(topic, sizeof topic, "aggregates/%s", thing);
-		char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		char *text = jsonout_dumps(obj);
 		if (text) {
 			broker_publish(ig->br, topic, text, strlen(text), 0, 0);
 			tg_msg m = {.topic = topic, .thing = thing, .client_id = thing, .principal = thing,
@@ -451,7 +418,7 @@ int ingest_message(ingest *ig, const char *topic, const void *payload, size_t le
 {
 	atomic_fetch_add(&ig->st.received, 1);
 	char thing[256];
-	if (thing_of(topic, (const mosquitto_property *)props, thing, sizeof thing)) {
+	if (identity_thing((identity_mode)ig->cfg->broker_identity, topic, props, thing, sizeof thing)) {
 		atomic_fetch_add(&ig->st.bad_topic, 1);
 		return quarantine(ig, "unknown", topic, "bad_topic", NULL, "topic has no thing segment", payload, len, now_ms);
 	}

@@ -1,7 +1,7 @@
 /*
  * ingest.h — what happens to one message from the broker, on the ingest thread:
  *
- *   identity -> raw checks + parse (size, UTF-8, depth, JSON, object) -> schema (validate,
+ *   identity (identity.h) -> raw checks + parse (size, UTF-8, depth, JSON, object) -> schema (validate,
  *   normalise) -> dedupe (thing, ts) -> enrichment -> rules (actions, alerts) -> aggregates
  *   -> record with the gateway's fields -> outbox (default sinks)
  *

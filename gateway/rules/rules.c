@@ -1069,18 +1069,19 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 		st->actions++;
 		if (ep && fn(ud, &out, err, sizeof err) < 0) {
 			st->action_errors++;
-			LOG_WARN(SUB, "rule=%s errorAction failed: %s", r->name, err);
+			LOG_WARN(SUB, "msg=\"errorAction failed\" rule=%s error=\"%s\"", r->name, err);
 		}
 		json_decref(ep);
 	} else if (failures) {
-		LOG_WARN(SUB, "rule=%s %zu action(s) failed, no errorAction", r->name, json_array_size(failures));
+		LOG_WARN(SUB, "msg=\"actions failed, no errorAction\" rule=%s failed=%zu", r->name,
+			 json_array_size(failures));
 	}
 out:
 	if (c->err) {
 		/* a runtime error (regex match limit, memory): this rule does not fire. The line
 		 * carries no per-message detail so the log's repeat folding can absorb a flood */
 		st->eval_errors++;
-		LOG_WARN(SUB, "rule=%s evaluation error: %s", r->name, c->errmsg);
+		LOG_WARN(SUB, "msg=\"evaluation error\" rule=%s error=\"%s\"", r->name, c->errmsg);
 	}
 	json_decref(failures);
 	json_decref(payload);

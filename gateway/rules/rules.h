@@ -106,8 +106,20 @@ size_t rules_count(const rules_set *rs); /* enabled + disabled */
  * (may be NULL). Returns the number of rules whose WHERE held, or < 0 on a fatal error. */
 int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *ud, rules_stats *st);
 
-/* `tidegate rules check DIR` / `tidegate rules test FILE --topic T --payload JSON`.
- * argv[0] is "check" or "test". Returns the process exit code. */
-int rules_cli_main(int argc, char **argv);
+/* What `tidegate rules` takes from the daemon's configuration when given one (-c FILE,
+ * read by main.c): the sink names rules may route to, the rules folder to check when none
+ * is named, and the payload limits. Borrowed for the call. */
+typedef struct rules_cli_conf {
+	const char *path;              /* the configuration file, for messages */
+	const char *const *sink_names; /* NULL-terminated */
+	const char *rules_dir;         /* "" when the configuration has none */
+	size_t max_payload;
+	int max_depth;
+} rules_cli_conf;
+
+/* `tidegate rules check [DIR|FILE...]` / `tidegate rules test FILE|DIR --topic T [--payload JSON]`.
+ * argv[0] is "check" or "test". conf NULL: no configuration (sink names are not checked,
+ * and check says so). Returns the process exit code. */
+int rules_cli_main(int argc, char **argv, const rules_cli_conf *conf);
 
 #endif

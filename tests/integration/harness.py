@@ -83,7 +83,8 @@ class Proc:
         self.log.close()
 
     def text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
 
@@ -153,10 +154,12 @@ class Daemon:
         self.conf = self.dir / "tidegate.conf"
         certs = broker.certs
         sinks = (sinks if sinks is not None else DEFAULT_SINKS).format(lake=self.lake)
+        # a key given twice is an error: `top` may set its own log_level
+        level = "" if "log_level" in top else "log_level = info"
         self.conf.write_text(f"""# written by the integration harness
 gateway_id = gw-test
 data_dir = {self.dir / 'data'}
-log_level = info
+{level}
 {top}
 [broker]
 host = 127.0.0.1
@@ -367,3 +370,79 @@ class Sampler:
 
     def series(self, key, after=0.0):
         return [s[key] for s in self.samples if s["t"] >= after and s.get(key) is not None]
+def parse_logfmt(line):
+    """One logfmt record -> list of (key, value or None), by go-logfmt's rules: bare keys,
+    key=value with an unquoted value (no blank, '=', '"' or control character) or a quoted
+    one with \\" \\\\ \\n \\r \\t \\uXXXX escapes. Raises ValueError naming the offset."""
+    out, i, n = [], 0, len(line)
+    esc = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+    while True:
+        while i < n and line[i] == " ":
+            i += 1
+        if i >= n:
+            return out
+        k = i
+        while i < n and line[i] > " " and line[i] not in '="':
+            i += 1
+        if i == k:
+            raise ValueError(f"offset {i}: expected a key in {line!r}")
+        key = line[k:i]
+        if i >= n or line[i] == " ":
+            out.append((key, None))
+            continue
+        if line[i] != "=":
+            raise ValueError(f"offset {i}: unexpected {line[i]!r} in {line!r}")
+        i += 1
+        if i < n and line[i] == '"':
+            i += 1
+            val = []
+            while True:
+                if i >= n:
+                    raise ValueError(f"unterminated quoted value in {line!r}")
+                c = line[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c < " ":
+                    raise ValueError(f"offset {i}: raw control character in {line!r}")
+                if c == "\\":
+                    i += 1
+                    if i < n and line[i] in esc:
+                        val.append(esc[line[i]])
+                        i += 1
+                    elif i < n and line[i] == "u":
+                        val.append(chr(int(line[i + 1:i + 5], 16)))
+                        i += 5
+                    else:
+                        raise ValueError(f"offset {i}: bad escape in {line!r}")
+                    continue
+                val.append(c)
+                i += 1
+            value = "".join(val)
+        else:
+            v = i
+            while i < n and line[i] != " ":
+                if line[i] in '="' or line[i] < " ":
+                    raise ValueError(f"offset {i}: {line[i]!r} in an unquoted value in {line!r}")
+                i += 1
+            value = line[v:i]
+        if i < n and line[i] != " ":
+            raise ValueError(f"offset {i}: no blank after a value in {line!r}")
+        out.append((key, value))
+
+
+def daemon_log_records(text):
+    """Every line of a daemon log parsed as logfmt (ValueError on the first line that is not);
+    returns a list of dicts (a bare key maps to None)."""
+    return [dict(parse_logfmt(line)) for line in text.splitlines() if line.strip()]
+
+
+def installed_paths(text, certs, root):
+    """A config written for an installed box (/etc/tidegate, /var/lib/tidegate) made checkable
+    here: certificates from the test PKI, rules and schemas from the repository (what the
+    packaging installs there), state under root."""
+    return (text.replace("/etc/tidegate/certs/ca.crt", str(certs.ca))
+            .replace("/etc/tidegate/certs/gateway.crt", str(certs.dir / "gateway.crt"))
+            .replace("/etc/tidegate/certs/gateway.key", str(certs.dir / "gateway.key"))
+            .replace("/etc/tidegate/rules", str(REPO / "rules"))
+            .replace("/var/lib/tidegate", str(root)))

@@ -702,7 +702,8 @@ static void test_reentrant_evaluation(void **state)
 }
 
 /* ---- CLI --------------------------------------------------------------------------------- */
-static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char *errout, size_t errlen)
+static int run_cli_capture_conf(int argc, char **argv, const rules_cli_conf *conf, char *out, size_t outlen,
+				char *errout, size_t errlen)
 {
 	fflush(stdout);
 	fflush(stderr);
@@ -710,7 +711,7 @@ static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char
 	int so = dup(1), se = dup(2);
 	dup2(fileno(fo), 1);
 	dup2(fileno(fe), 2);
-	int rc = rules_cli_main(argc, argv);
+	int rc = rules_cli_main(argc, argv, conf);
 	fflush(stdout);
 	fflush(stderr);
 	dup2(so, 1);
@@ -726,6 +727,99 @@ static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char
 	fclose(fo);
 	fclose(fe);
 	return rc;
+}
+
+static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char *errout, size_t errlen)
+{
+	return run_cli_capture_conf(argc, argv, NULL, out, outlen, errout, errlen);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Issue 12 item 10: with the daemon's configuration, sink names are checked as the daemon
+ * checks them (and its rules_dir is the default); without one, a warning says they were not. */
+static void test_cli_check_sink_names(void **state)
+{
+	char out[4096], errs[4096], dir[] = "/tmp/tg-rules-sinks-XXXXXX", p[512];
+	assert_non_null(mkdtemp(dir));
+	snprintf(p, sizeof p, "%s/route.json", dir);
+	write_file(p, "{\"sql\": \"SELECT * FROM 'devices/+/telemetry'\",\n"
+		      " \"actions\": [{\"sink\": {\"name\": \"nowhere\"}}]}\n");
+	const char *const names[] = {"lake", NULL};
+	rules_cli_conf conf = {.path = "/etc/x.conf", .sink_names = names, .rules_dir = dir};
+	char *with_dir[] = {"check", dir};
+	assert_int_equal(run_cli_capture_conf(2, with_dir, &conf, out, sizeof out, errs, sizeof errs), 1);
+	char want[700];
+	snprintf(want, sizeof want, "%s:2:32: no sink named 'nowhere' is configured", p);
+	if (!strstr(errs, want))
+		fail_msg("stderr '%s' lacks '%s'", errs, want);
+	char *no_dir[] = {"check"}; /* the configuration's rules_dir */
+	assert_int_equal(run_cli_capture_conf(1, no_dir, &conf, out, sizeof out, errs, sizeof errs), 1);
+	assert_non_null(strstr(errs, want));
+	/* without a configuration: accepted, and a warning says what was not checked */
+	assert_int_equal(run_cli_capture(2, with_dir, out, sizeof out, errs, sizeof errs), 0);
+	assert_non_null(strstr(out, "1 rule OK"));
+	assert_non_null(strstr(errs, "warning: sink names were not checked (no -c CONFIG given)"));
+	/* a configured sink passes, and the output says against what */
+	write_file(p, "{\"sql\": \"SELECT * FROM 'devices/+/telemetry'\", \"actions\": [{\"sink\": {\"name\": \"lake\"}}]}");
+	assert_int_equal(run_cli_capture_conf(2, with_dir, &conf, out, sizeof out, errs, sizeof errs), 0);
+	assert_non_null(strstr(out, "sink names checked against /etc/x.conf"));
+	assert_string_equal(errs, "");
+	unlink(p);
+	rmdir(dir);
+}
+
+/* Issue 12 item 11: what `rules test` prints. */
+static void test_cli_test_output(void **state)
+{
+	char out[8192], errs[4096];
+	/* a payload the daemon would quarantine: the reader's error, with its position */
+	char *badjson[] = {"test", "rules/hot-alerts.json", "--topic", "devices/d1/telemetry", "--payload",
+			   "{\"temperature\": 31.5,"};
+	assert_int_equal(run_cli_capture(6, badjson, out, sizeof out, errs, sizeof errs), 1);
+	if (!strstr(errs, "the payload would be quarantined before any rule runs (reason bad_json): 1:21: "))
+		fail_msg("stderr '%s'", errs);
+	assert_null(strstr(out, "WHERE did not hold"));
+	char *array[] = {"test", "rules/hot-alerts.json", "--topic", "devices/d1/telemetry", "--payload", "[1]"};
+	assert_int_equal(run_cli_capture(6, array, out, sizeof out, errs, sizeof errs), 1);
+	assert_non_null(strstr(errs, "(reason not_object)"));
+	/* numbers as the daemon writes them */
+	char *hot[] = {"test", "rules/hot-alerts.json", "--topic", "devices/d1/telemetry", "--payload",
+		       "{\"sensor_id\":\"s\",\"ts\":1,\"temperature\":60.7}"};
+	assert_int_equal(run_cli_capture(6, hot, out, sizeof out, errs, sizeof errs), 0);
+	if (!strstr(out, "\"temperature\":60.7,"))
+		fail_msg("got '%s'", out);
+	/* a folder: every rule in it */
+	char *folder[] = {"test", "rules", "--topic", "devices/d1/telemetry", "--payload",
+			  "{\"sensor_id\":\"s\",\"ts\":1,\"temperature\":45}"};
+	assert_int_equal(run_cli_capture(6, folder, out, sizeof out, errs, sizeof errs), 0);
+	if (!strstr(out, "hot-alerts republish: topic=alerts/d1") || !strstr(out, "high-temperature-alert alert:"))
+		fail_msg("got '%s' / '%s'", out, errs);
+	char *folder_cold[] = {"test", "rules", "--topic", "devices/d1/telemetry", "--payload", "{\"temperature\":5}"};
+	assert_int_equal(run_cli_capture(6, folder_cold, out, sizeof out, errs, sizeof errs), 0);
+	assert_non_null(strstr(out, "no match: WHERE did not hold for the 2 rules whose FROM matched"));
+	/* headers of republish and webhook, templates expanded */
+	char dir[] = "/tmp/tg-rules-hdr-XXXXXX", p[512];
+	assert_non_null(mkdtemp(dir));
+	snprintf(p, sizeof p, "%s/hdr.json", dir);
+	write_file(p, "{\"sql\": \"SELECT temperature FROM 'devices/+/telemetry'\",\n"
+		      " \"actions\": [{\"republish\": {\"topic\": \"views/${topic(2)}\", \"headers\":"
+		      " {\"contentType\": \"application/json\", \"userProperties\": [{\"key\": \"site\", \"value\": \"north\"}]}}},\n"
+		      "  {\"webhook\": {\"url\": \"http://127.0.0.1:1/h\", \"headers\": {\"X-Thing\": \"${topic(2)}\"}}}]}\n");
+	char *hdr[] = {"test", p, "--topic", "devices/d7/telemetry", "--payload", "{\"temperature\":1.5}"};
+	assert_int_equal(run_cli_capture(6, hdr, out, sizeof out, errs, sizeof errs), 0);
+	if (!strstr(out, "hdr republish: topic=views/d7 qos=0 headers={\"contentType\":\"application/json\","
+			 "\"userProperties\":[{\"key\":\"site\",\"value\":\"north\"}]} payload={\"temperature\":1.5}") ||
+	    !strstr(out, "hdr webhook: url=http://127.0.0.1:1/h headers={\"X-Thing\":\"d7\"} payload="))
+		fail_msg("got '%s' / '%s'", out, errs);
+	unlink(p);
+	rmdir(dir);
 }
 
 static void test_cli_check(void **state)
@@ -901,6 +995,8 @@ int main(void)
 		cmocka_unit_test(test_concurrent_evaluation),
 		cmocka_unit_test(test_reentrant_evaluation),
 		cmocka_unit_test(test_cli_check),
+		cmocka_unit_test(test_cli_check_sink_names),
+		cmocka_unit_test(test_cli_test_output),
 		cmocka_unit_test(test_cli_test),
 		cmocka_unit_test(test_shipped_default_rules),
 		cmocka_unit_test(test_shipped_examples),
