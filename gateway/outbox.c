@@ -92,6 +92,7 @@ struct outbox {
 	int64_t page_size, wal_limit, db_budget;
 	int64_t group_wal_max; /* the most WAL one commit has added (the margin under the bound) */
 	int busy_soft;         /* the busy handler gives up after SOFT_RESTART_WAIT_US */
+	int64_t caps_ms;       /* when update_caps last ran while idle */
 	struct {
 		char *name;
 		int64_t id;
@@ -1005,6 +1006,11 @@ int outbox_tick(outbox *ob, int64_t now_ms)
 			if (!rc)
 				rc = outbox_commit(ob);
 			return rc < 0 ? rc : 1;
+		}
+		/* idle: forwarders may have deleted (a drain) or vacuumed; keep the figures fresh */
+		if (now_ms - ob->caps_ms >= 1000) {
+			ob->caps_ms = now_ms;
+			update_caps(ob);
 		}
 		return 0;
 	}
