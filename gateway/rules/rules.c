@@ -29,6 +29,7 @@
 #include "hash.h"
 #include "log.h"
 #include "rules/rules_int.h"
+#include "schema.h"
 
 #define RULE_FILE_MAX (256 * 1024)
 #define SUB "rules"
@@ -571,7 +572,7 @@ static int compile_rule(loader *ld, rule *r)
 		ld->nerr++;
 		if (ld->errbuf && ld->used + 1 < ld->errlen) {
 			int k = snprintf(ld->errbuf + ld->used, ld->errlen - ld->used, "%s:%d:%d: invalid JSON: %s\n",
-					 ld->file, je.line > 0 ? je.line : 1, je.column > 0 ? je.column : 1, je.text);
+					 ld->file, je.line > 0 ? je.line : 1, je.column > 0 ? je.column : 1, schema_json_error_text(&je));
 			if (k > 0)
 				ld->used = (size_t)k >= ld->errlen - ld->used ? ld->errlen - 1 : ld->used + (size_t)k;
 		}
