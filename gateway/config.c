@@ -68,6 +68,10 @@ static const config_option ingest_options[] = {
 	{"enrich", CFG_BOOL, "false", 0, 0, OFF(enrich), 0,
 	 "Add the thing's registry attributes to each record as \"attributes\".", NULL},
 	{"watch_rules", CFG_BOOL, "true", 0, 0, OFF(rules_watch), 0, "Reload rules when files in rules_dir change (inotify); SIGHUP always reloads.", NULL},
+	{"log_repeat_interval", CFG_DURATION, "60s", 1000, 86400000, OFF(log_repeat_interval_ms), 0,
+	 "Quarantined messages are logged once per thing and reason per interval (the first at once, then a count); "
+	 "so are republishes the broker refuses, per rule and reason code.",
+	 NULL},
 	{"quarantine_topic", CFG_STRING, "errors", 0, 0, OFF(quarantine_topic), 0,
 	 "Rejected messages are also republished to <quarantine_topic>/<thing>; empty: off.", NULL},
 	{"default_sinks", CFG_STRING, "lake", 0, 0, OFF(default_sinks), 0,

@@ -102,6 +102,7 @@ typedef struct tg_config {
 	char *aggregates_file;
 	int64_t dedupe_window_ms, dedupe_per_thing, dedupe_max_things;
 	int enrich;
+	int64_t log_repeat_interval_ms; /* quarantine and refused-publish lines: one per key and interval */
 	/* [outbox] */
 	char *outbox_path;
 	int64_t commit_interval_ms;

@@ -85,7 +85,11 @@ static char *render_metrics(tg_daemon *d)
 	counter(&b, "tidegate_outbox_dead_total", "Rows moved to dead letters.", atomic_load(&oc->dead));
 	gauge(&b, "tidegate_broker_connected", "1 while connected to the broker.", bs->connected);
 	counter(&b, "tidegate_broker_connects_total", "Successful broker connects.", bs->connects);
-	counter(&b, "tidegate_republished_total", "Messages published to the broker.", bs->published);
+	counter(&b, "tidegate_republished_total",
+		"Messages published to the broker and acknowledged by it (QoS 1) or written (QoS 0).", bs->published);
+	counter(&b, "tidegate_publish_refused_total",
+		"Publishes the broker refused (PUBACK reason code >= 0x80, e.g. 135 Not authorized by its ACL).",
+		bs->publish_refused);
 	sb_printf(&b, "# HELP tidegate_sink_records_total Records per sink and outcome.\n# TYPE tidegate_sink_records_total counter\n");
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
@@ -116,10 +120,13 @@ static char *render_metrics(tg_daemon *d)
 	counter(&b, "tidegate_rules_evaluated_total", "Rules whose FROM matched a message.", atomic_load(&rs->evaluated));
 	counter(&b, "tidegate_rules_matched_total", "Rules whose WHERE held.", atomic_load(&rs->matched));
 	counter(&b, "tidegate_rules_actions_total", "Rule actions run.", atomic_load(&rs->actions));
-	counter(&b, "tidegate_rules_action_errors_total", "Rule actions that failed (errorAction ran).",
+	counter(&b, "tidegate_rules_action_errors_total",
+		"Rule actions that failed, including republishes the broker refused (the rule's errorAction ran).",
 		atomic_load(&rs->action_errors));
 	counter(&b, "tidegate_rules_eval_errors_total", "Runtime errors evaluating rule SQL.", atomic_load(&rs->eval_errors));
-	counter(&b, "tidegate_republished_rule_total", "Messages republished by rule actions.", atomic_load(&rs->republished));
+	counter(&b, "tidegate_republished_rule_total",
+		"Rule republishes and alert notifications the broker accepted (QoS 1: acknowledged; QoS 0: sent).",
+		atomic_load(&rs->republished));
 	counter(&b, "tidegate_rules_reloads_total", "Successful rule reloads.", atomic_load(&d->reloads));
 	counter(&b, "tidegate_rules_reload_failures_total", "Reloads refused because the new set was invalid.",
 		atomic_load(&d->reload_failures));
