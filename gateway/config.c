@@ -95,7 +95,7 @@ static const config_option outbox_options[] = {
 
 static const config_option http_options[] = {
 	{"bind", CFG_STRING, "127.0.0.1", 0, 0, OFF(http_bind), 0, "Ops HTTP address (loopback by default).", NULL},
-	{"port", CFG_INT, "0", 0, 65535, OFF(http_port), 0, "Ops HTTP port for /metrics /healthz /api; 0 = off.", NULL},
+	{"port", CFG_INT, "0", 0, 65535, OFF(http_port), 0, "Ops HTTP port for /metrics, /healthz and /api/status; 0 = off.", NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -111,6 +111,12 @@ static const config_option sink_core_options[] = {
 	 "Records per send (0 = the sink type's own limit).", NULL},
 	{"retry_base", CFG_DURATION, "200ms", 1, 3600000, SOFF(retry_base_ms), 0, "Backoff base (full jitter).", NULL},
 	{"retry_cap", CFG_DURATION, "30s", 1, 86400000, SOFF(retry_cap_ms), 0, "Backoff cap.", NULL},
+	{"health_failing_after", CFG_DURATION, "60s", 0, 86400000, SOFF(health_failing_ms), 0,
+	 "/healthz reports the sink degraded once its sends have failed for this long (0 = never for failures).", NULL},
+	{"health_max_age", CFG_DURATION, "5m", 0, 604800000, SOFF(health_max_age_ms), 0,
+	 "/healthz reports the sink degraded when its oldest undelivered record has waited this long beyond the "
+	 "sink's own batching age (flush_age, rotate_age) (0 = never for age).",
+	 NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 #undef SOFF

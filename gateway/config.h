@@ -73,6 +73,7 @@ typedef struct tg_sink_conf {
 	void *opts;       /* ops->options_size bytes, parsed with ops->options */
 	int64_t batch_max_records; /* 0 = sink's own limit */
 	int64_t retry_base_ms, retry_cap_ms;
+	int64_t health_failing_ms, health_max_age_ms; /* /healthz thresholds (forwarder_health) */
 	int priority_first; /* forward higher priority first (default on) */
 } tg_sink_conf;
 

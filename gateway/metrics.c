@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "daemon.h"
 
 typedef struct sbuf {
@@ -49,6 +50,40 @@ static void counter(sbuf *b, const char *name, const char *help, uint64_t v)
 static void gauge(sbuf *b, const char *name, const char *help, int64_t v)
 {
 	sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %" PRId64 "\n", name, help, name, name, v);
+}
+
+/* Per sink, from counters kept as rows come and go (no query per scrape): backlog, the
+ * oldest undelivered record's age, how long sends have failed, and the /healthz verdict. */
+static void sink_health_gauges(sbuf *b, tg_daemon *d)
+{
+	static const struct {
+		const char *name, *help;
+	} fam[] = {
+		{"tidegate_sink_backlog_rows", "Records queued in the outbox for the sink."},
+		{"tidegate_sink_backlog_bytes", "Payload bytes queued in the outbox for the sink."},
+		{"tidegate_sink_oldest_undelivered_seconds", "Age of the oldest record not yet delivered to the sink (0: none)."},
+		{"tidegate_sink_failing_seconds", "How long sends to the sink have been failing (0: not failing)."},
+		{"tidegate_sink_healthy", "1 unless /healthz reports the sink degraded (see health_failing_after, health_max_age)."},
+	};
+	size_t n = forwarder_nsinks(d->fw);
+	forwarder_health *h = calloc(n ? n : 1, sizeof *h);
+	if (!h)
+		return;
+	int64_t now = tg_wall_ms();
+	for (size_t i = 0; i < n; i++)
+		forwarder_health_of(d->fw, i, now, &h[i]);
+	for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+		sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", fam[f].name, fam[f].help, fam[f].name);
+		for (size_t i = 0; i < n; i++) {
+			int64_t v = f == 0 ? h[i].backlog_rows : f == 1 ? h[i].backlog_bytes : f == 4 ? h[i].healthy : 0;
+			if (f == 2 || f == 3)
+				sb_printf(b, "%s{sink=\"%s\"} %.3f\n", fam[f].name, forwarder_stats(d->fw, i)->name,
+					  (double)(f == 2 ? h[i].oldest_age_ms : h[i].failing_ms) / 1000.0);
+			else
+				sb_printf(b, "%s{sink=\"%s\"} %" PRId64 "\n", fam[f].name, forwarder_stats(d->fw, i)->name, v);
+		}
+	}
+	free(h);
 }
 
 static char *render_metrics(tg_daemon *d)
@@ -111,11 +146,12 @@ static char *render_metrics(tg_daemon *d)
 		sb_printf(&b, "tidegate_sink_settle_errors_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
 			  atomic_load(&s->settle_errors));
 	}
-	sb_printf(&b, "# HELP tidegate_sink_up 1 when the last send to the sink succeeded.\n# TYPE tidegate_sink_up gauge\n");
+	sb_printf(&b, "# HELP tidegate_sink_up 0 while sends to the sink fail, 1 otherwise (also before the first send).\n# TYPE tidegate_sink_up gauge\n");
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
 		sb_printf(&b, "tidegate_sink_up{sink=\"%s\",type=\"%s\"} %d\n", s->name, s->type, atomic_load(&s->up));
 	}
+	sink_health_gauges(&b, d);
 	ingest_rule_stats *rs = ingest_rule_stats_of(d->ig);
 	counter(&b, "tidegate_rules_evaluated_total", "Rules whose FROM matched a message.", atomic_load(&rs->evaluated));
 	counter(&b, "tidegate_rules_matched_total", "Rules whose WHERE held.", atomic_load(&rs->matched));
@@ -133,20 +169,45 @@ static char *render_metrics(tg_daemon *d)
 	return b.p;
 }
 
+/* /healthz: "ok" (200) when connected to the broker and no sink is degraded, else
+ * "degraded" (503) with the reasons; /api/status: the same body, always 200. The thresholds
+ * and what degraded means: forwarder_health, docs/config-reference.md. */
 static char *render_health(tg_daemon *d, int *status)
 {
 	sbuf b = {0};
 	const broker_stats *bs = broker_stats_get(d->br);
-	*status = bs->connected ? 200 : 503;
-	sb_printf(&b, "{\"status\":\"%s\",\"broker_connected\":%s,\"outbox_rows\":%" PRId64 ",\"sinks\":[",
-		  bs->connected ? "ok" : "degraded", bs->connected ? "true" : "false",
-		  atomic_load(&outbox_counters_of(d->ob)->rows));
-	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
+	size_t n = forwarder_nsinks(d->fw);
+	forwarder_health *h = calloc(n ? n : 1, sizeof *h);
+	if (!h)
+		return NULL;
+	int64_t now = tg_wall_ms();
+	int healthy = bs->connected;
+	for (size_t i = 0; i < n; i++) {
+		forwarder_health_of(d->fw, i, now, &h[i]);
+		healthy &= h[i].healthy;
+	}
+	*status = healthy ? 200 : 503;
+	sb_printf(&b, "{\"status\":\"%s\",\"broker_connected\":%s,\"outbox_rows\":%" PRId64 ",\"problems\":[",
+		  healthy ? "ok" : "degraded", bs->connected ? "true" : "false", atomic_load(&outbox_counters_of(d->ob)->rows));
+	int np = 0;
+	if (!bs->connected)
+		sb_printf(&b, "\"broker: not connected\""), np++;
+	for (size_t i = 0; i < n; i++)
+		if (!h[i].healthy)
+			sb_printf(&b, "%s\"sink %s: %s\"", np++ ? "," : "", forwarder_stats(d->fw, i)->name, h[i].why);
+	sb_printf(&b, "],\"sinks\":[");
+	for (size_t i = 0; i < n; i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
-		sb_printf(&b, "%s{\"name\":\"%s\",\"type\":\"%s\",\"up\":%s,\"records_ok\":%" PRIu64 "}", i ? "," : "", s->name,
-			  s->type, atomic_load(&s->up) ? "true" : "false", atomic_load(&s->records_ok));
+		sb_printf(&b,
+			  "%s{\"name\":\"%s\",\"type\":\"%s\",\"state\":\"%s\",\"healthy\":%s,\"up\":%s,"
+			  "\"records_ok\":%" PRIu64 ",\"backlog_rows\":%" PRId64 ",\"backlog_bytes\":%" PRId64
+			  ",\"oldest_undelivered_s\":%.3f,\"failing_s\":%.3f}",
+			  i ? "," : "", s->name, s->type, h[i].state, h[i].healthy ? "true" : "false",
+			  atomic_load(&s->up) ? "true" : "false", atomic_load(&s->records_ok), h[i].backlog_rows,
+			  h[i].backlog_bytes, (double)h[i].oldest_age_ms / 1000.0, (double)h[i].failing_ms / 1000.0);
 	}
 	sb_printf(&b, "]}\n");
+	free(h);
 	return b.p;
 }
 
@@ -159,7 +220,10 @@ char *metrics_render(void *daemon, const char *path, int *status, const char **c
 	}
 	if (strcmp(path, "/healthz") == 0 || strcmp(path, "/api/status") == 0) {
 		*content_type = "application/json";
-		return render_health(d, status);
+		char *body = render_health(d, status);
+		if (strcmp(path, "/api/status") == 0)
+			*status = 200; /* a status report, not a probe */
+		return body;
 	}
 	return NULL;
 }
