@@ -71,7 +71,6 @@ struct ingest {
 	int64_t last_tick_ms;
 	inflight *inflight; /* INFLIGHT_SLOTS, allocated with the first QoS 1 publish */
 	size_t inflight_bytes;
-	const tg_msg *cur_msg; /* the message being processed (alerts store it for their publish) */
 	ratelog *quarantine_log; /* key thing, kind reason */
 	ratelog *refused_log;    /* key rule ("" for other publishes), kind reason code */
 	int64_t last_report_ms;

@@ -1050,6 +1050,17 @@ static int add_row(outbox_batch *b, sqlite3_stmt *st, const char *gw, int prio, 
 	return 0;
 }
 
+/* A sink's cursor: per priority, the highest seq already delivered (outbox_settle). */
+static void cursor_of(outbox *ob, int64_t sid, int64_t after[NPRIO])
+{
+	memset(after, 0, sizeof(int64_t) * NPRIO);
+	pthread_mutex_lock(&ob->pend_mu);
+	for (size_t i = 0; i < ob->ncursors; i++)
+		if (ob->cursors[i].sink == sid)
+			memcpy(after, ob->cursors[i].after_seq, sizeof(int64_t) * NPRIO);
+	pthread_mutex_unlock(&ob->pend_mu);
+}
+
 int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_records, size_t max_bytes,
 		      outbox_batch *b)
 {
@@ -1059,13 +1070,8 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 		return 0; /* nothing was ever queued for it */
 	b->sink_id = sid;
 	const char *gw = r->ob->gateway_id;
-	int64_t after[NPRIO] = {0};
-	outbox *ob = r->ob;
-	pthread_mutex_lock(&ob->pend_mu);
-	for (size_t i = 0; i < ob->ncursors; i++)
-		if (ob->cursors[i].sink == sid)
-			memcpy(after, ob->cursors[i].after_seq, sizeof after);
-	pthread_mutex_unlock(&ob->pend_mu);
+	int64_t after[NPRIO];
+	cursor_of(r->ob, sid, after);
 	sqlite3_stmt *st = r->batch;
 	int rc = SQLITE_DONE, full = 0;
 	/* highest priority first, id order within one */
@@ -1310,13 +1316,8 @@ int64_t outbox_oldest_pending(outbox_reader *r, const char *sink_name)
 	if (!r->oldest && sqlite3_prepare_v3(r->db, OUTBOX_SQL_OLDEST_PENDING, -1, SQLITE_PREPARE_PERSISTENT, &r->oldest,
 					     NULL) != SQLITE_OK)
 		return TG_EDB;
-	int64_t after[NPRIO] = {0};
-	outbox *ob = r->ob;
-	pthread_mutex_lock(&ob->pend_mu);
-	for (size_t i = 0; i < ob->ncursors; i++)
-		if (ob->cursors[i].sink == sid)
-			memcpy(after, ob->cursors[i].after_seq, sizeof after);
-	pthread_mutex_unlock(&ob->pend_mu);
+	int64_t after[NPRIO];
+	cursor_of(r->ob, sid, after);
 	/* the first undelivered row of each priority: an index seek each, never a scan */
 	for (int prio = 0; prio < NPRIO; prio++) {
 		sqlite3_reset(r->oldest);
