@@ -508,8 +508,6 @@ static int on_window(void *ud, const aggregate_window *w)
 
 /* ---- rules ---------------------------------------------------------------------------- */
 
-/* The side effects of rule actions. Everything goes into the same group commit as the
- * record itself, so a message and what its rules routed are accepted together. */
 /* The republish `headers` as MQTT v5 properties; a value a template made invalid fails the
  * action (and runs the errorAction), naming the header. *props is the caller's to free. */
 static int republish_props(const rules_action_out *a, mosquitto_property **props, char *err, size_t errlen)
@@ -552,6 +550,8 @@ static int republish_props(const rules_action_out *a, mosquitto_property **props
 	return rc;
 }
 
+/* The side effects of rule actions. Everything goes into the same group commit as the
+ * record itself, so a message and what its rules routed are accepted together. */
 static int on_action(void *ud, const rules_action_out *a, char *err, size_t errlen)
 {
 	action_ctx *ac = ud;

@@ -313,6 +313,8 @@ static int collect_templates(loader *ld, const rule *r, raction *a, json_t *obj,
 	json_object_foreach(obj, key, v)
 	{
 		fpath[base + depth] = key;
+		if (a->kind == RULES_ACT_REPUBLISH && depth == 0 && strcmp(key, "headers") == 0)
+			continue; /* compiled into a->hdrs (headers_compile) */
 		if (json_is_object(v)) {
 			if (collect_templates(ld, r, a, v, fpath, base, depth + 1) < 0)
 				rc = TG_EPARSE;
@@ -322,8 +324,6 @@ static int collect_templates(loader *ld, const rule *r, raction *a, json_t *obj,
 			continue;
 		if (a->kind == RULES_ACT_ALERT && depth == 0 && strcmp(key, "clear") == 0)
 			continue; /* an SQL condition, not a template */
-		if (a->kind == RULES_ACT_REPUBLISH && depth == 0 && strcmp(key, "headers") == 0)
-			continue; /* compiled into a->hdrs (header_compile) */
 		tparam *tp = realloc(a->tp, sizeof *tp * (size_t)(a->ntp + 1));
 		if (!tp)
 			return TG_ENOMEM;

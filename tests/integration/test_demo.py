@@ -9,9 +9,12 @@ import re
 import signal
 import subprocess
 
+import pytest
+
 import harness
 
 
+@pytest.mark.slow  # about 20 s: the demo runs for 10 s; the first pass of `make check` runs it
 def test_demo_shows_hot_alerts_and_the_newest_lake_record(tmp_path):
     env = dict(os.environ, DEMO_DIR=str(tmp_path / "demo"), DEMO_CERTS=str(tmp_path / "certs"),
                DEMO_BIN=str(harness.BUILD), DEMO_SECONDS="10", DEMO_TICK="1")
