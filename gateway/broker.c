@@ -49,6 +49,8 @@ struct broker {
 	mqtt_io io;
 	int urgent; /* a PUBLISH is waiting in the buffer */
 	int sys_mid; /* the $SYS subscription's packet id (its refusal is not an error) */
+	broker_puback_fn on_puback;
+	void *puback_ud;
 };
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
@@ -104,6 +106,25 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 	if (m->qos > 0) /* its PUBACK is in the hold now */
 		mqtt_io_received(&b->io, tg_wall_ms());
 	b->on_message(b->ud, m->topic, m->payload, (size_t)m->payloadlen, m->qos, props);
+}
+
+/* libmosquitto calls this for a QoS 1 PUBACK, whatever its reason code, and for a QoS 0
+ * publish once it is written (reason 0). */
+static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
+{
+	broker *b = obj;
+	if (reason >= 0x80)
+		b->st.publish_refused++;
+	else
+		b->st.published++;
+	if (b->on_puback)
+		b->on_puback(b->puback_ud, mid, reason);
+}
+
+void broker_set_puback_fn(broker *b, broker_puback_fn fn, void *ud)
+{
+	b->on_puback = fn;
+	b->puback_ud = ud;
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted,
@@ -173,6 +194,7 @@ broker *broker_new(const tg_config *cfg, broker_message_fn cb, void *ud, char *e
 	mosquitto_disconnect_v5_callback_set(b->mosq, on_disconnect);
 	mosquitto_message_v5_callback_set(b->mosq, on_message);
 	mosquitto_subscribe_v5_callback_set(b->mosq, on_subscribe);
+	mosquitto_publish_v5_callback_set(b->mosq, on_publish);
 	if (cfg->broker_tls) {
 		int rc = mosquitto_tls_set(b->mosq, cfg->ca_file, NULL, cfg->cert_file, cfg->key_file, NULL);
 		if (rc != MOSQ_ERR_SUCCESS) {
@@ -296,18 +318,26 @@ uint64_t broker_unacked(const broker *b, int64_t *oldest_ms, uint64_t *throttled
 
 int broker_receive_max(const broker *b) { return b->io.max_unacked; }
 
-int broker_publish(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain)
+int broker_publish_v5(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain,
+		      const struct mqtt5__property *props, int *mid)
 {
-	if (!b->st.connected)
-		return TG_ENET;
-	int rc = mosquitto_publish_v5(b->mosq, NULL, topic, (int)len, payload, qos, retain ? true : false, NULL);
-	b->urgent = 1;
-	if (rc != MOSQ_ERR_SUCCESS) {
+	if (!b->st.connected) {
 		b->st.publish_errors++;
 		return TG_ENET;
 	}
-	b->st.published++;
-	return 0;
+	int rc = mosquitto_publish_v5(b->mosq, mid, topic, (int)len, payload, qos, retain ? true : false,
+				      (const mosquitto_property *)props);
+	b->urgent = 1;
+	if (rc != MOSQ_ERR_SUCCESS) {
+		b->st.publish_errors++;
+		return rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST ? TG_ENET : TG_EINVAL;
+	}
+	return 0; /* counted as published when acknowledged (on_publish) */
+}
+
+int broker_publish(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain)
+{
+	return broker_publish_v5(b, topic, payload, len, qos, retain, NULL, NULL);
 }
 
 void broker_disconnect(broker *b, int timeout_ms)

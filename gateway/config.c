@@ -84,6 +84,10 @@ static const config_option ingest_options[] = {
 	{"enrich", CFG_BOOL, "false", 0, 0, OFF(enrich), 0,
 	 "Add the thing's registry attributes to each record as \"attributes\".", NULL},
 	{"watch_rules", CFG_BOOL, "true", 0, 0, OFF(rules_watch), 0, "Reload rules when files in rules_dir change (inotify); SIGHUP always reloads.", NULL},
+	{"log_repeat_interval", CFG_DURATION, "60s", 1000, 86400000, OFF(log_repeat_interval_ms), 0,
+	 "Quarantined messages are logged once per thing and reason per interval (the first at once, then a count); "
+	 "so are republishes the broker refuses, per rule and reason code.",
+	 NULL},
 	{"quarantine_topic", CFG_STRING, "errors", 0, 0, OFF(quarantine_topic), 0,
 	 "Rejected messages are also republished to <quarantine_topic>/<thing>; empty: off.", NULL},
 	{"default_sinks", CFG_STRING, "lake", 0, 0, OFF(default_sinks), 0,
@@ -112,7 +116,7 @@ static const config_option outbox_options[] = {
 
 static const config_option http_options[] = {
 	{"bind", CFG_STRING, "127.0.0.1", 0, 0, OFF(http_bind), 0, "Ops HTTP address (loopback by default).", NULL},
-	{"port", CFG_INT, "0", 0, 65535, OFF(http_port), 0, "Ops HTTP port for /metrics /healthz /api; 0 = off.", NULL},
+	{"port", CFG_INT, "0", 0, 65535, OFF(http_port), 0, "Ops HTTP port for /metrics, /healthz and /api/status; 0 = off.", NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -128,6 +132,12 @@ static const config_option sink_core_options[] = {
 	 "Records per send (0 = the sink type's own limit).", NULL},
 	{"retry_base", CFG_DURATION, "200ms", 1, 3600000, SOFF(retry_base_ms), 0, "Backoff base (full jitter).", NULL},
 	{"retry_cap", CFG_DURATION, "30s", 1, 86400000, SOFF(retry_cap_ms), 0, "Backoff cap.", NULL},
+	{"health_failing_after", CFG_DURATION, "60s", 0, 86400000, SOFF(health_failing_ms), 0,
+	 "/healthz reports the sink degraded once its sends have failed for this long (0 = never for failures).", NULL},
+	{"health_max_age", CFG_DURATION, "5m", 0, 604800000, SOFF(health_max_age_ms), 0,
+	 "/healthz reports the sink degraded when its oldest undelivered record has waited this long beyond the "
+	 "sink's own batching age (flush_age, rotate_age) (0 = never for age).",
+	 NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 #undef SOFF

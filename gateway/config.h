@@ -85,6 +85,7 @@ typedef struct tg_sink_conf {
 	void *opts;       /* ops->options_size bytes, parsed with ops->options */
 	int64_t batch_max_records; /* 0 = sink's own limit */
 	int64_t retry_base_ms, retry_cap_ms;
+	int64_t health_failing_ms, health_max_age_ms; /* /healthz thresholds (forwarder_health) */
 	int priority_first; /* forward higher priority first (default on) */
 	int builtin;        /* the lake made because default_sinks names it and no section does */
 	int bad;            /* its section had an error: its keys are skipped */
@@ -125,6 +126,7 @@ typedef struct tg_config {
 	char *aggregates_file;
 	int64_t dedupe_window_ms, dedupe_per_thing, dedupe_max_things;
 	int enrich;
+	int64_t log_repeat_interval_ms; /* quarantine and refused-publish lines: one per key and interval */
 	/* [outbox] */
 	char *outbox_path;
 	int64_t commit_interval_ms;

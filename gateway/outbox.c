@@ -120,6 +120,25 @@ struct outbox {
 		int64_t after_seq[NPRIO];
 	} cursors[MAX_SINKS];
 	size_t ncursors;
+	/* Per sink, the rows and payload bytes queued — ctr.rows/bytes split by sink, changed
+	 * wherever those change (outbox_sink_backlog). A slot is filled once (id, name) before
+	 * nbacklog publishes it, so the HTTP thread reads them without a lock. */
+	struct sink_backlog {
+		int64_t id;
+		char *name;
+		atomic_llong rows, bytes;
+	} backlog[MAX_SINKS];
+	atomic_int nbacklog;
+	struct sink_delta *applied_delta; /* per sink share of applied_rows/bytes (writer) */
+};
+
+/* Rows and bytes per sink taken out in one go, counted out of the backlog when their
+ * deletion commits. */
+struct sink_delta {
+	size_t n;
+	struct {
+		int64_t sink, rows, bytes;
+	} d[MAX_SINKS];
 };
 
 struct outbox_reader {
@@ -128,6 +147,7 @@ struct outbox_reader {
 	sqlite3_stmt *batch, *del, *del_range, *dead, *attempt, *sink_id, *pending, *freelist;
 	char *sink_name; /* the last sink looked up and its id (a sink's id never changes) */
 	int64_t sink_id_cached;
+	sqlite3_stmt *oldest; /* outbox_oldest_pending, prepared on first use */
 };
 
 static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
@@ -290,6 +310,92 @@ static void writer_finalize(outbox *ob)
 	}
 }
 
+/* ---- per-sink backlog ---------------------------------------------------------------- */
+
+static struct sink_backlog *backlog_of(outbox *ob, int64_t sink_id)
+{
+	int n = atomic_load(&ob->nbacklog);
+	for (int i = 0; i < n; i++)
+		if (ob->backlog[i].id == sink_id)
+			return &ob->backlog[i];
+	return NULL;
+}
+
+/* A slot for a sink the writer knows (writer thread only). */
+static void backlog_register(outbox *ob, int64_t sink_id, const char *name)
+{
+	int n = atomic_load(&ob->nbacklog);
+	if (backlog_of(ob, sink_id) || n >= MAX_SINKS || !(ob->backlog[n].name = strdup(name)))
+		return;
+	ob->backlog[n].id = sink_id;
+	atomic_store(&ob->backlog[n].rows, 0);
+	atomic_store(&ob->backlog[n].bytes, 0);
+	atomic_store(&ob->nbacklog, n + 1);
+}
+
+static void backlog_add(outbox *ob, int64_t sink_id, int64_t rows, int64_t bytes)
+{
+	struct sink_backlog *b = backlog_of(ob, sink_id);
+	if (b) {
+		atomic_fetch_add(&b->rows, rows);
+		atomic_fetch_add(&b->bytes, bytes);
+	}
+}
+
+static void delta_add(struct sink_delta *sd, int64_t sink_id, int64_t rows, int64_t bytes)
+{
+	if (!sd)
+		return;
+	size_t i = 0;
+	while (i < sd->n && sd->d[i].sink != sink_id)
+		i++;
+	if (i == sd->n) {
+		if (sd->n == MAX_SINKS)
+			return;
+		sd->n++;
+		sd->d[i].sink = sink_id;
+		sd->d[i].rows = sd->d[i].bytes = 0;
+	}
+	sd->d[i].rows += rows;
+	sd->d[i].bytes += bytes;
+}
+
+/* Count a committed deletion out of the backlog and clear sd. */
+static void delta_apply(outbox *ob, struct sink_delta *sd)
+{
+	for (size_t i = 0; sd && i < sd->n; i++)
+		backlog_add(ob, sd->d[i].sink, -sd->d[i].rows, -sd->d[i].bytes);
+	if (sd)
+		sd->n = 0;
+}
+
+/* The queued totals, whole and per sink, from one scan of the table at open. */
+static int backlog_load(outbox *ob, char *err, size_t errlen)
+{
+	for (int i = 0; i < atomic_load(&ob->nbacklog); i++) /* a second open after moving a corrupt file aside */
+		free(ob->backlog[i].name);
+	atomic_store(&ob->nbacklog, 0);
+	for (size_t i = 0; i < ob->nsinks; i++)
+		backlog_register(ob, ob->sinks[i].id, ob->sinks[i].name);
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(ob->db, OUTBOX_SQL_SINK_TOTALS, -1, &st, NULL) != SQLITE_OK)
+		return tg_seterr(err, errlen, TG_EDB, "totals: %s", sqlite3_errmsg(ob->db));
+	int64_t rows = 0, bytes = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t r = sqlite3_column_int64(st, 1), b = sqlite3_column_int64(st, 2);
+		backlog_add(ob, sqlite3_column_int64(st, 0), r, b);
+		rows += r;
+		bytes += b;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return tg_seterr(err, errlen, TG_EDB, "totals: %s", sqlite3_errmsg(ob->db));
+	atomic_store(&ob->ctr.rows, rows);
+	atomic_store(&ob->ctr.bytes, bytes);
+	return 0;
+}
+
 /* Try to open and prepare; returns TG_EDB with SQLite's primary code in *sqlite_rc. */
 static int writer_setup(outbox *ob, char *err, size_t errlen)
 {
@@ -335,16 +441,10 @@ static int writer_setup(outbox *ob, char *err, size_t errlen)
 		ob->sinks[ob->nsinks++].name = name;
 	}
 	sqlite3_finalize(all);
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(ob->db, OUTBOX_SQL_TOTALS, -1, &st, NULL) != SQLITE_OK)
-		return tg_seterr(err, errlen, TG_EDB, "totals: %s", sqlite3_errmsg(ob->db));
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		atomic_store(&ob->ctr.rows, sqlite3_column_int64(st, 0));
-		atomic_store(&ob->ctr.bytes, sqlite3_column_int64(st, 1));
-	}
-	sqlite3_finalize(st);
-	update_caps(ob);
-	return 0;
+	rc = backlog_load(ob, err, errlen);
+	if (rc == 0)
+		update_caps(ob);
+	return rc;
 }
 
 #define CHECKPOINT_EVERY_MS 250
@@ -493,6 +593,9 @@ void outbox_close(outbox *ob)
 		sqlite3_close(ob->db);
 	for (size_t i = 0; i < ob->nsinks; i++)
 		free(ob->sinks[i].name);
+	for (int i = 0; i < atomic_load(&ob->nbacklog); i++)
+		free(ob->backlog[i].name);
+	free(ob->applied_delta);
 	free(ob->pend);
 	free(ob->applied);
 	pthread_mutex_destroy(&ob->pend_mu);
@@ -552,7 +655,7 @@ static void pend_putback(outbox *ob, struct pend_del *v, size_t n)
 /* Delete runs through st (a DELETE_RANGE on db, inside the caller's transaction); adds the
  * rows and stored bytes actually deleted (fewer when drop_oldest got there first). */
 static int pend_delete(sqlite3 *db, sqlite3_stmt *st, const struct pend_del *v, size_t n, int64_t *rows,
-		       int64_t *bytes)
+		       int64_t *bytes, struct sink_delta *sd)
 {
 	for (size_t i = 0; i < n; i++) {
 		const struct pend_del *p = &v[i];
@@ -568,8 +671,10 @@ static int pend_delete(sqlite3 *db, sqlite3_stmt *st, const struct pend_del *v, 
 		if (rc != SQLITE_DONE)
 			return TG_EDB;
 		int64_t ch = sqlite3_changes(db);
+		int64_t chb = ch == p->n ? p->bytes : p->bytes * ch / p->n;
 		*rows += ch;
-		*bytes += ch == p->n ? p->bytes : p->bytes * ch / p->n;
+		*bytes += chb;
+		delta_add(sd, p->sink, ch, chb);
 	}
 	return 0;
 }
@@ -587,8 +692,12 @@ static void writer_apply(outbox *ob)
 		return;
 	}
 	int64_t rows = 0, bytes = 0;
+	if (!ob->applied_delta && !(ob->applied_delta = calloc(1, sizeof *ob->applied_delta))) {
+		pend_putback(ob, v, n);
+		return;
+	}
 	struct pend_del *all = realloc(ob->applied, (ob->napplied + n) * sizeof *all);
-	if (!all || pend_delete(ob->db, ob->del_range, v, n, &rows, &bytes)) {
+	if (!all || pend_delete(ob->db, ob->del_range, v, n, &rows, &bytes, ob->applied_delta)) {
 		if (all)
 			ob->applied = all;
 		/* the runs before the failure are deleted in this transaction: count them out at
@@ -664,6 +773,7 @@ static int64_t sink_id_of(outbox *ob, const char *name)
 		return TG_ENOMEM;
 	ob->sinks[ob->nsinks].name = dup;
 	ob->sinks[ob->nsinks++].id = id;
+	backlog_register(ob, id, name);
 	return id;
 }
 
@@ -738,6 +848,7 @@ static int make_room(outbox *ob, int64_t need_bytes)
 				bytes -= lens[i];
 				atomic_fetch_sub(&ob->ctr.rows, 1);
 				atomic_fetch_sub(&ob->ctr.bytes, lens[i]);
+				backlog_add(ob, sid, -1, -lens[i]);
 				dropped++;
 				if (prio >= OUTBOX_PRIO_ALERT)
 					dropped_alerts++;
@@ -818,6 +929,7 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 		ob->group_bytes += (int64_t)len;
 		atomic_fetch_add(&ob->ctr.rows, 1);
 		atomic_fetch_add(&ob->ctr.bytes, (int64_t)len);
+		backlog_add(ob, sid, 1, (int64_t)len);
 	}
 	ob->last_id = id;
 	if (id_out)
@@ -877,14 +989,27 @@ static void abort_group(outbox *ob)
 	pthread_mutex_unlock(&ob->pend_mu);
 	pend_putback(ob, undone, nundone); /* their deletion was rolled back too */
 	ob->applied_rows = ob->applied_bytes = 0;
-	/* appends and drop_oldest moved the counters: read them back from what is stored */
+	if (ob->applied_delta)
+		ob->applied_delta->n = 0;
+	/* appends and drop_oldest moved the counters: read them back from what is stored, in
+	 * one scan (a rare path: a disk that filled up) */
 	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(ob->db, OUTBOX_SQL_TOTALS, -1, &st, NULL) == SQLITE_OK) {
-		if (sqlite3_step(st) == SQLITE_ROW) {
-			atomic_store(&ob->ctr.rows, sqlite3_column_int64(st, 0));
-			atomic_store(&ob->ctr.bytes, sqlite3_column_int64(st, 1));
+	if (sqlite3_prepare_v2(ob->db, OUTBOX_SQL_SINK_TOTALS, -1, &st, NULL) == SQLITE_OK) {
+		int64_t rows = 0, bytes = 0;
+		int n = atomic_load(&ob->nbacklog);
+		for (int i = 0; i < n; i++) {
+			atomic_store(&ob->backlog[i].rows, 0);
+			atomic_store(&ob->backlog[i].bytes, 0);
+		}
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			int64_t r = sqlite3_column_int64(st, 1), b = sqlite3_column_int64(st, 2);
+			backlog_add(ob, sqlite3_column_int64(st, 0), r, b);
+			rows += r;
+			bytes += b;
 		}
 		sqlite3_finalize(st);
+		atomic_store(&ob->ctr.rows, rows);
+		atomic_store(&ob->ctr.bytes, bytes);
 	}
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
 	atomic_fetch_add(&ob->ctr.aborted, 1);
@@ -981,6 +1106,7 @@ int outbox_commit(outbox *ob)
 	if (ob->napplied || ob->applied_rows) {
 		atomic_fetch_sub(&ob->ctr.rows, ob->applied_rows);
 		atomic_fetch_sub(&ob->ctr.bytes, ob->applied_bytes);
+		delta_apply(ob, ob->applied_delta);
 		pthread_mutex_lock(&ob->pend_mu);
 		ob->napplied = 0;
 		pthread_mutex_unlock(&ob->pend_mu);
@@ -1074,6 +1200,7 @@ void outbox_reader_close(outbox_reader *r)
 	sqlite3_finalize(r->sink_id);
 	sqlite3_finalize(r->pending);
 	sqlite3_finalize(r->freelist);
+	sqlite3_finalize(r->oldest);
 	sqlite3_close(r->db);
 	free(r->sink_name);
 	free(r);
@@ -1219,6 +1346,17 @@ static int add_row(outbox_batch *b, sqlite3_stmt *st, const char *gw, int prio, 
 	return 0;
 }
 
+/* A sink's cursor: per priority, the highest seq already delivered (outbox_settle). */
+static void cursor_of(outbox *ob, int64_t sid, int64_t after[NPRIO])
+{
+	memset(after, 0, sizeof(int64_t) * NPRIO);
+	pthread_mutex_lock(&ob->pend_mu);
+	for (size_t i = 0; i < ob->ncursors; i++)
+		if (ob->cursors[i].sink == sid)
+			memcpy(after, ob->cursors[i].after_seq, sizeof(int64_t) * NPRIO);
+	pthread_mutex_unlock(&ob->pend_mu);
+}
+
 int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_records, size_t max_bytes,
 		      outbox_batch *b)
 {
@@ -1228,13 +1366,8 @@ int outbox_read_batch(outbox_reader *r, const char *sink_name, size_t max_record
 		return 0; /* nothing was ever queued for it */
 	b->sink_id = sid;
 	const char *gw = r->ob->gateway_id;
-	int64_t after[NPRIO] = {0};
-	outbox *ob = r->ob;
-	pthread_mutex_lock(&ob->pend_mu);
-	for (size_t i = 0; i < ob->ncursors; i++)
-		if (ob->cursors[i].sink == sid)
-			memcpy(after, ob->cursors[i].after_seq, sizeof after);
-	pthread_mutex_unlock(&ob->pend_mu);
+	int64_t after[NPRIO];
+	cursor_of(r->ob, sid, after);
 	sqlite3_stmt *st = r->batch;
 	int rc = SQLITE_DONE, full = 0;
 	/* highest priority first, id order within one */
@@ -1323,11 +1456,12 @@ static int reader_apply(outbox_reader *r)
 		return 0;
 	}
 	int64_t rows = 0, bytes = 0;
+	struct sink_delta sd = {0};
 	if (reader_write(r, "BEGIN IMMEDIATE")) {
 		pend_putback(r->ob, v, n);
 		return TG_EDB;
 	}
-	if (pend_delete(r->db, r->del_range, v, n, &rows, &bytes) || exec(r->db, "COMMIT", NULL, 0)) {
+	if (pend_delete(r->db, r->del_range, v, n, &rows, &bytes, &sd) || exec(r->db, "COMMIT", NULL, 0)) {
 		LOG_WARN("outbox", "msg=\"deleting delivered rows failed, will retry\" err=\"%s\"", sqlite3_errmsg(r->db));
 		exec(r->db, "ROLLBACK", NULL, 0);
 		pend_putback(r->ob, v, n);
@@ -1336,6 +1470,7 @@ static int reader_apply(outbox_reader *r)
 	free(v);
 	atomic_fetch_sub(&r->ob->ctr.rows, rows);
 	atomic_fetch_sub(&r->ob->ctr.bytes, bytes);
+	delta_apply(r->ob, &sd);
 	return 0;
 }
 
@@ -1358,7 +1493,7 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 	int64_t rows = 0, bytes = 0;
 	uint64_t delivered = 0, dead = 0;
 	if (nr > 0) { /* delivered but could not be queued: a statement per run, now */
-		if (pend_delete(r->db, r->del_range, runs, (size_t)nr, &rows, &bytes))
+		if (pend_delete(r->db, r->del_range, runs, (size_t)nr, &rows, &bytes, NULL))
 			goto fail;
 		delivered = (uint64_t)rows;
 		goto commit;
@@ -1408,6 +1543,7 @@ commit:
 		goto fail;
 	atomic_fetch_sub(&r->ob->ctr.rows, rows);
 	atomic_fetch_sub(&r->ob->ctr.bytes, bytes);
+	backlog_add(r->ob, b->sink_id, -rows, -bytes); /* every row of a batch is its sink's */
 	atomic_fetch_add(&r->ob->ctr.delivered, delivered);
 	atomic_fetch_add(&r->ob->ctr.dead, dead);
 	return 0;
@@ -1453,4 +1589,48 @@ int64_t outbox_pending(outbox_reader *r, const char *sink_name)
 			n -= ob->applied[i].n;
 	pthread_mutex_unlock(&ob->pend_mu);
 	return n < 0 ? 0 : n;
+}
+
+int outbox_sink_backlog(outbox *ob, const char *sink_name, int64_t *rows, int64_t *bytes)
+{
+	int n = atomic_load(&ob->nbacklog);
+	for (int i = 0; i < n; i++)
+		if (strcmp(ob->backlog[i].name, sink_name) == 0) {
+			int64_t r = atomic_load(&ob->backlog[i].rows), b = atomic_load(&ob->backlog[i].bytes);
+			*rows = r < 0 ? 0 : r;
+			*bytes = b < 0 ? 0 : b;
+			return 0;
+		}
+	*rows = *bytes = 0; /* nothing was ever queued for it */
+	return TG_ENOTFOUND;
+}
+
+int64_t outbox_oldest_pending(outbox_reader *r, const char *sink_name)
+{
+	int64_t sid = reader_sink_id(r, sink_name), oldest = 0;
+	if (sid < 0)
+		return 0;
+	if (!r->oldest && sqlite3_prepare_v3(r->db, OUTBOX_SQL_OLDEST_PENDING, -1, SQLITE_PREPARE_PERSISTENT, &r->oldest,
+					     NULL) != SQLITE_OK)
+		return TG_EDB;
+	int64_t after[NPRIO];
+	cursor_of(r->ob, sid, after);
+	/* the first undelivered row of each priority: an index seek each, never a scan */
+	for (int prio = 0; prio < NPRIO; prio++) {
+		sqlite3_reset(r->oldest);
+		sqlite3_bind_int64(r->oldest, 1, sid);
+		sqlite3_bind_int(r->oldest, 2, prio);
+		sqlite3_bind_int64(r->oldest, 3, after[prio]);
+		int rc = sqlite3_step(r->oldest);
+		if (rc == SQLITE_ROW) {
+			int64_t c = sqlite3_column_int64(r->oldest, 0);
+			if (!oldest || c < oldest)
+				oldest = c;
+		} else if (rc != SQLITE_DONE) {
+			sqlite3_reset(r->oldest);
+			return TG_EDB;
+		}
+	}
+	sqlite3_reset(r->oldest);
+	return oldest;
 }

@@ -140,4 +140,12 @@ int outbox_reclaim(outbox_reader *r);
 int64_t outbox_pending(outbox_reader *r, const char *sink_name); /* rows queued for one sink */
 void outbox_batch_free(outbox_batch *b); /* frees contents; NULL-safe */
 
+/* ---- per sink ----------------------------------------------------------------------- */
+/* Rows and payload bytes queued for one sink, from counters kept as rows come and go (any
+ * thread; no query). TG_ENOTFOUND (and 0, 0) for a sink nothing was ever queued for. */
+int outbox_sink_backlog(outbox *ob, const char *sink_name, int64_t *rows, int64_t *bytes);
+/* created_ms of the oldest row the sink has not been handed yet (0: none), < 0 on error.
+ * One index seek per priority; reader side. */
+int64_t outbox_oldest_pending(outbox_reader *r, const char *sink_name);
+
 #endif

@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -288,13 +289,101 @@ class Sim:
         return Proc(argv, Path(workdir) / f"{name}.log"), summary
 
 
-def mqtt_client(broker, cert, key, client_id, version5=True):
-    """A paho client with mTLS to the test broker, loop started; caller disconnects."""
+_CLIENT_CLASS = None
+
+
+def client_class():
+    """paho's Client, with a network thread whose death is seen.
+
+    paho 1.6 (Debian 12) catches only ConnectionError around its socket calls: an
+    ssl.SSLEOFError (a broker cutting a TLS connection mid-write) ends loop_start()'s thread
+    with a traceback and no on_disconnect, so a test waiting for the disconnect waits in
+    vain. Here any OSError that ends the thread is the disconnect: `socket_error` gets
+    (time.monotonic(), exception) and `on_socket_error(client, exc)` runs, from that thread.
+    """
+    global _CLIENT_CLASS
+    if _CLIENT_CLASS is None:
+        import paho.mqtt.client as mqtt
+
+        class Client(mqtt.Client):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                self.socket_error = None
+                self.on_socket_error = None
+
+            def _thread_main(self):
+                try:
+                    super()._thread_main()
+                except OSError as e:
+                    self.socket_error = (time.monotonic(), e)
+                    cb = self.on_socket_error
+                    if cb:
+                        cb(self, e)
+
+        _CLIENT_CLASS = Client
+    return _CLIENT_CLASS
+
+
+def mqtt_client(broker, cert, key, client_id, version5=True, ca=None):
+    """A paho client (client_class()) with mTLS to the test broker; the caller connects,
+    starts the loop and disconnects."""
     import paho.mqtt.client as mqtt
-    c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5 if version5 else mqtt.MQTTv311)
-    c.tls_set(ca_certs=str(broker.certs.ca), certfile=str(cert), keyfile=str(key),
+    c = client_class()(client_id=client_id, protocol=mqtt.MQTTv5 if version5 else mqtt.MQTTv311)
+    c.tls_set(ca_certs=str(ca or broker.certs.ca), certfile=str(cert), keyfile=str(key),
               tls_version=ssl.PROTOCOL_TLS_CLIENT)
     return c
+
+
+class Collector:
+    """A paho MQTT v5 subscriber (ops identity by default) collecting what it receives.
+
+    snapshot() gives (topic, payload as JSON) pairs; messages() gives dicts with the topic,
+    raw payload, QoS and the MQTT v5 properties (content_type, user_properties as a list
+    of pairs, response_topic, correlation_data, payload_format, message_expiry). Both fail
+    the test at once when the subscriber's connection died, rather than letting it wait
+    for messages that cannot come."""
+
+    def __init__(self, broker, topic, cert=None, key=None, qos=1):
+        self.msgs = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.c = mqtt_client(broker, cert or broker.certs.dir / "ops.crt", key or broker.certs.dir / "ops.key",
+                             f"ops-{time.monotonic_ns()}")
+        topics = [topic] if isinstance(topic, str) else list(topic)
+        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe([(t, qos) for t in topics])
+        self.c.on_subscribe = lambda *a: self.ready.set()
+        self.c.on_message = self._on_message
+        self.c.connect("127.0.0.1", broker.port)
+        self.c.loop_start()
+        assert self.ready.wait(10), "subscriber did not get SUBACK"
+
+    def _on_message(self, c, u, m):
+        p = getattr(m, "properties", None)
+        rec = {"topic": m.topic, "payload": m.payload, "qos": m.qos,
+               "content_type": getattr(p, "ContentType", None),
+               "user_properties": list(getattr(p, "UserProperty", None) or []),
+               "response_topic": getattr(p, "ResponseTopic", None),
+               "correlation_data": getattr(p, "CorrelationData", None),
+               "payload_format": getattr(p, "PayloadFormatIndicator", None),
+               "message_expiry": getattr(p, "MessageExpiryInterval", None)}
+        with self.lock:
+            self.msgs.append(rec)
+
+    def _check(self):
+        if self.c.socket_error:
+            raise AssertionError(f"the subscriber's connection died: {self.c.socket_error[1]!r}")
+
+    def messages(self):
+        self._check()
+        with self.lock:
+            return list(self.msgs)
+
+    def snapshot(self):
+        return [(m["topic"], json.loads(m["payload"])) for m in self.messages()]
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
 
 
 def mosquitto_pub(broker, cert, key, topic, messages, qos=1, client_id=None, check=False):

@@ -388,6 +388,91 @@ static void test_deferred_delete_drain(void **state)
 	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
 }
 
+/* outbox_sink_backlog against the table itself: rows and stored payload bytes per sink. */
+static void expect_backlog(outbox *ob, const char *sink_name)
+{
+	char q[256];
+	int64_t rows, bytes;
+	outbox_sink_backlog(ob, sink_name, &rows, &bytes);
+	snprintf(q, sizeof q, "SELECT count(*) FROM outbox WHERE sink = (SELECT id FROM sinks WHERE name = '%s')",
+		 sink_name);
+	int64_t want_rows = count_rows(q);
+	snprintf(q, sizeof q,
+		 "SELECT coalesce(sum(length(payload)), 0) FROM outbox WHERE sink = (SELECT id FROM sinks WHERE name = '%s')",
+		 sink_name);
+	int64_t want_bytes = count_rows(q);
+	if (rows != want_rows || bytes != want_bytes)
+		fail_msg("sink %s: backlog %lld rows %lld bytes, table %lld rows %lld bytes", sink_name, (long long)rows,
+			 (long long)bytes, (long long)want_rows, (long long)want_bytes);
+}
+
+/* Per-sink backlog counters follow every way a row comes and goes — append, delivery
+ * deleted by the writer or by the forwarder, dead letters, drop_oldest — and are read back
+ * at open, without a query per read (issue 12 item 4). */
+static void test_sink_backlog_and_oldest(void **state)
+{
+	outbox_opts o = opts();
+	o.max_rows = 400;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	int64_t rows, bytes;
+	assert_int_equal(outbox_sink_backlog(ob, "a", &rows, &bytes), TG_ENOTFOUND);
+	assert_int_equal(rows, 0);
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(append(ob, i % 3 ? "a" : "b", i == 30 ? OUTBOX_PRIO_ALERT : OUTBOX_PRIO_BULK, i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	expect_backlog(ob, "a");
+	expect_backlog(ob, "b");
+	outbox_sink_backlog(ob, "a", &rows, &bytes);
+	assert_int_equal(rows, 40);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	/* the oldest undelivered: the first record, whatever its priority */
+	assert_int_equal(outbox_oldest_pending(r, "a"), 1700000000000 + 1);
+	assert_int_equal(outbox_oldest_pending(r, "b"), 1700000000000 + 0);
+	assert_int_equal(outbox_oldest_pending(r, "nope"), 0);
+	/* delivered, queued, deleted by the writer's next transaction */
+	assert_int_equal(outbox_read_batch(r, "a", 10, 1 << 20, &b), 10);
+	settle_all_ok(r, "a", &b);
+	assert_int_equal(outbox_oldest_pending(r, "a"), 1700000000000 + 16); /* past the cursor */
+	assert_int_equal(append(ob, "b", OUTBOX_PRIO_BULK, 1000), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	expect_backlog(ob, "a");
+	expect_backlog(ob, "b");
+	/* dead letters and retries */
+	assert_int_equal(outbox_read_batch(r, "b", 5, 1 << 20, &b), 5);
+	sink_status st[5] = {SINK_OK, SINK_POISON, SINK_RETRY, SINK_POISON, SINK_RETRY};
+	assert_int_equal(outbox_settle(r, "b", &b, st, "refused", 2), 0);
+	expect_backlog(ob, "b");
+	/* the forwarder deletes a big queue itself (a drain) */
+	while (outbox_read_batch(r, "a", 7, 1 << 20, &b) > 0)
+		settle_all_ok(r, "a", &b);
+	assert_int_equal(outbox_tick(ob, atomic_load(&outbox_counters_of(ob)->last_commit_ms) + 10), 1);
+	expect_backlog(ob, "a");
+	outbox_sink_backlog(ob, "a", &rows, &bytes);
+	assert_int_equal(rows, 0);
+	assert_int_equal(outbox_oldest_pending(r, "a"), 0);
+	/* drop_oldest */
+	for (int i = 0; i < 500; i++)
+		assert_int_equal(append(ob, i % 2 ? "a" : "b", OUTBOX_PRIO_BULK, 2000 + i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	assert_true(atomic_load(&outbox_counters_of(ob)->dropped) > 0);
+	expect_backlog(ob, "a");
+	expect_backlog(ob, "b");
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+	/* read back at open */
+	ob = outbox_open(path, &o, NULL, 0);
+	expect_backlog(ob, "a");
+	expect_backlog(ob, "b");
+	int64_t ra, rb, ba, bb;
+	outbox_sink_backlog(ob, "a", &ra, &ba);
+	outbox_sink_backlog(ob, "b", &rb, &bb);
+	assert_int_equal(ra + rb, atomic_load(&outbox_counters_of(ob)->rows));
+	assert_int_equal(ba + bb, atomic_load(&outbox_counters_of(ob)->bytes));
+	outbox_close(ob);
+}
+
 static int setup(void **state)
 {
 	dir = tu_tmpdir();
@@ -561,6 +646,7 @@ int main(void)
 		cmocka_unit_test_setup(test_cap_bounds_the_files_on_disk, each),
 		cmocka_unit_test_setup(test_drop_oldest_across_sinks, each),
 		cmocka_unit_test_setup(test_drained_outbox_shrinks, each),
+		cmocka_unit_test_setup(test_sink_backlog_and_oldest, each),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
