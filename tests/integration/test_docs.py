@@ -48,6 +48,7 @@ SKIP = [
     (r"^make build/", "builds: `make check` has built everything before this test runs"),
     (r"^make fuzz-replay$", "part of `make check` itself"),
     (r"^kill -HUP \$\(pidof tidegate\)", "signals a running daemon (tests/integration/test_rules_live.py reloads)"),
+    (r" -c /etc/tidegate/", "reads an installed configuration (test_rules_cli.py runs `rules check -c` on a real one)"),
 ]
 RUN = r"^(certs/[a-z-]+\.sh |tidegate |build/rel/device_sim |mosquitto -c )"
 
