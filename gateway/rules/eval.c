@@ -4,7 +4,9 @@
  *
  * Values are rules_val (see rules_int.h). Numbers are Int (int64) or Decimal (IEEE
  * double: the 34-digit decimal of AWS is not reproduced, see docs/rules-reference.md);
- * Int overflow falls back to Decimal. Undefined propagates as the tables say and is left
+ * Int overflow falls back to Decimal. The rule's SQL version (rules_ctx.ver) decides whether
+ * a whole-number Decimal is processed as an Int where values are read from JSON and written
+ * to JSON or text: one flag test in those conversions, nowhere else. Undefined propagates as the tables say and is left
  * out of SELECT output. Strings produced during evaluation (conversions, concatenation)
  * live in the context's scratch arena, which is reset per message, so evaluating a rule
  * allocates nothing but the output JSON. WHERE is evaluated through rules_eval_cond(),
@@ -131,7 +133,8 @@ void rules_val_str(rules_val *v, const char *p, size_t n)
 	v->u.s.n = n;
 }
 
-void rules_val_from_json(json_t *j, rules_val *out)
+/* with whole_int (SQL 2016-03-23) a whole-number real is read as the Int it equals */
+static void val_of_json(json_t *j, rules_val *out, int whole_int)
 {
 	if (!j) {
 		out->t = RV_UNDEF;
@@ -142,14 +145,29 @@ void rules_val_from_json(json_t *j, rules_val *out)
 	case JSON_ARRAY: out->t = RV_ARR; out->u.j = j; break;
 	case JSON_STRING: rules_val_str(out, json_string_value(j), json_string_length(j)); break;
 	case JSON_INTEGER: out->t = RV_INT; out->u.i = json_integer_value(j); break;
-	case JSON_REAL: out->t = RV_DEC; out->u.d = json_real_value(j); break;
+	case JSON_REAL: {
+		double d = json_real_value(j);
+		if (whole_int && rules_dec_is_whole(d)) {
+			out->t = RV_INT;
+			out->u.i = (int64_t)d;
+		} else {
+			out->t = RV_DEC;
+			out->u.d = d;
+		}
+		break;
+	}
 	case JSON_TRUE: out->t = RV_BOOL; out->u.b = 1; break;
 	case JSON_FALSE: out->t = RV_BOOL; out->u.b = 0; break;
 	case JSON_NULL: out->t = RV_NULL; break;
 	}
 }
 
-json_t *rules_val_to_json(const rules_val *v)
+void rules_val_from_json(const rules_ctx *c, json_t *j, rules_val *out)
+{
+	val_of_json(j, out, c->ver == RULES_SQL_2016_03_23);
+}
+
+json_t *rules_val_to_json(const rules_ctx *c, const rules_val *v)
 {
 	switch (v->t) {
 	case RV_UNDEF: return NULL;
@@ -157,8 +175,12 @@ json_t *rules_val_to_json(const rules_val *v)
 	case RV_BOOL: return json_boolean(v->u.b);
 	case RV_INT: return json_integer(v->u.i);
 	case RV_DEC:
-		/* a whole Decimal stays a Decimal: jansson writes it as 10.0 */
-		return isfinite(v->u.d) ? json_real(v->u.d) : NULL;
+		if (!isfinite(v->u.d))
+			return NULL;
+		/* 2016-03-23 writes a whole Decimal as the Int (10); 2015-10-08 as a real (10.0) */
+		if (c->ver == RULES_SQL_2016_03_23 && rules_dec_is_whole(v->u.d))
+			return json_integer((json_int_t)v->u.d);
+		return json_real(v->u.d);
 	case RV_STR: return json_stringn(v->u.s.p, v->u.s.n); /* NULL if not UTF-8 */
 	case RV_ARR:
 	case RV_OBJ: return json_incref(v->u.j);
@@ -326,9 +348,12 @@ int rules_to_str(rules_ctx *c, const rules_val *v, const char **p, size_t *n)
 	case RV_DEC: {
 		if (!isfinite(v->u.d)) {
 			snprintf(tmp, sizeof tmp, "%s", isnan(v->u.d) ? "NaN" : v->u.d > 0 ? "Infinity" : "-Infinity");
+		} else if (c->ver == RULES_SQL_2016_03_23 && rules_dec_is_whole(v->u.d)) {
+			snprintf(tmp, sizeof tmp, "%" PRId64, (int64_t)v->u.d); /* processed as the Int */
 		} else {
 			rules_fmt_double(v->u.d, tmp, sizeof tmp);
-			/* a whole Decimal reads as one (10.0, not the Int 10), as BigDecimal writes 10.0 */
+			/* 2015-10-08: a whole Decimal reads as one (10.0, not the Int 10), as BigDecimal
+			 * writes 10.0 */
 			if (!strpbrk(tmp, ".E") && strlen(tmp) + 2 < sizeof tmp)
 				strcat(tmp, ".0");
 		}
@@ -374,7 +399,9 @@ static int is_num(rules_vtype t)
 }
 
 /* Deep equality for the = table: numbers compare by value (Int as Decimal), arrays in
- * order, objects by keys and values regardless of order. Mismatched types: not equal. */
+ * order, objects by keys and values regardless of order. Mismatched types: not equal.
+ * Because numbers compare by value, whether a whole real is read as an Int (the SQL
+ * version) cannot change the outcome: members are read without that step. */
 int rules_val_equal(const rules_val *a, const rules_val *b)
 {
 	if (is_num(a->t) && is_num(b->t))
@@ -391,8 +418,8 @@ int rules_val_equal(const rules_val *a, const rules_val *b)
 			return 0;
 		for (size_t i = 0; i < n; i++) {
 			rules_val x, y;
-			rules_val_from_json(json_array_get(a->u.j, i), &x);
-			rules_val_from_json(json_array_get(b->u.j, i), &y);
+			val_of_json(json_array_get(a->u.j, i), &x, 0);
+			val_of_json(json_array_get(b->u.j, i), &y, 0);
 			if (!rules_val_equal(&x, &y))
 				return 0;
 		}
@@ -406,8 +433,8 @@ int rules_val_equal(const rules_val *a, const rules_val *b)
 		json_object_foreach(a->u.j, k, va)
 		{
 			rules_val x, y;
-			rules_val_from_json(va, &x);
-			rules_val_from_json(json_object_get(b->u.j, k), &y);
+			val_of_json(va, &x, 0);
+			val_of_json(json_object_get(b->u.j, k), &y, 0);
 			if (y.t == RV_UNDEF || !rules_val_equal(&x, &y))
 				return 0;
 		}
@@ -545,12 +572,11 @@ static void op_arith(rules_ctx *c, int op, const rules_val *l, const rules_val *
 /* ---- field access --------------------------------------------------------------------- */
 static void member(rules_ctx *c, const rules_val *base, const char *name, rules_val *out)
 {
-	(void)c;
 	if (base->t != RV_OBJ) {
 		out->t = RV_UNDEF;
 		return;
 	}
-	rules_val_from_json(json_object_get(base->u.j, name), out);
+	rules_val_from_json(c, json_object_get(base->u.j, name), out);
 }
 
 static void index_of(rules_ctx *c, const rules_val *base, const rules_val *idx, rules_val *out)
@@ -565,7 +591,7 @@ static void index_of(rules_ctx *c, const rules_val *base, const rules_val *idx, 
 			return;
 		memcpy(k, idx->u.s.p, idx->u.s.n);
 		k[idx->u.s.n] = '\0';
-		rules_val_from_json(json_object_get(base->u.j, k), out);
+		rules_val_from_json(c, json_object_get(base->u.j, k), out);
 		return;
 	}
 	if (base->t != RV_ARR)
@@ -581,7 +607,7 @@ static void index_of(rules_ctx *c, const rules_val *base, const rules_val *idx, 
 		return;
 	if (i < 0 || (size_t)i >= json_array_size(base->u.j))
 		return;
-	rules_val_from_json(json_array_get(base->u.j, (size_t)i), out);
+	rules_val_from_json(c, json_array_get(base->u.j, (size_t)i), out);
 }
 
 /* ---- CASE, cast, literals ------------------------------------------------------------ */
@@ -676,7 +702,7 @@ static void eval_obj(rules_ctx *c, const rules_node *n, rules_val *out)
 	for (int i = 0; i < n->na; i++) {
 		rules_val v;
 		rules_eval_node(c, n->a[i], &v);
-		json_t *j = rules_val_to_json(&v);
+		json_t *j = rules_val_to_json(c, &v);
 		if (j)
 			json_object_set_new(o, n->names[i], j);
 	}
@@ -693,7 +719,7 @@ static void eval_arr(rules_ctx *c, const rules_node *n, rules_val *out)
 	for (int i = 0; i < n->na; i++) {
 		rules_val v;
 		rules_eval_node(c, n->a[i], &v);
-		json_t *j = rules_val_to_json(&v);
+		json_t *j = rules_val_to_json(c, &v);
 		if (j)
 			json_array_append_new(a, j);
 	}
@@ -737,7 +763,7 @@ void rules_eval_node(rules_ctx *c, const rules_node *n, rules_val *out)
 	case RN_LIT: *out = n->lit; return;
 	case RN_FIELD:
 		if (c->row && json_is_object(c->row))
-			rules_val_from_json(json_object_get(c->row, n->name), out);
+			rules_val_from_json(c, json_object_get(c->row, n->name), out);
 		else
 			out->t = RV_UNDEF;
 		return;
@@ -799,7 +825,7 @@ void rules_eval_node(rules_ctx *c, const rules_node *n, rules_val *out)
 	case RN_STAR:
 		/* the whole payload: the row object, or the raw bytes as a string */
 		if (c->row) {
-			rules_val_from_json(c->row, out);
+			rules_val_from_json(c, c->row, out);
 		} else if (c->m && c->m->payload) {
 			rules_val_str(out, c->m->payload, c->m->payloadlen);
 		} else {
@@ -861,7 +887,7 @@ json_t *rules_eval_select(rules_ctx *c, const rules_query *q)
 	if (q->value) {
 		rules_val v;
 		rules_eval_node(c, q->items[0].e, &v);
-		return rules_val_to_json(&v);
+		return rules_val_to_json(c, &v);
 	}
 	if (q->nitems == 1 && !q->items[0].e && !json_is_object(c->row)) {
 		/* SELECT * of something that is not an object: the row itself (a scalar element of
@@ -885,7 +911,7 @@ json_t *rules_eval_select(rules_ctx *c, const rules_query *q)
 		}
 		rules_val v;
 		rules_eval_node(c, it->e, &v);
-		json_t *j = rules_val_to_json(&v);
+		json_t *j = rules_val_to_json(c, &v);
 		if (j)
 			set_path(o, it->alias, j);
 	}

@@ -230,8 +230,6 @@ F(trunc)
 		set_dec(o, d); /* beyond double precision: nothing to cut */
 		return;
 	}
-	/* "Trailing zeroes are stripped from the result" (trunc(2.00, 5) = 2), so a whole
-	 * result has no decimal places left and is written as the Int AWS's examples show */
 	double f = pow(10, (double)places);
 	double t = trunc(d * f);
 	/* 2.3 * 10 is 22.999999999999996 in binary: step to the next integer when that one,
@@ -241,7 +239,10 @@ F(trunc)
 	else if (d < 0 && (t - 1) / f >= d)
 		t -= 1;
 	double r = t / f;
-	if (r == trunc(r) && fabs(r) < 9.007199254740992e15)
+	/* "Trailing zeroes are stripped from the result" (trunc(2.00, 5) = 2): in 2015-10-08,
+	 * where a whole Decimal is not written as an Int, a whole result is made the Int AWS's
+	 * examples show. 2016-03-23 keeps the Decimal (read and written as an Int anyway). */
+	if (c->ver == RULES_SQL_2015_10_08 && rules_dec_is_whole(r))
 		set_int(o, (int64_t)r);
 	else
 		set_dec(o, r);
@@ -538,7 +539,7 @@ F(concat)
 			if (a[i].t == RV_ARR) {
 				json_array_extend(arr, a[i].u.j);
 			} else {
-				json_t *j = rules_val_to_json(&a[i]);
+				json_t *j = rules_val_to_json(c, &a[i]);
 				if (j)
 					json_array_append_new(arr, j);
 			}
@@ -754,7 +755,7 @@ F(decode)
 	json_t *j = json_loadb((const char *)out, (size_t)k, JSON_DECODE_ANY, NULL);
 	if (j) {
 		rules_ctx_keep(c, j);
-		rules_val_from_json(j, o);
+		rules_val_from_json(c, j, o);
 		return;
 	}
 	rules_val_str(o, (const char *)out, (size_t)k);
@@ -818,7 +819,7 @@ static void ident(rules_val *o, const char *a, const char *b)
 
 F(clientid) { ident(o, c->m ? c->m->client_id : NULL, c->m ? c->m->thing : NULL); }
 F(principal) { ident(o, c->m ? c->m->principal : NULL, c->m ? c->m->thing : NULL); }
-F(sql_version) { rules_val_str(o, "2016-03-23", 10); }
+F(sql_version) { rules_val_str(o, c->ver == RULES_SQL_2015_10_08 ? "2015-10-08" : "2016-03-23", 10); }
 
 F(isnull) { set_bool(o, a[0].t == RV_NULL); }
 F(isundefined) { set_bool(o, a[0].t == RV_UNDEF); }
@@ -829,7 +830,7 @@ F(get)
 	if (a[0].t == RV_ARR) {
 		if (to_int_std(&a[1], &i) < 0 || i < 0 || (size_t)i >= json_array_size(a[0].u.j))
 			return;
-		rules_val_from_json(json_array_get(a[0].u.j, (size_t)i), o);
+		rules_val_from_json(c, json_array_get(a[0].u.j, (size_t)i), o);
 	} else if (a[0].t == RV_STR) {
 		if (to_int_std(&a[1], &i) < 0 || i < 0)
 			return;
@@ -841,7 +842,7 @@ F(get)
 	} else if (a[0].t == RV_OBJ && a[1].t == RV_STR) {
 		char *k = arena_copy(c, a[1].u.s.p, a[1].u.s.n);
 		if (k)
-			rules_val_from_json(json_object_get(a[0].u.j, k), o);
+			rules_val_from_json(c, json_object_get(a[0].u.j, k), o);
 	}
 }
 
@@ -937,7 +938,7 @@ F(get_registry_data)
 	if (!j)
 		return;
 	rules_ctx_keep(c, j);
-	rules_val_from_json(j, o);
+	rules_val_from_json(c, j, o);
 }
 
 /* ---- time ---------------------------------------------------------------------------------- */

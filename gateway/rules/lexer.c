@@ -5,8 +5,9 @@
  * the parser can report errors at exact positions (which the loader then maps to the
  * rule file's line and column). Keywords are case-insensitive, identifiers are
  * case-sensitive; strings may use single or double quotes with backslash escapes or a
- * doubled quote. Numbers without a fraction or exponent are Int; a literal such as 10.0
- * is a whole number and, as SQL version 2016-03-23 prescribes, is treated as Int.
+ * doubled quote. Numbers without a fraction or exponent are Int. A literal such as 10.0
+ * is a Decimal with a whole value: SQL version 2016-03-23 (the default) processes it as the
+ * Int 10, 2015-10-08 keeps it a Decimal (rules_sql_version), so the lexer is told which.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -67,12 +68,13 @@ const char *rules_tok_name(rules_tok_kind k)
 	return "token";
 }
 
-void rules_lex_init(rules_lexer *lx, const char *src, size_t len, size_t start)
+void rules_lex_init(rules_lexer *lx, const char *src, size_t len, size_t start, rules_sql_version ver)
 {
 	memset(lx, 0, sizeof *lx);
 	lx->src = src;
 	lx->len = len;
 	lx->pos = start;
+	lx->ver = ver;
 }
 
 void rules_lex_free(rules_lexer *lx)
@@ -229,6 +231,11 @@ static int lex_number(rules_lexer *lx, size_t start)
 	double d = strtod(tmp, NULL);
 	if (!isfinite(d))
 		return lex_fail(lx, start, "number literal out of range");
+	if (lx->ver == RULES_SQL_2016_03_23 && rules_dec_is_whole(d)) {
+		lx->tok.k = TK_INT;
+		lx->tok.ival = (int64_t)d;
+		return 0;
+	}
 	lx->tok.k = TK_DEC;
 	lx->tok.dval = d;
 	return 0;

@@ -908,10 +908,10 @@ fail:
 	return NULL;
 }
 
-static void parser_init(parser *p, const char *src, size_t len, size_t start)
+static void parser_init(parser *p, const char *src, size_t len, size_t start, rules_sql_version ver)
 {
 	memset(p, 0, sizeof *p);
-	rules_lex_init(&p->lx, src, len, start);
+	rules_lex_init(&p->lx, src, len, start, ver);
 }
 
 static void report(parser *p, size_t *err_pos, char *err, size_t errlen)
@@ -922,11 +922,12 @@ static void report(parser *p, size_t *err_pos, char *err, size_t errlen)
 		snprintf(err, errlen, "%s", p->err);
 }
 
-rules_stmt *rules_parse_stmt(const char *src, size_t len, size_t *err_pos, char *err, size_t errlen)
+rules_stmt *rules_parse_stmt(const char *src, size_t len, rules_sql_version ver, size_t *err_pos, char *err,
+			     size_t errlen)
 {
 	char dbuf[80];
 	parser p;
-	parser_init(&p, src, len, 0);
+	parser_init(&p, src, len, 0, ver);
 	rules_stmt *st = calloc(1, sizeof *st);
 	if (!st) {
 		fail(&p, 0, "out of memory");
@@ -1011,13 +1012,13 @@ fail:
 	return NULL;
 }
 
-rules_node *rules_parse_expr(const char *src, size_t len, size_t start, rules_tok_kind end,
+rules_node *rules_parse_expr(const char *src, size_t len, size_t start, rules_tok_kind end, rules_sql_version ver,
 			     char **var_names, int nvars, size_t *end_pos, size_t *err_pos,
 			     char *err, size_t errlen)
 {
 	char dbuf[80];
 	parser p;
-	parser_init(&p, src, len, start);
+	parser_init(&p, src, len, start, ver);
 	p.vars = var_names;
 	p.nvars = nvars;
 	rules_node *e = NULL;

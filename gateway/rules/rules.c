@@ -74,6 +74,7 @@ typedef struct raction {
 typedef struct rule {
 	char *name;
 	int disabled;
+	rules_sql_version ver; /* awsIotSqlVersion: compiles the rule's SQL and evaluates it */
 	rules_stmt *st;
 	raction *acts;
 	int nacts;
@@ -191,7 +192,7 @@ static int tmpl_compile(loader *ld, const rule *r, const char *s, const char *co
 		if (d) {
 			char msg[200];
 			size_t ep = 0, end = 0;
-			e = rules_parse_expr(s, n, lit_end + 2, TK_RBRACE, vars, nvars, &end, &ep, msg, sizeof msg);
+			e = rules_parse_expr(s, n, lit_end + 2, TK_RBRACE, r->ver, vars, nvars, &end, &ep, msg, sizeof msg);
 			if (!e) {
 				add_err(ld, pos_of(ld, path, npath, ep), "in substitution template: %s", msg);
 				return TG_EPARSE;
@@ -702,8 +703,8 @@ static int action_compile(loader *ld, rule *r, json_t *obj, const char **path, i
 			} else {
 				char msg[200];
 				size_t ep = 0;
-				a->clear = rules_parse_expr(cs, strlen(cs), 0, TK_EOF, r->st->var_names, r->st->nvars, NULL,
-							    &ep, msg, sizeof msg);
+				a->clear = rules_parse_expr(cs, strlen(cs), 0, TK_EOF, r->ver, r->st->var_names, r->st->nvars,
+							    NULL, &ep, msg, sizeof msg);
 				if (!a->clear) {
 					add_err(ld, pos_of(ld, pp, npath + 2, ep), "in alert clear condition: %s", msg);
 					rc = TG_EPARSE;
@@ -770,6 +771,33 @@ static char *rule_name_of(const char *file)
 	return strndup(b, n);
 }
 
+/* awsIotSqlVersion: absent means 2016-03-23, as in AWS's CreateTopicRule. "beta" is AWS's
+ * moving target ("could introduce breaking changes"), so there is nothing fixed to follow.
+ * A bad value is an error; the SQL is still compiled (as 2016-03-23) to report its errors. */
+static int sql_version_of(loader *ld, json_t *v, rules_sql_version *ver)
+{
+	static const char *const path[1] = {"awsIotSqlVersion"};
+	const char *s = json_string_value(v);
+	*ver = RULES_SQL_2016_03_23;
+	if (!v || (s && strcmp(s, "2016-03-23") == 0))
+		return 0;
+	if (s && strcmp(s, "2015-10-08") == 0) {
+		*ver = RULES_SQL_2015_10_08;
+		return 0;
+	}
+	if (s && strcmp(s, "beta") == 0)
+		add_err(ld, pos_of(ld, path, 1, (size_t)-1),
+			"awsIotSqlVersion \"beta\" is not supported at the edge (AWS's beta dialect may change at any "
+			"time): use \"2016-03-23\" (the default) or \"2015-10-08\"");
+	else if (s)
+		add_err(ld, pos_of(ld, path, 1, (size_t)-1),
+			"unknown awsIotSqlVersion \"%.40s\": use \"2016-03-23\" (the default) or \"2015-10-08\"", s);
+	else
+		add_err(ld, pos_of(ld, path, 1, (size_t)-1),
+			"awsIotSqlVersion must be a string: \"2016-03-23\" (the default) or \"2015-10-08\"");
+	return TG_EPARSE;
+}
+
 static int compile_rule(loader *ld, rule *r)
 {
 	json_error_t je;
@@ -812,12 +840,8 @@ static int compile_rule(loader *ld, rule *r)
 		rc = TG_EPARSE;
 		goto out;
 	}
-	json_t *ver = json_object_get(root, "awsIotSqlVersion");
-	if (ver && (!json_is_string(ver) || strcmp(json_string_value(ver), "2016-03-23") != 0)) {
-		const char *p[1] = {"awsIotSqlVersion"};
-		add_err(ld, pos_of(ld, p, 1, (size_t)-1), "only awsIotSqlVersion \"2016-03-23\" is supported");
+	if (sql_version_of(ld, json_object_get(root, "awsIotSqlVersion"), &r->ver) < 0)
 		rc = TG_EPARSE;
-	}
 	json_t *dis = json_object_get(root, "ruleDisabled");
 	if (dis && !json_is_boolean(dis)) {
 		const char *p[1] = {"ruleDisabled"};
@@ -827,7 +851,7 @@ static int compile_rule(loader *ld, rule *r)
 	r->disabled = json_is_true(dis);
 	char msg[200];
 	size_t ep = 0;
-	r->st = rules_parse_stmt(json_string_value(sql), json_string_length(sql), &ep, msg, sizeof msg);
+	r->st = rules_parse_stmt(json_string_value(sql), json_string_length(sql), r->ver, &ep, msg, sizeof msg);
 	if (!r->st) {
 		add_err(ld, pos_of(ld, sqlpath, 1, ep), "%s", msg);
 		rc = TG_EPARSE;
@@ -1252,6 +1276,7 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 	rules_ctx_reset(c);
 	c->m = m;
 	c->env = &rs->env;
+	c->ver = r->ver;
 	c->row = m->json;
 	st->evaluated++;
 	for (int i = 0; i < s->nvars; i++) {
@@ -1363,6 +1388,7 @@ int rules_run_error_action(const rules_set *rs, const char *rule_name, const tg_
 	rules_ctx_reset(c);
 	c->m = m;
 	c->env = &rs->env;
+	c->ver = r->ver;
 	c->row = m->json;
 	for (int i = 0; i < r->st->nvars; i++) {
 		rules_eval_node(c, r->st->var_exprs[i], &c->vars[i]);

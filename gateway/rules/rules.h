@@ -1,5 +1,6 @@
 /*
- * rules.h — the IoT-SQL rules engine (AWS IoT Core SQL version 2016-03-23 subset).
+ * rules.h — the IoT-SQL rules engine (a subset of AWS IoT Core SQL versions 2016-03-23, the
+ * default, and 2015-10-08, chosen per rule by its awsIotSqlVersion).
  *
  * A rule set is compiled once from a folder of JSON rule files (one rule per file, the
  * rule's name is the file name without .json) and is immutable afterwards, so the daemon

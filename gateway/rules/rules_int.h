@@ -17,12 +17,31 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <jansson.h>
+#include <math.h>
 #include <pcre2.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "msg.h"
 #include "rules/rules.h"
+
+/* ---- SQL versions ----------------------------------------------------------------- */
+/* A rule's dialect, from its awsIotSqlVersion. The two differ in one respect, the one AWS's
+ * data-types page describes: 2016-03-23 processes a whole-number numeric value such as 10.0
+ * as the Int 10 where a value enters (SQL literals, the payload and any other JSON read) and
+ * where it leaves (JSON output, the string form), so 10.0 / 4 is 2; 2015-10-08 keeps Int and
+ * Decimal distinct whatever the value (10.0 / 4 is 2.5, 10.0 is written 10.0). The lexer
+ * gets it at compile time, the evaluator through rules_ctx.ver. */
+typedef enum {
+	RULES_SQL_2016_03_23 = 0, /* the default */
+	RULES_SQL_2015_10_08,
+} rules_sql_version;
+
+/* The whole numbers 2016-03-23 turns into an Int: those a double holds exactly (|d| < 2^53). */
+static inline int rules_dec_is_whole(double d)
+{
+	return d == floor(d) && fabs(d) < 9.007199254740992e15;
+}
 
 /* ---- values ----------------------------------------------------------------------- */
 typedef enum {
@@ -113,12 +132,13 @@ typedef struct rules_lexer {
 	const char *src;
 	size_t len;
 	size_t pos;
+	rules_sql_version ver; /* 2016-03-23 lexes a whole-number Decimal literal as an Int */
 	rules_tok tok;     /* current token */
 	size_t err_pos;
 	char err[160];
 } rules_lexer;
 
-void rules_lex_init(rules_lexer *lx, const char *src, size_t len, size_t start);
+void rules_lex_init(rules_lexer *lx, const char *src, size_t len, size_t start, rules_sql_version ver);
 int rules_lex_next(rules_lexer *lx); /* 0 or -1 (err/err_pos set) */
 void rules_lex_free(rules_lexer *lx);
 const char *rules_tok_name(rules_tok_kind k);
@@ -205,12 +225,13 @@ typedef struct rules_stmt {
 	size_t from_pos;         /* offset of the FROM topic literal */
 } rules_stmt;
 
-/* Parse a whole statement. On error returns NULL with *err_pos and err set. */
-rules_stmt *rules_parse_stmt(const char *src, size_t len, size_t *err_pos, char *err, size_t errlen);
+/* Parse a whole statement in dialect ver. On error returns NULL with *err_pos and err set. */
+rules_stmt *rules_parse_stmt(const char *src, size_t len, rules_sql_version ver, size_t *err_pos, char *err,
+			     size_t errlen);
 /* Parse one expression starting at offset start; the token after it must be `end`
  * (TK_EOF or TK_RBRACE). *end_pos receives the offset just after that token.
  * var_names lets templates and alert conditions reference the rule's SET variables. */
-rules_node *rules_parse_expr(const char *src, size_t len, size_t start, rules_tok_kind end,
+rules_node *rules_parse_expr(const char *src, size_t len, size_t start, rules_tok_kind end, rules_sql_version ver,
 			     char **var_names, int nvars, size_t *end_pos, size_t *err_pos,
 			     char *err, size_t errlen);
 void rules_stmt_free(rules_stmt *st);
@@ -231,6 +252,7 @@ typedef struct rules_chunk {
 typedef struct rules_ctx {
 	const tg_msg *m;
 	const rules_env *env;
+	rules_sql_version ver;       /* of the rule being evaluated: set before each rule */
 	json_t *row;                 /* object fields are looked up in (message or nested row) */
 	rules_val vars[RULES_MAX_VARS];
 	int nvars;
@@ -260,16 +282,16 @@ int rules_eval_cond(rules_ctx *c, const rules_node *n);
  * Undefined (SELECT VALUE only). */
 json_t *rules_eval_select(rules_ctx *c, const rules_query *q);
 
-/* value helpers */
-void rules_val_from_json(json_t *j, rules_val *out);
-json_t *rules_val_to_json(const rules_val *v); /* new reference, NULL for Undefined/NaN */
+/* value helpers; the JSON and string conversions follow c->ver */
+void rules_val_from_json(const rules_ctx *c, json_t *j, rules_val *out);
+json_t *rules_val_to_json(const rules_ctx *c, const rules_val *v); /* new reference, NULL for Undefined/NaN */
 int rules_to_dec(const rules_val *v, double *d);      /* 0 ok, -1 Undefined */
 int rules_to_num(const rules_val *v, rules_val *out); /* Int stays Int, strings -> Dec */
 int rules_str_to_dec(const char *p, size_t n, double *d);
 /* Standard string conversion; 0 ok (out borrowed or in the arena), -1 Undefined. */
 int rules_to_str(rules_ctx *c, const rules_val *v, const char **p, size_t *n);
 int rules_to_bool(const rules_val *v, int *b);
-int rules_val_equal(const rules_val *a, const rules_val *b); /* 1, 0 */
+int rules_val_equal(const rules_val *a, const rules_val *b); /* 1, 0; the same in every dialect */
 void rules_val_str(rules_val *v, const char *p, size_t n);
 int rules_fmt_double(double d, char *buf, size_t len);
 

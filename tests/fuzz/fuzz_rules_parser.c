@@ -1,7 +1,8 @@
 /*
  * fuzz_rules_parser.c — libFuzzer target for the rules engine's front end.
  *
- * The input is used twice: as raw SQL text through rules_parse_stmt(), and as a whole rule
+ * The input is used twice: as raw SQL text through rules_parse_stmt() (in both SQL versions,
+ * whose lexers differ on whole-number literals), and as a whole rule
  * file through rules_load_text() (JSON parsing, position mapping, templates, alert
  * conditions). When a rule loads, it is evaluated once against a fixed message so the
  * evaluator also sees whatever tree the fuzzer managed to build. Nothing may crash, leak
@@ -32,7 +33,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t pos = 0;
 	if (size > 64 * 1024)
 		return 0;
-	rules_stmt *st = rules_parse_stmt((const char *)data, size, &pos, err, sizeof err);
+	rules_stmt *st = rules_parse_stmt((const char *)data, size, RULES_SQL_2016_03_23, &pos, err, sizeof err);
+	rules_stmt_free(st);
+	st = rules_parse_stmt((const char *)data, size, RULES_SQL_2015_10_08, &pos, err, sizeof err);
 	rules_stmt_free(st);
 	rules_set *rs = rules_load_text("fuzz.json", (const char *)data, size, NULL, err, sizeof err);
 	if (rs) {

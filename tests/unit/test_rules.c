@@ -245,8 +245,6 @@ static void test_file_errors(void **state)
 	expect_err("{\"actions\": [], \"sql\": 5}", "r.json:1:24: rule needs \"sql\": a string");
 	expect_err("{\"sql\": \"SELECT * FROM 'x'\"}", "rule needs \"actions\"");
 	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [],\n \"bogus\": 1}", "r.json:2:11: unknown key 'bogus'");
-	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [], \"awsIotSqlVersion\": \"2015-10-08\"}",
-		   "only awsIotSqlVersion \"2016-03-23\" is supported");
 	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [}", "r.json:1:42: invalid JSON");
 	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [{\"s3\": {\"bucketName\": \"b\"}}]}",
 		   "r.json:1:42: action 's3' is not supported at the edge");
@@ -887,6 +885,115 @@ static void test_cli_test(void **state)
 	assert_int_equal(run_cli_capture(2, missing, out, sizeof out, errs, sizeof errs), 2);
 }
 
+/* ---- SQL versions ------------------------------------------------------------------------ */
+/* awsIotSqlVersion: anything but the two versions is refused at load, at the value's position. */
+static void test_sql_version_refused(void **state)
+{
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [],\n \"awsIotSqlVersion\": \"2017-01-01\"}",
+		   "r.json:2:22: unknown awsIotSqlVersion \"2017-01-01\": use \"2016-03-23\" (the default) or "
+		   "\"2015-10-08\"");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\",\n\n   \"awsIotSqlVersion\": \"beta\", \"actions\": []}",
+		   "r.json:3:24: awsIotSqlVersion \"beta\" is not supported at the edge (AWS's beta dialect may change "
+		   "at any time): use \"2016-03-23\" (the default) or \"2015-10-08\"");
+	expect_err("{\"awsIotSqlVersion\": 20151008, \"sql\": \"SELECT * FROM 'x'\", \"actions\": []}",
+		   "r.json:1:22: awsIotSqlVersion must be a string: \"2016-03-23\" (the default) or \"2015-10-08\"");
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [], \"awsIotSqlVersion\": \"2015-10-8\"}",
+		   "unknown awsIotSqlVersion \"2015-10-8\"");
+	/* the SQL is still compiled, so its own errors are listed with the version's */
+	char err[2048];
+	const char *both = "{\"awsIotSqlVersion\": \"v2\",\n\"sql\": \"SELECT FROM 'x'\", \"actions\": []}";
+	assert_null(load_str(both, err, sizeof err));
+	if (!strstr(err, "r.json:1:22: unknown awsIotSqlVersion \"v2\"") ||
+	    !strstr(err, "r.json:2:16: expected an expression, found FROM"))
+		fail_msg("got '%s'", err);
+	/* the two versions load; so does the default spelled out */
+	const char *ok[] = {"2016-03-23", "2015-10-08"};
+	for (int i = 0; i < 2; i++) {
+		char text[200];
+		snprintf(text, sizeof text, "{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [], \"awsIotSqlVersion\": \"%s\"}",
+			 ok[i]);
+		rules_set *rs = load_str(text, err, sizeof err);
+		if (!rs)
+			fail_msg("%s refused: %s", ok[i], err);
+		rules_set_free(rs);
+	}
+}
+
+/* Each rule of one set is compiled and evaluated in its own version: SELECT, templates, the
+ * alert clear condition (a literal in it), the errorAction run later, and `rules test`. */
+static void test_sql_version_per_rule(void **state)
+{
+	char dir[] = "/tmp/tg-rules-ver-XXXXXX", p[3][512], err[2048];
+	assert_non_null(mkdtemp(dir));
+	const char *name[3] = {"a-v1", "b-default", "c-v2"};
+	const char *ver[3] = {",\"awsIotSqlVersion\": \"2015-10-08\"", "", ",\"awsIotSqlVersion\": \"2016-03-23\""};
+	for (int i = 0; i < 3; i++) {
+		char text[1024];
+		snprintf(p[i], sizeof p[i], "%s/%s.json", dir, name[i]);
+		snprintf(text, sizeof text,
+			 "{\"sql\": \"SELECT v / 4 AS q, 10.0 AS lit, v AS v, sql_version() AS sv FROM 'devices/+/t'"
+			 " WHERE v < 100\"%s,\n \"actions\": [{\"republish\": {\"topic\": \"q/${v / 4}/${v}\"}},"
+			 " {\"alert\": {\"name\": \"x\", \"clear\": \"10.0 / 4 = 2.5\"}}],"
+			 " \"errorAction\": {\"republish\": {\"topic\": \"errors/${v / 4}/${10.0 / 8}\"}}}",
+			 ver[i]);
+		write_file(p[i], text);
+	}
+	rules_set *rs = rules_load_dir(dir, NULL, err, sizeof err);
+	if (!rs)
+		fail_msg("load: %s", err);
+	recorder R = {0};
+	assert_int_equal(eval_json(rs, "devices/d1/t", "{\"v\": 10.0}", &R, NULL), 3);
+	assert_int_equal(R.n, 6); /* a republish and an alert (raise) per rule */
+	for (int i = 0; i < 3; i++) {
+		const rec *x = &R.r[2 * i];
+		assert_string_equal(x->rule, name[i]);
+		char *got = json_dumps(x->payload, JSON_COMPACT | JSON_SORT_KEYS);
+		const char *want = i == 0 ? "{\"lit\":10.0,\"q\":2.5,\"sv\":\"2015-10-08\",\"v\":10.0}"
+					  : "{\"lit\":10,\"q\":2,\"sv\":\"2016-03-23\",\"v\":10}";
+		if (strcmp(got, want) != 0)
+			fail_msg("%s: payload %s, want %s", name[i], got, want);
+		free(got);
+		assert_string_equal(x->topic, i == 0 ? "q/2.5/10.0" : "q/2/10");
+		assert_int_equal(R.r[2 * i + 1].cond, RULES_ALERT_RAISE);
+	}
+	rec_clear(&R);
+	/* WHERE false: the clear condition, compiled in the rule's version, decides */
+	assert_int_equal(eval_json(rs, "devices/d1/t", "{\"v\": 1000}", &R, NULL), 0);
+	assert_int_equal(R.n, 3);
+	assert_int_equal(R.r[0].cond, RULES_ALERT_CLEAR); /* 2015-10-08: 10.0 / 4 is 2.5 */
+	assert_int_equal(R.r[1].cond, RULES_ALERT_NONE);  /* 2016-03-23: 10 / 4 is 2 */
+	assert_int_equal(R.r[2].cond, RULES_ALERT_NONE);
+	rec_clear(&R);
+	/* the errorAction of a refused publish, run after the evaluation */
+	const char *v10 = "{\"v\": 10.0}";
+	json_t *j = json_loads(v10, 0, NULL);
+	tg_msg m = {.topic = "devices/d1/t", .thing = "d1", .payload = v10, .payloadlen = strlen(v10), .json = j};
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(rules_run_error_action(rs, name[i], &m, RULES_ACT_REPUBLISH, "q/x", "refused", rec_cb,
+							&R, NULL),
+				 1);
+	json_decref(j);
+	assert_int_equal(R.n, 3);
+	assert_string_equal(R.r[0].topic, "errors/2.5/1.25");
+	assert_string_equal(R.r[1].topic, "errors/2/1");
+	assert_string_equal(R.r[2].topic, "errors/2/1");
+	rec_clear(&R);
+	rules_set_free(rs);
+	/* rules test prints what the daemon would publish, in each rule's version */
+	char out[8192], errs[4096];
+	char *cli[] = {"test", dir, "--topic", "devices/d1/t", "--payload", "{\"v\": 10.0}"};
+	assert_int_equal(run_cli_capture(6, cli, out, sizeof out, errs, sizeof errs), 0);
+	if (!strstr(out, "a-v1 republish: topic=q/2.5/10.0 qos=0 payload={\"q\":2.5,\"lit\":10.0,\"v\":10.0,"
+			 "\"sv\":\"2015-10-08\"}") ||
+	    !strstr(out, "b-default republish: topic=q/2/10 qos=0 payload={\"q\":2,\"lit\":10,\"v\":10,"
+			 "\"sv\":\"2016-03-23\"}") ||
+	    !strstr(out, "c-v2 republish: topic=q/2/10 qos=0 payload={\"q\":2,\"lit\":10,\"v\":10,\"sv\":\"2016-03-23\"}"))
+		fail_msg("got '%s' / '%s'", out, errs);
+	for (int i = 0; i < 3; i++)
+		unlink(p[i]);
+	rmdir(dir);
+}
+
 /* ---- shipped rules ---------------------------------------------------------------------- */
 static void test_shipped_default_rules(void **state)
 {
@@ -1092,7 +1199,7 @@ static void test_deferred_error_action(void **state)
 			 1);
 	assert_int_equal(R.n, 1);
 	assert_true(R.r[0].is_error);
-	assert_string_equal(R.r[0].topic, "errors/dev-4/43.0"); /* SET evaluated again */
+	assert_string_equal(R.r[0].topic, "errors/dev-4/43"); /* SET evaluated again (43.0: an Int in 2016-03-23) */
 	json_t *fl = json_array_get(json_object_get(R.r[0].payload, "failures"), 0);
 	assert_string_equal(json_string_value(json_object_get(fl, "failedAction")), "RepublishAction");
 	assert_string_equal(json_string_value(json_object_get(fl, "failedResource")), "humid/dev-4");
@@ -1130,6 +1237,8 @@ int main(void)
 		cmocka_unit_test(test_cli_check_sink_names),
 		cmocka_unit_test(test_cli_test_output),
 		cmocka_unit_test(test_cli_test),
+		cmocka_unit_test(test_sql_version_refused),
+		cmocka_unit_test(test_sql_version_per_rule),
 		cmocka_unit_test(test_shipped_default_rules),
 		cmocka_unit_test(test_shipped_examples),
 		cmocka_unit_test(test_republish_headers),

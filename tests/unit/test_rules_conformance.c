@@ -8,8 +8,13 @@
  *   topic:    message topic (default devices/dev-1/telemetry)
  *   input:    JSON payload (default {})
  *   template: an action template; the republish topic is set to it
+ *   version:  the rule's awsIotSqlVersion, 2016-03-23 (the default when absent) or
+ *             2015-10-08; the rule file carries it, so it is compiled and evaluated in that
+ *             dialect exactly as the daemon would (a whole-number Decimal is an Int in one
+ *             and stays a Decimal in the other)
  * and exactly one expectation:
- *   output:   the expected SELECT output (any JSON; numbers compare with 1e-9 tolerance)
+ *   output:   the expected SELECT output (any JSON; numbers compare with 1e-9 tolerance,
+ *             and an Int (10) never equals a Decimal (10.0))
  *   expanded: the expected expansion of `template`
  *   nomatch   the rule must not fire (FROM does not match or WHERE is not true)
  *   error: COL TEXT   loading must fail at 1-based column COL of the SQL with TEXT in the
@@ -34,7 +39,7 @@
 
 typedef struct tcase {
 	int line;
-	char *doc, *sql, *topic, *input, *tmpl, *output, *expanded, *error;
+	char *doc, *sql, *topic, *input, *tmpl, *output, *expanded, *error, *version;
 	int nomatch;
 	char name[160];
 } tcase;
@@ -97,6 +102,8 @@ static void run_case(void **state)
 	json_t *rule = json_pack("{s:s, s:[{s:{s:s}}]}", "sql", tc->sql, "actions", "republish", "topic",
 				 tc->tmpl ? tc->tmpl : "out");
 	assert_non_null(rule);
+	if (tc->version)
+		json_object_set_new(rule, "awsIotSqlVersion", json_string(tc->version));
 	char *text = json_dumps(rule, JSON_COMPACT);
 	json_decref(rule);
 	rules_set *rs = rules_load_text("case.json", text, strlen(text), NULL, err, sizeof err);
@@ -111,7 +118,9 @@ static void run_case(void **state)
 		}
 		size_t pos = 0;
 		char msg[256] = "";
-		rules_stmt *st = rules_parse_stmt(tc->sql, strlen(tc->sql), &pos, msg, sizeof msg);
+		rules_sql_version ver = tc->version && !strcmp(tc->version, "2015-10-08") ? RULES_SQL_2015_10_08
+											 : RULES_SQL_2016_03_23;
+		rules_stmt *st = rules_parse_stmt(tc->sql, strlen(tc->sql), ver, &pos, msg, sizeof msg);
 		rules_stmt_free(st);
 		if (!st) {
 			if ((int)pos + 1 != col || !strstr(msg, want))
@@ -193,6 +202,7 @@ static void case_free(tcase *c)
 	free(c->output);
 	free(c->expanded);
 	free(c->error);
+	free(c->version);
 }
 
 int main(void)
@@ -250,6 +260,7 @@ int main(void)
 			      : !strcmp(line, "output")	? &c->output
 			      : !strcmp(line, "expanded") ? &c->expanded
 			      : !strcmp(line, "error")	? &c->error
+			      : !strcmp(line, "version")	? &c->version
 							: NULL;
 		if (!slot) {
 			fprintf(stderr, "%s:%d: unknown key '%s'\n", path, lineno, line);
@@ -269,11 +280,20 @@ int main(void)
 			fprintf(stderr, "%s:%d: a case needs doc, sql and exactly one expectation\n", path, c->line);
 			bad = 1;
 		}
-		snprintf(c->name, sizeof c->name, "line %d %s", c->line, c->doc ? c->doc : "?");
+		if (c->version && strcmp(c->version, "2016-03-23") && strcmp(c->version, "2015-10-08")) {
+			fprintf(stderr, "%s:%d: version is 2016-03-23 or 2015-10-08, not '%s'\n", path, c->line, c->version);
+			bad = 1;
+		}
+		snprintf(c->name, sizeof c->name, "line %d%s%s %s", c->line, c->version ? " sql " : "",
+			 c->version ? c->version : "", c->doc ? c->doc : "?");
 		tests[i].name = c->name;
 		tests[i].test_func = run_case;
 		tests[i].initial_state = c;
 	}
+	size_t v1 = 0;
+	for (size_t i = 0; i < n; i++)
+		v1 += cases[i].version && !strcmp(cases[i].version, "2015-10-08");
+	fprintf(stderr, "%s: %zu cases, %zu of them in SQL version 2015-10-08\n", path, n, v1);
 	if (n < 200) {
 		fprintf(stderr, "%s: only %zu cases (the suite promises at least 200)\n", path, n);
 		bad = 1;
