@@ -6,12 +6,12 @@
  * double: the 34-digit decimal of AWS is not reproduced, see docs/rules-reference.md);
  * Int overflow falls back to Decimal. The rule's SQL version (rules_ctx.ver) decides whether
  * a whole-number Decimal is processed as an Int where values are read from JSON and written
- * to JSON or text: one flag test in those conversions, nowhere else. Undefined propagates as the tables say and is left
- * out of SELECT output. Strings produced during evaluation (conversions, concatenation)
- * live in the context's scratch arena, which is reset per message, so evaluating a rule
- * allocates nothing but the output JSON. WHERE is evaluated through rules_eval_cond(),
- * which may stop an AND early: in a condition "false" and "Undefined" both mean no match,
- * so skipping the right operand cannot change the outcome.
+ * to JSON or text: one flag test in those conversions, nowhere else. Undefined propagates
+ * as the tables say and is left out of SELECT output. Strings produced during evaluation
+ * (conversions, concatenation) live in the context's scratch arena, which is reset per
+ * message, so evaluating a rule allocates nothing but the output JSON. WHERE is evaluated
+ * through rules_eval_cond(), which may stop an AND early: in a condition "false" and
+ * "Undefined" both mean no match, so skipping the right operand cannot change the outcome.
  */
 #include <inttypes.h>
 #include <math.h>

@@ -789,10 +789,16 @@ static int sql_version_of(loader *ld, json_t *v, rules_sql_version *ver)
 		add_err(ld, pos_of(ld, path, 1, (size_t)-1),
 			"awsIotSqlVersion \"beta\" is not supported at the edge (AWS's beta dialect may change at any "
 			"time): use \"2016-03-23\" (the default) or \"2015-10-08\"");
-	else if (s)
+	else if (s) {
+		char shown[41]; /* quoted in a one-line message: no control characters or quotes */
+		size_t k = 0;
+		for (; s[k] && k < sizeof shown - 1; k++)
+			shown[k] = (unsigned char)s[k] < 0x20 || s[k] == '"' || s[k] == 0x7f ? '?' : s[k];
+		shown[k] = '\0';
 		add_err(ld, pos_of(ld, path, 1, (size_t)-1),
-			"unknown awsIotSqlVersion \"%.40s\": use \"2016-03-23\" (the default) or \"2015-10-08\"", s);
-	else
+			"unknown awsIotSqlVersion \"%s%s\": use \"2016-03-23\" (the default) or \"2015-10-08\"", shown,
+			s[k] ? "..." : "");
+	} else
 		add_err(ld, pos_of(ld, path, 1, (size_t)-1),
 			"awsIotSqlVersion must be a string: \"2016-03-23\" (the default) or \"2015-10-08\"");
 	return TG_EPARSE;

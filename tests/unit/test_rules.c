@@ -899,6 +899,9 @@ static void test_sql_version_refused(void **state)
 		   "r.json:1:22: awsIotSqlVersion must be a string: \"2016-03-23\" (the default) or \"2015-10-08\"");
 	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [], \"awsIotSqlVersion\": \"2015-10-8\"}",
 		   "unknown awsIotSqlVersion \"2015-10-8\"");
+	/* the value is echoed on one line: control characters and quotes do not come through */
+	expect_err("{\"sql\": \"SELECT * FROM 'x'\", \"actions\": [], \"awsIotSqlVersion\": \"2015\\n\\\"10\"}",
+		   "unknown awsIotSqlVersion \"2015??10\": use");
 	/* the SQL is still compiled, so its own errors are listed with the version's */
 	char err[2048];
 	const char *both = "{\"awsIotSqlVersion\": \"v2\",\n\"sql\": \"SELECT FROM 'x'\", \"actions\": []}";
