@@ -193,15 +193,14 @@ int shadow_release(shadow_svc *s)
 static void requested_by(const mosquitto_property *props, char *out, size_t outlen)
 {
 	out[0] = '\0';
-	for (const mosquitto_property *p = props; p;) {
+	int first = 1; /* later searches start past the property the previous one found */
+	for (const mosquitto_property *p = props; p && !out[0]; first = 0) {
 		char *name = NULL, *value = NULL;
-		p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, p != props);
+		p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, !first);
 		if (p && name && value && strcmp(name, IDENTITY_PROPERTY) == 0)
 			snprintf(out, outlen, "%s", value);
 		free(name);
 		free(value);
-		if (out[0])
-			return;
 	}
 }
 

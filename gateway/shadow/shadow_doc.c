@@ -25,6 +25,30 @@
  * levels inside it fit far below); AWS's own limit is checked per section. */
 #define PARSE_MAX_DEPTH 64
 
+/* Replace every byte that does not belong to a well-formed UTF-8 sequence with '?': a
+ * message quotes input (a name, the JSON parser's "near '…'") and may cut a character in
+ * two, and a JSON string must be valid UTF-8 or the rejection could not be written. */
+static void utf8_sanitize(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+	while (*p) {
+		int n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 && *p >= 0xc2 ? 2 : (*p & 0xf0) == 0xe0 ? 3
+			: (*p & 0xf8) == 0xf0 && *p <= 0xf4 ? 4 : 0;
+		int ok = n > 0;
+		for (int i = 1; ok && i < n; i++)
+			ok = (p[i] & 0xc0) == 0x80;
+		if (ok && n == 3) /* no overlong forms, no surrogates */
+			ok = !(p[0] == 0xe0 && p[1] < 0xa0) && !(p[0] == 0xed && p[1] >= 0xa0);
+		if (ok && n == 4)
+			ok = !(p[0] == 0xf0 && p[1] < 0x90) && !(p[0] == 0xf4 && p[1] >= 0x90);
+		if (!ok) {
+			*p++ = '?';
+			continue;
+		}
+		p += n;
+	}
+}
+
 int shadow_fail(shadow_error *e, int code, const char *fmt, ...)
 {
 	if (e) {
@@ -33,6 +57,7 @@ int shadow_fail(shadow_error *e, int code, const char *fmt, ...)
 		e->code = code;
 		vsnprintf(e->message, sizeof e->message, fmt, ap);
 		va_end(ap);
+		utf8_sanitize(e->message);
 	}
 	return -1;
 }
@@ -240,13 +265,14 @@ int shadow_doc_load(shadow_doc *d, const char *state, size_t slen, const char *m
 {
 	memset(d, 0, sizeof *d);
 	d->version = version;
+	/* what we stored is ours: text that does not load as an object is damage, not input */
 	d->state = state && slen ? json_loadb(state, slen, 0, NULL) : json_object();
 	d->metadata = meta && mlen ? json_loadb(meta, mlen, 0, NULL) : json_object();
 	if (json_is_object(d->state) && json_is_object(d->metadata))
 		return 0;
-	int parsed = (!state || !slen || d->state) && (!meta || !mlen || d->metadata);
+	int damaged = (state && slen && !json_is_object(d->state)) || (meta && mlen && !json_is_object(d->metadata));
 	shadow_doc_free(d);
-	return parsed ? TG_EPARSE : TG_ENOMEM;
+	return damaged ? TG_EPARSE : TG_ENOMEM;
 }
 
 int shadow_doc_copy(shadow_doc *dst, const shadow_doc *src)
