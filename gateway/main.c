@@ -7,6 +7,7 @@
  *   tidegate rules check DIR        validate a rules folder (file:line:col errors)
  *   tidegate rules test FILE --topic T [--payload JSON]   dry-run one rule
  *   tidegate device register|activate|deactivate|revoke|list|show|set-attr ...
+ *   tidegate shadow get|update|delete|list THING [--name N] ...
  *   tidegate version
  *
  * Signal handlers only set flags; the daemon loop reads them.
@@ -20,6 +21,7 @@
 #include "daemon.h"
 #include "registry_cli.h"
 #include "rules/rules.h"
+#include "shadow/shadow_cli.h"
 
 #define TIDEGATE_VERSION "0.1.0"
 
@@ -36,6 +38,7 @@ static void usage(FILE *out)
 		     "       tidegate rules check DIR\n"
 		     "       tidegate rules test FILE --topic T [--payload JSON]\n"
 		     "       tidegate device COMMAND ... (tidegate device --help)\n"
+		     "       tidegate shadow get|update|delete|list THING [--name N] ... (tidegate shadow --help)\n"
 		     "       tidegate version\n");
 }
 
@@ -67,6 +70,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "device") == 0)
 		return registry_cli_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "shadow") == 0)
+		return shadow_cli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference(stdout);
 		return 0;
