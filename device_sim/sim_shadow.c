@@ -149,6 +149,8 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
 	if (strcmp(msg->topic, t->topic[T_DELTA]) == 0) {
 		t->k->deltas++;
 		schedule(t, state);
+	} else if (!own(t, doc)) {
+		/* an answer to somebody else's request about this shadow (an app's) */
 	} else if (strcmp(msg->topic, t->topic[T_GACC]) == 0) {
 		/* the thing resumes what it last reported, then catches up with desired */
 		json_t *rep = json_object_get(state, "reported");
@@ -162,8 +164,6 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
 			t->k->created++;
 			report(t, t->state);
 		}
-	} else if (!own(t, doc)) {
-		/* an answer to somebody else's request about this shadow (an app's update) */
 	} else if (strcmp(msg->topic, t->topic[T_UACC]) == 0) {
 		t->k->accepted++;
 	} else if (strcmp(msg->topic, t->topic[T_UREJ]) == 0) {

@@ -10,7 +10,8 @@
  * outbox database read-only (it works with the daemon stopped, too).
  *
  * Exit status: 0 accepted / listed, 1 rejected (code and message on stderr, the rejection on
- * stdout) or no answer / no connection / no database, 2 usage error.
+ * stdout) or no answer / no connection / no database, 2 usage error (a bad option value,
+ * a name IoT Core would refuse, JSON that does not parse).
  */
 #ifndef TG_SHADOW_CLI_H
 #define TG_SHADOW_CLI_H
