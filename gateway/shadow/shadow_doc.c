@@ -265,9 +265,11 @@ int shadow_doc_load(shadow_doc *d, const char *state, size_t slen, const char *m
 {
 	memset(d, 0, sizeof *d);
 	d->version = version;
-	/* what we stored is ours: text that does not load as an object is damage, not input */
-	d->state = state && slen ? json_loadb(state, slen, 0, NULL) : json_object();
-	d->metadata = meta && mlen ? json_loadb(meta, mlen, 0, NULL) : json_object();
+	/* what we stored is ours: text that does not load as an object is damage, not input.
+	 * schema.c's reader: the same values as json_loadb, at a fraction of its cost */
+	schema_limits sl = {.max_bytes = (slen > mlen ? slen : mlen) + 1, .max_depth = PARSE_MAX_DEPTH};
+	d->state = state && slen ? schema_parse_payload(state, slen, &sl, NULL, NULL) : json_object();
+	d->metadata = meta && mlen ? schema_parse_payload(meta, mlen, &sl, NULL, NULL) : json_object();
 	if (json_is_object(d->state) && json_is_object(d->metadata))
 		return 0;
 	int damaged = (state && slen && !json_is_object(d->state)) || (meta && mlen && !json_is_object(d->metadata));
