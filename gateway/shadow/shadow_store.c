@@ -30,25 +30,15 @@ static int prep(shadow_store *s, sqlite3_stmt **st, const char *sql, char *err, 
 	return 0;
 }
 
-static int64_t scalar(sqlite3 *db, const char *sql)
-{
-	sqlite3_stmt *st;
-	int64_t v = -1;
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		return -1;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
-
 /* The store's schema version: 0 before the tables exist, -1 on error. */
 static int64_t schema_version(sqlite3 *db)
 {
-	int64_t has = scalar(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'shadow_meta'");
-	if (has <= 0)
-		return has;
-	return scalar(db, SHADOW_SQL_GET_VERSION);
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(db, SHADOW_SQL_GET_VERSION, -1, &st, NULL) != SQLITE_OK)
+		return strncmp(sqlite3_errmsg(db), "no such table", 13) == 0 ? 0 : -1;
+	int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+	sqlite3_finalize(st);
+	return v;
 }
 
 static int migrate(sqlite3 *db, char *err, size_t errlen)
