@@ -62,7 +62,7 @@ else LOG_DEST="file $LOG"
 fi
 EXTRA=
 if [ "$LOADGEN" = 1 ]; then
-	EXTRA=$'# Benchmark load generator (rendered with --loadgen): publishes for any thing.\nuser tidegate-loadgen\ntopic write devices/#'
+	EXTRA=$'# Benchmark load generator (rendered with --loadgen): publishes for any thing, and asks\n# for any thing\'s shadow updates and reads the answers (tests/bench/bench_shadow.c).\nuser tidegate-loadgen\ntopic write devices/#\ntopic write $aws/things/+/shadow/update\ntopic read $aws/things/+/shadow/#'
 fi
 
 render() { # render TEMPLATE OUTFILE — replace every @NAME@ placeholder, fail on leftovers

@@ -45,6 +45,7 @@
 #include "sim_io.h"
 #include "sim_gen.h"
 #include "sim_opts.h"
+#include "sim_shadow.h"
 
 #define SUB "sim"
 #define BATCH_PER_CONN 256 /* publishes per connection per loop turn, for fairness */
@@ -805,6 +806,10 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	mosquitto_lib_init();
+	if (r.o.shadow) { /* things that follow their Device Shadow instead of sending telemetry */
+		exit_code = sim_shadow_run(&r.o, &g_stop);
+		goto out;
+	}
 	if (build(&r) < 0) {
 		fprintf(stderr, "device_sim: out of memory\n");
 		goto out;

@@ -48,6 +48,11 @@ static const char usage[] =
 	"                        wrong_type, bad_id, missing_field, out_of_range, oversized,\n"
 	"                        duplicate, clock_skew, non_object, invalid_utf8, too_deep, empty\n"
 	"  --hostile-log FILE    one JSON line per hostile message sent\n"
+	"Shadow mode (docs/device_sim.md): each thing follows its Device Shadow\n"
+	"  --shadow              subscribe to the shadow's delta, apply it, report back\n"
+	"  --shadow-name NAME    a named shadow instead of the classic one\n"
+	"  --apply-delay-ms A:B  wait a random A..B ms before applying a delta (default 200:1000)\n"
+	"  (runs for --duration S, or until SIGINT/SIGTERM; needs --certs-dir)\n"
 	"Output:\n"
 	"  --summary-json FILE   the summary as JSON\n"
 	"  --drain-timeout S     wait at most S for outstanding PUBACKs (default 30)\n"
@@ -58,7 +63,8 @@ enum {
 	O_HOST = 256, O_PORT, O_CAFILE, O_CERTS_DIR, O_CERT, O_KEY, O_THINGS, O_FIRST, O_PREFIX,
 	O_RATE, O_MAX_RATE, O_COUNT, O_DURATION, O_QOS, O_SEED, O_TOPIC, O_CONNS, O_THREADS,
 	O_INFLIGHT, O_ANOMALY, O_SPIKE, O_STUCK, O_HOSTILE_RATE, O_HOSTILE_ONLY, O_HOSTILE_KINDS,
-	O_HOSTILE_LOG, O_SUMMARY, O_DRAIN, O_CONNECT_TO, O_START_TS, O_INTERVAL, O_QUIET, O_HELP
+	O_HOSTILE_LOG, O_SUMMARY, O_DRAIN, O_CONNECT_TO, O_START_TS, O_INTERVAL, O_QUIET, O_SHADOW,
+	O_SHADOW_NAME, O_APPLY_DELAY, O_HELP
 };
 
 static const struct option longopts[] = {
@@ -94,6 +100,9 @@ static const struct option longopts[] = {
 	{"start-ts", required_argument, NULL, O_START_TS},
 	{"interval-ms", required_argument, NULL, O_INTERVAL},
 	{"quiet", no_argument, NULL, O_QUIET},
+	{"shadow", no_argument, NULL, O_SHADOW},
+	{"shadow-name", required_argument, NULL, O_SHADOW_NAME},
+	{"apply-delay-ms", required_argument, NULL, O_APPLY_DELAY},
 	{"help", no_argument, NULL, O_HELP},
 	{NULL, 0, NULL, 0},
 };
@@ -234,6 +243,8 @@ int sim_opts_parse(struct sim_opts *o, int argc, char **argv, char *err, size_t 
 	o->connect_timeout_s = 10;
 	o->start_ts_ms = -1;
 	o->gen.hostile_mask = SIM_HOSTILE_ALL;
+	o->apply_min_ms = 200;
+	o->apply_max_ms = 1000;
 	double rate = -1;
 	int have_count = 0, hostile_only = 0;
 	uint64_t u;
@@ -293,6 +304,23 @@ int sim_opts_parse(struct sim_opts *o, int argc, char **argv, char *err, size_t 
 			break;
 		case O_INTERVAL: bad = num_d(a, 1e-3, 86400000, &o->interval_ms); break;
 		case O_QUIET: o->quiet = 1; break;
+		case O_SHADOW: o->shadow = 1; break;
+		case O_SHADOW_NAME:
+			o->shadow_name = a;
+			bad = !name_ok(a);
+			break;
+		case O_APPLY_DELAY: {
+			const char *colon = strchr(a, ':');
+			char lo[32];
+			bad = !colon || (size_t)(colon - a) >= sizeof lo;
+			if (!bad) {
+				memcpy(lo, a, (size_t)(colon - a));
+				lo[colon - a] = '\0';
+				bad = num_i(lo, 0, 3600000, &o->apply_min_ms) || num_i(colon + 1, 0, 3600000, &o->apply_max_ms) ||
+				      o->apply_max_ms < o->apply_min_ms;
+			}
+			break;
+		}
 		case O_HELP: fputs(usage, stdout); return 1;
 		default:
 			return tg_seterr(err, errlen, TG_EINVAL, "unknown or incomplete option '%s' (see --help)",
@@ -307,6 +335,9 @@ int sim_opts_parse(struct sim_opts *o, int argc, char **argv, char *err, size_t 
 
 	if (!o->cafile)
 		return tg_seterr(err, errlen, TG_EINVAL, "--cafile is required");
+	if (o->shadow && (o->connections || !o->certs_dir))
+		return tg_seterr(err, errlen, TG_EINVAL,
+				 "--shadow needs --certs-dir: each thing connects as itself (it may only reach its own shadow)");
 	if (o->connections) {
 		if (!o->cert || !o->key)
 			return tg_seterr(err, errlen, TG_EINVAL, "--connections needs --cert and --key");

@@ -39,6 +39,10 @@ struct sim_opts {
 	const char *summary_json;
 	const char *hostile_log;
 	int quiet;
+	/* shadow mode (sim_shadow.h): things follow their Device Shadow's delta */
+	int shadow;
+	const char *shadow_name; /* NULL: the classic shadow */
+	int apply_min_ms, apply_max_ms;
 	struct sim_gen_cfg gen;   /* gen.spikes points into `spikes` below */
 	struct sim_spike *spikes; /* owned (free with sim_opts_free) */
 	size_t nspikes;

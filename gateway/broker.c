@@ -29,6 +29,11 @@
 static const char *const SYS_TOPICS[] = {"$SYS/broker/publish/messages/dropped", "$SYS/broker/store/messages/count",
 					 "$SYS/broker/store/messages/bytes"};
 #define NSYS (sizeof SYS_TOPICS / sizeof SYS_TOPICS[0])
+/* The request topics of AWS IoT's Device Shadow service (classic and named shadows), served
+ * by the daemon when [shadow] enabled is on (gateway/shadow/shadow.h). */
+static const char *const SHADOW_FILTERS[] = {
+	"$aws/things/+/shadow/update",        "$aws/things/+/shadow/get",        "$aws/things/+/shadow/delete",
+	"$aws/things/+/shadow/name/+/update", "$aws/things/+/shadow/name/+/get", "$aws/things/+/shadow/name/+/delete"};
 
 struct broker {
 	struct mosquitto *mosq;
@@ -71,6 +76,9 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 		if (src != MOSQ_ERR_SUCCESS)
 			LOG_ERROR("broker", "msg=\"subscribe failed\" filter=%s err=\"%s\"", b->filters[i], mosquitto_strerror(src));
 	}
+	if (b->cfg->shadow_enabled)
+		mosquitto_subscribe_multiple(mosq, NULL, (int)(sizeof SHADOW_FILTERS / sizeof SHADOW_FILTERS[0]),
+					     (char *const *)SHADOW_FILTERS, (int)b->cfg->sub_qos, 0, NULL);
 	/* QoS 0, retained: the current values arrive at once */
 	mosquitto_subscribe_multiple(mosq, &b->sys_mid, (int)NSYS, (char *const *)SYS_TOPICS, 0, 0, NULL);
 	mqtt_io_flush(&b->io); /* nothing is acknowledged yet on this connection */

@@ -125,6 +125,24 @@ static const config_option registry_options[] = {
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
+static const config_option shadow_options[] = {
+	{"enabled", CFG_BOOL, "true", 0, 0, OFF(shadow_enabled), 0,
+	 "Serve AWS IoT Device Shadows on $aws/things/+/shadow/... (docs/shadows.md).", NULL},
+	{"max_shadows", CFG_INT, "100000", 1, 100000000, OFF(shadow_max_shadows), 0,
+	 "Shadows stored (classic and named, all things); creating one more is refused with 503.", NULL},
+	{"max_state_bytes", CFG_SIZE, "8k", 256, 1 << 20, OFF(shadow_max_state_bytes), 0,
+	 "A shadow's desired + reported state as compact JSON, metadata not counted (IoT Core: 8 KB); above it 413.",
+	 NULL},
+	{"max_inflight", CFG_INT, "10", 1, 10000, OFF(shadow_max_inflight), 0,
+	 "Requests of one thing waiting for their responses (IoT Core: 10); more are refused with 429.", NULL},
+	{"response_qos", CFG_INT, "1", 0, 1, OFF(shadow_response_qos), 0,
+	 "QoS of the responses (accepted, rejected, delta, documents) the gateway publishes.", NULL},
+	{"tombstone_retention", CFG_DURATION, "48h", 0, 365LL * 86400000, OFF(shadow_tombstone_ms), 0,
+	 "How long a deleted shadow's version counter is kept: one created again within it continues the count (IoT Core: 48 hours).",
+	 NULL},
+	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
+};
+
 #undef OFF
 #define SOFF(f) offsetof(tg_sink_conf, f)
 static const config_option sink_core_options[] = {
@@ -148,6 +166,7 @@ static const struct {
 } sections[] = {
 	{"", top_options},           {"broker", broker_options}, {"ingest", ingest_options},
 	{"outbox", outbox_options},  {"http", http_options},     {"registry", registry_options},
+	{"shadow", shadow_options},
 };
 
 /* ---- value parsing ---------------------------------------------------------------- */
@@ -862,7 +881,7 @@ static int load_header(loader *L, char *line, char *s, int col)
 		if (strcmp(name, sections[i].name) == 0)
 			L->table = sections[i].table;
 	if (!L->table) {
-		errs_add(L->e, "%s:%d:%d: unknown section [%s] (known: broker, ingest, outbox, http, registry, sink NAME)",
+		errs_add(L->e, "%s:%d:%d: unknown section [%s] (known: broker, ingest, outbox, http, registry, shadow, sink NAME)",
 			 L->path, L->lineno, col, name);
 		return 0;
 	}

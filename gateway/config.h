@@ -140,6 +140,13 @@ typedef struct tg_config {
 	int64_t http_port;     /* 0 = off */
 	/* [registry] */
 	char *registry_path;
+	/* [shadow] */
+	int shadow_enabled;
+	int64_t shadow_max_shadows;
+	int64_t shadow_max_state_bytes;
+	int64_t shadow_max_inflight;
+	int64_t shadow_response_qos;
+	int64_t shadow_tombstone_ms;
 	/* [default] route when no rule claims a message */
 	char *default_sinks;   /* comma-separated sinks every accepted record goes to; "" = none */
 	char **default_sink_list; /* parsed from default_sinks, NULL-terminated */

@@ -29,7 +29,8 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
 {
 	tg_daemon *d = ud;
 	int64_t now = tg_wall_ms();
-	int rc = ingest_message(d->ig, topic, payload, len, qos, props, now);
+	int rc = d->sh && shadow_topic_is_ours(topic) ? shadow_handle(d->sh, topic, payload, len, props, now)
+						      : ingest_message(d->ig, topic, payload, len, qos, props, now);
 	if (rc) {
 		/* not stored: its PUBACK must not leave. Drop what is held and the connection,
 		 * so the broker delivers it (and the rest of the group) again. */
@@ -48,6 +49,20 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
 		LOG_ERROR("daemon", "msg=\"outbox commit failed, reconnecting so the broker delivers the group again\"");
 		broker_drop(d->br);
 	}
+}
+
+/* shadow_conf.publish and .rules: the service's responses go out through the broker client
+ * and through the rules, like any message */
+static int shadow_publish(void *ud, const char *topic, const void *payload, size_t len, int qos)
+{
+	const tg_daemon *d = ud;
+	return broker_publish(d->br, topic, payload, len, qos, 0);
+}
+
+static void shadow_rules(void *ud, const tg_msg *m)
+{
+	const tg_daemon *d = ud;
+	ingest_rules(d->ig, m);
 }
 
 static int add_attr(void *ud, const char *key, const char *value)
@@ -243,6 +258,7 @@ static void teardown(tg_daemon *d)
 	/* commit before the last PUBACKs leave with the disconnect */
 	if (d->ob && outbox_commit(d->ob) < 0)
 		LOG_ERROR("daemon", "msg=\"outbox commit failed\"");
+	shadow_release(d->sh); /* the answers to what that commit made durable */
 	if (d->br)
 		broker_disconnect(d->br, 1000);
 	ingest_free(d->ig); /* emits open aggregate windows into the outbox */
@@ -253,6 +269,7 @@ static void teardown(tg_daemon *d)
 		forwarder_notify(d->fw);
 		forwarder_stop(d->fw, SHUTDOWN_DRAIN_MS);
 	}
+	shadow_free(d->sh);
 	broker_free(d->br);
 	outbox_close(d->ob);
 	rules_set_free(d->rules);
@@ -322,6 +339,25 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	ingest_set_rules(d.ig, d.rules);
 	ingest_set_schemas(d.ig, d.schemas);
 	ingest_set_registry(d.ig, registry_attrs, &d);
+	if (d.cfg->shadow_enabled) {
+		shadow_conf sc = {
+			.max_shadows = d.cfg->shadow_max_shadows,
+			.max_state_bytes = d.cfg->shadow_max_state_bytes,
+			.max_payload_bytes = d.cfg->max_payload,
+			.max_inflight = d.cfg->shadow_max_inflight,
+			.tombstone_ms = d.cfg->shadow_tombstone_ms,
+			.response_qos = (int)d.cfg->shadow_response_qos,
+			.sinks = (const char *const *)d.cfg->default_sink_list,
+			.nsinks = d.cfg->ndefault_sinks,
+			.publish = shadow_publish,
+			.rules = shadow_rules,
+			.ud = &d,
+		};
+		if (!(d.sh = shadow_new(&sc, d.ob, err, sizeof err))) {
+			LOG_ERROR("daemon", "msg=\"shadow service\" err=\"%s\"", err);
+			goto out;
+		}
+	}
 	watch_rules(&d);
 	if (d.cfg->http_port > 0 &&
 	    !(d.http = http_start(d.cfg->http_bind, (int)d.cfg->http_port, metrics_render, &d, err, sizeof err))) {
@@ -352,17 +388,21 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		broker_loop(d.br, (int)wait, now);
 		now = tg_wall_ms();
 		ingest_tick(d.ig, now);
-		/* an alert (or any publish) waits behind the PUBACKs of uncommitted messages:
-		 * commit now rather than at the group deadline */
-		int c = broker_urgent(d.br) && outbox_in_txn(d.ob) ? (outbox_commit(d.ob) < 0 ? -1 : 1)
-								    : outbox_tick(d.ob, now);
+		shadow_tick(d.sh, now);
+		/* an alert (or any publish), or a shadow response, waits behind the PUBACKs of
+		 * uncommitted messages: commit now rather than at the group deadline */
+		int c = (broker_urgent(d.br) || shadow_waiting(d.sh)) && outbox_in_txn(d.ob)
+				? (outbox_commit(d.ob) < 0 ? -1 : 1)
+				: outbox_tick(d.ob, now);
 		if (c > 0) {
 			forwarder_notify(d.fw);
 		} else if (c < 0) {
 			LOG_ERROR("daemon", "msg=\"outbox commit failed, reconnecting so the broker delivers the group again\"");
 			broker_drop(d.br);
 		}
-		/* acknowledge to the broker only what is committed */
+		/* answer shadow requests whose changes are committed, then acknowledge to the
+		 * broker only what is committed (the answers leave with the PUBACKs) */
+		shadow_release(d.sh);
 		if (!outbox_in_txn(d.ob))
 			broker_flush(d.br);
 	}

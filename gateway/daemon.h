@@ -21,6 +21,7 @@
 #include "outbox.h"
 #include "rules/rules.h"
 #include "schema.h"
+#include "shadow/shadow.h"
 
 typedef struct tg_daemon {
 	tg_config *cfg;
@@ -28,6 +29,7 @@ typedef struct tg_daemon {
 	forwarder *fw;
 	broker *br;
 	ingest *ig;
+	shadow_svc *sh;          /* the Device Shadow service, or NULL ([shadow] enabled = false) */
 	http_server *http;
 	rules_set *rules;        /* active set, swapped on reload */
 	schema_set *schemas;     /* active set, swapped on reload */

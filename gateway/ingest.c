@@ -630,6 +630,13 @@ static void run_rules(ingest *ig, const tg_msg *m)
 	atomic_fetch_add(&ig->rst.eval_errors, st.eval_errors);
 }
 
+void ingest_rules(ingest *ig, const tg_msg *m)
+{
+	ig->now_ms = m->received_ms;
+	ig->thing = m->thing;
+	run_rules(ig, m);
+}
+
 /* Rules, aggregates, then the record itself to the default sinks. obj is borrowed and gets
  * the gateway's fields added. ts: obj's integer "ts" if the caller has read it, else NULL. */
 static int accept(ingest *ig, const tg_msg *m, json_t *obj, int prio, const char *table, const int64_t *ts)

@@ -70,6 +70,10 @@ void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thi
 int ingest_message(ingest *ig, const char *topic, const void *payload, size_t len, int qos,
 		   const struct mqtt5__property *props, int64_t now_ms);
 
+/* Run the rules on a message that did not come through ingest_message (the shadow service's
+ * responses): its actions join the open group like a telemetry message's. m is borrowed. */
+void ingest_rules(ingest *ig, const tg_msg *m);
+
 /* Time-driven work: close aggregate windows. Call about once a second. */
 void ingest_tick(ingest *ig, int64_t now_ms);
 

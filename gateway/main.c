@@ -9,6 +9,7 @@
  *                                   sink names against the config with -c
  *   tidegate rules test [-c FILE] FILE|DIR --topic T [--payload JSON]   dry-run rules
  *   tidegate device register|activate|deactivate|revoke|list|show|set-attr ...
+ *   tidegate shadow get|update|delete|list THING [--name N] ...
  *   tidegate version
  *
  * Signal handlers only set flags; the daemon loop reads them.
@@ -24,6 +25,7 @@
 #include "preflight.h"
 #include "registry_cli.h"
 #include "rules/rules.h"
+#include "shadow/shadow_cli.h"
 
 #define TIDEGATE_VERSION "0.1.0"
 
@@ -40,6 +42,7 @@ static void usage(FILE *out)
 		     "       tidegate rules check [-c FILE] [DIR|FILE...]\n"
 		     "       tidegate rules test [-c FILE] FILE|DIR --topic T [--payload JSON]\n"
 		     "       tidegate device COMMAND ... (tidegate device --help)\n"
+		     "       tidegate shadow get|update|delete|list THING [--name N] ... (tidegate shadow --help)\n"
 		     "       tidegate version\n");
 }
 
@@ -106,6 +109,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "device") == 0)
 		return registry_cli_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "shadow") == 0)
+		return shadow_cli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference(stdout);
 		return 0;

@@ -209,6 +209,30 @@ static char *render_metrics(tg_daemon *d)
 	counter(&b, "tidegate_republished_rule_total",
 		"Rule republishes and alert notifications the broker accepted (QoS 1: acknowledged; QoS 0: sent).",
 		atomic_load(&rs->republished));
+	if (d->sh) {
+		const shadow_stats *ss = shadow_stats_of(d->sh);
+		counter(&b, "tidegate_shadow_requests_total", "Shadow requests received (update, get, delete).",
+			atomic_load(&ss->requests));
+		counter(&b, "tidegate_shadow_accepted_total", "Shadow requests answered on .../accepted.",
+			atomic_load(&ss->accepted));
+		sb_printf(&b, "# HELP tidegate_shadow_rejected_total Shadow requests answered on .../rejected, by code.\n"
+			      "# TYPE tidegate_shadow_rejected_total counter\n");
+		for (int i = 0; i < SHADOW_CODE__COUNT; i++)
+			sb_printf(&b, "tidegate_shadow_rejected_total{code=\"%d\"} %" PRIu64 "\n", SHADOW_CODES[i],
+				  atomic_load(&ss->rejected_by[i]));
+		counter(&b, "tidegate_shadow_deltas_total", "/delta messages published.", atomic_load(&ss->deltas));
+		counter(&b, "tidegate_shadow_records_total", "Shadow changes recorded for the sinks (table shadows).",
+			atomic_load(&ss->records));
+		counter(&b, "tidegate_shadow_responses_published_total", "Shadow responses published.",
+			atomic_load(&ss->published));
+		counter(&b, "tidegate_shadow_publish_errors_total", "Shadow responses that could not be published.",
+			atomic_load(&ss->publish_errors));
+		counter(&b, "tidegate_shadow_responses_dropped_total", "Shadow responses dropped with a rolled-back group.",
+			atomic_load(&ss->dropped));
+		gauge(&b, "tidegate_shadows", "Shadows stored (classic and named).", atomic_load(&ss->live));
+		gauge(&b, "tidegate_shadow_responses_waiting", "Shadow responses held until their group commits.",
+		      atomic_load(&ss->waiting));
+	}
 	counter(&b, "tidegate_rules_reloads_total", "Successful rule reloads.", atomic_load(&d->reloads));
 	counter(&b, "tidegate_rules_reload_failures_total", "Reloads refused because the new set was invalid.",
 		atomic_load(&d->reload_failures));

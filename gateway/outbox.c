@@ -105,6 +105,8 @@ struct outbox {
 	outbox_counters ctr;
 	tg_buf line; /* scratch for serialising, reused */
 	sqlite3_stmt *del_range; /* the writer's, for queued deletions */
+	void (*group_end)(void *ud, int committed); /* outbox_on_group_end */
+	void *group_end_ud;
 	struct pend_del *applied; /* runs deleted in the open transaction (counted at commit) */
 	size_t napplied;
 	int64_t applied_rows, applied_bytes;
@@ -1013,6 +1015,8 @@ static void abort_group(outbox *ob)
 	}
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
 	atomic_fetch_add(&ob->ctr.aborted, 1);
+	if (ob->group_end)
+		ob->group_end(ob->group_end_ud, 0);
 }
 
 /* After a commit: a WAL past half its bound starts over (see the top of the file). soft:
@@ -1117,10 +1121,34 @@ int outbox_commit(outbox *ob)
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
 	atomic_store(&ob->ctr.last_commit_ms, tg_wall_ms());
 	ob->group_n = ob->group_rows = 0;
+	if (ob->group_end)
+		ob->group_end(ob->group_end_ud, 1);
 	return 0;
 }
 
 int outbox_in_txn(const outbox *ob) { return ob && ob->in_txn; }
+
+struct sqlite3 *outbox_writer_db(outbox *ob) { return ob->db; }
+
+int outbox_join(outbox *ob, int64_t now_ms)
+{
+	int rc = begin(ob, now_ms);
+	if (rc == 0)
+		ob->group_n++;
+	return rc;
+}
+
+void outbox_abort(outbox *ob)
+{
+	if (ob->in_txn)
+		abort_group(ob);
+}
+
+void outbox_on_group_end(outbox *ob, void (*fn)(void *ud, int committed), void *ud)
+{
+	ob->group_end = fn;
+	ob->group_end_ud = fn ? ud : NULL;
+}
 
 int outbox_tick(outbox *ob, int64_t now_ms)
 {

@@ -101,6 +101,23 @@ int outbox_in_txn(const outbox *ob); /* appends are waiting for a commit */
 /* ms until the open group must be committed (INT64_MAX when nothing is pending) */
 int64_t outbox_next_deadline(const outbox *ob, int64_t now_ms);
 
+/* ---- tables of other modules in the outbox database (writer side, ingest thread) ------ */
+/* A module that keeps its own tables in this database (gateway/shadow/) writes them on the
+ * writer's connection, inside the group transaction, so its changes commit or roll back with
+ * the records and PUBACKs of the same group. Borrowed, lives as long as ob; its statements
+ * must never COMMIT or ROLLBACK themselves. */
+struct sqlite3 *outbox_writer_db(outbox *ob);
+/* Open the group transaction if none is open and count one entry in it (commit_max_records
+ * counts these too). 0 or TG_EDB. */
+int outbox_join(outbox *ob, int64_t now_ms);
+/* A write of such a module failed: roll the whole group back, as a failed append does (the
+ * caller makes sure the messages of the group are not acknowledged). */
+void outbox_abort(outbox *ob);
+/* Call fn on the writer's thread whenever a group transaction ends: committed 1 right after
+ * its COMMIT, 0 after it was rolled back; such a module learns when what it did in the
+ * group is durable, or undone. One hook; fn NULL removes it. */
+void outbox_on_group_end(outbox *ob, void (*fn)(void *ud, int committed), void *ud);
+
 /* ---- reader side (forwarder thread) ------------------------------------------------- */
 typedef struct outbox_reader outbox_reader;
 

@@ -21,7 +21,7 @@ CERTS=${DEMO_CERTS:-$REPO/certs/out}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 rm -rf "$DEMO"; mkdir -p "$DEMO"
-certs/make-certs.sh "$CERTS" --things "$THINGS" >/dev/null
+certs/make-certs.sh "$CERTS" --things "$((THINGS + 2))" >/dev/null  # two more follow their shadows
 PORT=$(free_port); HTTP=$(free_port)
 conf=$(certs/render-broker-conf.sh --certs "$CERTS" --port "$PORT" --dir "$DEMO/broker" --log "$DEMO/broker/mosquitto.log" | tail -1)
 
@@ -78,10 +78,29 @@ dur=$SECONDS_BOUND; [ "$dur" -eq 0 ] && dur=86400
   --things "$THINGS" --rate "$RATE" --duration "$dur" --qos 1 --seed 1 \
   --spike dev-0002:6:5:45 --spike dev-0004:14:4:42 --hostile-rate 0.01 >"$DEMO/device_sim.log" 2>&1 & sim=$!; pids+=($sim)
 echo "== device_sim: $THINGS things x $RATE msg/s for ${dur}s (spikes on dev-0002 and dev-0004, 1% hostile)"
+SH1=$(printf 'dev-%04d' $((THINGS + 1))); SH2=$(printf 'dev-%04d' $((THINGS + 2)))
+"$BIN/device_sim" --host 127.0.0.1 --port "$PORT" --cafile "$CERTS/ca.crt" --certs-dir "$CERTS/things" \
+  --shadow --first $((THINGS + 1)) --things 2 --duration "$dur" --apply-delay-ms 300:1500 \
+  >"$DEMO/device_sim_shadow.log" 2>&1 & pids+=($!)
+echo "== device_sim: $SH1 and $SH2 follow their Device Shadows (docs/shadows.md)"
+shadow() { "$BIN/tidegate" shadow -c "$DEMO/tidegate.conf" "$@" 2>&1; }
+state() { # one line: reported and delta of a shadow
+  shadow get "$1" | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d.get("state",{}); print("v%s reported=%s delta=%s" % (d.get("version"), json.dumps(s.get("reported")), json.dumps(s.get("delta"))))' 2>/dev/null
+}
 
 end=$((SECONDS + dur))
+turn=0
 while kill -0 "$sim" 2>/dev/null && [ $SECONDS -lt $end ]; do
   sleep "$TICK"
+  turn=$((turn + 1))
+  if [ $turn -eq 2 ]; then # an app sets desired; the things get a delta, apply it, report back
+    shadow update "$SH1" --desired '{"led":"on","interval":15}' >/dev/null
+    shadow update "$SH2" --desired '{"led":"blink"}' >/dev/null
+    echo "   [shadow] desired set: $SH1 {led: on, interval: 15}, $SH2 {led: blink}"
+    echo "   [shadow] $SH1 $(state "$SH1")"
+  elif [ $turn -eq 3 ] || [ $turn -eq 4 ]; then
+    echo "   [shadow] $SH1 $(state "$SH1")"; echo "   [shadow] $SH2 $(state "$SH2")"
+  fi
   m=$(curl -s "127.0.0.1:$HTTP/metrics" | grep -E '^tidegate_(messages_(accepted|quarantined)|outbox_rows|sink_records_total.*ok)' | tr '\n' ' ')
   echo "== $(date -u +%H:%M:%S) $m"
   # the newest record: the last whole line of the file written last (the in-progress file

@@ -17,15 +17,23 @@
 #define POLICY_MAX_RESOURCE 1024
 
 /* clang-format off */
+/* A thing's shadow requests (classic and named) and every answer about its shadows; a "#"
+ * in the first level never covers $aws topics, so the gateway's "everything" names them. */
+#define SHADOW_REQUESTS(T)                                                                      \
+	"\"topic/$aws/things/" T "/shadow/update\",\"topic/$aws/things/" T "/shadow/get\","        \
+	"\"topic/$aws/things/" T "/shadow/delete\",\"topic/$aws/things/" T "/shadow/name/+/update\"," \
+	"\"topic/$aws/things/" T "/shadow/name/+/get\",\"topic/$aws/things/" T "/shadow/name/+/delete\""
 const char POLICY_DEFAULT_THING[] =
 	"{\"Version\":\"2012-10-17\",\"Statement\":["
 	"{\"Effect\":\"Allow\",\"Action\":\"iot:Publish\","
-	" \"Resource\":\"topic/devices/${iot:Connection.Thing.ThingName}/#\"},"
+	" \"Resource\":[\"topic/devices/${iot:Connection.Thing.ThingName}/#\","
+	SHADOW_REQUESTS("${iot:Connection.Thing.ThingName}") "]},"
 	"{\"Effect\":\"Allow\",\"Action\":[\"iot:Subscribe\",\"iot:Receive\"],"
-	" \"Resource\":\"topicfilter/commands/${iot:Connection.Thing.ThingName}/#\"}]}";
+	" \"Resource\":[\"topicfilter/commands/${iot:Connection.Thing.ThingName}/#\","
+	"\"topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/shadow/#\"]}]}";
 const char POLICY_DEFAULT_GATEWAY[] =
 	"{\"Version\":\"2012-10-17\",\"Statement\":["
-	"{\"Effect\":\"Allow\",\"Action\":\"iot:*\",\"Resource\":\"#\"}]}";
+	"{\"Effect\":\"Allow\",\"Action\":\"iot:*\",\"Resource\":[\"#\",\"$aws/things/+/shadow/#\"]}]}";
 /* clang-format on */
 
 enum var_kind { VAR_NONE, VAR_CLIENT_ID, VAR_THING, VAR_ATTR, VAR_CN };

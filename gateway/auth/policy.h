@@ -56,8 +56,10 @@ policy *policy_parse(const char *json, size_t len, const char *origin, char *err
 policy *policy_load_file(const char *path, char *err, size_t errlen);
 void policy_free(policy *p); /* NULL-safe */
 
-/* The built-in documents: a thing publishes under devices/<thing>/# and subscribes to and
- * receives commands/<thing>/#; the gateway may do anything. */
+/* The built-in documents: a thing publishes under devices/<thing>/# and its own shadow
+ * requests ($aws/things/<thing>/shadow/{update,get,delete} and .../name/+/...), and
+ * subscribes to and receives commands/<thing>/# and $aws/things/<thing>/shadow/#; the gateway
+ * may do anything, its shadow topics included. */
 extern const char POLICY_DEFAULT_THING[];
 extern const char POLICY_DEFAULT_GATEWAY[];
 

@@ -83,6 +83,9 @@ P = dict(
     dead_seconds=30 if QUICK else 180,      # continuous ingest with a refused sink
     dead_max_bytes=(32 if QUICK else 256) << 20,  # [outbox] max_bytes of that run: reached within it
     dead_interval=2,
+    shadow_things=1000,                     # shadow updates: things, load connections, seconds
+    shadow_conns=4,
+    shadow_seconds=5 if QUICK else 15,
 )
 MIB = 1 << 20
 
@@ -1207,6 +1210,45 @@ def run_dead_sink(d, seconds, cap):
         stop_all()
 
 
+def run_shadow(d):
+    """Device Shadow updates through the broker (mTLS, QoS 1) for shadow_things things, by
+    tests/bench/bench_shadow.c: first as fast as the answers come back (a window of unanswered
+    updates per connection), then open loop at half that rate for the round trip update ->
+    /accepted (p50 / p99). The daemon runs with its defaults (shadows on, responses QoS 1,
+    every change also a record for the lake sink)."""
+    d.mkdir(parents=True)
+    broker, port = start_broker(d)
+    try:
+        http = free_port()
+        conf = tidegate_conf(d, port, http, d / "lake", d / "data", rules=False)
+        tg = start_tidegate(d, conf, http)
+        wait_until(lambda: (metrics(http) or {}).get("tidegate_broker_connected") == 1, 15, "tidegate connected")
+        time.sleep(0.3)  # SUBSCRIBE follows CONNACK
+        base = [BIN / "bench_shadow", "--port", port, "--cafile", CERTS / "ca.crt", "--cert", CERTS / "loadgen.crt",
+                "--key", CERTS / "loadgen.key", "--things", P["shadow_things"], "--connections", P["shadow_conns"],
+                "--duration", P["shadow_seconds"], "--warmup", 2]
+
+        def one(args, name):
+            cpu0, bcpu0, sys0 = cpu_seconds(tg.pid), cpu_seconds(broker.pid), sys_cpu()
+            r = subprocess.run([str(a) for a in base + args], capture_output=True, text=True,
+                               timeout=P["shadow_seconds"] + 60)
+            cpu1, bcpu1, sys1 = cpu_seconds(tg.pid), cpu_seconds(broker.pid), sys_cpu()
+            (d / f"{name}.log").write_text(r.stdout + r.stderr)
+            res = json.loads(r.stdout.strip().splitlines()[-1])
+            n = max(1, res["accepted"])
+            res.update(rc=r.returncode, tidegate_cpu_s_per_1m=(cpu1 - cpu0) / n * 1e6,
+                       broker_cpu_s_per_1m=(bcpu1 - bcpu0) / n * 1e6, machine_busy=busy_frac(sys0, sys1))
+            return res
+        mx = one(["--max-rate", "--inflight", 256], "shadow-max")
+        half = one(["--rate", f"{0.5 * mx['updates_per_s']:.0f}"], "shadow-half")
+        m = metrics(http) or {}
+        return dict(max=mx, half=half, shadows=m.get("tidegate_shadows"),
+                    rejected_429=m.get('tidegate_shadow_rejected_total{code="429"}'),
+                    records=m.get("tidegate_shadow_records_total"), commits=m.get("tidegate_outbox_commits_total"))
+    finally:
+        stop_all()
+
+
 def run_append(d):
     d.mkdir(parents=True)
     r = subprocess.run([BIN / "bench_outbox", "--db", d / "outbox.db", "--records", str(P["append_records"])],
@@ -1218,7 +1260,7 @@ def run_micro_others(d):
     """Every other build/rel/bench_* program, run as `prog 1` (1 s per figure) with BENCH_QUICK
     in the environment; JSON lines with a "name" are figures, other output is kept as text."""
     res = {}
-    mine = {"bench_sub", "bench_outbox"}
+    mine = {"bench_sub", "bench_outbox", "bench_shadow"}
     for exe in sorted(glob.glob(str(BIN / "bench_*"))):
         name = os.path.basename(exe)
         if name in mine or not os.access(exe, os.X_OK):
@@ -1277,7 +1319,7 @@ def main():
                git=subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
                                   text=True).stdout.strip(),
                ceiling=[], ceiling_io=[], tidegate=[], latency=[], latency_half_tg=[], node_red=[], backlog=[], upstream=[], append=[], micro={},
-               saturation_ceiling=None, saturation_ceiling_io=None, saturation=None, soak=None, dead_sink=None)
+               saturation_ceiling=None, saturation_ceiling_io=None, saturation=None, soak=None, dead_sink=None, shadow=[])
     have_nr = (NR_DIR / "node_modules" / "node-red" / "red.js").exists()
     have_peers = (REPO / "tests" / "node_modules" / "kinesalite").is_dir() and \
         (REPO / "tests" / "node_modules" / "s3rver").is_dir() and (REPO / "tests/integration/aws_peers.py").exists()
@@ -1315,6 +1357,11 @@ def main():
         if wanted("append"):
             log(f"rep {rep + 1}: outbox append")
             raw["append"].append(run_append(work / f"append-{rep}"))
+        if wanted("shadow"):
+            log(f"rep {rep + 1}: shadow updates, {P['shadow_things']} things")
+            raw["shadow"].append(run_shadow(work / f"shadow-{rep}"))
+            log(f"  shadow {raw['shadow'][-1]['max']['updates_per_s']:.0f} updates/s; at half: p50 "
+                f"{raw['shadow'][-1]['half']['p50_ms']:.1f} ms, p99 {raw['shadow'][-1]['half']['p99_ms']:.1f} ms")
     # once per run: the long rows with time series
     if wanted("saturation"):
         ensure_thing_certs()
@@ -1476,6 +1523,18 @@ def write_results(raw):
     app_cpu = median_of(raw["append"], "per_cpu_s")
     L.append(f"| outbox appends (real outbox.c, group commits of 500 / 5 ms): wall / per CPU second | "
              f"{fmt(app)} / {fmt(app_cpu)} rec/s | | >= 200,000: {verdict(app >= 200000 if app else None)} |")
+    sh = raw.get("shadow") or []
+    if sh:
+        sh_max = median_of(sh, "max", "updates_per_s")
+        sh_p99 = median_of(sh, "half", "p99_ms")
+        L.append(f"| shadow updates, {raw['params']['shadow_things']:,} things, mTLS QoS 1, as fast as answered "
+                 f"(update -> /accepted, with /documents and the lake record) | {fmt(sh_max)} updates/s | "
+                 f"{fmt(ratio(sh_max, ceil), 2)} of ceiling | >= 10,000: {verdict(sh_max >= 10000 if sh_max else None)} |")
+        L.append(f"| shadow round trip update -> /accepted at half that ({fmt(median_of(sh, 'half', 'rate_offered'))} "
+                 f"updates/s) p50 / p99 | {fmt(median_of(sh, 'half', 'p50_ms'), 1)} / {fmt(sh_p99, 1)} ms | | "
+                 f"p99 <= 20 ms: {verdict(sh_p99 <= 20 if sh_p99 is not None else None)} |")
+        L.append(f"| shadow updates: tidegate / broker CPU per 1M (max rate) | "
+                 f"{fmt(median_of(sh, 'max', 'tidegate_cpu_s_per_1m'), 1)} / {fmt(median_of(sh, 'max', 'broker_cpu_s_per_1m'), 1)} s | | |")
     for prog, r in sorted(raw["micro"].items()):
         for f in r["figures"]:
             val = f.get("value", f.get("per_s"))

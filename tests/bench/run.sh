@@ -17,7 +17,7 @@ OUT=$REPO/bench/results
 NR=$REPO/tests/bench/node-red
 NICE=${BENCH_NICE:-10}
 
-for f in tidegate device_sim bench_sub bench_outbox; do
+for f in tidegate device_sim bench_sub bench_outbox bench_shadow; do
 	[ -x "$BIN/$f" ] || { echo "run.sh: $BIN/$f missing; use make bench" >&2; exit 1; }
 done
 command -v mosquitto >/dev/null || { echo "run.sh: mosquitto missing (make deps)" >&2; exit 1; }

@@ -137,6 +137,44 @@ static void test_default_thing_policy(void **state)
 	assert_false(policy_check(NULL, POLICY_PUBLISH, "devices/dev-1/x"));
 }
 
+/* Device Shadows ($aws/things/...): a thing asks about its own shadows and hears every
+ * answer about them, never another thing's, and never speaks on an answer topic; the
+ * gateway serves them all (its "#" alone would not cover a $ topic). */
+static void test_default_policies_shadows(void **state)
+{
+	(void)state;
+	static const char *const none[] = {NULL};
+	policy_resolved *r = resolve(POLICY_DEFAULT_THING, "dev-1", "dev-1", "dev-1", none);
+	static const char *const ops[] = {"update", "get", "delete", "name/cfg/update", "name/cfg/get", "name/cfg/delete"};
+	char t[256];
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+		snprintf(t, sizeof t, "$aws/things/dev-1/shadow/%s", ops[i]);
+		assert_true(policy_check(r, POLICY_PUBLISH, t));
+		snprintf(t, sizeof t, "$aws/things/dev-2/shadow/%s", ops[i]);
+		assert_false(policy_check(r, POLICY_PUBLISH, t));
+		snprintf(t, sizeof t, "$aws/things/dev-1/shadow/%s/accepted", ops[i]);
+		assert_false(policy_check(r, POLICY_PUBLISH, t));
+		assert_true(policy_check(r, POLICY_RECEIVE, t));
+		snprintf(t, sizeof t, "$aws/things/dev-2/shadow/%s/accepted", ops[i]);
+		assert_false(policy_check(r, POLICY_RECEIVE, t));
+	}
+	assert_true(policy_check(r, POLICY_SUBSCRIBE, "$aws/things/dev-1/shadow/#"));
+	assert_true(policy_check(r, POLICY_SUBSCRIBE, "$aws/things/dev-1/shadow/name/+/update/delta"));
+	assert_false(policy_check(r, POLICY_SUBSCRIBE, "$aws/things/+/shadow/update/delta"));
+	assert_false(policy_check(r, POLICY_SUBSCRIBE, "$aws/things/dev-2/shadow/#"));
+	assert_false(policy_check(r, POLICY_SUBSCRIBE, "$aws/#"));
+	assert_false(policy_check(r, POLICY_PUBLISH, "$aws/things/dev-1/jobs/get"));
+	policy_resolved_free(r);
+	r = resolve(POLICY_DEFAULT_GATEWAY, "tidegate-gateway", NULL, "tidegate-gateway", none);
+	assert_true(policy_check(r, POLICY_SUBSCRIBE, "$aws/things/+/shadow/update"));
+	assert_true(policy_check(r, POLICY_SUBSCRIBE, "$aws/things/+/shadow/name/+/delete"));
+	assert_true(policy_check(r, POLICY_RECEIVE, "$aws/things/dev-7/shadow/get"));
+	assert_true(policy_check(r, POLICY_PUBLISH, "$aws/things/dev-7/shadow/get/accepted"));
+	assert_true(policy_check(r, POLICY_PUBLISH, "devices/x/y"));
+	assert_false(policy_check(r, POLICY_PUBLISH, "$aws/things/dev-7/jobs/x"));
+	policy_resolved_free(r);
+}
+
 static void test_each_variable(void **state)
 {
 	(void)state;
@@ -240,6 +278,7 @@ int main(void)
 		cmocka_unit_test(test_topic_matches),
 		cmocka_unit_test(test_filter_covers_and_overlaps),
 		cmocka_unit_test(test_default_thing_policy),
+		cmocka_unit_test(test_default_policies_shadows),
 		cmocka_unit_test(test_each_variable),
 		cmocka_unit_test(test_deny_wins_and_fails_closed),
 		cmocka_unit_test(test_bad_documents),
