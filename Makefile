@@ -27,7 +27,7 @@ ASAN_LDFLAGS := -fsanitize=address,undefined $(LDFLAGS)
 
 # ---- sources -------------------------------------------------------------------------
 GW_MAIN  := gateway/main.c
-GW_SRCS  := $(filter-out $(GW_MAIN),$(wildcard gateway/*.c gateway/rules/*.c gateway/sinks/*.c))
+GW_SRCS  := $(filter-out $(GW_MAIN),$(wildcard gateway/*.c gateway/rules/*.c gateway/sinks/*.c gateway/ops/*.c))
 AUTH_SRCS := $(wildcard gateway/auth/*.c)
 SIM_SRCS := $(wildcard device_sim/*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)

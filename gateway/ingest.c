@@ -47,6 +47,7 @@ struct ingest {
 	/* closed aggregate windows waiting to re-enter (the emit callback may not recurse) */
 	json_t *pending_windows;
 	int64_t last_tick_ms;
+	ingest_observer obs;
 };
 
 static int on_alert(void *ud, const alerts_event *ev);
@@ -123,6 +124,14 @@ int ingest_alert_idle(const ingest *ig, const char *rule, const char *alert, uin
 	return ig && ig->al ? alerts_idle(ig->al, rule, alert, alert_key, thing) : 0;
 }
 
+void ingest_set_observer(ingest *ig, const ingest_observer *obs)
+{
+	if (obs)
+		ig->obs = *obs;
+	else
+		memset(&ig->obs, 0, sizeof ig->obs);
+}
+
 void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thing), void *ud)
 {
 	ig->registry_lookup = lookup;
@@ -172,6 +181,8 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 		      const char *detail, const void *payload, size_t len, int64_t now_ms)
 {
 	atomic_fetch_add(&ig->st.quarantined, 1);
+	if (ig->obs.quarantined)
+		ig->obs.quarantined(ig->obs.ud, thing, topic, reason, field, detail, now_ms);
 	LOG_DEBUG("ingest", "msg=quarantined thing=%s topic=%s reason=%s field=%s detail=\"%s\"", thing, topic, reason,
 		  field ? field : "", detail ? detail : "");
 	int rc = outbox_quarantine(ig->ob, now_ms, thing, topic, reason, field, detail, payload, len);
@@ -267,6 +278,8 @@ static int on_alert(void *ud, const alerts_event *ev)
 	json_decref(rec);
 	if (rc == 0 && ig->alert_webhook)
 		rc = enqueue_webhook(ig, ig->alert_webhook, NULL, ev->json);
+	if (ig->obs.alert)
+		ig->obs.alert(ig->obs.ud, ev, ig->now_ms);
 	if (ev->state == ALERTS_STATE_RAISED)
 		atomic_fetch_add(&ig->st.alerts_raised, 1);
 	else
@@ -396,6 +409,11 @@ static int accept(ingest *ig, const tg_msg *m, json_t *obj, int prio, const char
 		return rc;
 	}
 	atomic_fetch_add(&ig->st.accepted, 1);
+	if (ig->obs.accepted) {
+		size_t len = 0;
+		const char *text = outbox_last_text(ig->ob, &len);
+		ig->obs.accepted(ig->obs.ud, m->thing, m->topic, prio, m->received_ms, obj, text, len);
+	}
 	return 0;
 }
 

@@ -7,6 +7,7 @@
  *   tidegate rules check DIR        validate a rules folder (file:line:col errors)
  *   tidegate rules test FILE --topic T [--payload JSON]   dry-run one rule
  *   tidegate device register|activate|deactivate|revoke|list|show|set-attr ...
+ *   tidegate token new FILE         write a random API bearer token (mode 0600)
  *   tidegate version
  *
  * Signal handlers only set flags; the daemon loop reads them.
@@ -18,6 +19,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "ops/token.h"
 #include "registry_cli.h"
 #include "rules/rules.h"
 
@@ -36,6 +38,7 @@ static void usage(FILE *out)
 		     "       tidegate rules check DIR\n"
 		     "       tidegate rules test FILE --topic T [--payload JSON]\n"
 		     "       tidegate device COMMAND ... (tidegate device --help)\n"
+		     "       tidegate token new FILE\n"
 		     "       tidegate version\n");
 }
 
@@ -67,6 +70,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "device") == 0)
 		return registry_cli_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "token") == 0)
+		return ops_token_cli_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference(stdout);
 		return 0;
