@@ -65,6 +65,11 @@ int http_resp_error(http_resp *r, int status, const char *code, const char *deta
 	return 0;
 }
 
+static int hexval(char ch)
+{
+	return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
 static void req_free(http_req *q)
 {
 	if (!q)
@@ -206,6 +211,25 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	return ret;
 }
 
+/* URL decoding as MHD's own, except that %00 stays as it is: a NUL inside a decoded path
+ * would cut it short ("a%00b" naming the rule "a"), so it is left for the handler's name
+ * checks to refuse. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	char *w = s;
+	for (const char *r = s; *r; r++) {
+		int hi, lo;
+		if (r[0] == '%' && r[1] && r[2] && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0 && (hi | lo)) {
+			*w++ = (char)(hi * 16 + lo);
+			r += 2;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
 static char *slurp(const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "rb");
@@ -255,12 +279,14 @@ http_server *http_start(const http_opts *o, http_handler_fn handler, void *ud, c
 	if (tls)
 		h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, &sa,
 					MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_HTTPS_MEM_CERT,
+					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+					MHD_OPTION_HTTPS_MEM_CERT,
 					h->cert_pem, MHD_OPTION_HTTPS_MEM_KEY, h->key_pem, MHD_OPTION_END);
 	else
 		h->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, handle, h, MHD_OPTION_SOCK_ADDR, &sa,
 					MHD_OPTION_CONNECTION_LIMIT, conns, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
+					MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+					MHD_OPTION_END);
 	if (!h->d) {
 		tg_seterr(err, errlen, TG_EIO, "cannot listen on %s:%d%s", o->bind, o->port,
 			  tls ? " (or the TLS certificate/key was refused)" : "");

@@ -148,7 +148,8 @@ static int authorize(void *ud, int action, const char *a, const char *b, const c
 	case SQLITE_SELECT:
 	case SQLITE_FUNCTION:
 	case SQLITE_RECURSIVE: return SQLITE_OK;
-	case SQLITE_READ: return a && strcmp(a, "samples") == 0 ? SQLITE_OK : SQLITE_DENY;
+	case SQLITE_READ: /* the table, or a CTE / subquery of the statement (no schema name) */
+		return (a && strcmp(a, "samples") == 0) || !dbname || !*dbname ? SQLITE_OK : SQLITE_DENY;
 	default: return SQLITE_DENY;
 	}
 }
