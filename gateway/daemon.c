@@ -131,6 +131,7 @@ static int load_rules(tg_daemon *d, int initial)
 				  initial ? "invalid rule set, not starting" : "invalid rule set, keeping the previous one", line);
 		return TG_EPARSE;
 	}
+	rules_set_adopt_counters(rs, d->rules);
 	if (d->ig)
 		ingest_set_rules(d->ig, rs);
 	rules_set_free(d->rules);

@@ -783,6 +783,28 @@ int rules_rule_get(rules_set *rs, size_t i, rules_rule_info *out)
 	return 0;
 }
 
+void rules_set_adopt_counters(rules_set *to, rules_set *from)
+{
+	if (!to || !from || !to->ctr || !from->ctr)
+		return;
+	for (size_t i = 0; i < to->n; i++)
+		for (size_t k = 0; k < from->n; k++) {
+			if (strcmp(to->rules[i].name, from->rules[k].name) != 0 || strcmp(to->rules[i].source, from->rules[k].source) != 0)
+				continue;
+			rule_ctr *a = &to->ctr[i], *b = &from->ctr[k];
+			atomic_store(&a->evaluated, atomic_load(&b->evaluated));
+			atomic_store(&a->matched, atomic_load(&b->matched));
+			atomic_store(&a->actions, atomic_load(&b->actions));
+			atomic_store(&a->action_errors, atomic_load(&b->action_errors));
+			atomic_store(&a->eval_errors, atomic_load(&b->eval_errors));
+			pthread_mutex_lock(&from->err_mu);
+			memcpy(a->last_error, b->last_error, sizeof a->last_error);
+			pthread_mutex_unlock(&from->err_mu);
+			atomic_store(&a->last_error_ms, atomic_load(&b->last_error_ms));
+			break;
+		}
+}
+
 static void note_error(const rules_set *rs, rule_ctr *k, const tg_msg *m, const char *kind, const char *what)
 {
 	pthread_mutex_t *mu = (pthread_mutex_t *)&rs->err_mu; /* the set is const to evaluation, its lock is not */

@@ -124,6 +124,11 @@ typedef struct rules_rule_info {
 	char last_error[256];
 } rules_rule_info;
 int rules_rule_get(rules_set *rs, size_t i, rules_rule_info *out);
+/* Carry the counters over to a freshly loaded set: every rule of `to` whose name and file
+ * text are those of a rule of `from` starts from that rule's counts (a reload that changed
+ * nothing about a rule does not zero it). Call before `to` is evaluated, on the thread that
+ * evaluates `from`. */
+void rules_set_adopt_counters(rules_set *to, rules_set *from);
 
 /* Evaluate all rules against one message; calls fn per action. Stats are added to *st
  * (may be NULL). Returns the number of rules whose WHERE held, or < 0 on a fatal error. */

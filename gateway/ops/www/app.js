@@ -127,7 +127,8 @@ function sparkline(points) {
   const svg = document.createElementNS(SVGNS, "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("viewBox", "0 0 130 28");
-  if (!points || points.length < 2) return svg;
+  if (!points || !points.length) return svg;
+  if (points.length === 1) points = [points[0], Object.assign({}, points[0], { t: points[0].t + 1 })];
   const t0 = points[0].t, t1 = points[points.length - 1].t || t0 + 1;
   let lo = Math.min(...points.map((p) => p.min)), hi = Math.max(...points.map((p) => p.max));
   if (hi === lo) { hi += 1; lo -= 1; }
@@ -172,7 +173,7 @@ async function loadFleet() {
     spark.append(sparkline(series[d.thing]));
     return el("tr", { "data-thing": d.thing },
       el("td", {}, el("span", { class: "dot" + (d.online ? " on" : ""), title: body.online_basis || "" })),
-      el("td", { text: d.thing + (d.registered ? "" : " ·") , title: d.registered ? "registered" : "not in the registry" }),
+      el("td", { class: "thing", text: d.thing, title: d.registered ? "registered" : "not in the registry" }),
       el("td", { text: ago(d.last_seen_ms) }), el("td", { class: "num", text: d.messages_today }),
       el("td", { class: "num", text: d.quarantined_today }), vals, spark);
   });
@@ -183,7 +184,8 @@ async function loadSeries() {
   const field = $("field").value;
   if (!field) return;
   const w = $("window").value;
-  const { status, body } = await api(`/api/series?field=${encodeURIComponent(field)}&since=-${w}`);
+  const step = { "15m": "10s", "1h": "1m", "6h": "5m", "24h": "20m" }[w] || "1m";
+  const { status, body } = await api(`/api/series?field=${encodeURIComponent(field)}&since=-${w}&step=${step}`);
   if (status === 200 && body) series = body.series || {};
 }
 
@@ -389,7 +391,7 @@ async function start() {
   setInterval(safe(loadQuarantine), 5000);
   setInterval(safe(loadRules), 5000);
   setInterval(safe(loadAlerts), 10000);
-  setInterval(safe(loadSeries), 10000);
+  setInterval(safe(loadSeries), 5000);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
