@@ -738,6 +738,10 @@ ops_console *ops_console_new(const ops_console_conf *conf, const ops_host *host,
 			goto fail;
 	}
 	c->www_dir = find_www(c->cfg->http_www_dir);
+	if (strncmp(c->cfg->http_bind, "127.", 4) != 0 && !*c->cfg->http_tls_cert_file)
+		LOG_WARN(SUB, "msg=\"the API is bound to a non-loopback address without TLS: the token crosses the network in "
+			      "clear; set [http] tls_cert_file and tls_key_file\" bind=%s",
+			 c->cfg->http_bind);
 	if (pthread_create(&c->tick_tid, NULL, ticker, c) != 0) {
 		tg_seterr(err, errlen, TG_ENOMEM, "cannot start the console's ticker thread");
 		goto fail;
