@@ -911,7 +911,8 @@ rules_set *rules_load_dir(const char *dir, const rules_env *env, char *errbuf, s
 	}
 	closedir(d);
 	d = NULL;
-	qsort(names, n, sizeof *names, cmp_str);
+	if (n) /* an empty folder: names is NULL, which qsort must not be given */
+		qsort(names, n, sizeof *names, cmp_str);
 	rs = set_new(env);
 	if (!rs)
 		goto fail;
