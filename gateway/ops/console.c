@@ -364,7 +364,11 @@ int ops_run_job(ops_console *c, ops_job *j, int timeout_ms)
 
 void ops_console_service(ops_console *c, int outbox_idle)
 {
-	if (!c || atomic_load(&c->njobs) == 0)
+	if (!c)
+		return;
+	if (c->ret && outbox_idle)
+		ops_retention_tick(c->ret, tg_wall_ms()); /* the daemon's thread is the writer's */
+	if (atomic_load(&c->njobs) == 0)
 		return;
 	for (;;) {
 		pthread_mutex_lock(&c->job_mu);

@@ -5,9 +5,9 @@
  * the outbox stored, without msg_id), keyed by the gateway's receive time.
  *
  * Cost: the ingest thread only copies each record's text into a pending list; the outbox's
- * group-commit hook writes the list in one transaction right after the outbox group that
- * holds the same records committed (and drops it when that group was rolled back), so the
- * retention costs one more small commit per group, never one per message. Rows older than
+ * group-commit hook keeps the rows of a committed group and drops those of a rolled-back
+ * one, and the kept rows are written in one transaction at most twice a second, right after
+ * an outbox commit (or from the daemon's loop when ingest is idle) — never one per message. Rows older than
  * the retention period, and the oldest rows while the stored text is over max_bytes, are
  * deleted at most once a second inside that same transaction, in id order (ids follow
  * receive time). The file is a cache: synchronous=OFF, and a file that cannot be opened as
@@ -46,8 +46,13 @@ void ops_retention_close(ops_retention *r); /* NULL-safe; writes nothing pending
 
 /* Writer side (ingest thread). text is copied. */
 void ops_retention_add(ops_retention *r, const char *thing, int64_t received_ms, const char *text, size_t len);
-/* The outbox group hook: committed = 1 writes the pending rows (and trims), 0 drops them. */
+/* The outbox group hook: committed = 1 keeps the group's rows for writing, 0 drops them.
+ * Kept rows are written (and the store trimmed) in one transaction at most every 500 ms
+ * (or 20,000 rows), at a group commit or at ops_retention_tick — so a reader sees a record
+ * at most about half a second after it was accepted. */
 void ops_retention_group(ops_retention *r, int committed, int64_t now_ms);
+/* Writer thread, when no outbox group is open (the daemon's loop): write what is due. */
+void ops_retention_tick(ops_retention *r, int64_t now_ms);
 
 /* Readers (any thread). NULL with err set on failure; err "" with NULL = nothing found. */
 json_t *ops_retention_latest(ops_retention *r, const char *thing, char *err, size_t errlen);

@@ -54,10 +54,26 @@ static void test_groups_commit_and_abort(void **state)
 	char err[256];
 	json_t *rec = ops_retention_latest(r, "a", err, sizeof err);
 	assert_non_null(rec);
-	assert_true(json_real_value(json_object_get(rec, "temperature")) == 20.5);
+	assert_true(json_number_value(json_object_get(rec, "temperature")) == 20.5);
 	json_decref(rec);
 	assert_null(ops_retention_latest(r, "nobody", err, sizeof err));
 	assert_string_equal(err, "");
+	/* written at most every 500 ms: a committed group waits, and survives a later rollback */
+	add(r, "c", 1100, 1.0);
+	ops_retention_group(r, 1, 1200);
+	add(r, "c", 1300, 2.0);
+	ops_retention_group(r, 0, 1400);
+	ops_retention_stats_get(r, &st);
+	assert_int_equal(st.rows, 2);
+	ops_retention_tick(r, 1500); /* 498 ms after the last write: not yet */
+	ops_retention_stats_get(r, &st);
+	assert_int_equal(st.rows, 2);
+	ops_retention_tick(r, 1502);
+	ops_retention_stats_get(r, &st);
+	assert_int_equal(st.rows, 3);
+	rec = ops_retention_latest(r, "c", err, sizeof err);
+	assert_true(json_number_value(json_object_get(rec, "temperature")) == 1.0);
+	json_decref(rec);
 	ops_retention_close(r);
 }
 
@@ -138,7 +154,7 @@ static void test_query_guard(void **state)
 	ops_retention *r = mk(86400000, 1 << 20);
 	for (int i = 0; i < 50; i++)
 		add(r, "q", i, i);
-	ops_retention_group(r, 1, 100);
+	ops_retention_group(r, 1, 1000);
 	char err[256];
 	json_t *q = ops_retention_query(r, "SELECT ts FROM samples ORDER BY ts", 7, 2000, err, sizeof err);
 	assert_non_null(q);
