@@ -27,7 +27,7 @@ ASAN_LDFLAGS := -fsanitize=address,undefined $(LDFLAGS)
 
 # ---- sources -------------------------------------------------------------------------
 GW_MAIN  := gateway/main.c
-GW_SRCS  := $(filter-out $(GW_MAIN),$(wildcard gateway/*.c gateway/rules/*.c gateway/sinks/*.c gateway/shadow/*.c))
+GW_SRCS  := $(filter-out $(GW_MAIN),$(wildcard gateway/*.c gateway/rules/*.c gateway/sinks/*.c gateway/shadow/*.c gateway/ops/*.c))
 AUTH_SRCS := $(wildcard gateway/auth/*.c)
 SIM_SRCS := $(wildcard device_sim/*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -132,6 +132,7 @@ fuzz-replay: $(FUZZ_BINS)
 # `asan` is not needed: the whole suite) against the sanitizer build.
 integration: $(REL_BINS) $(ASAN_BINS) $(TOOL_BINS)
 	@tests/integration/npm-peers.sh
+	@tests/browser/install.sh
 	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 	TIDEGATE_BUILD=$(abspath $(B)/asan) TIDEGATE_SANITIZED=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests/integration
 
@@ -148,6 +149,8 @@ install: all
 	install -D -m 0755 $(B)/rel/tidegate $(DESTDIR)$(PREFIX)/bin/tidegate
 	install -D -m 0755 $(B)/rel/device_sim $(DESTDIR)$(PREFIX)/bin/tidegate-device-sim
 	install -D -m 0644 $(B)/rel/tidegate_auth.so $(DESTDIR)$(PREFIX)/lib/tidegate/tidegate_auth.so
+	install -d $(DESTDIR)$(PREFIX)/share/tidegate/www
+	install -m 0644 gateway/ops/www/* $(DESTDIR)$(PREFIX)/share/tidegate/www/
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -116,7 +116,32 @@ static const config_option outbox_options[] = {
 
 static const config_option http_options[] = {
 	{"bind", CFG_STRING, "127.0.0.1", 0, 0, OFF(http_bind), 0, "Ops HTTP address (loopback by default).", NULL},
-	{"port", CFG_INT, "0", 0, 65535, OFF(http_port), 0, "Ops HTTP port for /metrics, /healthz and /api/status; 0 = off.", NULL},
+	{"port", CFG_INT, "0", 0, 65535, OFF(http_port), 0, "Ops HTTP port for /metrics /healthz /readyz /api and the console page; 0 = off.", NULL},
+	{"token_file", CFG_STRING, "", 0, 0, OFF(http_token_file), 0,
+	 "File holding the API's bearer token (`tidegate token new FILE`, mode 0600). Set: the console (API under /api/, "
+	 "event stream, page at /, recent-data retention) is on and every path but /healthz, /readyz and the page's files "
+	 "needs `Authorization: Bearer <token>`, /metrics too. Empty: only /metrics /healthz /readyz /api/status, open.",
+	 NULL},
+	{"tls_cert_file", CFG_STRING, "", 0, 0, OFF(http_tls_cert_file), 0,
+	 "Serve HTTPS with this certificate (PEM, e.g. from the site PKI); with tls_key_file. Use it when bind is not loopback.",
+	 NULL},
+	{"tls_key_file", CFG_STRING, "", 0, 0, OFF(http_tls_key_file), CFG_SECRET, "Private key (PEM) of tls_cert_file.", NULL},
+	{"www_dir", CFG_STRING, "", 0, 0, OFF(http_www_dir), 0,
+	 "Folder of the console page's files; empty: <prefix>/share/tidegate/www beside the installed binary.", NULL},
+	{"max_body", CFG_SIZE, "256k", 1024, 16 << 20, OFF(http_max_body), 0,
+	 "Largest request body; a larger one is refused with 413.", NULL},
+	{"max_connections", CFG_INT, "32", 2, 1024, OFF(http_max_connections), 0,
+	 "Concurrent HTTP connections (one thread each; an open event stream holds one).", NULL},
+	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
+};
+
+static const config_option retention_options[] = {
+	{"period", CFG_DURATION, "24h", 0, 31LL * 86400000, OFF(retention_period_ms), 0,
+	 "Keep accepted device records this long for the console's latest/series/query views (0 = off). Needs [http] token_file.",
+	 NULL},
+	{"max_bytes", CFG_SIZE, "256M", 1048576, INT64_MAX, OFF(retention_max_bytes), 0,
+	 "Cap on the record text kept; the oldest records go first.", NULL},
+	{"path", CFG_STRING, "", 0, 0, OFF(retention_path), 0, "Retention database; default <data_dir>/retention.db.", NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -167,6 +192,7 @@ static const struct {
 	{"", top_options},           {"broker", broker_options}, {"ingest", ingest_options},
 	{"outbox", outbox_options},  {"http", http_options},     {"registry", registry_options},
 	{"shadow", shadow_options},
+	{"retention", retention_options},
 };
 
 /* ---- value parsing ---------------------------------------------------------------- */
@@ -821,6 +847,13 @@ static int finish(tg_config *c, errs *e)
 		if (!(c->outbox_path = join_path(c->data_dir, "outbox.db")))
 			return TG_ENOMEM;
 	}
+	if (!*c->retention_path) {
+		free(c->retention_path);
+		if (!(c->retention_path = join_path(c->data_dir, "retention.db")))
+			return TG_ENOMEM;
+	}
+	if (!!*c->http_tls_cert_file != !!*c->http_tls_key_file)
+		errs_add(e, "%s: [http] tls_cert_file and tls_key_file go together", c->path);
 	if (!*c->registry_path) {
 		free(c->registry_path);
 		if (!(c->registry_path = join_path(c->data_dir, "registry.db")))
@@ -881,7 +914,7 @@ static int load_header(loader *L, char *line, char *s, int col)
 		if (strcmp(name, sections[i].name) == 0)
 			L->table = sections[i].table;
 	if (!L->table) {
-		errs_add(L->e, "%s:%d:%d: unknown section [%s] (known: broker, ingest, outbox, http, registry, shadow, sink NAME)",
+		errs_add(L->e, "%s:%d:%d: unknown section [%s] (known: broker, ingest, outbox, http, registry, shadow, retention, sink NAME)",
 			 L->path, L->lineno, col, name);
 		return 0;
 	}

@@ -138,6 +138,15 @@ typedef struct tg_config {
 	/* [http] */
 	char *http_bind;
 	int64_t http_port;     /* 0 = off */
+	char *http_token_file; /* "" = no console (API, page, retention) */
+	char *http_tls_cert_file, *http_tls_key_file;
+	char *http_www_dir;    /* "" = <prefix>/share/tidegate/www beside the binary */
+	int64_t http_max_body;
+	int64_t http_max_connections;
+	/* [retention] recent telemetry for the console */
+	int64_t retention_period_ms; /* 0 = off */
+	int64_t retention_max_bytes;
+	char *retention_path;
 	/* [registry] */
 	char *registry_path;
 	/* [shadow] */

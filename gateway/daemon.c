@@ -19,6 +19,7 @@
 #include "identity.h"
 #include "preflight.h"
 #include "log.h"
+#include "ops/console.h"
 #include "registry.h"
 
 #define SHUTDOWN_DRAIN_MS 10000
@@ -141,15 +142,20 @@ static int load_rules(tg_daemon *d, int initial)
 	if (!rs) {
 		if (!initial)
 			atomic_fetch_add(&d->reload_failures, 1);
+		if (d->con)
+			ops_console_rules_failed(d->con, errbuf);
 		for (char *save = NULL, *line = strtok_r(errbuf, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 			LOG_ERROR("rules", "msg=\"%s\" error=\"%s\"",
 				  initial ? "invalid rule set, not starting" : "invalid rule set, keeping the previous one", line);
 		return TG_EPARSE;
 	}
+	rules_set_adopt_counters(rs, d->rules);
 	if (d->ig)
 		ingest_set_rules(d->ig, rs);
 	rules_set_free(d->rules);
 	d->rules = rs;
+	if (d->con)
+		ops_console_set_rules(d->con, rs);
 	if (!initial)
 		atomic_fetch_add(&d->reloads, 1);
 	LOG_INFO("rules", "msg=\"rules %s\" dir=%s rules=%zu", initial ? "loaded" : "reloaded", d->cfg->rules_dir,
@@ -251,8 +257,51 @@ static int verify_stamping(const tg_config *cfg, volatile sig_atomic_t *stop)
 	}
 }
 
+/* ---- the operator's console (gateway/ops/console.h): what the daemon lends it ---------- */
+static int host_reload(void *ud) { return load_rules(ud, 0); }
+
+static int host_requeue(void *ud, const char *sink_name, int64_t *moved)
+{
+	tg_daemon *d = ud;
+	int rc = outbox_requeue_dead(d->ob, sink_name, tg_wall_ms(), moved);
+	if (rc == 0 && *moved)
+		forwarder_notify(d->fw);
+	return rc;
+}
+
+static void host_counters(void *ud, ops_counters *o)
+{
+	tg_daemon *d = ud;
+	ingest_stats *is = ingest_stats_of(d->ig);
+	o->received = atomic_load(&is->received);
+	o->accepted = atomic_load(&is->accepted);
+	o->quarantined = atomic_load(&is->quarantined);
+	o->alerts_raised = atomic_load(&is->alerts_raised);
+	o->alerts_cleared = atomic_load(&is->alerts_cleared);
+	o->broker_connected = broker_stats_get(d->br)->connected;
+}
+
+static int start_console(tg_daemon *d, char *err, size_t errlen)
+{
+	if (!d->cfg->http_token_file || !*d->cfg->http_token_file || d->cfg->http_port <= 0)
+		return 0;
+	ops_console_conf cc = {.cfg = d->cfg, .ob = d->ob, .fw = d->fw, .sink_names = d->sink_names};
+	ops_host host = {.ud = d, .reload_rules = host_reload, .requeue_dead = host_requeue, .render = metrics_render,
+			 .counters = host_counters};
+	if (!(d->con = ops_console_new(&cc, &host, err, errlen)))
+		return TG_EINVAL;
+	if (d->rules)
+		ops_console_set_rules(d->con, d->rules);
+	ingest_observer obs = {.accepted = ops_console_on_accepted, .quarantined = ops_console_on_quarantined,
+			       .alert = ops_console_on_alert, .ud = d->con};
+	ingest_set_observer(d->ig, &obs);
+	outbox_set_group_hook(d->ob, ops_console_on_group, d->con);
+	return 0;
+}
+
 static void teardown(tg_daemon *d)
 {
+	ops_console_stop(d->con); /* ends the event streams, so the HTTP threads finish now */
 	http_stop(d->http);
 	d->http = NULL;
 	/* commit before the last PUBACKs leave with the disconnect */
@@ -271,7 +320,8 @@ static void teardown(tg_daemon *d)
 	}
 	shadow_free(d->sh);
 	broker_free(d->br);
-	outbox_close(d->ob);
+	outbox_close(d->ob); /* its last commits still go through the console's hook */
+	ops_console_free(d->con);
 	rules_set_free(d->rules);
 	schema_set_free(d->schemas);
 	if (d->inotify_fd >= 0)
@@ -359,8 +409,14 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		}
 	}
 	watch_rules(&d);
-	if (d.cfg->http_port > 0 &&
-	    !(d.http = http_start(d.cfg->http_bind, (int)d.cfg->http_port, metrics_render, &d, err, sizeof err))) {
+	if (start_console(&d, err, sizeof err)) {
+		LOG_ERROR("daemon", "msg=\"console\" err=\"%s\"", err);
+		goto out;
+	}
+	http_opts ho = {.bind = d.cfg->http_bind, .port = (int)d.cfg->http_port, .max_body = (size_t)d.cfg->http_max_body,
+			.max_conns = (unsigned)d.cfg->http_max_connections, .tls_cert_file = d.cfg->http_tls_cert_file,
+			.tls_key_file = d.cfg->http_tls_key_file};
+	if (d.cfg->http_port > 0 && !(d.http = http_start(&ho, metrics_http, &d, err, sizeof err))) {
 		LOG_ERROR("daemon", "msg=\"ops http\" err=\"%s\"", err);
 		goto out;
 	}
@@ -405,6 +461,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		shadow_release(d.sh);
 		if (!outbox_in_txn(d.ob))
 			broker_flush(d.br);
+		ops_console_service(d.con, !outbox_in_txn(d.ob)); /* API rule reloads, dead-letter requeues */
 	}
 	LOG_INFO("daemon", "msg=stopping");
 	code = 0;

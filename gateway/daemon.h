@@ -41,12 +41,16 @@ typedef struct tg_daemon {
 	int64_t reload_due_ms;   /* debounced file-change reload, 0 = none */
 	int64_t started_ms;
 	_Atomic uint64_t reloads, reload_failures;
+	struct ops_console *con; /* the operator's console, or NULL ([http] token_file unset) */
 } tg_daemon;
 
 /* Run until *stop is set. *reload (SIGHUP) reloads rules. Returns a process exit code. */
 int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
 
-/* Render /metrics, /healthz, /api/status for the HTTP server (metrics.c). */
+/* Render /metrics, /healthz, /readyz, /api/status for the HTTP server (metrics.c). */
 char *metrics_render(void *daemon, const char *path, int *status, const char **content_type);
+/* The ops HTTP server's handler (http_handler_fn): the console when it is on, else the
+ * open GET paths of metrics_render (metrics.c). */
+int metrics_http(void *daemon, const http_req *req, http_resp *r);
 
 #endif

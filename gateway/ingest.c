@@ -75,6 +75,7 @@ struct ingest {
 	ratelog *quarantine_log; /* key thing, kind reason */
 	ratelog *refused_log;    /* key rule ("" for other publishes), kind reason code */
 	int64_t last_report_ms;
+	ingest_observer obs;
 };
 
 static int on_alert(void *ud, const alerts_event *ev);
@@ -340,6 +341,14 @@ int ingest_alert_idle(const ingest *ig, const char *rule, const char *alert, uin
 	return ig && ig->al ? alerts_idle(ig->al, rule, alert, alert_key, thing) : 0;
 }
 
+void ingest_set_observer(ingest *ig, const ingest_observer *obs)
+{
+	if (obs)
+		ig->obs = *obs;
+	else
+		memset(&ig->obs, 0, sizeof ig->obs);
+}
+
 void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thing), void *ud)
 {
 	ig->registry_lookup = lookup;
@@ -376,6 +385,8 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 		      const char *detail, const void *payload, size_t len, int64_t now_ms)
 {
 	atomic_fetch_add(&ig->st.quarantined, 1);
+	if (ig->obs.quarantined)
+		ig->obs.quarantined(ig->obs.ud, thing, topic, reason, field, detail, now_ms);
 	/* one line per thing and reason per interval, with a count: an operator sees what is
 	 * refused without SQL, and a device sending garbage at 10 Hz does not flood the log */
 	char context[600];
@@ -476,6 +487,8 @@ static int on_alert(void *ud, const alerts_event *ev)
 	json_decref(rec);
 	if (rc == 0 && ig->alert_webhook)
 		rc = enqueue_webhook(ig, ig->alert_webhook, NULL, ev->json);
+	if (ig->obs.alert)
+		ig->obs.alert(ig->obs.ud, ev, ig->now_ms);
 	if (ev->state == ALERTS_STATE_RAISED)
 		atomic_fetch_add(&ig->st.alerts_raised, 1);
 	else
@@ -662,6 +675,11 @@ static int accept(ingest *ig, const tg_msg *m, json_t *obj, int prio, const char
 		return rc;
 	}
 	atomic_fetch_add(&ig->st.accepted, 1);
+	if (ig->obs.accepted) {
+		size_t len = 0;
+		const char *text = outbox_last_text(ig->ob, &len);
+		ig->obs.accepted(ig->obs.ud, m->thing, m->topic, prio, m->received_ms, obj, text, len);
+	}
 	return 0;
 }
 

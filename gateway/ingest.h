@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "alerts.h"
 #include "broker.h"
 #include "config.h"
 #include "outbox.h"
@@ -64,6 +65,21 @@ void ingest_set_schemas(ingest *ig, const schema_set *ss);
 int ingest_alert_idle(const ingest *ig, const char *rule, const char *alert, uint64_t alert_key, const char *thing);
 /* Registry lookup for enrichment and get_registry_data (optional). */
 void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thing), void *ud);
+
+/* Watchers of what ingest decides (the operator's console), called on the ingest thread
+ * right after the fact; all optional, all arguments borrowed for the call. accepted: a
+ * record was appended to the outbox's open group (text: the stored line, without msg_id,
+ * or NULL when no sink took it — then serialise record; prio OUTBOX_PRIO_*). quarantined: a message was rejected. alert: an alert was raised or
+ * cleared. They must be quick: they run once per message. */
+typedef struct ingest_observer {
+	void (*accepted)(void *ud, const char *thing, const char *topic, int prio, int64_t received_ms,
+			 const json_t *record, const char *text, size_t len);
+	void (*quarantined)(void *ud, const char *thing, const char *topic, const char *reason, const char *field,
+			    const char *detail, int64_t received_ms);
+	void (*alert)(void *ud, const alerts_event *ev, int64_t now_ms);
+	void *ud;
+} ingest_observer;
+void ingest_set_observer(ingest *ig, const ingest_observer *obs); /* copied; NULL removes */
 
 /* Process one message. payload is borrowed. Returns 0 (accepted or quarantined) or < 0
  * when the outbox failed (the daemon logs it; the message was not accepted). */

@@ -10,6 +10,7 @@
  *   tidegate rules test [-c FILE] FILE|DIR --topic T [--payload JSON]   dry-run rules
  *   tidegate device register|activate|deactivate|revoke|list|show|set-attr ...
  *   tidegate shadow get|update|delete|list THING [--name N] ...
+ *   tidegate token new FILE         write a random API bearer token (mode 0600)
  *   tidegate version
  *
  * Signal handlers only set flags; the daemon loop reads them.
@@ -23,6 +24,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "preflight.h"
+#include "ops/token.h"
 #include "registry_cli.h"
 #include "rules/rules.h"
 #include "shadow/shadow_cli.h"
@@ -43,6 +45,7 @@ static void usage(FILE *out)
 		     "       tidegate rules test [-c FILE] FILE|DIR --topic T [--payload JSON]\n"
 		     "       tidegate device COMMAND ... (tidegate device --help)\n"
 		     "       tidegate shadow get|update|delete|list THING [--name N] ... (tidegate shadow --help)\n"
+		     "       tidegate token new FILE\n"
 		     "       tidegate version\n");
 }
 
@@ -111,6 +114,8 @@ int main(int argc, char **argv)
 		return registry_cli_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "shadow") == 0)
 		return shadow_cli_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "token") == 0)
+		return ops_token_cli_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "config-reference") == 0) {
 		config_reference(stdout);
 		return 0;

@@ -11,6 +11,7 @@
 
 #include "clock.h"
 #include "daemon.h"
+#include "ops/console.h"
 
 typedef struct sbuf {
 	char *p;
@@ -236,6 +237,28 @@ static char *render_metrics(tg_daemon *d)
 	counter(&b, "tidegate_rules_reloads_total", "Successful rule reloads.", atomic_load(&d->reloads));
 	counter(&b, "tidegate_rules_reload_failures_total", "Reloads refused because the new set was invalid.",
 		atomic_load(&d->reload_failures));
+	if (d->con) {
+		char *more = ops_console_metrics(d->con);
+		if (more)
+			sb_printf(&b, "%s", more);
+		free(more);
+	}
+	return b.p;
+}
+
+/* Ready to take traffic: the outbox is open, the rules are loaded (when there is a rules
+ * folder) and the broker session is up. */
+static char *render_ready(tg_daemon *d, int *status)
+{
+	sbuf b = {0};
+	int outbox_open = d->ob != NULL;
+	int rules_loaded = !d->cfg->rules_dir || !*d->cfg->rules_dir || d->rules != NULL;
+	int connected = d->br && broker_stats_get(d->br)->connected;
+	int ready = outbox_open && rules_loaded && connected;
+	*status = ready ? 200 : 503;
+	sb_printf(&b, "{\"ready\":%s,\"outbox_open\":%s,\"rules_loaded\":%s,\"broker_connected\":%s}\n",
+		  ready ? "true" : "false", outbox_open ? "true" : "false", rules_loaded ? "true" : "false",
+		  connected ? "true" : "false");
 	return b.p;
 }
 
@@ -295,5 +318,29 @@ char *metrics_render(void *daemon, const char *path, int *status, const char **c
 			*status = 200; /* a status report, not a probe */
 		return body;
 	}
+	if (strcmp(path, "/readyz") == 0) {
+		*content_type = "application/json";
+		return render_ready(d, status);
+	}
 	return NULL;
+}
+
+int metrics_http(void *daemon, const http_req *req, http_resp *r)
+{
+	tg_daemon *d = daemon;
+	if (d->con)
+		return ops_console_handle(d->con, req, r);
+	const char *m = http_req_method(req);
+	if (strcmp(m, "GET") != 0 && strcmp(m, "HEAD") != 0)
+		return http_resp_error(r, 405, "method_not_allowed", "only GET (the console API needs [http] token_file)");
+	int status = 200;
+	const char *ctype = "text/plain; charset=utf-8";
+	char *body = metrics_render(d, http_req_path(req), &status, &ctype);
+	if (!body)
+		return 1;
+	r->body = body;
+	r->len = strlen(body);
+	r->status = status;
+	r->content_type = ctype;
+	return 0;
 }

@@ -89,6 +89,10 @@ struct outbox {
 	char *gateway_id;
 	sqlite3_stmt *ins, *set_last, *sink_id, *sink_add, *oldest, *del, *quar, *quar_trim;
 	sqlite3_stmt *page_count, *freelist_count;
+	sqlite3_stmt *dead_list, *dead_delete; /* outbox_requeue_dead */
+	outbox_group_fn group_hook;
+	void *group_ud;
+	int line_valid; /* line holds the last appended record */
 	int64_t page_size, wal_limit, db_budget;
 	int64_t group_wal_max; /* the most WAL one commit has added (the margin under the bound) */
 	int busy_soft;         /* the busy handler gives up after SOFT_RESTART_WAIT_US */
@@ -305,7 +309,8 @@ static int migrate(sqlite3 *db, char *err, size_t errlen)
 static void writer_finalize(outbox *ob)
 {
 	sqlite3_stmt **all[] = {&ob->ins, &ob->set_last, &ob->sink_id, &ob->sink_add, &ob->oldest, &ob->del,
-				&ob->quar, &ob->quar_trim, &ob->del_range, &ob->page_count, &ob->freelist_count};
+				&ob->quar, &ob->quar_trim, &ob->del_range, &ob->page_count, &ob->freelist_count,
+				&ob->dead_list, &ob->dead_delete};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
 		sqlite3_finalize(*all[i]);
 		*all[i] = NULL;
@@ -416,7 +421,9 @@ static int writer_setup(outbox *ob, char *err, size_t errlen)
 	    (rc = prep(ob->db, &ob->quar_trim, OUTBOX_SQL_QUARANTINE_TRIM, err, errlen)) ||
 	    (rc = prep(ob->db, &ob->del_range, OUTBOX_SQL_DELETE_RANGE, err, errlen)) ||
 	    (rc = prep(ob->db, &ob->page_count, OUTBOX_SQL_PAGE_COUNT, err, errlen)) ||
-	    (rc = prep(ob->db, &ob->freelist_count, OUTBOX_SQL_FREELIST, err, errlen)))
+	    (rc = prep(ob->db, &ob->freelist_count, OUTBOX_SQL_FREELIST, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->dead_list, OUTBOX_SQL_DEAD_LIST, err, errlen)) ||
+	    (rc = prep(ob->db, &ob->dead_delete, OUTBOX_SQL_DEAD_DELETE, err, errlen)))
 		return rc;
 	ob->page_size = scalar(ob->db, "PRAGMA page_size");
 	if (ob->page_size <= 0)
@@ -876,6 +883,7 @@ static int over_cap(const outbox *ob, int64_t add_rows, int64_t add_bytes)
 int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio, const char *table,
 		  const char *pkey, int64_t created_ms, json_t *obj, int64_t *id_out)
 {
+	ob->line_valid = 0;
 	if (nsinks == 0)
 		return 0;
 	if (nsinks > MAX_SINKS || prio < 0 || prio >= NPRIO)
@@ -886,6 +894,7 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	json_object_del(obj, "msg_id");
 	/* jsonout: json_dumpb's text without its snprintf per number */
 	ob->line.len = 0;
+	ob->line_valid = 0;
 	int wrc = jsonout_write(&ob->line, obj);
 	if (wrc)
 		return wrc;
@@ -934,6 +943,7 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 		backlog_add(ob, sid, 1, (int64_t)len);
 	}
 	ob->last_id = id;
+	ob->line_valid = 1;
 	if (id_out)
 		*id_out = id;
 out:
@@ -1017,6 +1027,8 @@ static void abort_group(outbox *ob)
 	atomic_fetch_add(&ob->ctr.aborted, 1);
 	if (ob->group_end)
 		ob->group_end(ob->group_end_ud, 0);
+	if (ob->group_hook)
+		ob->group_hook(ob->group_ud, 0, tg_wall_ms());
 }
 
 /* After a commit: a WAL past half its bound starts over (see the top of the file). soft:
@@ -1119,11 +1131,101 @@ int outbox_commit(outbox *ob)
 	atomic_fetch_add(&ob->ctr.appended, (uint64_t)ob->group_rows);
 	atomic_fetch_add(&ob->ctr.commits, 1);
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
-	atomic_store(&ob->ctr.last_commit_ms, tg_wall_ms());
+	int64_t now = tg_wall_ms();
+	atomic_store(&ob->ctr.last_commit_ms, now);
 	ob->group_n = ob->group_rows = 0;
 	if (ob->group_end)
 		ob->group_end(ob->group_end_ud, 1);
+	if (ob->group_hook)
+		ob->group_hook(ob->group_ud, 1, now);
 	return 0;
+}
+
+void outbox_set_group_hook(outbox *ob, outbox_group_fn fn, void *ud)
+{
+	ob->group_hook = fn;
+	ob->group_ud = ud;
+}
+
+const char *outbox_last_text(const outbox *ob, size_t *len)
+{
+	if (!ob->line_valid)
+		return NULL;
+	*len = ob->line.len;
+	return ob->line.p;
+}
+
+int outbox_requeue_dead(outbox *ob, const char *sink_name, int64_t now_ms, int64_t *moved)
+{
+	*moved = 0;
+	if (ob->in_txn)
+		return TG_EINVAL;
+	int rc = begin(ob, now_ms);
+	if (rc)
+		return rc;
+	int64_t sid = sink_id_of(ob, sink_name), n = 0, bytes = 0, last_seq = -1;
+	sqlite3_stmt *st = ob->dead_list;
+	if (sid < 0) {
+		rc = (int)sid;
+		goto fail;
+	}
+	sqlite3_reset(st);
+	sqlite3_bind_text(st, 1, sink_name, -1, SQLITE_STATIC);
+	int step;
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t id = ob->last_id + 1;
+		int len = sqlite3_column_bytes(st, 4);
+		sqlite3_stmt *ins = ob->ins;
+		sqlite3_reset(ins);
+		sqlite3_bind_int64(ins, 1, sid);
+		sqlite3_bind_int(ins, 2, OUTBOX_PRIO_BULK);
+		sqlite3_bind_int64(ins, 3, id);
+		sqlite3_bind_int64(ins, 4, sqlite3_column_int64(st, 1));
+		sqlite3_bind_text(ins, 5, (const char *)sqlite3_column_text(st, 2), -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(ins, 6, (const char *)sqlite3_column_text(st, 3), -1, SQLITE_TRANSIENT);
+		sqlite3_bind_blob(ins, 7, sqlite3_column_blob(st, 4), len, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(ins, 8, id * MAX_SINKS);
+		int irc = sqlite3_step(ins);
+		sqlite3_reset(ins);
+		if (irc != SQLITE_DONE) {
+			rc = TG_EDB;
+			goto fail;
+		}
+		ob->last_id = id;
+		last_seq = sqlite3_column_int64(st, 0);
+		n++;
+		bytes += len;
+	}
+	sqlite3_reset(st);
+	if (step != SQLITE_DONE) {
+		rc = TG_EDB;
+		goto fail;
+	}
+	if (n) {
+		sqlite3_reset(ob->dead_delete);
+		sqlite3_bind_text(ob->dead_delete, 1, sink_name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(ob->dead_delete, 2, last_seq);
+		int drc = sqlite3_step(ob->dead_delete);
+		sqlite3_reset(ob->dead_delete);
+		if (drc != SQLITE_DONE) {
+			rc = TG_EDB;
+			goto fail;
+		}
+	}
+	ob->group_n += n;
+	ob->group_rows += n;
+	ob->group_bytes += bytes;
+	atomic_fetch_add(&ob->ctr.rows, n);
+	atomic_fetch_add(&ob->ctr.bytes, bytes);
+	if ((rc = outbox_commit(ob)))
+		return rc; /* rolled back, counters read back */
+	*moved = n;
+	return 0;
+fail:
+	LOG_ERROR("outbox", "msg=\"requeue of dead letters failed, rolled back\" sink_name=%s err=\"%s\"", sink_name, sqlite3_errmsg(ob->db));
+	sqlite3_reset(st);
+	abort_group(ob);
+	return rc;
 }
 
 int outbox_in_txn(const outbox *ob) { return ob && ob->in_txn; }

@@ -117,6 +117,23 @@ void outbox_abort(outbox *ob);
  * its COMMIT, 0 after it was rolled back; such a module learns when what it did in the
  * group is durable, or undone. One hook; fn NULL removes it. */
 void outbox_on_group_end(outbox *ob, void (*fn)(void *ud, int committed), void *ud);
+/* ---- for the operator's console (gateway/ops) ------------------------------------------ */
+/* fn runs on the writer's thread right after every group commit (committed = 1) and after a
+ * group was rolled back (committed = 0), so what a module keeps per group (the console's
+ * retention rows) is written with the groups that were stored and dropped with the others.
+ * fn must not call into the outbox. One hook; NULL removes it. */
+typedef void (*outbox_group_fn)(void *ud, int committed, int64_t now_ms);
+void outbox_set_group_hook(outbox *ob, outbox_group_fn fn, void *ud);
+/* The text the last successful outbox_append stored (the record without msg_id), so a
+ * caller that wants the same text does not serialise it again. Borrowed: valid until the
+ * next append or quarantine. NULL before any append. */
+const char *outbox_last_text(const outbox *ob, size_t *len);
+/* Move every dead letter of sink_name back into its queue (bulk priority, new ids, so they sort
+ * after the sink's cursor), in a transaction of its own committed before it returns.
+ * Writer's thread only, and only while no group is open (outbox_in_txn() == 0): a failure
+ * then rolls back nothing but this. *moved gets the number of rows. 0, TG_EINVAL (a group
+ * is open) or TG_EDB. */
+int outbox_requeue_dead(outbox *ob, const char *sink_name, int64_t now_ms, int64_t *moved);
 
 /* ---- reader side (forwarder thread) ------------------------------------------------- */
 typedef struct outbox_reader outbox_reader;

@@ -80,6 +80,9 @@
 	" SELECT ?, id, created_ms, tbl, pkey, payload, ?, ? FROM outbox WHERE sink = ? AND prio = ? AND seq = ?"
 #define OUTBOX_SQL_ATTEMPT "UPDATE outbox SET attempts = attempts + 1 WHERE sink = ? AND prio = ? AND seq = ?"
 #define OUTBOX_SQL_PENDING "SELECT count(*) FROM outbox WHERE sink = ?"
+/* the operator's console: requeue a sink's dead letters (outbox_requeue_dead) */
+#define OUTBOX_SQL_DEAD_LIST "SELECT seq, created_ms, tbl, pkey, payload FROM dead WHERE sink = ? ORDER BY seq"
+#define OUTBOX_SQL_DEAD_DELETE "DELETE FROM dead WHERE sink = ? AND seq <= ?"
 #define OUTBOX_SQL_FREELIST "PRAGMA freelist_count"
 #define OUTBOX_SQL_PAGE_COUNT "PRAGMA page_count"
 /* the oldest undelivered row of one priority of one sink (past its cursor): an index seek */

@@ -10,6 +10,7 @@ PKGS=(
   libcurl4-openssl-dev zlib1g-dev libmicrohttpd-dev libcmocka-dev
   python3 python3-pytest python3-paho-mqtt python3-boto3 awscli curl
   nodejs npm valgrind gnuplot-nox
+  chromium
 )
 
 missing=()

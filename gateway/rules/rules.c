@@ -16,6 +16,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -80,7 +81,17 @@ typedef struct rule {
 	int nacts;
 	raction *erract;
 	int has_alert;
+	char *source; /* the rule file's text, for the console (rules_rule_get) */
 } rule;
+
+/* Per-rule counters the console reads from another thread while the ingest thread
+ * evaluates: relaxed atomics, and the last error text under the set's err_mu (errors are
+ * rare, so the lock is off the usual path). */
+typedef struct rule_ctr {
+	_Atomic uint64_t evaluated, matched, actions, action_errors, eval_errors;
+	_Atomic int64_t last_error_ms;
+	char last_error[256];
+} rule_ctr;
 
 typedef struct scratch {
 	atomic_flag busy;
@@ -93,6 +104,9 @@ struct rules_set {
 	rules_trie *trie;
 	rules_env env;
 	scratch *scr;
+	_Atomic int refs; /* rules_set_ref / rules_set_free */
+	rule_ctr *ctr;    /* one per rule */
+	pthread_mutex_t err_mu;
 };
 
 /* ---- error reporting --------------------------------------------------------------------- */
@@ -268,6 +282,7 @@ static void action_clear(raction *a)
 static void rule_clear(rule *r)
 {
 	free(r->name);
+	free(r->source);
 	rules_stmt_free(r->st);
 	for (int i = 0; i < r->nacts; i++)
 		action_clear(&r->acts[i]);
@@ -907,8 +922,11 @@ static int load_one(rules_set *rs, loader *ld)
 	rule r;
 	memset(&r, 0, sizeof r);
 	r.name = rule_name_of(ld->file);
-	if (!r.name)
+	r.source = strndup(ld->text, ld->len);
+	if (!r.name || !r.source) {
+		rule_clear(&r);
 		return TG_ENOMEM;
+	}
 	int before = ld->nerr;
 	int rc = compile_rule(ld, &r);
 	if (rc < 0 || ld->nerr > before) {
@@ -936,13 +954,16 @@ static rules_set *set_new(const rules_env *env)
 		return NULL;
 	}
 	atomic_flag_clear(&rs->scr->busy);
+	atomic_init(&rs->refs, 1);
+	pthread_mutex_init(&rs->err_mu, NULL);
 	return rs;
 }
 
 static int set_finish(rules_set *rs)
 {
 	rs->trie = rules_trie_new();
-	if (!rs->trie)
+	rs->ctr = calloc(rs->n ? rs->n : 1, sizeof *rs->ctr);
+	if (!rs->trie || !rs->ctr)
 		return TG_ENOMEM;
 	for (size_t i = 0; i < rs->n; i++)
 		if (rules_trie_add(rs->trie, rs->rules[i].st->q->from_topic, (uint32_t)i) < 0)
@@ -951,9 +972,16 @@ static int set_finish(rules_set *rs)
 	return 0;
 }
 
+rules_set *rules_set_ref(rules_set *rs)
+{
+	if (rs)
+		atomic_fetch_add(&rs->refs, 1);
+	return rs;
+}
+
 void rules_set_free(rules_set *rs)
 {
-	if (!rs)
+	if (!rs || atomic_fetch_sub(&rs->refs, 1) > 1)
 		return;
 	for (size_t i = 0; i < rs->n; i++)
 		rule_clear(&rs->rules[i]);
@@ -962,8 +990,66 @@ void rules_set_free(rules_set *rs)
 	if (rs->scr) {
 		rules_ctx_free(&rs->scr->ctx);
 		free(rs->scr);
+		pthread_mutex_destroy(&rs->err_mu); /* set_new made both or neither */
 	}
+	free(rs->ctr);
 	free(rs);
+}
+
+int rules_rule_get(rules_set *rs, size_t i, rules_rule_info *out)
+{
+	if (!rs || i >= rs->n || !rs->ctr)
+		return TG_ENOTFOUND;
+	const rule *r = &rs->rules[i];
+	rule_ctr *k = &rs->ctr[i];
+	memset(out, 0, sizeof *out);
+	out->name = r->name;
+	out->source = r->source;
+	out->disabled = r->disabled;
+	out->nactions = r->nacts;
+	out->evaluated = atomic_load_explicit(&k->evaluated, memory_order_relaxed);
+	out->matched = atomic_load_explicit(&k->matched, memory_order_relaxed);
+	out->actions = atomic_load_explicit(&k->actions, memory_order_relaxed);
+	out->action_errors = atomic_load_explicit(&k->action_errors, memory_order_relaxed);
+	out->eval_errors = atomic_load_explicit(&k->eval_errors, memory_order_relaxed);
+	out->last_error_ms = atomic_load(&k->last_error_ms);
+	if (out->last_error_ms) {
+		pthread_mutex_lock(&rs->err_mu);
+		snprintf(out->last_error, sizeof out->last_error, "%s", k->last_error);
+		pthread_mutex_unlock(&rs->err_mu);
+	}
+	return 0;
+}
+
+void rules_set_adopt_counters(rules_set *to, rules_set *from)
+{
+	if (!to || !from || !to->ctr || !from->ctr)
+		return;
+	for (size_t i = 0; i < to->n; i++)
+		for (size_t k = 0; k < from->n; k++) {
+			if (strcmp(to->rules[i].name, from->rules[k].name) != 0 || strcmp(to->rules[i].source, from->rules[k].source) != 0)
+				continue;
+			rule_ctr *a = &to->ctr[i], *b = &from->ctr[k];
+			atomic_store(&a->evaluated, atomic_load(&b->evaluated));
+			atomic_store(&a->matched, atomic_load(&b->matched));
+			atomic_store(&a->actions, atomic_load(&b->actions));
+			atomic_store(&a->action_errors, atomic_load(&b->action_errors));
+			atomic_store(&a->eval_errors, atomic_load(&b->eval_errors));
+			pthread_mutex_lock(&from->err_mu);
+			memcpy(a->last_error, b->last_error, sizeof a->last_error);
+			pthread_mutex_unlock(&from->err_mu);
+			atomic_store(&a->last_error_ms, atomic_load(&b->last_error_ms));
+			break;
+		}
+}
+
+static void note_error(const rules_set *rs, rule_ctr *k, const tg_msg *m, const char *kind, const char *what)
+{
+	pthread_mutex_t *mu = (pthread_mutex_t *)&rs->err_mu; /* the set is const to evaluation, its lock is not */
+	pthread_mutex_lock(mu);
+	snprintf(k->last_error, sizeof k->last_error, "%s: %s", kind, what);
+	pthread_mutex_unlock(mu);
+	atomic_store(&k->last_error_ms, m->received_ms ? m->received_ms : 1);
 }
 
 size_t rules_count(const rules_set *rs)
@@ -1063,7 +1149,8 @@ rules_set *rules_load_dir(const char *dir, const rules_env *env, char *errbuf, s
 	}
 	closedir(d);
 	d = NULL;
-	qsort(names, n, sizeof *names, cmp_str);
+	if (n) /* an empty folder: names is NULL, which qsort must not be given */
+		qsort(names, n, sizeof *names, cmp_str);
 	rs = set_new(env);
 	if (!rs)
 		goto fail;
@@ -1273,9 +1360,10 @@ static int alerts_idle(const rules_set *rs, const rule *r, const tg_msg *m)
 	return 1;
 }
 
-static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_msg *m, rules_action_fn fn, void *ud,
-		     rules_stats *st)
+static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, rule_ctr *k, const tg_msg *m,
+		     rules_action_fn fn, void *ud, rules_stats *st)
 {
+	rules_stats before = *st;
 	const rules_stmt *s = r->st;
 	json_t *payload = NULL, *failures = NULL;
 	int matched = 0;
@@ -1322,6 +1410,7 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 		st->actions++;
 		if (fn(ud, &out, err, sizeof err) < 0) {
 			st->action_errors++;
+			note_error(rs, k, m, "action failed", err[0] ? err : "action failed");
 			if (!failures)
 				failures = json_array();
 			json_array_append_new(failures, json_pack("{s:s, s:s, s:s}", "failedAction",
@@ -1341,8 +1430,18 @@ out:
 		/* a runtime error (regex match limit, memory): this rule does not fire. The line
 		 * carries no per-message detail so the log's repeat folding can absorb a flood */
 		st->eval_errors++;
+		note_error(rs, k, m, "evaluation error", c->errmsg);
 		LOG_WARN(SUB, "msg=\"evaluation error\" rule=%s error=\"%s\"", r->name, c->errmsg);
 	}
+	atomic_fetch_add_explicit(&k->evaluated, st->evaluated - before.evaluated, memory_order_relaxed);
+	if (st->matched != before.matched)
+		atomic_fetch_add_explicit(&k->matched, st->matched - before.matched, memory_order_relaxed);
+	if (st->actions != before.actions)
+		atomic_fetch_add_explicit(&k->actions, st->actions - before.actions, memory_order_relaxed);
+	if (st->action_errors != before.action_errors)
+		atomic_fetch_add_explicit(&k->action_errors, st->action_errors - before.action_errors, memory_order_relaxed);
+	if (st->eval_errors != before.eval_errors)
+		atomic_fetch_add_explicit(&k->eval_errors, st->eval_errors - before.eval_errors, memory_order_relaxed);
 	json_decref(failures);
 	json_decref(payload);
 	return matched;
@@ -1451,7 +1550,7 @@ int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *u
 		const rule *r = &rs->rules[cs.ids[i]];
 		if (r->disabled)
 			continue;
-		matched += eval_rule(c, rs, r, m, fn, ud, &local);
+		matched += eval_rule(c, rs, r, &rs->ctr[cs.ids[i]], m, fn, ud, &local);
 	}
 	ctx_give(rs, c, own);
 	if (cs.ids != cs.stack)

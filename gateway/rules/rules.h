@@ -133,10 +133,38 @@ typedef struct rules_stats {
  * NULL and writes one "file:line:col: message" line per error into errbuf (the position
  * inside the sql string mapped to the file's line/column). env is copied. */
 rules_set *rules_load_dir(const char *dir, const rules_env *env, char *errbuf, size_t errlen);
+/* Load one rule from JSON text; `file` names it in error messages, the rule's name is
+ * file's basename without .json (rules_load_file/dir, the console's rule test, tests). */
+rules_set *rules_load_text(const char *file, const char *text, size_t len, const rules_env *env, char *errbuf,
+			   size_t errlen);
+/* "republish", "sink", "alert", "webhook" (static). */
+const char *rules_action_kind_name(rules_action_kind k);
 /* Same for one file (used by `tidegate rules test`). */
 rules_set *rules_load_file(const char *path, const rules_env *env, char *errbuf, size_t errlen);
-void rules_set_free(rules_set *rs); /* NULL-safe */
+/* Drops one reference (the loader's, or one rules_set_ref took); the last frees. NULL-safe. */
+void rules_set_free(rules_set *rs);
+/* Another reference, for a thread that reads a set the ingest thread may replace meanwhile
+ * (the console): take it under the lock that guards the pointer, drop it with
+ * rules_set_free. Returns rs. */
+rules_set *rules_set_ref(rules_set *rs);
 size_t rules_count(const rules_set *rs); /* enabled + disabled */
+
+/* One rule of a set (i < rules_count, in file-name order) with its counters since the set
+ * was loaded. Strings are borrowed from rs (hold a reference while using them); last_error
+ * is copied. 0 or TG_ENOTFOUND. */
+typedef struct rules_rule_info {
+	const char *name, *source; /* source: the rule file's text as loaded */
+	int disabled, nactions;
+	uint64_t evaluated, matched, actions, action_errors, eval_errors;
+	int64_t last_error_ms;     /* 0: none; else received time of the message that failed */
+	char last_error[256];
+} rules_rule_info;
+int rules_rule_get(rules_set *rs, size_t i, rules_rule_info *out);
+/* Carry the counters over to a freshly loaded set: every rule of `to` whose name and file
+ * text are those of a rule of `from` starts from that rule's counts (a reload that changed
+ * nothing about a rule does not zero it). Call before `to` is evaluated, on the thread that
+ * evaluates `from`. */
+void rules_set_adopt_counters(rules_set *to, rules_set *from);
 
 /* Evaluate all rules against one message; calls fn per action. Stats are added to *st
  * (may be NULL). Returns the number of rules whose WHERE held, or < 0 on a fatal error. */

@@ -306,13 +306,7 @@ int rules_trie_match(const rules_trie *t, const char *topic, void (*cb)(void *ud
 int rules_topic_filter_valid(const char *filter, char *err, size_t errlen);
 int rules_topic_matches(const char *filter, const char *topic);
 
-/* ---- positions in JSON rule files -------------------------------------------------- */
-const char *rules_action_kind_name(rules_action_kind k);
-
-/* Load one rule from JSON text; `file` names it in error messages, the rule's name is
- * file's basename without .json. Used by rules_load_file/dir and the tests. */
-rules_set *rules_load_text(const char *file, const char *text, size_t len, const rules_env *env, char *errbuf,
-			   size_t errlen);
+/* rules_action_kind_name and rules_load_text are public: rules.h */
 
 /* Find the raw offset of the value token at path (keys, or decimal indices for arrays). */
 int rules_jpos_find(const char *text, size_t len, const char *const *path, int npath, size_t *raw_off);

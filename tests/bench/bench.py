@@ -1288,6 +1288,149 @@ def run_micro_others(d):
                          text=None if figs else out.strip().splitlines()[-10:])
     return res
 
+# ---- the operator's console (issue 15) ------------------------------------------------------
+# Three end-to-end runs with the console on ([http] token_file), same load as run_tidegate:
+#   console    retention at its default (24 h), nobody watching
+#   watched    the same with the page open: one event-stream client reading /api/events and an
+#              API poll every second (devices, sinks, alerts, rules, status, one series), as the
+#              page does
+#   noret      retention off ([retention] period = 0), nobody watching
+# watched / console must stay >= 0.95; console / noret (the retention's cost) >= 0.90.
+
+def metrics_tok(http, token):
+    req = urllib.request.Request(f"http://127.0.0.1:{http}/metrics", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    m = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        k, _, v = line.rpartition(" ")
+        try:
+            m[k] = float(v)
+        except ValueError:
+            pass
+    return m
+
+
+def console_watcher(http, token, stop, stats):
+    """the page's load: an event-stream reader plus one round of API calls per second"""
+    import threading
+
+    def sse():
+        s = socket.create_connection(("127.0.0.1", http), timeout=2)
+        s.sendall(f"GET /api/events HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+        while not stop.is_set():
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            stats["sse_frames"] += chunk.count(b"\n\n")
+        s.close()
+
+    def poll():
+        paths = ["/api/devices", "/api/sinks", "/api/alerts", "/api/rules", "/api/status",
+                 "/api/series?thing=dev-0001&field=temperature&since=-5m&step=10s"]
+        while not stop.is_set():
+            t0 = time.monotonic()
+            for p in paths:
+                req = urllib.request.Request(f"http://127.0.0.1:{http}{p}", headers={"Authorization": f"Bearer {token}"})
+                try:
+                    with urllib.request.urlopen(req, timeout=5) as r:
+                        r.read()
+                        stats["api_ok"] += 1
+                except OSError:
+                    stats["api_err"] += 1
+            stats["poll_s"].append(time.monotonic() - t0)
+            stop.wait(max(0.0, 1.0 - (time.monotonic() - t0)))
+
+    ts = [threading.Thread(target=sse, daemon=True), threading.Thread(target=poll, daemon=True)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def run_console(d, mode):
+    import threading
+    d.mkdir(parents=True)
+    broker, port = start_broker(d)
+    stop = threading.Event()
+    try:
+        http = free_port()
+        token_file = d / "api-token"
+        subprocess.run([BIN / "tidegate", "token", "new", token_file], check=True, capture_output=True)
+        token = token_file.read_text().strip()
+        conf = tidegate_conf(d, port, http, d / "lake", d / "data")
+        text = conf.read_text().replace("[http]\n", f"[http]\ntoken_file = {token_file}\n")
+        if mode == "noret":
+            text += "[retention]\nperiod = 0\n"
+        conf.write_text(text)
+        tg = Proc([BIN / "tidegate", "run", "-c", conf], d / "tidegate.log")
+        wait_until(lambda: (metrics_tok(http, token) or {}).get("tidegate_broker_connected") == 1 or not tg.alive(), 15,
+                   "tidegate connected")
+        time.sleep(0.3)  # SUBSCRIBE follows CONNACK
+        stats = dict(sse_frames=0, api_ok=0, api_err=0, poll_s=[])
+        watchers = console_watcher(http, token, stop, stats) if mode == "watched" else []
+        cpu0 = cpu_seconds(tg.pid)
+        t0 = time.monotonic()
+        sim = Proc(sim_argv(port, d, "sim", msgs=P["msgs"]), d / "sim.log")
+        done_t, last_ok = None, 0
+        while time.monotonic() < t0 + P["run_timeout"]:
+            m = metrics_tok(http, token)
+            last_ok = sink_ok(m)
+            if all_delivered(m, P["msgs"]):
+                done_t = time.monotonic()
+                break
+            time.sleep(0.05)
+        cpu1 = cpu_seconds(tg.pid)
+        stop.set()
+        for t in watchers:
+            t.join(10)
+        m = metrics_tok(http, token) or {}
+        sim.wait(30)
+        tg.stop()
+        return dict(mode=mode, complete=done_t is not None,
+                    msgs_per_s=(P["msgs"] / (done_t - t0)) if done_t else last_ok / (time.monotonic() - t0),
+                    cpu_s_per_1m=(cpu1 - cpu0) / max(1, last_ok) * 1e6,
+                    retention_rows=m.get("tidegate_retention_rows"),
+                    retention_disk_bytes=m.get("tidegate_retention_disk_bytes"),
+                    api_requests=m.get("tidegate_api_requests_total"), sse_frames=stats["sse_frames"],
+                    api_ok=stats["api_ok"], api_err=stats["api_err"],
+                    poll_p50_ms=1000 * statistics.median(stats["poll_s"]) if stats["poll_s"] else None)
+    finally:
+        stop.set()
+        stop_all()
+
+
+def run_console_reps(work, rep):
+    """one repetition of the three console runs, back to back"""
+    return {mode: run_console(work / f"console-{mode}-{rep}", mode) for mode in ("console", "watched", "noret")}
+
+
+def console_rows(raw):
+    reps = raw.get("console", [])
+    if not reps:
+        return []
+    med = lambda xs: statistics.median(xs) if xs else None
+    watched = med([r["watched"]["msgs_per_s"] / r["console"]["msgs_per_s"] for r in reps if r["console"]["msgs_per_s"]])
+    ret = med([r["console"]["msgs_per_s"] / r["noret"]["msgs_per_s"] for r in reps if r["noret"]["msgs_per_s"]])
+    rate = lambda k: med([r[k]["msgs_per_s"] for r in reps])
+    verdict = lambda ok: "n/a" if ok is None else ("met" if ok else "**missed**")
+    return [
+        f"| console on ([http] token_file), retention 24 h (default), nobody watching | {fmt(rate('console'))} msg/s | 1.00 | |",
+        f"| same with the page open: one event-stream client + an API poll per second "
+        f"({fmt(med([r['watched']['api_ok'] for r in reps]))} API calls, {fmt(med([r['watched']['sse_frames'] for r in reps]))} events) "
+        f"| {fmt(rate('watched'))} msg/s | {fmt(watched, 3)} | >= 0.95: {verdict(watched >= 0.95 if watched else None)} |",
+        f"| console on, retention off ([retention] period = 0) | {fmt(rate('noret'))} msg/s | with retention "
+        f"{fmt(ret, 3)} of it | >= 0.90: {verdict(ret >= 0.90 if ret else None)} |",
+    ]
+
+
 
 # ---- main ----------------------------------------------------------------------------------
 def median_of(runs, *path):
@@ -1354,6 +1497,10 @@ def main():
             log(f"rep {rep + 1}: backlog of {P['upstream_backlog']} to lake + kinesalite + s3rver")
             raw["upstream"].append(run_upstream(work / f"upstream-{rep}"))
             log(f"  upstream drain {raw['upstream'][-1]['sinks']}")
+        if wanted("console"):
+            log(f"rep {rep + 1}: console (idle / page open / retention off)")
+            raw.setdefault("console", []).append(run_console_reps(work, rep))
+            log("  console " + ", ".join(f"{k} {v['msgs_per_s']:.0f} msg/s" for k, v in raw["console"][-1].items()))
         if wanted("append"):
             log(f"rep {rep + 1}: outbox append")
             raw["append"].append(run_append(work / f"append-{rep}"))
@@ -1520,6 +1667,7 @@ def write_results(raw):
         L.append("| backlog drain to kinesalite / s3rver | peers not installed (tests/integration/npm-peers.sh) | | |")
     L += once_lines(raw, verdict)
     L += wal_peak_lines(raw, verdict)
+    L.extend(console_rows(raw))
     app_cpu = median_of(raw["append"], "per_cpu_s")
     L.append(f"| outbox appends (real outbox.c, group commits of 500 / 5 ms): wall / per CPU second | "
              f"{fmt(app)} / {fmt(app_cpu)} rec/s | | >= 200,000: {verdict(app >= 200000 if app else None)} |")

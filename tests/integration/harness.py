@@ -174,6 +174,7 @@ port = {self.http_port}
 {sinks}
 """)
         self.proc = None
+        self.token = None  # the console's bearer token, sent with every request when set
 
     def start(self, wait_connected=True):
         env = dict(os.environ)
@@ -198,8 +199,11 @@ port = {self.http_port}
         self.proc.kill9()
 
     def http(self, path):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=2) as r:
+            with urllib.request.urlopen(req, timeout=2) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
