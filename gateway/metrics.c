@@ -107,6 +107,12 @@ static char *render_metrics(tg_daemon *d)
 		sb_printf(&b, "tidegate_sink_settle_errors_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
 			  atomic_load(&s->settle_errors));
 	}
+	sb_printf(&b, "# HELP tidegate_sink_send_errors_total Sends that failed as a whole (upstream down, refused connection or credentials); the reason is last_error in /healthz and in the log.\n# TYPE tidegate_sink_send_errors_total counter\n");
+	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
+		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
+		sb_printf(&b, "tidegate_sink_send_errors_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
+			  atomic_load(&s->send_errors));
+	}
 	sb_printf(&b, "# HELP tidegate_sink_up 1 when the last send to the sink succeeded.\n# TYPE tidegate_sink_up gauge\n");
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
@@ -126,6 +132,22 @@ static char *render_metrics(tg_daemon *d)
 	return b.p;
 }
 
+/* s as a JSON string literal (sink errors carry upstream text: quotes, backslashes). */
+static void json_str(sbuf *b, const char *s)
+{
+	sb_printf(b, "\"");
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			sb_printf(b, "\\%c", c);
+		else if (c < 0x20)
+			sb_printf(b, "\\u%04x", c);
+		else
+			sb_printf(b, "%c", c);
+	}
+	sb_printf(b, "\"");
+}
+
 static char *render_health(tg_daemon *d, int *status)
 {
 	sbuf b = {0};
@@ -136,8 +158,12 @@ static char *render_health(tg_daemon *d, int *status)
 		  atomic_load(&outbox_counters_of(d->ob)->rows));
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
-		sb_printf(&b, "%s{\"name\":\"%s\",\"type\":\"%s\",\"up\":%s,\"records_ok\":%" PRIu64 "}", i ? "," : "", s->name,
-			  s->type, atomic_load(&s->up) ? "true" : "false", atomic_load(&s->records_ok));
+		char why[256];
+		int64_t at = forwarder_last_error(d->fw, i, why, sizeof why);
+		sb_printf(&b, "%s{\"name\":\"%s\",\"type\":\"%s\",\"up\":%s,\"records_ok\":%" PRIu64 ",\"last_error\":",
+			  i ? "," : "", s->name, s->type, atomic_load(&s->up) ? "true" : "false", atomic_load(&s->records_ok));
+		json_str(&b, why);
+		sb_printf(&b, ",\"last_error_ms\":%" PRId64 "}", at);
 	}
 	sb_printf(&b, "]}\n");
 	return b.p;

@@ -1,0 +1,112 @@
+/*
+ * tmpl.c — see tmpl.h. A template is a short list of parts (literal runs and
+ * placeholders); expansion appends them in order, so a record costs a few memcpy.
+ */
+#include "sinks/tmpl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+static const struct {
+	const char *name;
+	sink_tmpl_kind kind;
+} placeholders[] = {
+	{"<prefix>", TMPL_PREFIX},
+	{"<table>", TMPL_TABLE},
+	{"<thing>", TMPL_THING},
+	{"<gateway>", TMPL_GATEWAY},
+};
+
+static int add_part(sink_tmpl *t, size_t *cap, sink_tmpl_part p)
+{
+	if (t->n == *cap) {
+		size_t nc = *cap ? *cap * 2 : 8;
+		sink_tmpl_part *np = realloc(t->parts, nc * sizeof *np);
+		if (!np)
+			return TG_ENOMEM;
+		t->parts = np;
+		*cap = nc;
+	}
+	t->parts[t->n++] = p;
+	return 0;
+}
+
+int sink_tmpl_compile(sink_tmpl *t, const char *text, char *err, size_t errlen)
+{
+	size_t cap = 0;
+	*t = (sink_tmpl){0};
+	if (!(t->text = strdup(text)))
+		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+	size_t i = 0, lit = 0, len = strlen(text);
+	while (i < len) {
+		if (text[i] != '<') {
+			i++;
+			continue;
+		}
+		const char *close = strchr(text + i, '>');
+		if (!close) {
+			sink_tmpl_free(t);
+			return tg_seterr(err, errlen, TG_EINVAL, "column %zu: '<' without '>'", i + 1);
+		}
+		size_t plen = (size_t)(close - (text + i)) + 1, k = 0;
+		while (k < sizeof placeholders / sizeof placeholders[0] &&
+		       (strlen(placeholders[k].name) != plen || memcmp(placeholders[k].name, text + i, plen)))
+			k++;
+		if (k == sizeof placeholders / sizeof placeholders[0]) {
+			tg_seterr(err, errlen, TG_EINVAL,
+				  "column %zu: unknown placeholder %.*s (known: <prefix> <table> <thing> <gateway>)", i + 1,
+				  (int)plen, text + i);
+			sink_tmpl_free(t);
+			return TG_EINVAL;
+		}
+		if ((i > lit && add_part(t, &cap, (sink_tmpl_part){TMPL_LIT, lit, i - lit})) ||
+		    add_part(t, &cap, (sink_tmpl_part){placeholders[k].kind, 0, 0})) {
+			sink_tmpl_free(t);
+			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		}
+		i += plen;
+		lit = i;
+	}
+	if (len > lit && add_part(t, &cap, (sink_tmpl_part){TMPL_LIT, lit, len - lit})) {
+		sink_tmpl_free(t);
+		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+int sink_tmpl_expand(const sink_tmpl *t, tg_buf *b, const char *prefix, const char *gateway,
+		     const sink_record *r)
+{
+	tg_buf_reset(b);
+	for (size_t i = 0; i < t->n; i++) {
+		const sink_tmpl_part *p = &t->parts[i];
+		const char *s = NULL;
+		switch (p->kind) {
+		case TMPL_LIT:
+			if (tg_buf_put(b, t->text + p->off, p->len))
+				return TG_ENOMEM;
+			continue;
+		case TMPL_PREFIX: s = prefix; break;
+		case TMPL_TABLE: s = r->table; break;
+		case TMPL_THING: s = r->pkey; break;
+		case TMPL_GATEWAY: s = gateway; break;
+		}
+		if (tg_buf_puts(b, s ? s : ""))
+			return TG_ENOMEM;
+	}
+	if (tg_buf_reserve(b, 0))
+		return TG_ENOMEM;
+	b->p[b->len] = '\0'; /* even for an empty expansion */
+	return 0;
+}
+
+void sink_tmpl_free(sink_tmpl *t)
+{
+	if (!t)
+		return;
+	free(t->text);
+	free(t->parts);
+	*t = (sink_tmpl){0};
+}
