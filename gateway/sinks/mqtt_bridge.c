@@ -36,6 +36,7 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <netdb.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,7 @@
 #include "sinks/tmpl.h"
 
 static const char *const protocols[] = {"5", "3.1.1", NULL};
-static const char *const tls_versions[] = {"tlsv1.2", "tlsv1.3", NULL};
+static const char *const tls_versions[] = {"tlsv1.2", "tlsv1.3", "tlsv1.2+", NULL};
 
 #define MOFF(f) offsetof(mqtt_bridge_opts, f)
 static const config_option mqtt_options[] = {
@@ -63,12 +64,16 @@ static const config_option mqtt_options[] = {
 	{"protocol", CFG_ENUM, "5", 0, 0, MOFF(protocol), 0, "MQTT protocol version.", protocols},
 	{"tls", CFG_BOOL, "true", 0, 0, MOFF(tls), 0, "Use TLS (mutual TLS when cert_file/key_file are set).", NULL},
 	{"ca_file", CFG_STRING, "", 0, 0, MOFF(ca_file), 0,
-	 "CA bundle that signed the remote's certificate; empty: the system's CA store (has Amazon Root CA 1).", NULL},
+	 "CA bundle that signed the remote's certificate; empty: the system's CA folder /etc/ssl/certs (package "
+	 "ca-certificates, which has Amazon Root CA 1).",
+	 NULL},
 	{"cert_file", CFG_STRING, "", 0, 0, MOFF(cert_file), 0,
 	 "The gateway's client certificate for the remote (PEM; AWS IoT Core: the thing's certificate).", NULL},
 	{"key_file", CFG_STRING, "", 0, 0, MOFF(key_file), CFG_SECRET, "Its private key (PEM).", NULL},
 	{"tls_version", CFG_ENUM, "tlsv1.2", 0, 0, MOFF(tls_version), 0,
-	 "Lowest TLS version accepted (AWS IoT Core requires 1.2 or newer).", tls_versions},
+	 "tlsv1.2: TLS 1.2 only (AWS IoT Core's requirement; a refused client certificate is reported in the handshake); "
+	 "tlsv1.3: 1.3 only; tlsv1.2+: 1.2 or newer.",
+	 tls_versions},
 	{"alpn", CFG_STRING, "", 0, 0, MOFF(alpn), 0,
 	 "TLS ALPN protocol; AWS IoT Core on port 443 needs x-amzn-mqtt-ca. Empty: none.", NULL},
 	{"username", CFG_STRING, "", 0, 0, MOFF(username), 0, "MQTT username (brokers that want one; AWS IoT Core does not).", NULL},
@@ -320,8 +325,9 @@ static int probe_tcp(const char *host, int port, int64_t timeout_ms, char *why, 
 	return tg_seterr(why, whylen, TG_ENET, "TCP connect: %s", strerror(err));
 }
 
-/* A hint for the TLS failures people meet: which side's certificate was refused. */
-static const char *tls_hint(const char *lib_err)
+/* A hint for the TLS failures people meet: which side's certificate was refused. waiting:
+ * the connection was made and CONNACK awaited. */
+static const char *tls_hint(const char *lib_err, int waiting)
 {
 	if (strstr(lib_err, "alert unknown ca") || strstr(lib_err, "alert bad certificate") ||
 	    strstr(lib_err, "alert certificate unknown") || strstr(lib_err, "certificate required") ||
@@ -329,6 +335,8 @@ static const char *tls_hint(const char *lib_err)
 		return " (the remote refused the client certificate: is cert_file registered there / signed by a CA it trusts?)";
 	if (strstr(lib_err, "certificate verify failed"))
 		return " (the remote's certificate did not verify against ca_file, or its name does not match host)";
+	if (!*lib_err && waiting)
+		return " (closed before CONNACK: a refused client certificate or client id, or not an MQTT/TLS port)";
 	return "";
 }
 
@@ -337,7 +345,7 @@ static int bridge_connect(sink *b, char *err, size_t errlen)
 	const mqtt_bridge_opts *o = b->o;
 	int64_t deadline = tg_mono_ms() + o->connect_timeout_ms;
 	char why[256];
-	int rc;
+	int rc, waiting = 0;
 
 	drop(b);
 	b->lib_err[0] = '\0';
@@ -357,13 +365,30 @@ static int bridge_connect(sink *b, char *err, size_t errlen)
 	if (*o->username && (rc = mosquitto_username_pw_set(b->mosq, o->username, *o->password ? o->password : NULL)))
 		goto lib_fail;
 	if (o->tls) {
-		const char *ca = *o->ca_file ? o->ca_file : NULL;
-		if (!ca && (rc = mosquitto_int_option(b->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1)))
-			goto lib_fail;
-		rc = mosquitto_tls_set(b->mosq, ca, NULL, *o->cert_file ? o->cert_file : NULL,
-				       *o->key_file ? o->key_file : NULL, NULL);
-		if (!rc)
-			rc = mosquitto_tls_opts_set(b->mosq, 1, tls_versions[o->tls_version], NULL);
+		/* Our own context only to bound the protocol version (libmosquitto sets just a
+		 * minimum); it still loads the CA, certificate and key into it. With TLS 1.3 the
+		 * remote checks the client certificate after the handshake and often just resets
+		 * the connection, so a refusal would come without its reason. */
+		static const int lo[] = {TLS1_2_VERSION, TLS1_3_VERSION, TLS1_2_VERSION};
+		static const int hi[] = {TLS1_2_VERSION, TLS1_3_VERSION, 0};
+		SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+		if (!ctx || !SSL_CTX_set_min_proto_version(ctx, lo[o->tls_version]) ||
+		    !SSL_CTX_set_max_proto_version(ctx, hi[o->tls_version])) {
+			SSL_CTX_free(ctx);
+			drop(b);
+			return tg_seterr(err, errlen, TG_ENOMEM, "cannot create a TLS context");
+		}
+		rc = mosquitto_void_option(b->mosq, MOSQ_OPT_SSL_CTX, ctx);
+		SSL_CTX_free(ctx); /* libmosquitto took its own reference */
+		if (!rc &&
+		    (rc = mosquitto_tls_set(b->mosq, *o->ca_file ? o->ca_file : NULL, *o->ca_file ? NULL : "/etc/ssl/certs",
+					    *o->cert_file ? o->cert_file : NULL, *o->key_file ? o->key_file : NULL, NULL)) ==
+			    MOSQ_ERR_INVAL) {
+			tg_seterr(err, errlen, TG_ENET, "connect to %s:%" PRId64 ": cannot read ca_file, cert_file or key_file",
+				  o->host, o->port);
+			drop(b);
+			return TG_ENET;
+		}
 		if (!rc && *o->alpn)
 			rc = mosquitto_string_option(b->mosq, MOSQ_OPT_TLS_ALPN, o->alpn);
 		if (rc)
@@ -373,6 +398,7 @@ static int bridge_connect(sink *b, char *err, size_t errlen)
 	rc = mosquitto_connect_bind_v5(b->mosq, o->host, (int)o->port, (int)(o->keepalive_ms / 1000), NULL, NULL);
 	if (rc)
 		goto lib_fail;
+	waiting = 1;
 	while (b->state == ST_CONNECTING) {
 		int64_t left = deadline - tg_mono_ms();
 		if (left <= 0) {
@@ -404,7 +430,7 @@ lib_fail:
 		return TG_ENET;
 	}
 	tg_seterr(err, errlen, TG_ENET, "connect to %s:%" PRId64 ": %s%s%s%s", o->host, o->port,
-		  mosq_text(rc, why, sizeof why), b->lib_err[0] ? ": " : "", b->lib_err, tls_hint(b->lib_err));
+		  mosq_text(rc, why, sizeof why), b->lib_err[0] ? ": " : "", b->lib_err, tls_hint(b->lib_err, waiting));
 	drop(b);
 	return TG_ENET;
 }

@@ -8,10 +8,8 @@ Everything listens on 127.0.0.1 on a free port, waits for readiness with a deadl
 always stopped (context managers, and `stop()` is idempotent). What arrived is read with
 clients of our own here (paho, the NATS wire protocol), never with tidegate's code.
 """
-import base64
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -93,7 +91,8 @@ log_timestamp true
 class CloudSubscriber:
     """A paho MQTT v5 subscriber on the cloud broker (ops identity, QoS 1) with a persistent
     session, so it misses nothing across a broker restart. Keeps every message: topic, the
-    parsed payload and the user properties."""
+    parsed payload, the user properties, the content type and the DUP flag (set when the
+    broker redelivers to this subscriber, e.g. after its own restart)."""
 
     def __init__(self, broker, topic="tidegate/#", client_id="cloud-counter"):
         import paho.mqtt.client as mqtt
@@ -129,17 +128,19 @@ class CloudSubscriber:
         props = dict(getattr(m.properties, "UserProperty", []) or [])
         ctype = getattr(m.properties, "ContentType", None)
         with self.lock:
-            self.msgs.append((m.topic, m.payload, props, ctype))
+            self.msgs.append((m.topic, m.payload, props, ctype, bool(m.dup)))
 
     def count(self):
         with self.lock:
             return len(self.msgs)
 
-    def records(self):
-        """[(topic, payload dict, user properties, content type)]"""
+    def records(self, with_dup=False):
+        """[(topic, payload dict, user properties, content type[, dup])]"""
         with self.lock:
             got = list(self.msgs)
-        return [(t, json.loads(p), props, ct) for t, p, props, ct in got]
+        if with_dup:
+            return [(t, json.loads(p), props, ct, dup) for t, p, props, ct, dup in got]
+        return [(t, json.loads(p), props, ct) for t, p, props, ct, _ in got]
 
     def close(self):
         self.client.disconnect()
@@ -379,7 +380,3 @@ class NatsClient:
             except (OSError, TimeoutError, ValueError):
                 pass
         return out
-
-
-def b64(s):
-    return base64.b64encode(s.encode()).decode()
