@@ -48,7 +48,7 @@
 #include "clock.h"
 #include "err.h"
 #include "log.h"
-#include "sinks/tmpl.h"
+#include "sinks/msgsink.h"
 
 static const char *const protocols[] = {"5", "3.1.1", NULL};
 static const char *const tls_versions[] = {"tlsv1.2", "tlsv1.3", "tlsv1.2+", NULL};
@@ -117,7 +117,7 @@ struct sink {
 	const mqtt_bridge_opts *o;
 	char *gateway_id;
 	char *client_id;
-	sink_tmpl topic;
+	msgsink_tmpl topic;
 	struct mosquitto *mosq; /* NULL while disconnected */
 	int state;
 	int connack_rc;
@@ -126,10 +126,11 @@ struct sink {
 	/* the batch in flight (valid inside send() only) */
 	slot *ring;
 	size_t ring_mask;
+	const sink_record *recs;
 	sink_status *results;
 	size_t inflight, answered;
 	int64_t last_progress_ms;
-	char puback_err[256];
+	char puback_poison[128], puback_retry[128]; /* the first refusal of each kind */
 	/* expanded topics of the batch: offsets into topics */
 	tg_buf topics, one;
 	size_t *toff;
@@ -242,9 +243,11 @@ static void on_publish(struct mosquitto *m, void *ud, int mid, int reason, const
 	if (sl->idx < 0 || sl->mid != (uint16_t)mid)
 		return; /* not one of this batch's (cannot happen: a new batch starts with a new window) */
 	sink_status st = sink_mqtt_puback_status(reason);
+	char *e = st == SINK_POISON ? b->puback_poison : b->puback_retry;
 	b->results[sl->idx] = st;
-	if (st != SINK_OK && !b->puback_err[0])
-		snprintf(b->puback_err, sizeof b->puback_err, "PUBACK %d (%s)", reason, mosquitto_reason_string(reason));
+	if (st != SINK_OK && !e[0])
+		snprintf(e, sizeof b->puback_retry, "record %s: PUBACK 0x%02x (%s)", b->recs[sl->idx].msg_id, reason,
+			 mosquitto_reason_string(reason));
 	sl->idx = -1;
 	b->inflight--;
 	b->answered++;
@@ -448,7 +451,7 @@ static void mqtt_close(sink *b)
 			;
 	}
 	drop(b);
-	sink_tmpl_free(&b->topic);
+	msgsink_tmpl_free(&b->topic);
 	sink_mqtt_rate_free(&b->rate);
 	tg_buf_free(&b->topics);
 	tg_buf_free(&b->one);
@@ -471,7 +474,7 @@ static sink *mqtt_open(const void *opts, const sink_env *env, sink_limits *limit
 	/* no mosquitto_lib_init(): on Linux it only seeds rand(), and its cleanup would unload
 	 * OpenSSL configuration under the daemon's own broker connection */
 	b->o = o;
-	if (sink_tmpl_compile(&b->topic, o->topic, why, sizeof why)) {
+	if (msgsink_tmpl_compile(&b->topic, o->topic, why, sizeof why)) {
 		tg_seterr(err, errlen, TG_EINVAL, "mqtt: topic \"%s\": %s", o->topic, why);
 		goto fail;
 	}
@@ -572,7 +575,7 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	tg_buf_reset(&b->topics);
 	for (size_t i = 0; i < n; i++) {
 		results[i] = SINK_RETRY;
-		if (sink_tmpl_expand(&b->topic, &b->one, o->prefix, b->gateway_id, &recs[i]))
+		if (msgsink_tmpl_expand(&b->topic, &b->one, o->prefix, b->gateway_id, &recs[i]))
 			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 		b->toff[i] = b->topics.len;
 		if (tg_buf_put(&b->topics, b->one.p, b->one.len + 1))
@@ -602,7 +605,8 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	b->results = results;
 	b->inflight = 0;
 	b->answered = npoison;
-	b->puback_err[0] = '\0';
+	b->puback_poison[0] = b->puback_retry[0] = '\0';
+	b->recs = recs;
 	b->last_progress_ms = tg_mono_ms();
 	size_t next = 0, acked_before = 0;
 	why[0] = '\0';
@@ -677,12 +681,9 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	size_t retry = 0;
 	for (size_t i = 0; i < n; i++)
 		retry += results[i] == SINK_RETRY;
-	/* err: the dead-letter reason first (it is stored with the poison records), then why
-	 * the rest is retried */
-	const char *retry_why = why[0] ? why : b->puback_err;
-	if (poison_why[0] || b->puback_err[0] || why[0])
-		tg_seterr(err, errlen, rc ? rc : TG_ERETRY, "%s%s%s", poison_why, poison_why[0] && retry && retry_why[0] ? "; " : "",
-			  retry ? retry_why : "");
+	msgsink_reason(err, errlen, rc ? rc : retry ? TG_ERETRY : TG_EPERM, poison_why, b->puback_poison,
+		       retry ? (why[0] ? why : b->puback_retry) : "");
+	b->recs = NULL;
 	if (retry == n)
 		return rc ? rc : TG_ERETRY;
 	return 0;

@@ -33,7 +33,7 @@
 #include "err.h"
 #include "log.h"
 #include "sinks/nats_dl.h"
-#include "sinks/tmpl.h"
+#include "sinks/msgsink.h"
 
 #define NOFF(f) offsetof(nats_js_opts, f)
 static const config_option nats_options[] = {
@@ -79,7 +79,7 @@ typedef struct pend {
 struct sink {
 	const nats_js_opts *o;
 	char *gateway_id;
-	sink_tmpl subject;
+	msgsink_tmpl subject;
 	char *urls;              /* the url option split in place */
 	const char **servers;
 	int nservers;
@@ -95,7 +95,7 @@ struct sink {
 	sink_status *results;
 	size_t answered;
 	uint64_t dups;
-	char ack_err[256];
+	char ack_poison[256], ack_retry[256]; /* the first refusal of each kind */
 	/* expanded subjects of the batch */
 	tg_buf subjects, one;
 	size_t *soff, soff_cap;
@@ -203,15 +203,17 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
 			b->dups += pa->Duplicate;
 		} else {
 			int code = pae ? (int)pae->ErrCode : 0;
-			b->results[idx] = sink_nats_ack_status(code);
-			if (b->ack_err[0])
+			sink_status st = sink_nats_ack_status(code);
+			char *e = st == SINK_POISON ? b->ack_poison : b->ack_retry;
+			b->results[idx] = st;
+			if (e[0])
 				;
 			else if (pae && pae->Err == NATS_NO_RESPONDERS)
-				snprintf(b->ack_err, sizeof b->ack_err, "no JetStream stream captures subject %s (no responders)",
+				snprintf(e, sizeof b->ack_retry, "no JetStream stream captures subject %s (no responders)",
 					 b->subjects.p + b->soff[idx]);
 			else
-				snprintf(b->ack_err, sizeof b->ack_err, "JetStream refused %s: %s (err_code %d)",
-					 b->recs[idx].msg_id, pae && pae->ErrText ? pae->ErrText : "no acknowledgement", code);
+				snprintf(e, sizeof b->ack_retry, "JetStream refused %s: %s (err_code %d)", b->recs[idx].msg_id,
+					 pae && pae->ErrText ? pae->ErrText : "no acknowledgement", code);
 		}
 		b->answered++;
 	}
@@ -317,7 +319,7 @@ static void nats_close(sink *b)
 	if (!b)
 		return;
 	drop(b);
-	sink_tmpl_free(&b->subject);
+	msgsink_tmpl_free(&b->subject);
 	tg_buf_free(&b->subjects);
 	tg_buf_free(&b->one);
 	pthread_mutex_destroy(&b->mu);
@@ -342,7 +344,7 @@ static sink *nats_open(const void *opts, const sink_env *env, sink_limits *limit
 	}
 	pthread_mutex_init(&b->mu, NULL);
 	b->o = o;
-	if (sink_tmpl_compile(&b->subject, o->subject, why, sizeof why)) {
+	if (msgsink_tmpl_compile(&b->subject, o->subject, why, sizeof why)) {
 		tg_seterr(err, errlen, TG_EINVAL, "nats: subject \"%s\": %s", o->subject, why);
 		goto fail;
 	}
@@ -415,7 +417,7 @@ static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	tg_buf_reset(&b->subjects);
 	for (size_t i = 0; i < n; i++) {
 		results[i] = SINK_RETRY;
-		if (sink_tmpl_expand(&b->subject, &b->one, o->prefix, b->gateway_id, &recs[i]))
+		if (msgsink_tmpl_expand(&b->subject, &b->one, o->prefix, b->gateway_id, &recs[i]))
 			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 		b->soff[i] = b->subjects.len;
 		if (tg_buf_put(&b->subjects, b->one.p, b->one.len + 1))
@@ -458,7 +460,7 @@ static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	b->results = results;
 	b->answered = npoison;
 	b->dups = 0;
-	b->ack_err[0] = '\0';
+	b->ack_poison[0] = b->ack_retry[0] = '\0';
 	pthread_mutex_unlock(&b->mu);
 	if (rc)
 		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
@@ -533,10 +535,8 @@ static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	}
 	if (rc == TG_ENOMEM)
 		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
-	const char *retry_why = why[0] ? why : b->ack_err;
-	if (poison_why[0] || retry)
-		tg_seterr(err, errlen, rc ? rc : TG_ERETRY, "%s%s%s", poison_why, poison_why[0] && retry && retry_why[0] ? "; " : "",
-			  retry ? retry_why : "");
+	msgsink_reason(err, errlen, rc ? rc : retry ? TG_ERETRY : TG_EPERM, poison_why, b->ack_poison,
+		       retry ? (why[0] ? why : b->ack_retry) : "");
 	if (retry == n)
 		return rc ? rc : TG_ERETRY;
 	return 0;

@@ -90,6 +90,7 @@ def test_20k_records_reach_the_cloud_exactly_once(broker, cloud, cloud_sub, daem
     assert summary["acked"] >= 20000 and summary["failed"] == 0, summary
     wait_until(lambda: sink_metric(d, "ok") >= 20000, 120, interval=0.2, what="20000 PUBACKs")
     t1 = time.monotonic()
+    wait_until(lambda: d.metric("tidegate_outbox_rows") == 0, 10, what="delivered rows deleted")
     m = d.metrics()
     d.stop()
     barrier(cloud, cloud_sub)

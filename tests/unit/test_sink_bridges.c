@@ -25,7 +25,7 @@
 #include "err.h"
 #include "sinks/mqtt_bridge.h"
 #include "sinks/nats_js.h"
-#include "sinks/tmpl.h"
+#include "sinks/msgsink.h"
 
 static sink_record rec(const char *msg_id, const char *table, const char *pkey, size_t len)
 {
@@ -39,44 +39,59 @@ static sink_record rec(const char *msg_id, const char *table, const char *pkey, 
 static void test_tmpl_expands_every_placeholder(void **state)
 {
 	(void)state;
-	sink_tmpl t;
+	msgsink_tmpl t;
 	tg_buf b = {0};
 	char err[256];
 	sink_record r = rec("gw-1-7", "alerts", "dev-0003", 2);
-	assert_int_equal(sink_tmpl_compile(&t, "<prefix>/<table>/<thing>", err, sizeof err), 0);
-	assert_int_equal(sink_tmpl_expand(&t, &b, "dt/site-1", "gw-1", &r), 0);
+	assert_int_equal(msgsink_tmpl_compile(&t, "<prefix>/<table>/<thing>", err, sizeof err), 0);
+	assert_int_equal(msgsink_tmpl_expand(&t, &b, "dt/site-1", "gw-1", &r), 0);
 	assert_string_equal(b.p, "dt/site-1/alerts/dev-0003");
-	sink_tmpl_free(&t);
-	assert_int_equal(sink_tmpl_compile(&t, "x.<gateway>.<thing>.<table>.y", err, sizeof err), 0);
-	assert_int_equal(sink_tmpl_expand(&t, &b, "p", "gw-1", &r), 0);
+	msgsink_tmpl_free(&t);
+	assert_int_equal(msgsink_tmpl_compile(&t, "x.<gateway>.<thing>.<table>.y", err, sizeof err), 0);
+	assert_int_equal(msgsink_tmpl_expand(&t, &b, "p", "gw-1", &r), 0);
 	assert_string_equal(b.p, "x.gw-1.dev-0003.alerts.y");
 	assert_int_equal(b.len, strlen("x.gw-1.dev-0003.alerts.y"));
-	sink_tmpl_free(&t);
+	msgsink_tmpl_free(&t);
 	/* no placeholder, and an empty expansion */
-	assert_int_equal(sink_tmpl_compile(&t, "fixed/topic", err, sizeof err), 0);
-	assert_int_equal(sink_tmpl_expand(&t, &b, "p", "g", &r), 0);
+	assert_int_equal(msgsink_tmpl_compile(&t, "fixed/topic", err, sizeof err), 0);
+	assert_int_equal(msgsink_tmpl_expand(&t, &b, "p", "g", &r), 0);
 	assert_string_equal(b.p, "fixed/topic");
-	sink_tmpl_free(&t);
-	assert_int_equal(sink_tmpl_compile(&t, "<prefix>", err, sizeof err), 0);
-	assert_int_equal(sink_tmpl_expand(&t, &b, "", "g", &r), 0);
+	msgsink_tmpl_free(&t);
+	assert_int_equal(msgsink_tmpl_compile(&t, "<prefix>", err, sizeof err), 0);
+	assert_int_equal(msgsink_tmpl_expand(&t, &b, "", "g", &r), 0);
 	assert_string_equal(b.p, "");
 	assert_int_equal(b.len, 0);
-	sink_tmpl_free(&t);
+	msgsink_tmpl_free(&t);
 	tg_buf_free(&b);
 }
 
 static void test_tmpl_refuses_unknown_placeholders_with_column(void **state)
 {
 	(void)state;
-	sink_tmpl t;
+	msgsink_tmpl t;
 	char err[256];
-	assert_int_equal(sink_tmpl_compile(&t, "a/<thing>/<thingy>", err, sizeof err), TG_EINVAL);
+	assert_int_equal(msgsink_tmpl_compile(&t, "a/<thing>/<thingy>", err, sizeof err), TG_EINVAL);
 	assert_non_null(strstr(err, "column 11"));
 	assert_non_null(strstr(err, "<thingy>"));
-	assert_int_equal(sink_tmpl_compile(&t, "a/<thing", err, sizeof err), TG_EINVAL);
+	assert_int_equal(msgsink_tmpl_compile(&t, "a/<thing", err, sizeof err), TG_EINVAL);
 	assert_non_null(strstr(err, "column 3"));
-	sink_tmpl_free(&t); /* a failed compile leaves nothing behind; free is still safe */
-	sink_tmpl_free(NULL);
+	msgsink_tmpl_free(&t); /* a failed compile leaves nothing behind; free is still safe */
+	msgsink_tmpl_free(NULL);
+}
+
+static void test_reason_joins_what_is_there(void **state)
+{
+	(void)state;
+	char err[64] = "untouched";
+	assert_int_equal(msgsink_reason(err, sizeof err, TG_EPERM, "", NULL, ""), TG_EPERM);
+	assert_string_equal(err, "untouched");
+	msgsink_reason(err, sizeof err, TG_EPERM, "too big", "", "");
+	assert_string_equal(err, "too big");
+	msgsink_reason(err, sizeof err, TG_ERETRY, "", "PUBACK 0x99", "connection lost");
+	assert_string_equal(err, "PUBACK 0x99; connection lost");
+	char tiny[8];
+	msgsink_reason(tiny, sizeof tiny, TG_ERETRY, "abcdef", "ghijkl", NULL);
+	assert_string_equal(tiny, "abcdef;");
 }
 
 /* ---- the publish-rate limiter ------------------------------------------------------------ */
@@ -334,6 +349,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tmpl_expands_every_placeholder),
 		cmocka_unit_test(test_tmpl_refuses_unknown_placeholders_with_column),
+		cmocka_unit_test(test_reason_joins_what_is_there),
 		cmocka_unit_test(test_rate_allows_max_per_any_second),
 		cmocka_unit_test(test_rate_delay_is_time_to_oldest_expiry),
 		cmocka_unit_test(test_puback_reason_codes),

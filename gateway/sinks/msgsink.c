@@ -1,9 +1,10 @@
 /*
- * tmpl.c — see tmpl.h. A template is a short list of parts (literal runs and
+ * msgsink.c — see msgsink.h. A template is a short list of parts (literal runs and
  * placeholders); expansion appends them in order, so a record costs a few memcpy.
  */
-#include "sinks/tmpl.h"
+#include "sinks/msgsink.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,7 @@
 
 static const struct {
 	const char *name;
-	sink_tmpl_kind kind;
+	msgsink_tmpl_kind kind;
 } placeholders[] = {
 	{"<prefix>", TMPL_PREFIX},
 	{"<table>", TMPL_TABLE},
@@ -19,11 +20,11 @@ static const struct {
 	{"<gateway>", TMPL_GATEWAY},
 };
 
-static int add_part(sink_tmpl *t, size_t *cap, sink_tmpl_part p)
+static int add_part(msgsink_tmpl *t, size_t *cap, msgsink_tmpl_part p)
 {
 	if (t->n == *cap) {
 		size_t nc = *cap ? *cap * 2 : 8;
-		sink_tmpl_part *np = realloc(t->parts, nc * sizeof *np);
+		msgsink_tmpl_part *np = realloc(t->parts, nc * sizeof *np);
 		if (!np)
 			return TG_ENOMEM;
 		t->parts = np;
@@ -33,10 +34,10 @@ static int add_part(sink_tmpl *t, size_t *cap, sink_tmpl_part p)
 	return 0;
 }
 
-int sink_tmpl_compile(sink_tmpl *t, const char *text, char *err, size_t errlen)
+int msgsink_tmpl_compile(msgsink_tmpl *t, const char *text, char *err, size_t errlen)
 {
 	size_t cap = 0;
-	*t = (sink_tmpl){0};
+	*t = (msgsink_tmpl){0};
 	if (!(t->text = strdup(text)))
 		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 	size_t i = 0, lit = 0, len = strlen(text);
@@ -47,7 +48,7 @@ int sink_tmpl_compile(sink_tmpl *t, const char *text, char *err, size_t errlen)
 		}
 		const char *close = strchr(text + i, '>');
 		if (!close) {
-			sink_tmpl_free(t);
+			msgsink_tmpl_free(t);
 			return tg_seterr(err, errlen, TG_EINVAL, "column %zu: '<' without '>'", i + 1);
 		}
 		size_t plen = (size_t)(close - (text + i)) + 1, k = 0;
@@ -58,30 +59,30 @@ int sink_tmpl_compile(sink_tmpl *t, const char *text, char *err, size_t errlen)
 			tg_seterr(err, errlen, TG_EINVAL,
 				  "column %zu: unknown placeholder %.*s (known: <prefix> <table> <thing> <gateway>)", i + 1,
 				  (int)plen, text + i);
-			sink_tmpl_free(t);
+			msgsink_tmpl_free(t);
 			return TG_EINVAL;
 		}
-		if ((i > lit && add_part(t, &cap, (sink_tmpl_part){TMPL_LIT, lit, i - lit})) ||
-		    add_part(t, &cap, (sink_tmpl_part){placeholders[k].kind, 0, 0})) {
-			sink_tmpl_free(t);
+		if ((i > lit && add_part(t, &cap, (msgsink_tmpl_part){TMPL_LIT, lit, i - lit})) ||
+		    add_part(t, &cap, (msgsink_tmpl_part){placeholders[k].kind, 0, 0})) {
+			msgsink_tmpl_free(t);
 			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 		}
 		i += plen;
 		lit = i;
 	}
-	if (len > lit && add_part(t, &cap, (sink_tmpl_part){TMPL_LIT, lit, len - lit})) {
-		sink_tmpl_free(t);
+	if (len > lit && add_part(t, &cap, (msgsink_tmpl_part){TMPL_LIT, lit, len - lit})) {
+		msgsink_tmpl_free(t);
 		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 	}
 	return 0;
 }
 
-int sink_tmpl_expand(const sink_tmpl *t, tg_buf *b, const char *prefix, const char *gateway,
+int msgsink_tmpl_expand(const msgsink_tmpl *t, tg_buf *b, const char *prefix, const char *gateway,
 		     const sink_record *r)
 {
 	tg_buf_reset(b);
 	for (size_t i = 0; i < t->n; i++) {
-		const sink_tmpl_part *p = &t->parts[i];
+		const msgsink_tmpl_part *p = &t->parts[i];
 		const char *s = NULL;
 		switch (p->kind) {
 		case TMPL_LIT:
@@ -102,11 +103,35 @@ int sink_tmpl_expand(const sink_tmpl *t, tg_buf *b, const char *prefix, const ch
 	return 0;
 }
 
-void sink_tmpl_free(sink_tmpl *t)
+void msgsink_tmpl_free(msgsink_tmpl *t)
 {
 	if (!t)
 		return;
 	free(t->text);
 	free(t->parts);
-	*t = (sink_tmpl){0};
+	*t = (msgsink_tmpl){0};
+}
+
+int msgsink_reason(char *err, size_t errlen, int code, const char *screened, const char *refused,
+		   const char *retried)
+{
+	const char *parts[] = {screened, refused, retried};
+	size_t used = 0;
+	if (!err || !errlen)
+		return code;
+	for (size_t i = 0; i < 3; i++) {
+		if (!parts[i] || !*parts[i])
+			continue;
+		if (used == 0)
+			err[0] = '\0';
+		int n = snprintf(err + used, errlen - used, "%s%s", used ? "; " : "", parts[i]);
+		if (n < 0)
+			break;
+		used += (size_t)n;
+		if (used >= errlen - 1) {
+			used = errlen - 1;
+			break;
+		}
+	}
+	return code;
 }
