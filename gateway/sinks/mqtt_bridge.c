@@ -79,9 +79,10 @@ static const config_option mqtt_options[] = {
 	{"username", CFG_STRING, "", 0, 0, MOFF(username), 0, "MQTT username (brokers that want one; AWS IoT Core does not).", NULL},
 	{"password", CFG_STRING, "", 0, 0, MOFF(password), CFG_SECRET, "MQTT password.", NULL},
 	{"topic", CFG_STRING, "<prefix>/<table>/<thing>", 0, 0, MOFF(topic), 0,
-	 "Topic template per record: <prefix>, <table>, <thing> (the record's partition key, normally the thing) and <gateway>.",
+	 "Topic template per record (default `<prefix>/<table>/<thing>`): `<prefix>`, `<table>`, `<thing>` (the record's "
+	 "partition key, normally the thing) and `<gateway>`.",
 	 NULL},
-	{"prefix", CFG_STRING, "tidegate", 0, 0, MOFF(prefix), 0, "What <prefix> expands to.", NULL},
+	{"prefix", CFG_STRING, "tidegate", 0, 0, MOFF(prefix), 0, "What `<prefix>` expands to.", NULL},
 	{"keepalive", CFG_DURATION, "30s", 5000, 1200000, MOFF(keepalive_ms), 0,
 	 "MQTT keepalive (AWS IoT Core accepts 30 s to 1200 s).", NULL},
 	{"max_inflight", CFG_INT, "100", 1, 65000, MOFF(max_inflight), 0,

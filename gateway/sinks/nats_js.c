@@ -40,10 +40,11 @@ static const config_option nats_options[] = {
 	{"url", CFG_STRING, NULL, 0, 0, NOFF(url), CFG_REQUIRED,
 	 "Comma-separated NATS server URLs (nats://host:4222, tls://host:4222); a connection goes to any of them.", NULL},
 	{"subject", CFG_STRING, "<prefix>.<table>.<thing>", 0, 0, NOFF(subject), 0,
-	 "Subject template per record: <prefix>, <table>, <thing> (the record's partition key, normally the thing) and "
-	 "<gateway>. A JetStream stream must capture it (e.g. subjects tidegate.>).",
+	 "Subject template per record (default `<prefix>.<table>.<thing>`): `<prefix>`, `<table>`, `<thing>` (the "
+	 "record's partition key, normally the thing) and `<gateway>`. A JetStream stream must capture it (e.g. subjects "
+	 "`tidegate.>`).",
 	 NULL},
-	{"prefix", CFG_STRING, "tidegate", 0, 0, NOFF(prefix), 0, "What <prefix> expands to.", NULL},
+	{"prefix", CFG_STRING, "tidegate", 0, 0, NOFF(prefix), 0, "What `<prefix>` expands to.", NULL},
 	{"stream", CFG_STRING, "", 0, 0, NOFF(stream), 0,
 	 "Expected stream: publishes carry Nats-Expected-Stream, so one stored by another stream fails instead. "
 	 "Empty: any stream that captures the subject.",
