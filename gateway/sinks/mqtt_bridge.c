@@ -132,10 +132,7 @@ struct sink {
 	size_t inflight, answered;
 	int64_t last_progress_ms;
 	char puback_poison[128], puback_retry[128]; /* the first refusal of each kind */
-	/* expanded topics of the batch: offsets into topics */
-	tg_buf topics, one;
-	size_t *toff;
-	size_t toff_cap;
+	msgsink_names topics; /* of the batch */
 };
 
 /* ---- pure parts ------------------------------------------------------------------------ */
@@ -454,9 +451,7 @@ static void mqtt_close(sink *b)
 	drop(b);
 	msgsink_tmpl_free(&b->topic);
 	sink_mqtt_rate_free(&b->rate);
-	tg_buf_free(&b->topics);
-	tg_buf_free(&b->one);
-	free(b->toff);
+	msgsink_names_free(&b->topics);
 	free(b->ring);
 	free(b->client_id);
 	free(b->gateway_id);
@@ -566,23 +561,12 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	int rc = 0;
 
 	/* 1. screen: what the remote could never take is dead-lettered even while it is down */
-	if (n > b->toff_cap) {
-		size_t *p = realloc(b->toff, n * sizeof *p);
-		if (!p)
-			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
-		b->toff = p;
-		b->toff_cap = n;
-	}
-	tg_buf_reset(&b->topics);
+	if (msgsink_names_expand(&b->topics, &b->topic, o->prefix, b->gateway_id, recs, n))
+		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 	for (size_t i = 0; i < n; i++) {
 		results[i] = SINK_RETRY;
-		if (msgsink_tmpl_expand(&b->topic, &b->one, o->prefix, b->gateway_id, &recs[i]))
-			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
-		b->toff[i] = b->topics.len;
-		if (tg_buf_put(&b->topics, b->one.p, b->one.len + 1))
-			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
-		if (sink_mqtt_check(&recs[i], b->one.p, b->one.len, (size_t)o->max_payload, (size_t)o->max_topic_bytes,
-				    (size_t)o->max_topic_levels, poison_why[0] ? why : poison_why,
+		if (sink_mqtt_check(&recs[i], msgsink_name(&b->topics, i), b->topics.len[i], (size_t)o->max_payload,
+				    (size_t)o->max_topic_bytes, (size_t)o->max_topic_levels, poison_why[0] ? why : poison_why,
 				    poison_why[0] ? sizeof why : sizeof poison_why) == SINK_POISON) {
 			results[i] = SINK_POISON;
 			npoison++;
@@ -597,7 +581,7 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	if (!b->mosq || b->state != ST_UP) {
 		rc = bridge_connect(b, why, sizeof why);
 		if (rc) {
-			tg_seterr(err, errlen, rc, "%s%s%s", poison_why, poison_why[0] ? "; " : "", why);
+			msgsink_reason(err, errlen, rc, poison_why, "", why);
 			return npoison ? 0 : rc;
 		}
 	}
@@ -626,7 +610,7 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 			if (!b->inflight)
 				b->last_progress_ms = now; /* the ack clock starts with the first in flight */
 			size_t before = b->answered;
-			rc = publish_one(b, &recs[next], b->topics.p + b->toff[next], next, results, why, sizeof why);
+			rc = publish_one(b, &recs[next], msgsink_name(&b->topics, next), next, results, why, sizeof why);
 			if (rc)
 				break;
 			if (b->answered > before) { /* refused locally: poison, reason kept */

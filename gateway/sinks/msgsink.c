@@ -77,10 +77,10 @@ int msgsink_tmpl_compile(msgsink_tmpl *t, const char *text, char *err, size_t er
 	return 0;
 }
 
-int msgsink_tmpl_expand(const msgsink_tmpl *t, tg_buf *b, const char *prefix, const char *gateway,
-		     const sink_record *r)
+/* Append the expansion for r to b, NUL-terminated (the NUL is not counted in b->len). */
+static int append_expansion(const msgsink_tmpl *t, tg_buf *b, const char *prefix, const char *gateway,
+			    const sink_record *r)
 {
-	tg_buf_reset(b);
 	for (size_t i = 0; i < t->n; i++) {
 		const msgsink_tmpl_part *p = &t->parts[i];
 		const char *s = NULL;
@@ -101,6 +101,48 @@ int msgsink_tmpl_expand(const msgsink_tmpl *t, tg_buf *b, const char *prefix, co
 		return TG_ENOMEM;
 	b->p[b->len] = '\0'; /* even for an empty expansion */
 	return 0;
+}
+
+int msgsink_tmpl_expand(const msgsink_tmpl *t, tg_buf *b, const char *prefix, const char *gateway,
+			const sink_record *r)
+{
+	tg_buf_reset(b);
+	return append_expansion(t, b, prefix, gateway, r);
+}
+
+int msgsink_names_expand(msgsink_names *nm, const msgsink_tmpl *t, const char *prefix, const char *gateway,
+			 const sink_record *recs, size_t n)
+{
+	if (n > nm->cap) {
+		size_t *off = realloc(nm->off, n * sizeof *off);
+		if (!off)
+			return TG_ENOMEM;
+		nm->off = off;
+		size_t *len = realloc(nm->len, n * sizeof *len);
+		if (!len)
+			return TG_ENOMEM;
+		nm->len = len;
+		nm->cap = n;
+	}
+	tg_buf_reset(&nm->all);
+	for (size_t i = 0; i < n; i++) {
+		nm->off[i] = nm->all.len;
+		if (append_expansion(t, &nm->all, prefix, gateway, &recs[i]))
+			return TG_ENOMEM;
+		nm->len[i] = nm->all.len - nm->off[i];
+		nm->all.len++; /* keep the NUL: the next name starts after it */
+	}
+	return 0;
+}
+
+void msgsink_names_free(msgsink_names *nm)
+{
+	if (!nm)
+		return;
+	tg_buf_free(&nm->all);
+	free(nm->off);
+	free(nm->len);
+	*nm = (msgsink_names){0};
 }
 
 void msgsink_tmpl_free(msgsink_tmpl *t)

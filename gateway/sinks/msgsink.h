@@ -41,6 +41,21 @@ int msgsink_tmpl_expand(const msgsink_tmpl *t, tg_buf *b, const char *prefix, co
 		     const sink_record *r);
 void msgsink_tmpl_free(msgsink_tmpl *t); /* NULL-safe; frees what t points to, not t */
 
+/* The expanded topics / subjects of one batch, kept for the whole send(): each name is
+ * NUL-terminated inside `all`. The struct is the sink's; its memory is reused batch after
+ * batch and released by msgsink_names_free. */
+typedef struct msgsink_names {
+	tg_buf all;
+	size_t *off, *len;
+	size_t cap;
+} msgsink_names;
+
+/* Expand t for each of recs[0..n-1] into nm (previous contents dropped). 0 or TG_ENOMEM. */
+int msgsink_names_expand(msgsink_names *nm, const msgsink_tmpl *t, const char *prefix, const char *gateway,
+			 const sink_record *recs, size_t n);
+static inline const char *msgsink_name(const msgsink_names *nm, size_t i) { return nm->all.p + nm->off[i]; }
+void msgsink_names_free(msgsink_names *nm); /* NULL-safe; frees what nm points to, not nm */
+
 /* A send's reason for the forwarder, which stores it with every dead-lettered record of
  * the batch and logs it when records are retried: the non-empty parts joined by "; " —
  * why records were refused before sending, why the remote refused records, why the rest

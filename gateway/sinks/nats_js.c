@@ -97,9 +97,7 @@ struct sink {
 	size_t answered;
 	uint64_t dups;
 	char ack_poison[256], ack_retry[256]; /* the first refusal of each kind */
-	/* expanded subjects of the batch */
-	tg_buf subjects, one;
-	size_t *soff, soff_cap;
+	msgsink_names subjects; /* of the batch (read by on_ack too, under mu) */
 };
 
 /* ---- pure parts ------------------------------------------------------------------------ */
@@ -211,7 +209,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
 				;
 			else if (pae && pae->Err == NATS_NO_RESPONDERS)
 				snprintf(e, sizeof b->ack_retry, "no JetStream stream captures subject %s (no responders)",
-					 b->subjects.p + b->soff[idx]);
+					 msgsink_name(&b->subjects, idx));
 			else
 				snprintf(e, sizeof b->ack_retry, "JetStream refused %s: %s (err_code %d)", b->recs[idx].msg_id,
 					 pae && pae->ErrText ? pae->ErrText : "no acknowledgement", code);
@@ -321,10 +319,8 @@ static void nats_close(sink *b)
 		return;
 	drop(b);
 	msgsink_tmpl_free(&b->subject);
-	tg_buf_free(&b->subjects);
-	tg_buf_free(&b->one);
+	msgsink_names_free(&b->subjects);
 	pthread_mutex_destroy(&b->mu);
-	free(b->soff);
 	free(b->map);
 	free(b->servers);
 	free(b->urls);
@@ -398,6 +394,24 @@ static void batch_end(sink *b)
 	pthread_mutex_unlock(&b->mu);
 }
 
+/* Mark what cannot be published (see sink_nats_check) SINK_POISON, skipping what already
+ * is; the first reason goes to why unless one is there. Returns how many it marked. */
+static size_t screen(sink *b, const sink_record *recs, size_t n, sink_status *results, size_t max_payload,
+		     const char *stream, char *why, size_t whylen)
+{
+	char scratch[256];
+	size_t marked = 0;
+	for (size_t i = 0; i < n; i++)
+		if (results[i] != SINK_POISON &&
+		    sink_nats_check(&recs[i], msgsink_name(&b->subjects, i), b->subjects.len[i], max_payload,
+				    sink_nats_header_bytes(recs[i].msg_id, stream), why[0] ? scratch : why,
+				    why[0] ? sizeof scratch : whylen) == SINK_POISON) {
+			results[i] = SINK_POISON;
+			marked++;
+		}
+	return marked;
+}
+
 static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *results, int64_t now_ms, char *err,
 		     size_t errlen)
 {
@@ -407,30 +421,13 @@ static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	size_t npoison = 0;
 	int rc = 0;
 
-	/* 1. screen (the server's own max_payload is checked once connected) */
-	if (n > b->soff_cap) {
-		size_t *p = realloc(b->soff, n * sizeof *p);
-		if (!p)
-			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
-		b->soff = p;
-		b->soff_cap = n;
-	}
-	tg_buf_reset(&b->subjects);
-	for (size_t i = 0; i < n; i++) {
+	/* 1. screen (the server's own max_payload is checked once connected); the subjects are
+	 * expanded outside mu: no callback runs between batches */
+	if (msgsink_names_expand(&b->subjects, &b->subject, o->prefix, b->gateway_id, recs, n))
+		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++)
 		results[i] = SINK_RETRY;
-		if (msgsink_tmpl_expand(&b->subject, &b->one, o->prefix, b->gateway_id, &recs[i]))
-			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
-		b->soff[i] = b->subjects.len;
-		if (tg_buf_put(&b->subjects, b->one.p, b->one.len + 1))
-			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
-		if (sink_nats_check(&recs[i], b->one.p, b->one.len, (size_t)o->max_payload,
-				    sink_nats_header_bytes(recs[i].msg_id, stream), poison_why[0] ? why : poison_why,
-				    poison_why[0] ? sizeof why : sizeof poison_why) == SINK_POISON) {
-			results[i] = SINK_POISON;
-			npoison++;
-		}
-	}
-	why[0] = '\0';
+	npoison = screen(b, recs, n, results, (size_t)o->max_payload, stream, poison_why, sizeof poison_why);
 	if (npoison == n) {
 		tg_seterr(err, errlen, TG_EPERM, "%s", poison_why);
 		return 0;
@@ -440,19 +437,11 @@ static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	if (!b->nc || natsConnection_Status(b->nc) != NATS_CONN_STATUS_CONNECTED) {
 		rc = nats_connect(b, why, sizeof why);
 		if (rc) {
-			tg_seterr(err, errlen, rc, "%s%s%s", poison_why, poison_why[0] ? "; " : "", why);
+			msgsink_reason(err, errlen, rc, poison_why, "", why);
 			return npoison ? 0 : rc;
 		}
 	}
-	for (size_t i = 0; i < n; i++)
-		if (results[i] != SINK_POISON &&
-		    sink_nats_check(&recs[i], b->subjects.p + b->soff[i], strlen(b->subjects.p + b->soff[i]), b->server_max,
-				    sink_nats_header_bytes(recs[i].msg_id, stream), poison_why[0] ? why : poison_why,
-				    poison_why[0] ? sizeof why : sizeof poison_why) == SINK_POISON) {
-			results[i] = SINK_POISON;
-			npoison++;
-		}
-	why[0] = '\0';
+	npoison += screen(b, recs, n, results, b->server_max, stream, poison_why, sizeof poison_why);
 
 	/* 3. publish everything; libnats holds the window at max_inflight */
 	pthread_mutex_lock(&b->mu);
@@ -469,7 +458,7 @@ static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 		if (results[i] == SINK_POISON)
 			continue;
 		natsMsg *m = NULL;
-		natsStatus s = natsMsg_Create(&m, b->subjects.p + b->soff[i], NULL, recs[i].data, (int)recs[i].len);
+		natsStatus s = natsMsg_Create(&m, msgsink_name(&b->subjects, i), NULL, recs[i].data, (int)recs[i].len);
 		if (s != NATS_OK) {
 			rc = tg_seterr(why, sizeof why, TG_ENOMEM, "nats: message: %s", natsStatus_GetText(s));
 			break;
