@@ -593,7 +593,7 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	b->puback_poison[0] = b->puback_retry[0] = '\0';
 	b->recs = recs;
 	b->last_progress_ms = tg_mono_ms();
-	size_t next = 0, acked_before = 0;
+	size_t next = 0, acked = 0;
 	why[0] = '\0';
 	while (b->answered < n) {
 		int64_t now = tg_mono_ms(), wait = 100;
@@ -648,7 +648,7 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 		}
 	}
 	for (size_t i = 0; i < n; i++)
-		acked_before += results[i] == SINK_OK;
+		acked += results[i] == SINK_OK;
 	b->results = NULL;
 	for (size_t i = 0; i <= b->ring_mask; i++)
 		b->ring[i].idx = -1;
@@ -659,7 +659,7 @@ static int mqtt_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 	if (rc) {
 		/* what is in flight stays RETRY; a fresh connection sends it again (same msg_id) */
 		LOG_WARN("mqtt-bridge", "msg=\"dropping the connection\" host=%s acked=%zu of=%zu in_flight=%zu err=\"%s\"",
-			 o->host, acked_before, n, b->inflight, why);
+			 o->host, acked, n, b->inflight, why);
 		drop(b);
 		b->inflight = 0;
 	}

@@ -371,6 +371,20 @@ class NatsClient:
         return out
 
 
+def load_20k(broker, daemon, workdir, sink, what):
+    """The issue's normal case: device_sim publishes 20,000 messages (5 things x 4,000, max
+    rate, QoS 1); waits until the sink delivered 20,000 and their rows are deleted. Returns
+    (seconds from the load's start to the last delivery, the daemon's metrics then)."""
+    t0 = time.monotonic()
+    summary = harness.Sim.run(broker, workdir, "--things", 5, "--count", 4000, "--max-rate", "--qos", 1, "--seed", 3)
+    assert summary["acked"] >= 20000 and summary["failed"] == 0, summary
+    ok = f'tidegate_sink_records_total{{sink="{sink}",outcome="ok"}}'
+    wait_until(lambda: daemon.metric(ok, 0) >= 20000, 120, interval=0.2, what=f"20000 {what}")
+    t1 = time.monotonic()
+    wait_until(lambda: daemon.metric("tidegate_outbox_rows") == 0, 10, what="delivered rows deleted")
+    return t1 - t0, daemon.metrics()
+
+
 def outage_under_load(broker, daemon, workdir, sink, peer, what):
     """The 30 s outage of an upstream peer under load, as the issue defines it: device_sim at
     200 msg/s for 45 s; once the sink delivers, the peer is stopped for 30 s (records must

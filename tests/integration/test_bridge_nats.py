@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections import Counter
 
 import pytest
@@ -69,13 +68,7 @@ def nats(tmp_path):
 
 def test_20k_records_in_the_stream_exactly_once(broker, nats, daemons, tmp_path):
     d = daemons(broker, extra="[ingest]\ndefault_sinks = js\n", sinks=nats_sink(nats))
-    t0 = time.monotonic()
-    summary = harness.Sim.run(broker, tmp_path, "--things", 5, "--count", 4000, "--max-rate", "--qos", 1, "--seed", 3)
-    assert summary["acked"] >= 20000 and summary["failed"] == 0, summary
-    wait_until(lambda: sink_metric(d, "ok") >= 20000, 120, interval=0.2, what="20000 JetStream acks")
-    t1 = time.monotonic()
-    wait_until(lambda: d.metric("tidegate_outbox_rows") == 0, 10, what="delivered rows deleted")
-    m = d.metrics()
+    secs, m = cloud_peers.load_20k(broker, d, tmp_path, "js", "JetStream acks")
     d.stop()
     msgs, ids = stream_records(nats)
     assert len(msgs) == 20000 and len(ids) == 20000, (len(msgs), len(ids))
@@ -89,7 +82,7 @@ def test_20k_records_in_the_stream_exactly_once(broker, nats, daemons, tmp_path)
         things[p["thing"]] += 1
     assert things == {f"dev-{i:04d}": 4000 for i in range(1, 6)}
     print(f"nats: 20000/20000 distinct Nats-Msg-Id in the stream, 0 duplicates, "
-          f"{20000 / (t1 - t0):.0f} rec/s end to end (device_sim -> tidegate -> JetStream)")
+          f"{20000 / secs:.0f} rec/s end to end (device_sim -> tidegate -> JetStream)")
 
 
 def test_kill9_resends_are_dropped_by_jetstream(broker, nats, daemons, tmp_path):
