@@ -307,6 +307,7 @@ void forwarder_stop(forwarder *fw, int64_t drain_ms)
 }
 
 size_t forwarder_nsinks(const forwarder *fw) { return fw->n; }
+forwarder_sink_stats *forwarder_stats(forwarder *fw, size_t i) { return &fw->t[i].st; }
 
 int64_t forwarder_last_error(forwarder *fw, size_t i, char *buf, size_t len)
 {
@@ -316,4 +317,3 @@ int64_t forwarder_last_error(forwarder *fw, size_t i, char *buf, size_t len)
 	pthread_mutex_unlock(&fw->mu);
 	return at;
 }
-forwarder_sink_stats *forwarder_stats(forwarder *fw, size_t i) { return &fw->t[i].st; }
