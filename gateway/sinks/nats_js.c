@@ -95,7 +95,7 @@ struct sink {
 	const sink_record *recs;
 	sink_status *results;
 	size_t answered;
-	uint64_t dups;
+	uint64_t dups, dups_total; /* duplicate acknowledgements: this batch, since open */
 	char ack_poison[256], ack_retry[256]; /* the first refusal of each kind */
 	msgsink_names subjects; /* of the batch (read by on_ack too, under mu) */
 };
@@ -516,9 +516,11 @@ static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 		retry += results[i] == SINK_RETRY;
 		ok += results[i] == SINK_OK;
 	}
-	if (b->dups)
-		LOG_INFO("nats", "msg=\"JetStream dropped re-sent records as duplicates (Nats-Msg-Id)\" duplicates=%" PRIu64,
-			 b->dups);
+	if (b->dups) { /* the running total keeps consecutive lines apart (the log folds repeats) */
+		b->dups_total += b->dups;
+		LOG_INFO("nats", "msg=\"JetStream dropped re-sent records as duplicates (Nats-Msg-Id)\" duplicates=%" PRIu64
+			 " total=%" PRIu64, b->dups, b->dups_total);
+	}
 	if (rc) {
 		LOG_WARN("nats", "msg=\"dropping the connection\" url=%s acked=%zu of=%zu err=\"%s\"", o->url, ok, n, why);
 		drop(b);

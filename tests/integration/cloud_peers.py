@@ -196,6 +196,7 @@ class NatsClient:
     def __init__(self, port, timeout=15.0):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
+        self.held = []  # messages for other subscriptions that arrived while request() waited
         self.sid = 0
         self.inbox_n = 0
         line = self._line(time.monotonic() + timeout)
@@ -251,7 +252,10 @@ class NatsClient:
         return data
 
     def _next(self, timeout):
-        """One protocol message: ("MSG", dict) or ("PING"/"PONG"/"OK", None); -ERR raises."""
+        """One protocol message: ("MSG", dict) or ("PING"/"PONG"/"OK", None); -ERR raises.
+        Messages request() held back come first."""
+        if self.held:
+            return "MSG", self.held.pop(0)
         deadline = time.monotonic() + timeout
         while True:
             line = self._line(deadline)
@@ -310,6 +314,7 @@ class NatsClient:
         body = data if isinstance(data, bytes) else json.dumps(data).encode()
         self.publish(subject, body, reply=inbox)
         deadline = time.monotonic() + timeout
+        held = []
         try:
             while True:
                 kind, m = self._next(max(0.01, deadline - time.monotonic()))
@@ -317,7 +322,10 @@ class NatsClient:
                     if m["headers"] and not m["data"]:
                         raise ValueError(f"{subject}: no responders")
                     return json.loads(m["data"])
+                if kind == "MSG":  # e.g. a push consumer delivering before its CREATE answer
+                    held.append(m)
         finally:
+            self.held = held + self.held
             self._send(f"UNSUB {sid}\r\n".encode())
 
     # ---- JetStream ----

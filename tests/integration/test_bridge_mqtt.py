@@ -222,8 +222,10 @@ def test_kill9_mid_stream_loses_nothing(broker, cloud, cloud_sub, daemons, tmp_p
     for _, p, _, _ in recs:
         assert by_id.setdefault(p["msg_id"], p) == p
     dups = sum(c - 1 for c in got_ids.values())
+    reingested = len(got_ids) - len(distinct)  # accepted twice by ingest after the kill: new msg_id
     print(f"mqtt bridge kill -9: {len(distinct)}/{total} distinct messages at the cloud, lost 0, "
-          f"{len(at_kill)} queued at the kill, {dups} duplicates (same msg_id)")
+          f"{len(at_kill)} queued at the kill, {dups} duplicates with the same msg_id; "
+          f"{reingested} messages accepted twice by ingest after the kill (new msg_id)")
 
 
 @pytest.mark.slow
