@@ -7,6 +7,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,6 +29,8 @@ typedef struct fw_thread {
 	int started;
 	unsigned rng;
 	forwarder_sink_stats st;
+	char last_err[256]; /* under fw->mu: why the last failed send failed ("" = none yet) */
+	int64_t last_err_ms;
 } fw_thread;
 
 struct forwarder {
@@ -137,6 +140,8 @@ static void *run(void *arg)
 			if (drain)
 				break;
 			outbox_reclaim(t->reader);
+			if (t->conf->ops->idle)
+				t->conf->ops->idle(t->s, now);
 			wait_for(fw, &gen, 1000);
 			continue;
 		}
@@ -195,6 +200,12 @@ static void *run(void *arg)
 		atomic_fetch_add(&t->st.records_dead, dead);
 		if (dead)
 			LOG_WARN("forwarder", "msg=\"records dead-lettered\" sink=%s count=%zu err=\"%s\"", t->conf->name, dead, err);
+		if ((dead || retry) && err[0]) {
+			pthread_mutex_lock(&fw->mu);
+			snprintf(t->last_err, sizeof t->last_err, "%s", err);
+			t->last_err_ms = now;
+			pthread_mutex_unlock(&fw->mu);
+		}
 		if (retry) {
 			if (rc < 0)
 				atomic_fetch_add(&t->st.send_errors, 1);
@@ -344,4 +355,13 @@ void forwarder_health_of(forwarder *fw, size_t i, int64_t now_ms, forwarder_heal
 	outbox_sink_backlog(fw->ob, t->conf->name, &rows, &bytes);
 	forwarder_health_judge(&t->st, t->conf, rows, now_ms, h);
 	h->backlog_bytes = bytes;
+}
+
+int64_t forwarder_last_error(forwarder *fw, size_t i, char *buf, size_t len)
+{
+	pthread_mutex_lock(&fw->mu);
+	snprintf(buf, len, "%s", fw->t[i].last_err);
+	int64_t at = fw->t[i].last_err_ms;
+	pthread_mutex_unlock(&fw->mu);
+	return at;
 }

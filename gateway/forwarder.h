@@ -67,5 +67,8 @@ void forwarder_notify(forwarder *fw);
 void forwarder_stop(forwarder *fw, int64_t drain_ms);
 size_t forwarder_nsinks(const forwarder *fw);
 forwarder_sink_stats *forwarder_stats(forwarder *fw, size_t i);
+/* Copy the reason of sink i's last failed or partly dead-lettered send into buf ("" when
+ * none yet); returns when it happened (epoch ms, 0 = never). */
+int64_t forwarder_last_error(forwarder *fw, size_t i, char *buf, size_t len);
 
 #endif

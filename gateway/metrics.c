@@ -193,6 +193,12 @@ static char *render_metrics(tg_daemon *d)
 		sb_printf(&b, "tidegate_sink_settle_errors_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
 			  atomic_load(&s->settle_errors));
 	}
+	sb_printf(&b, "# HELP tidegate_sink_send_errors_total Sends that failed as a whole (upstream down, refused connection or credentials); the reason is last_error in /healthz and in the log.\n# TYPE tidegate_sink_send_errors_total counter\n");
+	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
+		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
+		sb_printf(&b, "tidegate_sink_send_errors_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
+			  atomic_load(&s->send_errors));
+	}
 	sb_printf(&b, "# HELP tidegate_sink_up 0 while sends to the sink fail, 1 otherwise (also before the first send).\n# TYPE tidegate_sink_up gauge\n");
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
@@ -265,6 +271,22 @@ static char *render_ready(tg_daemon *d, int *status)
 /* /healthz: "ok" (200) when connected to the broker and no sink is degraded, else
  * "degraded" (503) with the reasons; /api/status: the same body, always 200. The thresholds
  * and what degraded means: forwarder_health, docs/config-reference.md. */
+/* s as a JSON string literal (sink errors carry upstream text: quotes, backslashes). */
+static void json_str(sbuf *b, const char *s)
+{
+	sb_printf(b, "\"");
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			sb_printf(b, "\\%c", c);
+		else if (c < 0x20)
+			sb_printf(b, "\\u%04x", c);
+		else
+			sb_printf(b, "%c", c);
+	}
+	sb_printf(b, "\"");
+}
+
 static char *render_health(tg_daemon *d, int *status)
 {
 	sbuf b = {0};
@@ -294,10 +316,14 @@ static char *render_health(tg_daemon *d, int *status)
 		sb_printf(&b,
 			  "%s{\"name\":\"%s\",\"type\":\"%s\",\"state\":\"%s\",\"healthy\":%s,\"up\":%s,"
 			  "\"records_ok\":%" PRIu64 ",\"backlog_rows\":%" PRId64 ",\"backlog_bytes\":%" PRId64
-			  ",\"oldest_undelivered_s\":%.3f,\"failing_s\":%.3f}",
+			  ",\"oldest_undelivered_s\":%.3f,\"failing_s\":%.3f,\"last_error\":",
 			  i ? "," : "", s->name, s->type, h[i].state, h[i].healthy ? "true" : "false",
 			  atomic_load(&s->up) ? "true" : "false", atomic_load(&s->records_ok), h[i].backlog_rows,
 			  h[i].backlog_bytes, (double)h[i].oldest_age_ms / 1000.0, (double)h[i].failing_ms / 1000.0);
+		char why[256];
+		int64_t at = forwarder_last_error(d->fw, i, why, sizeof why);
+		json_str(&b, why);
+		sb_printf(&b, ",\"last_error_ms\":%" PRId64 "}", at);
 	}
 	sb_printf(&b, "]}\n");
 	free(h);

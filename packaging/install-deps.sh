@@ -8,6 +8,7 @@ PKGS=(
   libmosquitto-dev mosquitto mosquitto-clients mosquitto-dev
   libssl-dev openssl libjansson-dev libsqlite3-dev sqlite3 libpcre2-dev
   libcurl4-openssl-dev zlib1g-dev libmicrohttpd-dev libcmocka-dev
+  nats-server libnats-dev
   python3 python3-pytest python3-paho-mqtt python3-boto3 awscli curl
   nodejs npm valgrind gnuplot-nox
   chromium
@@ -27,5 +28,8 @@ fi
 echo "install-deps: installing ${missing[*]}"
 SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Another apt run on the machine (parallel builds, unattended upgrades) holds the locks for
+# a while: wait for it rather than fail.
+LOCK=(-o DPkg::Lock::Timeout=600)
+$SUDO apt-get "${LOCK[@]}" update -qq
+$SUDO apt-get "${LOCK[@]}" install -y -qq --no-install-recommends "${missing[@]}"

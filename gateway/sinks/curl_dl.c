@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "sinks/dl.h"
 
 #define CURL_SONAME "libcurl.so.4"
 
@@ -21,36 +22,24 @@ struct loaded {
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct loaded lib; /* written once, under `once`; read-only after */
 
-static void *sym(void *h, const char *name)
-{
-	void *p = dlsym(h, name);
-	if (!p && !lib.why[0])
-		snprintf(lib.why, sizeof lib.why, "%s: no symbol %s", CURL_SONAME, name);
-	return p;
-}
-
 static void load(void)
 {
-	void *h = dlopen(CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		snprintf(lib.why, sizeof lib.why, "%s", dlerror());
+	CURLcode (*global_init)(long) = NULL;
+	const dl_entry e[] = {
+		{"curl_global_init", (void **)&global_init},
+		{"curl_easy_init", (void **)&lib.api.easy_init},
+		{"curl_easy_cleanup", (void **)&lib.api.easy_cleanup},
+		{"curl_easy_reset", (void **)&lib.api.easy_reset},
+		{"curl_easy_setopt", (void **)&lib.api.easy_setopt},
+		{"curl_easy_getinfo", (void **)&lib.api.easy_getinfo},
+		{"curl_easy_perform", (void **)&lib.api.easy_perform},
+		{"curl_easy_strerror", (void **)&lib.api.easy_strerror},
+		{"curl_slist_append", (void **)&lib.api.slist_append},
+		{"curl_slist_free_all", (void **)&lib.api.slist_free_all},
+	};
+	void *h = dl_load_table(CURL_SONAME, e, sizeof e / sizeof e[0], lib.why, sizeof lib.why);
+	if (!h)
 		return;
-	}
-	CURLcode (*global_init)(long) = (CURLcode(*)(long))sym(h, "curl_global_init");
-	/* dlsym returns object pointers; POSIX guarantees they convert to function pointers */
-	*(void **)&lib.api.easy_init = sym(h, "curl_easy_init");
-	*(void **)&lib.api.easy_cleanup = sym(h, "curl_easy_cleanup");
-	*(void **)&lib.api.easy_reset = sym(h, "curl_easy_reset");
-	*(void **)&lib.api.easy_setopt = sym(h, "curl_easy_setopt");
-	*(void **)&lib.api.easy_getinfo = sym(h, "curl_easy_getinfo");
-	*(void **)&lib.api.easy_perform = sym(h, "curl_easy_perform");
-	*(void **)&lib.api.easy_strerror = sym(h, "curl_easy_strerror");
-	*(void **)&lib.api.slist_append = sym(h, "curl_slist_append");
-	*(void **)&lib.api.slist_free_all = sym(h, "curl_slist_free_all");
-	if (lib.why[0] || !global_init) {
-		dlclose(h);
-		return;
-	}
 	CURLcode rc = global_init(CURL_GLOBAL_DEFAULT);
 	if (rc != CURLE_OK) {
 		snprintf(lib.why, sizeof lib.why, "curl_global_init failed (%d)", (int)rc);

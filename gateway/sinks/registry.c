@@ -12,12 +12,16 @@ extern const sink_ops sink_file_ops;
 extern const sink_ops sink_kinesis_ops;
 extern const sink_ops sink_s3_ops;
 extern const sink_ops sink_webhook_ops;
+extern const sink_ops sink_mqtt_ops;
+extern const sink_ops sink_nats_ops;
 
 static const sink_ops *const all_sinks[] = {
 	&sink_file_ops,
 	&sink_kinesis_ops,
 	&sink_s3_ops,
 	&sink_webhook_ops,
+	&sink_mqtt_ops,
+	&sink_nats_ops,
 	NULL,
 };
 

@@ -13,6 +13,15 @@
  * max_records/max_bytes, then hands the whole batch to send(), which must make it durable
  * upstream before returning SINK_OK. A sink never holds acknowledged records in memory.
  *
+ * Sinks whose upstream acknowledges each message on its own (MQTT PUBACKs, JetStream
+ * publish acks) pipeline inside one send(): they keep up to a window of publishes in
+ * flight, publish the next record of the batch as an acknowledgement frees a slot, and
+ * return once every record has its final status (acknowledged, refused, or left
+ * SINK_RETRY when the connection dropped or the acknowledgement timed out). So the
+ * window never spans two send() calls, and what the forwarder settles is exactly what
+ * the upstream acknowledged. Such sinks keep their connection open between batches;
+ * idle() lets them service it (keepalive pings) while the forwarder has nothing to send.
+ *
  * Each sink type declares its options as a config_option table (config.h) with offsets
  * into its own options struct; the config loader parses `[sink NAME]` sections with it,
  * so unknown keys and bad values are refused with file:line:col.
@@ -66,6 +75,11 @@ typedef struct sink_ops {
 	int (*send)(sink *s, const sink_record *recs, size_t n, sink_status *results, int64_t now_ms,
 		    char *err, size_t errlen);
 	void (*close)(sink *s); /* NULL-safe */
+	/* Optional (NULL: not called). The forwarder thread calls it when nothing is pending
+	 * for the sink, at least once a second, so a sink holding a connection between
+	 * batches keeps it alive and notices a drop; it must return within milliseconds and
+	 * must not reconnect (the next send() does, after the forwarder's backoff). */
+	void (*idle)(sink *s, int64_t now_ms);
 } sink_ops;
 
 /* Find a sink type by name in the static registry (sinks/registry.c); NULL if unknown. */

@@ -12,6 +12,9 @@ One run measures, side by side on the same machine and the same broker configura
   backlog   N records in the outbox (bench_outbox, the real outbox code), RSS while they
             sit with the sink down, then drain rate and RSS with the sink up; database and
             WAL bytes at the end of the fill and of the drain, database bytes per JSON byte
+  upstream  a backlog drained to five sinks at once (lake, kinesalite, s3rver, a cloud
+            mosquitto over the MQTT bridge, nats-server JetStream); then the MQTT and NATS
+            sinks alone, and their brokers' own ceilings, for the ratio
   micro     outbox appends/s (bench_outbox) and every other build/rel/bench_* program
 Each of these is repeated (3x, BENCH_QUICK=1: 1x, smaller counts) and the median reported.
 Once per run, with time series sampled on a thread (plotted to results-time.png):
@@ -384,11 +387,11 @@ def start_broker(d):
     return pr, port
 
 
-def start_sub(d, port, topics, count, name, ident="ops", idle=10, timeout=None, loop="mosquitto"):
+def start_sub(d, port, topics, count, name, ident="ops", idle=10, timeout=None, loop="mosquitto", certs=CERTS):
     ready = d / f"{name}.ready"
     out = d / f"{name}.json"
-    argv = [BIN / "bench_sub", "--port", port, "--cafile", CERTS / "ca.crt", "--cert", CERTS / f"{ident}.crt",
-            "--key", CERTS / f"{ident}.key", "--count", count, "--idle", idle,
+    argv = [BIN / "bench_sub", "--port", port, "--cafile", certs / "ca.crt", "--cert", certs / f"{ident}.crt",
+            "--key", certs / f"{ident}.key", "--count", count, "--idle", idle,
             "--timeout", timeout or P["run_timeout"], "--ready", ready, "--out", out,
             "--client-id", f"bench-{name}", "--loop", loop]
     for t in topics:
@@ -400,11 +403,13 @@ def start_sub(d, port, topics, count, name, ident="ops", idle=10, timeout=None, 
     return pr, out
 
 
-def sim_argv(port, d, name, msgs=None, rate=None, duration=None):
-    argv = [BIN / "device_sim", "--host", "127.0.0.1", "--port", port, "--cafile", CERTS / "ca.crt",
-            "--cert", CERTS / "loadgen.crt", "--key", CERTS / "loadgen.key", "--connections", P["conns"],
+def sim_argv(port, d, name, msgs=None, rate=None, duration=None, certs=CERTS, topic_template=None):
+    argv = [BIN / "device_sim", "--host", "127.0.0.1", "--port", port, "--cafile", certs / "ca.crt",
+            "--cert", certs / "loadgen.crt", "--key", certs / "loadgen.key", "--connections", P["conns"],
             "--things", P["things"], "--qos", "1", "--seed", "7", "--quiet",
             "--summary-json", d / f"{name}.json"]
+    if topic_template:
+        argv += ["--topic-template", topic_template]
     if rate is None:
         argv += ["--max-rate", "--count", msgs // P["things"]]
     else:
@@ -895,27 +900,80 @@ def run_backlog(d):
         stop_all()
 
 
-def run_upstream(d):
-    """A backlog for three sinks at once (lake, Kinesis API on kinesalite, S3 API on s3rver,
-    the pinned npm peers the integration tests use), drained with the uplinks up: per-sink
-    drain rate and the daemon's RSS. Smaller than the lake-only backlog: kinesalite is a
-    Node.js look-alike and far slower than the real service or the file sink."""
+def bridge_sinks(cloud, cloud_certs, nats):
+    """[sink cloud] (mqtt) and [sink nats] config lines for a daemon of the upstream scenario."""
+    return ["[sink cloud]", "type = mqtt", "host = 127.0.0.1", f"port = {cloud.port}",
+            f"ca_file = {cloud_certs / 'ca.crt'}", f"cert_file = {cloud_certs / 'gateway.crt'}",
+            f"key_file = {cloud_certs / 'gateway.key'}", "max_rate = 0", "retry_base = 100ms", "retry_cap = 1s",
+            "[sink nats]", "type = nats", f"url = {nats.url}", "stream = TG", "retry_base = 100ms", "retry_cap = 1s"]
+
+
+def drain(d, data, sinks_cfg, names, n, port, cpu_rows=None):
+    """Start the daemon on an outbox that holds n records for each sink in names, wait until
+    every one of those sinks delivered n (bounded), stop it. Per-sink seconds/rates, RSS."""
+    http = free_port()
+    conf = tidegate_conf(d, port, http, d / "lake", data, rules=False, sinks=sinks_cfg)
+    t0 = time.monotonic()
+    tg = start_tidegate(d, conf, http)
+    samp = Sampler(tg.pid)
+    cpu0 = cpu_seconds(tg.pid)
+    done, m = {}, {}
+    while time.monotonic() < t0 + P["run_timeout"] * 2 and len(done) < len(names):
+        samp.tick()
+        m = metrics(http) or m
+        for sk in names:
+            if sk not in done and sink_ok(m, sk) >= n:
+                done[sk] = time.monotonic() - t0
+        time.sleep(0.05)
+    cpu1 = cpu_seconds(tg.pid)
+    hwm = mem_kib(tg.pid)["VmHWM"] / 1024
+    tg.stop()
+    per = {sk: dict(delivered=int(sink_ok(m, sk)), seconds=done.get(sk),
+                    per_s=(n / done[sk]) if sk in done else sink_ok(m, sk) / (time.monotonic() - t0))
+           for sk in names}
+    return dict(sinks=per, complete=len(done) == len(names), all_s=max(done.values()) if len(done) == len(names) else None,
+                cpu_s_per_1m_rows=(cpu1 - cpu0) / max(1, sum(p["delivered"] for p in per.values())) * 1e6,
+                rss_peak_mib=hwm, rss_steady_mib=samp.steady_mib(t0, time.monotonic()),
+                rss_anon_steady_mib=samp.anon_steady_mib(t0, time.monotonic()))
+
+
+def fill_outbox(data, n, sinks):
+    argv = [BIN / "bench_outbox", "--db", data / "outbox.db", "--records", str(n), "--gateway-id", "gw-bench"]
+    for sk in sinks:
+        argv += ["--sink", sk]
+    r = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=P["run_timeout"])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_upstream(d, cloud_certs):
+    """A backlog for five sinks at once, drained with the uplinks up: the lake, the Kinesis
+    API (kinesalite 3.3.3), the S3 API (s3rver 3.7.1), the MQTT bridge to a cloud broker (a
+    second mosquitto, mTLS with its own CA, a bench_sub counting on it) and NATS JetStream
+    (nats-server -js, one stream) — per-sink drain rate and the daemon's RSS. Smaller than
+    the lake-only backlog: kinesalite is a Node.js look-alike and far slower than the real
+    service or the file sink. Then, in the same repetition, each message sink alone on a
+    backlog of its own, and the ceiling of its broker measured the same way as the local
+    one (4 publishers at max rate, QoS 1 / JetStream acks), for the ratio."""
     sys.path.insert(0, str(REPO / "tests" / "integration"))
     import aws_peers
+    import cloud_peers
     d.mkdir(parents=True)
-    data = d / "data"
-    data.mkdir()
     (d / "kin").mkdir()
     (d / "s3").mkdir()
     n = P["upstream_backlog"]
     broker, port = start_broker(d)
     try:
         with aws_peers.Kinesalite(workdir=str(d / "kin")) as kin, \
-                aws_peers.S3rver(workdir=str(d / "s3"), bucket="lake") as s3:
+                aws_peers.S3rver(workdir=str(d / "s3"), bucket="lake") as s3, \
+                cloud_peers.CloudBroker(_CertDir(cloud_certs), d) as cloud, \
+                cloud_peers.NatsServer(d) as nats:
             kin.create_stream("tg", shards=4)
-            fill = subprocess.run([BIN / "bench_outbox", "--db", data / "outbox.db", "--records", str(n),
-                                   "--sink", "lake", "--sink", "kin", "--sink", "s3", "--gateway-id", "gw-bench"],
-                                  check=True, capture_output=True, text=True, timeout=P["run_timeout"])
+            with nats.client() as c:
+                c.stream_create("TG", ["tidegate.>"])
+            five = ["lake", "kin", "s3", "cloud", "nats"]
+            data = d / "data"
+            data.mkdir()
+            fill = fill_outbox(data, n, five)
             sinks = ["retry_base = 100ms", "retry_cap = 1s",
                      "[sink kin]", "type = kinesis", "stream = tg", f"endpoint = {kin.endpoint}",
                      f"access_key_id = {aws_peers.KINESIS_KEY}", f"secret_access_key = {aws_peers.KINESIS_SECRET}",
@@ -923,35 +981,36 @@ def run_upstream(d):
                      "[sink s3]", "type = s3", "bucket = lake", "prefix = edge", f"endpoint = {s3.endpoint}",
                      "path_style = true", f"access_key_id = {aws_peers.S3RVER_KEY}",
                      f"secret_access_key = {aws_peers.S3RVER_SECRET}", "flush_age = 1s", "flush_bytes = 1M",
-                     "retry_base = 100ms", "retry_cap = 1s"]
-            http = free_port()
-            conf = tidegate_conf(d, port, http, d / "lake", data, rules=False, sinks=sinks)
-            t0 = time.monotonic()
-            tg = start_tidegate(d, conf, http)
-            samp = Sampler(tg.pid)
-            cpu0 = cpu_seconds(tg.pid)
-            done = {}
-            m = {}
-            while time.monotonic() < t0 + P["run_timeout"] * 2 and len(done) < 3:
-                samp.tick()
-                m = metrics(http) or m
-                for sk in ("lake", "kin", "s3"):
-                    if sk not in done and sink_ok(m, sk) >= n:
-                        done[sk] = time.monotonic() - t0
-                time.sleep(0.1)
-            cpu1 = cpu_seconds(tg.pid)
-            hwm = mem_kib(tg.pid)["VmHWM"] / 1024
-            m = metrics(http) or m
-            tg.stop()
-            per = {sk: dict(delivered=int(sink_ok(m, sk)), seconds=done.get(sk),
-                            per_s=(n / done[sk]) if sk in done else sink_ok(m, sk) / (time.monotonic() - t0))
-                   for sk in ("lake", "kin", "s3")}
-            return dict(records=n, fill=json.loads(fill.stdout.strip().splitlines()[-1]), sinks=per,
-                        complete=len(done) == 3, all_s=max(done.values()) if len(done) == 3 else None,
-                        records_per_s=(n / max(done.values())) if len(done) == 3 else None,
-                        cpu_s_per_1m_rows=(cpu1 - cpu0) / max(1, sum(p["delivered"] for p in per.values())) * 1e6,
-                        rss_peak_mib=hwm, rss_steady_mib=samp.steady_mib(t0, time.monotonic()),
-                        rss_anon_steady_mib=samp.anon_steady_mib(t0, time.monotonic()), **wal_fields(m))
+                     "retry_base = 100ms", "retry_cap = 1s"] + bridge_sinks(cloud, cloud_certs, nats)
+            csub, csub_out = start_sub(d, cloud.port, ["tidegate/#"], n, "cloud-sub", idle=3600, certs=cloud_certs,
+                                       timeout=P["run_timeout"] * 3)
+            (d / "five").mkdir()
+            res = drain(d / "five", data, sinks, five, n, port)
+            csub.stop()
+            cloud_got = read_json(csub_out)["count"] if csub_out.exists() else None
+            with nats.client() as c:
+                js_got = c.stream_count("TG")
+            res.update(records=n, fill=fill, cloud_received=cloud_got, stream_messages=js_got,
+                       records_per_s=(n / res["all_s"]) if res["all_s"] else None)
+            res["complete"] = res["complete"] and cloud_got is not None and cloud_got >= n and js_got >= n
+            # each message sink alone, then its broker's ceiling, back to back
+            res["alone"] = {}
+            for sk in ("cloud", "nats"):
+                dd = d / f"{sk}-alone"
+                dd.mkdir()
+                (dd / "data").mkdir()
+                fill_outbox(dd / "data", n, [sk])
+                if sk == "nats":
+                    with nats.client() as c:
+                        c.request("$JS.API.STREAM.PURGE.TG", b"")
+                res["alone"][sk] = drain(dd, dd / "data", bridge_sinks(cloud, cloud_certs, nats), [sk], n, port)
+            res["ceiling"] = dict(cloud=cloud_ceiling(d / "cloud-ceiling", cloud, cloud_certs),
+                                  nats=nats_ceiling(nats))
+            for sk in ("cloud", "nats"):
+                a, c = res["alone"][sk]["sinks"][sk]["per_s"], res["ceiling"][sk].get("per_s")
+                res["alone"][sk]["ratio"] = (a / c) if a and c else None
+                res["complete"] = res["complete"] and res["alone"][sk]["complete"] and res["ceiling"][sk]["complete"]
+            return res
     finally:
         stop_all()
 
@@ -1249,6 +1308,45 @@ def run_shadow(d):
         stop_all()
 
 
+class _CertDir:
+    """What cloud_peers.CloudBroker wants of a certs folder: .dir and .ca."""
+
+    def __init__(self, path):
+        self.dir = Path(path)
+        self.ca = self.dir / "ca.crt"
+
+
+def cloud_ceiling(d, cloud, cloud_certs):
+    """The cloud broker's ceiling, measured like the local one: device_sim load mode
+    (4 mTLS connections, max rate, QoS 1, every PUBACK awaited) -> cloud mosquitto ->
+    bench_sub counting, on the topics the bridge publishes to."""
+    d.mkdir(parents=True)
+    sub, out = start_sub(d, cloud.port, ["tidegate/#"], P["upstream_backlog"], "sub", certs=cloud_certs)
+    t0 = time.monotonic()
+    sim = Proc(sim_argv(cloud.port, d, "sim", msgs=P["upstream_backlog"], certs=cloud_certs,
+                        topic_template="tidegate/telemetry/%s"), d / "sim.log")
+    sim.wait(P["run_timeout"])
+    sub.wait(P["run_timeout"])
+    s = read_json(out)
+    return dict(received=s["count"], per_s=s["count"] / (s["last_mono_s"] - t0) if s["count"] else None,
+                complete=s["count"] == P["upstream_backlog"])
+
+
+def nats_ceiling(nats):
+    """nats-server's JetStream ceiling: bench_nats, 4 connections publishing async with a
+    Nats-Msg-Id each (the sink's cost), counted when the last acknowledgement arrived."""
+    with nats.client() as c:
+        c.request("$JS.API.STREAM.PURGE.TG", b"")
+    r = subprocess.run([BIN / "bench_nats", "--url", nats.url, "--count", str(P["upstream_backlog"]), "--conns",
+                        str(P["conns"]), "--stream", "TG", "--subject", "tidegate.bench"],
+                       capture_output=True, text=True, timeout=P["run_timeout"])
+    try:
+        j = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return dict(per_s=None, complete=False, error=r.stderr[-500:])
+    return dict(per_s=j["per_s"], received=j["acked"], complete=r.returncode == 0)
+
+
 def run_append(d):
     d.mkdir(parents=True)
     r = subprocess.run([BIN / "bench_outbox", "--db", d / "outbox.db", "--records", str(P["append_records"])],
@@ -1260,7 +1358,7 @@ def run_micro_others(d):
     """Every other build/rel/bench_* program, run as `prog 1` (1 s per figure) with BENCH_QUICK
     in the environment; JSON lines with a "name" are figures, other output is kept as text."""
     res = {}
-    mine = {"bench_sub", "bench_outbox", "bench_shadow"}
+    mine = {"bench_sub", "bench_outbox", "bench_shadow", "bench_nats"}
     for exe in sorted(glob.glob(str(BIN / "bench_*"))):
         name = os.path.basename(exe)
         if name in mine or not os.access(exe, os.X_OK):
@@ -1465,7 +1563,12 @@ def main():
                saturation_ceiling=None, saturation_ceiling_io=None, saturation=None, soak=None, dead_sink=None, shadow=[])
     have_nr = (NR_DIR / "node_modules" / "node-red" / "red.js").exists()
     have_peers = (REPO / "tests" / "node_modules" / "kinesalite").is_dir() and \
-        (REPO / "tests" / "node_modules" / "s3rver").is_dir() and (REPO / "tests/integration/aws_peers.py").exists()
+        (REPO / "tests" / "node_modules" / "s3rver").is_dir() and (REPO / "tests/integration/aws_peers.py").exists() \
+        and shutil.which("nats-server") is not None and (BIN / "bench_nats").exists()
+    cloud_certs = None
+    if wanted("upstream") and have_peers:  # the cloud broker's own CA, made once per run
+        cloud_certs = work / "cloud-certs"
+        subprocess.run([REPO / "certs" / "make-certs.sh", cloud_certs, "--things", "1"], check=True, capture_output=True)
     for rep in range(P["reps"]):
         if wanted("ceiling"):
             log(f"rep {rep + 1}/{P['reps']}: ceiling")
@@ -1494,9 +1597,12 @@ def main():
             raw["backlog"].append(run_backlog(work / f"backlog-{rep}"))
             log(f"  drain {raw['backlog'][-1]['drain_per_s']:.0f} rec/s")
         if wanted("upstream") and have_peers:
-            log(f"rep {rep + 1}: backlog of {P['upstream_backlog']} to lake + kinesalite + s3rver")
-            raw["upstream"].append(run_upstream(work / f"upstream-{rep}"))
-            log(f"  upstream drain {raw['upstream'][-1]['sinks']}")
+            log(f"rep {rep + 1}: backlog of {P['upstream_backlog']} to lake + kinesalite + s3rver + cloud mosquitto"
+                f" + nats-server, then the MQTT and NATS sinks alone and their brokers' ceilings")
+            raw["upstream"].append(run_upstream(work / f"upstream-{rep}", cloud_certs))
+            up = raw["upstream"][-1]
+            log(f"  upstream drain {up['sinks']}; alone {[(k, round(v['sinks'][k]['per_s'])) for k, v in up['alone'].items()]}"
+                f"; ceilings {up['ceiling']}")
         if wanted("console"):
             log(f"rep {rep + 1}: console (idle / page open / retention off)")
             raw.setdefault("console", []).append(run_console_reps(work, rep))
@@ -1657,14 +1763,29 @@ def write_results(raw):
     L += backlog_disk_lines(raw, verdict)
     if raw["upstream"]:
         up = raw["upstream"]
-        L.append(f"| backlog of {raw['params']['upstream_backlog']:,} to three sinks at once, drain rate: lake / "
-                 f"Kinesis (kinesalite) / S3 (s3rver) | {fmt(median_of(up, 'sinks', 'lake', 'per_s'))} / "
-                 f"{fmt(median_of(up, 'sinks', 'kin', 'per_s'))} / {fmt(median_of(up, 'sinks', 's3', 'per_s'))} rec/s | | |")
-        L.append(f"| RSS during the three-sink drain steady / peak (private steady) | "
+        L.append(f"| backlog of {raw['params']['upstream_backlog']:,} to five sinks at once, drain rate: lake / "
+                 f"Kinesis (kinesalite) / S3 (s3rver) / MQTT bridge (cloud mosquitto, mTLS) / NATS JetStream | "
+                 f"{fmt(median_of(up, 'sinks', 'lake', 'per_s'))} / {fmt(median_of(up, 'sinks', 'kin', 'per_s'))} / "
+                 f"{fmt(median_of(up, 'sinks', 's3', 'per_s'))} / {fmt(median_of(up, 'sinks', 'cloud', 'per_s'))} / "
+                 f"{fmt(median_of(up, 'sinks', 'nats', 'per_s'))} rec/s | | |")
+        L.append(f"| RSS during the five-sink drain steady / peak (private steady) | "
                  f"{fmt(median_of(up, 'rss_steady_mib'), 1)} / {fmt(median_of(up, 'rss_peak_mib'), 1)} MiB "
                  f"({fmt(median_of(up, 'rss_anon_steady_mib'), 1)}) | | |")
+        for sk, what, ceil_how in (("cloud", "MQTT bridge", "device_sim 4 mTLS connections -> cloud mosquitto -> bench_sub"),
+                                   ("nats", "NATS JetStream", "bench_nats: 4 connections, async publishes with Nats-Msg-Id, "
+                                                              "counted at the last ack")):
+            L.append(f"| {what} alone, backlog drain / its broker's ceiling in the same run ({ceil_how}) | "
+                     f"{fmt(median_of(up, 'alone', sk, 'sinks', sk, 'per_s'))} / "
+                     f"{fmt(median_of(up, 'ceiling', sk, 'per_s'))} rec/s | "
+                     f"{fmt(median_of(up, 'alone', sk, 'ratio'), 2)} of ceiling | |")
+        L.append(f"| RSS draining one message sink alone, steady / peak: MQTT bridge; NATS (libnats loaded) | "
+                 f"{fmt(median_of(up, 'alone', 'cloud', 'rss_steady_mib'), 1)} / "
+                 f"{fmt(median_of(up, 'alone', 'cloud', 'rss_peak_mib'), 1)}; "
+                 f"{fmt(median_of(up, 'alone', 'nats', 'rss_steady_mib'), 1)} / "
+                 f"{fmt(median_of(up, 'alone', 'nats', 'rss_peak_mib'), 1)} MiB | | |")
     else:
-        L.append("| backlog drain to kinesalite / s3rver | peers not installed (tests/integration/npm-peers.sh) | | |")
+        L.append("| backlog drain to kinesalite / s3rver / cloud mosquitto / nats-server | peers not installed "
+                 "(tests/integration/npm-peers.sh, nats-server) | | |")
     L += once_lines(raw, verdict)
     L += wal_peak_lines(raw, verdict)
     L.extend(console_rows(raw))

@@ -17,6 +17,13 @@ def certs(tmp_path_factory):
     return harness.Certs(tmp_path_factory.mktemp("certs"), things=10)
 
 
+@pytest.fixture(scope="session")
+def cloud_certs(tmp_path_factory):
+    """A second, unrelated CA and its certs: the cloud broker's (issue 17), so the gateway's
+    site certificate means nothing there."""
+    return harness.Certs(tmp_path_factory.mktemp("cloud-certs"), things=1)
+
+
 @pytest.fixture
 def broker(certs, tmp_path):
     b = harness.Broker(certs, tmp_path).start()

@@ -17,6 +17,7 @@
  * table functions, so they take the same values as a `[sink NAME]` section.
  */
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	tg_log_init(TG_LOG_WARN);
+	signal(SIGPIPE, SIG_IGN); /* as the daemon: a peer closing a TLS socket is an error, not a kill */
 	ops = sink_ops_find(argv[1]);
 	if (!ops) {
 		fprintf(stderr, "sink_send: unknown sink type %s\n", argv[1]);
