@@ -49,9 +49,11 @@ def wrap(block, certs, tmp):
     if "[broker]" in block:
         return harness.installed_paths(block, certs, tmp)
     head = "" if sets(block, "data_dir") else f"data_dir = {tmp}/data\n"
+    # a fragment has no [broker]: give it one with the test certificates (a sink's own
+    # cert_file/key_file, the MQTT bridge's, are not the broker connection's)
     tls = {"ca_file": certs.ca, "cert_file": certs.dir / "gateway.crt", "key_file": certs.dir / "gateway.key"}
-    tail = "".join(f"{k} = {v}\n" for k, v in tls.items() if not sets(block, k))
-    return harness.installed_paths(head + block + ("\n[broker]\n" + tail if tail else ""), certs, tmp)
+    tail = "".join(f"{k} = {v}\n" for k, v in tls.items())
+    return harness.installed_paths(head + block + "\n[broker]\n" + tail, certs, tmp)
 
 
 def check_config(path, env=None):
