@@ -185,8 +185,29 @@ static void check_watch(tg_daemon *d, int64_t now)
 	}
 }
 
+/* systemd: status line and watchdog keep-alive, from the ingest loop so that a hung
+ * ingest sends none; a forwarder thread silent for a watchdog period withholds them too. */
+static void keepalive(tg_daemon *d, int64_t now)
+{
+	char where[300];
+	snprintf(where, sizeof where, "%s:%" PRId64, d->cfg->broker_host, d->cfg->broker_port);
+	notify_sample s = {.accepted = atomic_load(&ingest_stats_of(d->ig)->accepted),
+			   .backlog = atomic_load(&outbox_counters_of(d->ob)->rows),
+			   .broker_connected = broker_stats_get(d->br)->connected,
+			   .broker = where};
+	const char *quiet = NULL;
+	s.stalled_ms = forwarder_silence_ms(d->fw, now, &quiet);
+	char what[200];
+	snprintf(what, sizeof what, "forwarder %s", quiet ? quiet : "?");
+	s.stalled_what = what;
+	if (notify_tick(d->nt, now, &s) < 0)
+		LOG_ERROR("daemon", "msg=\"forwarder thread stuck, withholding the watchdog keep-alive\" sink=%s "
+			  "silent_ms=%" PRId64, quiet ? quiet : "?", s.stalled_ms);
+}
+
 static void teardown(tg_daemon *d)
 {
+	notify_stopping(d->nt, "stopping: committing the outbox, draining the sinks");
 	http_stop(d->http);
 	d->http = NULL;
 	/* commit before the last PUBACKs leave with the disconnect */
@@ -212,6 +233,7 @@ static void teardown(tg_daemon *d)
 	registry_close(d->reg);
 	json_decref(d->reg_cache);
 	config_free(d->cfg);
+	notify_free(d->nt);
 }
 
 int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
@@ -220,6 +242,10 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	char err[1024];
 	int code = 1;
 	d.started_ms = tg_wall_ms();
+	if (!(d.nt = notify_new())) {
+		fprintf(stderr, "tidegate: out of memory\n");
+		return 1;
+	}
 	if (!(d.cfg = config_load(config_path, err, sizeof err))) {
 		fprintf(stderr, "tidegate: %s\n", err);
 		return 2;
@@ -272,6 +298,12 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	broker_start(d.br, err, sizeof err);
 	LOG_INFO("daemon", "msg=started gateway_id=%s config=%s outbox=%s sinks=%zu http_port=%d", d.cfg->gateway_id,
 		 config_path, d.cfg->outbox_path, d.cfg->nsinks, d.http ? http_port(d.http) : 0);
+	/* ready: outbox open, rules compiled, HTTP bound; the broker may come later */
+	char status[400];
+	snprintf(status, sizeof status, "ready: outbox open, %zu rules, ops http port %d; waiting for the broker %s:%" PRId64,
+		 d.rules ? rules_count(d.rules) : 0, d.http ? http_port(d.http) : 0, d.cfg->broker_host,
+		 d.cfg->broker_port);
+	notify_ready(d.nt, status, tg_wall_ms());
 
 	while (!*stop) {
 		int64_t now = tg_wall_ms();
@@ -299,6 +331,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		/* acknowledge to the broker only what is committed */
 		if (!outbox_in_txn(d.ob))
 			broker_flush(d.br);
+		keepalive(&d, now);
 	}
 	LOG_INFO("daemon", "msg=stopping");
 	code = 0;
