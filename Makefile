@@ -72,7 +72,7 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(B)/rel/tools/%,$(TOOL_SRCS)) \
              $(patsubst tests/tools/%.c,$(B)/asan/tools/%,$(TOOL_SRCS))
 
 .PHONY: all asan deps certs demo check unit integration integration-asan fuzz-replay \
-        bench bench-quick clean valgrind install format deb unit-bins-rel check-packaging check-arm64
+        bench bench-quick clean valgrind install format deb unit-bins-rel check-packaging check-arm64 footprint
 
 all: $(REL_BINS)
 asan: $(ASAN_BINS) $(UNIT_BINS) $(FUZZ_BINS)
@@ -224,6 +224,13 @@ check-packaging:
 	@packaging/deb/build-deb.sh $(HOST_ARCH)
 	@packaging/deb/build-deb.sh arm64 --tests
 	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider tests/packaging
+
+# The README's footprint table: package and binary sizes, idle RSS (arm64 under qemu).
+footprint:
+	@packaging/install-deps.sh --packaging --arm64
+	@packaging/deb/build-deb.sh $(HOST_ARCH)
+	@packaging/deb/build-deb.sh arm64
+	@$(PYTHON) tests/packaging/footprint.py
 
 # The longer arm64 pass: the integration suite with the arm64 daemon under qemu-user
 # (the host's mosquitto and device_sim), after check-packaging's builds.

@@ -25,9 +25,10 @@ from pathlib import Path
 SUITE = "bookworm"
 VARIANT = "apt"
 # What every Debian 12 box the package targets has besides the minimal root: systemd as
-# init (so the unit can be verified where it is installed) and procps (/bin/kill, which
-# the unit's ExecReload uses; Priority: important).
-INCLUDE = ["systemd", "procps"]
+# init (so the unit can be verified where it is installed), procps (/bin/kill, which the
+# unit's ExecReload uses; Priority: important) and ca-certificates (on every installed
+# system; configuring it costs half a minute of openssl runs, better spent once here).
+INCLUDE = ["systemd", "procps", "ca-certificates"]
 CACHE = Path(os.environ.get("TIDEGATE_TEST_CACHE", "/var/cache/tidegate-test"))
 HOST_SOURCES = [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]
 
@@ -97,12 +98,16 @@ def cached_tarball(deb):
         return tar, debs
 
 
-def chroot_run(root, argv, timeout=300, input=None):
+def chroot_run(root, argv, timeout=300, input=None, net=False):
     """argv inside root, in a private mount namespace with its own /proc (gone at exit,
-    so nothing stays mounted whatever happens)."""
+    so nothing stays mounted whatever happens). net=True: also in a network namespace of
+    its own, with only a loopback interface (servers there may take any port)."""
     script = 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
+    if net:
+        script = "ip link set lo up && " + script
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"}
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", *(["--net"] if net else []), "--",
+                           "sh", "-c", script,
                            str(root), *argv], capture_output=True, text=True, env=env, timeout=timeout,
                           input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
@@ -139,10 +144,10 @@ class Root:
         rc.write_text("#!/bin/sh\nexit 101\n")
         rc.chmod(0o755)
 
-    def run(self, *argv, check=False, user=None, timeout=300, input=None):
+    def run(self, *argv, check=False, user=None, timeout=300, input=None, net=False):
         """argv inside the root (as user, if given)."""
         inner = ["runuser", "-u", user, "--", *argv] if user else list(argv)
-        r = chroot_run(self.path, inner, timeout=timeout, input=input)
+        r = chroot_run(self.path, inner, timeout=timeout, input=input, net=net)
         if check and r.returncode != 0:
             raise AssertionError(f"{argv} exited {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
         return r

@@ -155,6 +155,54 @@ class TestCleanRoot:
         st = os.stat(root.file("/var/lib/tidegate"))
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (int(uid), int(gid), 0o750)
 
+    def test_readme_install_section_word_for_word(self, root):
+        """The README's commands for the box, run as written in the root (its own network
+        namespace). `apt install` was the first test; where systemd is absent, `systemctl
+        restart X` / `enable --now X` run what unit X runs: its ExecStartPre= and ExecStart=
+        lines, as its User=. Then the README's "try it" sends 30 readings: all in the lake."""
+        readme = (REPO / "README.md").read_text()
+        box = readme.split("On the box, install, point it at certificates, start:", 1)[1]
+        install = box.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+        tryit = box.split("Try it:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+        assert install[0].startswith("sudo apt install ./tidegate_") and tryit, "README layout changed"
+        script = ["set -e"]
+        for line in install[1:] + ["@wait"] + tryit:
+            m = re.match(r"sudo systemctl (?:restart|enable --now) (\S+)$", line)
+            if m:
+                if m.group(1) == "tidegate":
+                    script.append("systemctl enable tidegate")
+                script += self._unit_commands(root, m.group(1))
+            elif line == "@wait":
+                # until the daemon is connected to the broker (its /metrics says so)
+                script.append("for i in $(seq 200); do exec 3<>/dev/tcp/127.0.0.1/9100 2>/dev/null && "
+                              "{ printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; "
+                              "grep -q '^tidegate_broker_connected 1' <&3 && break; }; sleep 0.1; done")
+            else:
+                assert line.startswith("sudo "), line
+                script.append(line[len("sudo "):])
+        # a clean stop closes the lake files; then count what landed
+        script += ["kill $TG; wait $TG || true", "kill $(cat /run/mosquitto/mosquitto.pid) || true",
+                   "echo LAKE=$(find /var/lib/tidegate/lake/telemetry -name '*.json.gz' -exec zcat {} + | wc -l)"]
+        (root.file("/tmp/readme.sh")).write_text("\n".join(script) + "\n")
+        r = root.run("bash", "/tmp/readme.sh", net=True, timeout=180)
+        assert r.returncode == 0 and "LAKE=30" in r.stdout, r.stdout[-4000:] + r.stderr[-4000:]
+        assert root.run("systemctl", "is-enabled", "tidegate.service").stdout.strip() == "enabled"
+
+    @staticmethod
+    def _unit_commands(root, unit):
+        text = root.file(f"/lib/systemd/system/{unit}.service").read_text()
+        user = re.search(r"^User=(\S+)$", text, re.M)
+        run = f"runuser -u {user.group(1)} -- " if user else ""
+        out = [("" if c.startswith(("/bin/mkdir", "/bin/chown")) else run) + c.lstrip("-+!")
+               for c in re.findall(r"^ExecStartPre=(.*)$", text, re.M)]
+        start = re.search(r"^ExecStart=(.*)$", text, re.M).group(1)
+        var = "TG" if unit == "tidegate" else "MQ"
+        # in the background; mosquitto is ready once its port is open
+        out.append(f"{run}{start} >/tmp/{unit}.log 2>&1 & {var}=$!")
+        if unit == "mosquitto":
+            out.append("for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/8883) 2>/dev/null && break; sleep 0.1; done")
+        return out
+
     def test_unit_verifies(self, root):
         # inside the root, where the unit and the binaries it names are installed (the
         # root has no man-db, so the man: link is checked by test_man_page_* instead)
