@@ -232,13 +232,15 @@ footprint:
 	@packaging/deb/build-deb.sh arm64
 	@$(PYTHON) tests/packaging/footprint.py
 
-# The longer arm64 pass: the integration suite with the arm64 daemon under qemu-user
-# (the host's mosquitto and device_sim), after check-packaging's builds.
-check-arm64: check-packaging
+# The longer arm64 pass: integration tests with the arm64 daemon under qemu-user (the
+# host's mosquitto and device_sim); the unit tests under qemu are in check-packaging.
+ARM64_SUITES := test_first_slice test_edge test_rules_live test_systemd_notify test_durability
+check-arm64: all
+	@packaging/install-deps.sh --packaging --arm64
+	@packaging/deb/build-deb.sh arm64
 	TIDEGATE_BUILD=$(abspath build/deb/arm64/rel) TIDEGATE_SIM_BUILD=$(abspath $(B)/rel) \
-	  TIDEGATE_EXEC_WRAPPER="qemu-aarch64-static -L /" \
-	  $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests/integration/test_first_slice.py \
-	  tests/integration/test_edge.py tests/integration/test_rules_live.py tests/integration/test_systemd_notify.py
+	  TIDEGATE_EXEC_WRAPPER="qemu-aarch64-static -L /" $(PYTHON) -m pytest -q -p no:cacheprovider \
+	  -m "not slow" $(patsubst %,tests/integration/%.py,$(ARM64_SUITES))
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
