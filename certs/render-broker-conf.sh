@@ -3,7 +3,7 @@
 #
 # Usage: certs/render-broker-conf.sh --certs CERTDIR --port PORT --dir RUNDIR
 #            [--bind 127.0.0.1] [--log FILE|stderr] [--loadgen]
-#            [--max-queued N] [--max-packet BYTES] [--user NAME]
+#            [--max-queued N] [--max-queued-bytes BYTES] [--max-packet BYTES] [--user NAME]
 #            [--plugin SO --registry DB [--jitr off|inactive|active]]
 # Writes RUNDIR/mosquitto.conf and RUNDIR/acl, creates RUNDIR/persist/, and prints the path
 # of mosquitto.conf. Start the broker with: mosquitto -c RUNDIR/mosquitto.conf
@@ -17,7 +17,7 @@ die() { echo "${0##*/}: $*" >&2; exit 1; }
 here=$(cd "$(dirname "$0")" && pwd)
 tmpl_dir=$here/../packaging/mosquitto
 
-CERTS= PORT= DIR= BIND=127.0.0.1 LOG= LOADGEN=0 MAX_QUEUED=1000000 MAX_PACKET=1048576
+CERTS= PORT= DIR= BIND=127.0.0.1 LOG= LOADGEN=0 MAX_QUEUED=300000 MAX_QUEUED_BYTES=134217728 MAX_PACKET=1048576
 PLUGIN= REGISTRY= JITR=off
 RUN_USER=$(id -un)
 while [ $# -gt 0 ]; do
@@ -29,6 +29,7 @@ while [ $# -gt 0 ]; do
 	--log) LOG=${2:?}; shift 2 ;;
 	--loadgen) LOADGEN=1; shift ;;
 	--max-queued) MAX_QUEUED=${2:?}; shift 2 ;;
+	--max-queued-bytes) MAX_QUEUED_BYTES=${2:?}; shift 2 ;;
 	--max-packet) MAX_PACKET=${2:?}; shift 2 ;;
 	--user) RUN_USER=${2:?}; shift 2 ;;
 	--plugin) PLUGIN=${2:?}; shift 2 ;;
@@ -40,7 +41,7 @@ done
 [ -n "$CERTS" ] && [ -n "$PORT" ] && [ -n "$DIR" ] ||
 	die "usage: render-broker-conf.sh --certs CERTDIR --port PORT --dir RUNDIR [...]"
 [[ $PORT =~ ^[0-9]+$ ]] && [ "$PORT" -ge 1 ] && [ "$PORT" -le 65535 ] || die "bad port $PORT"
-[[ $MAX_QUEUED =~ ^[0-9]+$ && $MAX_PACKET =~ ^[0-9]+$ ]] || die "caps must be numbers"
+[[ $MAX_QUEUED =~ ^[0-9]+$ && $MAX_QUEUED_BYTES =~ ^[0-9]+$ && $MAX_PACKET =~ ^[0-9]+$ ]] || die "caps must be numbers"
 # The tidegate config is loopback-only by default; other addresses are for a real box.
 [[ $BIND =~ ^[0-9A-Za-z.:-]+$ ]] || die "bad bind address $BIND"
 [ -d "$CERTS" ] || die "no such directory $CERTS"
@@ -77,6 +78,7 @@ render() { # render TEMPLATE OUTFILE — replace every @NAME@ placeholder, fail 
 	s=${s//@ACL_FILE@/$DIR/acl}
 	s=${s//@PERSIST_DIR@/$DIR/persist}
 	s=${s//@MAX_QUEUED@/$MAX_QUEUED}
+	s=${s//@MAX_QUEUED_BYTES@/$MAX_QUEUED_BYTES}
 	s=${s//@MAX_PACKET@/$MAX_PACKET}
 	s=${s//@LOG_DEST@/$LOG_DEST}
 	s=${s//@EXTRA@/$EXTRA}

@@ -6,8 +6,8 @@
  * mode, for benchmarks). Each worker thread owns a disjoint set of connections and drives
  * them with its own poll loop over libmosquitto's non-threaded API (mosquitto_loop_read /
  * _write / _misc): no locks on the hot path. A connection's publishes of one loop turn
- * leave in one write() (gateway/mqtt_io's buffer under the TLS layer, flushed after each
- * turn), and the PUBACKs coming back are read many records per read() (TLS read-ahead):
+ * leave in one write() (sim_io.h: a buffer under the TLS layer, flushed after each turn),
+ * and the PUBACKs coming back are read many records per read() (TLS read-ahead):
  * a load generator should spend as little of the machine as it can, and a write() per
  * message cost device_sim more CPU than the gateway it loads.
  *
@@ -42,7 +42,7 @@
 #include "clock.h"
 #include "err.h"
 #include "log.h"
-#include "mqtt_io.h"
+#include "sim_io.h"
 #include "sim_gen.h"
 #include "sim_opts.h"
 
@@ -88,7 +88,7 @@ struct worker;
 
 struct conn {
 	struct mosquitto *mosq;
-	mqtt_io io;     /* write buffer + read-ahead (reset on every (re)connect) */
+	sim_io io;     /* write buffer + read-ahead (reset on every (re)connect) */
 	struct worker *w;
 	int index;
 	struct thing **things; /* borrowed pointers into run->things */
@@ -144,7 +144,7 @@ static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	if (rc == 0) {
 		c->connected = 1;
 		c->down_since_ns = 0;
-		mqtt_io_connected(&c->io);
+		sim_io_connected(&c->io);
 	} else {
 		c->refused = 1;
 		LOG_ERROR(SUB, "msg=\"connection refused\" conn=%d reason=\"%s\"", c->index,
@@ -156,7 +156,7 @@ static void cb_disconnect(struct mosquitto *mosq, void *obj, int rc,
 			  const mosquitto_property *props)
 {
 	struct conn *c = obj;
-	mqtt_io_forget(&c->io); /* libmosquitto frees the SSL object and the buffer with it */
+	sim_io_forget(&c->io); /* libmosquitto frees the SSL object and the buffer with it */
 	if (c->connected)
 		c->down_since_ns = mono_ns();
 	c->connected = 0;
@@ -225,7 +225,7 @@ static int conn_start(struct run *r, struct conn *c)
 	}
 	if (!c->mosq)
 		return TG_EINVAL;
-	mqtt_io_init(&c->io, c->mosq, WBUF_BYTES);
+	sim_io_init(&c->io, c->mosq, WBUF_BYTES);
 	int rc = mosquitto_connect_bind_v5(c->mosq, r->o.host, r->o.port, 60, NULL, NULL);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		LOG_ERROR(SUB, "msg=\"connect failed\" conn=%d host=%s port=%d err=\"%s\"", c->index,
@@ -256,7 +256,7 @@ static int conn_drive(struct conn *c, short revents)
 	if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(c->mosq) >= 0)
 		rc = mosquitto_loop_misc(c->mosq);
 	if (rc == MOSQ_ERR_SUCCESS && c->io.flush_pending && (revents & POLLOUT))
-		mqtt_io_flush(&c->io);
+		sim_io_flush(&c->io);
 	return rc;
 }
 
@@ -464,7 +464,7 @@ static void try_reconnect(struct worker *w, struct conn *c, int64_t now)
 	if (c->refused || now < c->retry_at_ns)
 		return;
 	w->c.reconnects++;
-	mqtt_io_forget(&c->io);
+	sim_io_forget(&c->io);
 	int rc = mosquitto_reconnect(c->mosq);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		c->retry_at_ns = now + 500000000;
@@ -534,7 +534,7 @@ static void *worker_main(void *arg)
 			}
 			pump(w, c, now, &wake);
 			if (c->connected)
-				mqtt_io_flush(&c->io); /* this turn's publishes, in one write() */
+				sim_io_flush(&c->io); /* this turn's publishes, in one write() */
 		}
 		if (!worker_busy(w))
 			break;
@@ -583,7 +583,7 @@ static void *worker_main(void *arg)
 		if (c->connected) {
 			/* DISCONNECT goes out at once; then read until the broker closes (at most
 			 * 200 ms), so our close is not a reset of a half-read connection. */
-			mqtt_io_unbuffer(&c->io, 1000); /* DISCONNECT must not wait in a buffer */
+			sim_io_unbuffer(&c->io, 1000); /* DISCONNECT must not wait in a buffer */
 			mosquitto_disconnect_v5(c->mosq, MQTT_RC_NORMAL_DISCONNECTION, NULL);
 			for (int k = 0; k < 20 && mosquitto_socket(c->mosq) >= 0; k++) {
 				struct pollfd one = {.fd = mosquitto_socket(c->mosq), .events = POLLIN};

@@ -401,7 +401,7 @@ aggregate_set *aggregate_load_buffer(const char *name, const char *text, size_t 
 		return NULL;
 	}
 	if (!(root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr))) {
-		tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: %s\n", name, jerr.line, jerr.column, jerr.text);
+		tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: %s\n", name, jerr.line, jerr.column, schema_json_error_text(&jerr));
 		return NULL;
 	}
 	json_t *arr = json_object_get(root, "aggregates");

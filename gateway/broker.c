@@ -18,10 +18,17 @@
 
 #define SESSION_EXPIRY_S (7 * 24 * 3600)
 #define READ_BATCH 128 /* packets read per broker_loop call before the caller's own work */
-/* Room for a full commit group's PUBACKs (a TLS record of 25-33 bytes each) and then some:
- * a buffer that fills up writes through, acknowledging before the commit. */
-#define WBUF_PER_MSG 48
-#define WBUF_MIN 32768
+/* The receive maximum we announce, and the bound mqtt_io keeps itself (the broker does
+ * not, see mqtt_io.c): messages received and not yet acknowledged. It must hold a full
+ * commit group plus a read round, or reading would wait for a commit that waits for
+ * reading. */
+#define RECEIVE_MAX_MIN 1000
+/* The broker's counters of what it dropped and holds (retained, refreshed every
+ * sys_interval): surfaced in /metrics, because a message the broker acknowledged to a device
+ * and then dropped for want of queue room is lost, and only the broker knows. */
+static const char *const SYS_TOPICS[] = {"$SYS/broker/publish/messages/dropped", "$SYS/broker/store/messages/count",
+					 "$SYS/broker/store/messages/bytes"};
+#define NSYS (sizeof SYS_TOPICS / sizeof SYS_TOPICS[0])
 
 struct broker {
 	struct mosquitto *mosq;
@@ -34,13 +41,16 @@ struct broker {
 	int want_connect;
 	int64_t next_attempt_ms;
 	int64_t delay_ms;
-	/* The network loop and its write buffer (mqtt_io.h). Everything libmosquitto writes —
-	 * the PUBACK of every message above all — waits in the buffer until broker_flush(),
-	 * which the daemon calls once the outbox has committed the records those PUBACKs
-	 * acknowledge: a message is acknowledged only when it is durable, and the PUBACKs of a
-	 * commit group leave in one write(). */
+	/* The network loop and its hold (mqtt_io.h). Everything libmosquitto writes — the
+	 * PUBACK of every message above all — waits in the hold until broker_flush(), which the
+	 * daemon calls once the outbox has committed the records those PUBACKs acknowledge: a
+	 * message is acknowledged only when it is durable, and the PUBACKs of a commit group
+	 * leave in one TLS record. */
 	mqtt_io io;
 	int urgent; /* a PUBLISH is waiting in the buffer */
+	int sys_mid; /* the $SYS subscription's packet id (its refusal is not an error) */
+	broker_puback_fn on_puback;
+	void *puback_ud;
 };
 
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
@@ -61,6 +71,9 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 		if (src != MOSQ_ERR_SUCCESS)
 			LOG_ERROR("broker", "msg=\"subscribe failed\" filter=%s err=\"%s\"", b->filters[i], mosquitto_strerror(src));
 	}
+	/* QoS 0, retained: the current values arrive at once */
+	mosquitto_subscribe_multiple(mosq, &b->sys_mid, (int)NSYS, (char *const *)SYS_TOPICS, 0, 0, NULL);
+	mqtt_io_flush(&b->io); /* nothing is acknowledged yet on this connection */
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
@@ -78,16 +91,55 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
 		       const mosquitto_property *props)
 {
 	broker *b = obj;
+	if (m->topic[0] == '$' && strncmp(m->topic, "$SYS/", 5) == 0) {
+		_Atomic int64_t *dst[NSYS] = {&b->st.sys_dropped, &b->st.sys_stored_messages, &b->st.sys_stored_bytes};
+		for (size_t i = 0; i < NSYS; i++)
+			if (strcmp(m->topic, SYS_TOPICS[i]) == 0 && m->payloadlen > 0 && m->payloadlen < 32) {
+				char num[32];
+				memcpy(num, m->payload, (size_t)m->payloadlen);
+				num[m->payloadlen] = '\0';
+				atomic_store(dst[i], strtoll(num, NULL, 10));
+			}
+		return; /* the broker's, not telemetry */
+	}
 	b->st.received++;
+	if (m->qos > 0) /* its PUBACK is in the hold now */
+		mqtt_io_received(&b->io, tg_wall_ms());
 	b->on_message(b->ud, m->topic, m->payload, (size_t)m->payloadlen, m->qos, props);
+}
+
+/* libmosquitto calls this for a QoS 1 PUBACK, whatever its reason code, and for a QoS 0
+ * publish once it is written (reason 0). */
+static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
+{
+	broker *b = obj;
+	if (reason >= 0x80)
+		b->st.publish_refused++;
+	else
+		b->st.published++;
+	if (b->on_puback)
+		b->on_puback(b->puback_ud, mid, reason);
+}
+
+void broker_set_puback_fn(broker *b, broker_puback_fn fn, void *ud)
+{
+	b->on_puback = fn;
+	b->puback_ud = ud;
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted,
 			 const mosquitto_property *props)
 {
-	for (int i = 0; i < n; i++)
-		if (granted[i] >= 0x80)
+	broker *b = obj;
+	for (int i = 0; i < n; i++) {
+		if (granted[i] < 0x80)
+			continue;
+		if (mid == b->sys_mid) /* an ACL without $SYS for us: the figures stay unknown */
+			LOG_INFO("broker", "msg=\"broker refused its $SYS figures; tidegate_broker_dropped_messages stays -1\" topic=%s",
+				 i < (int)NSYS ? SYS_TOPICS[i] : "?");
+		else
 			LOG_ERROR("broker", "msg=\"subscription refused by broker\" reason=%d", granted[i]);
+	}
 }
 
 broker *broker_new(const tg_config *cfg, broker_message_fn cb, void *ud, char *err, size_t errlen)
@@ -97,6 +149,9 @@ broker *broker_new(const tg_config *cfg, broker_message_fn cb, void *ud, char *e
 	if (!b)
 		goto oom;
 	b->cfg = cfg;
+	atomic_store(&b->st.sys_dropped, -1);
+	atomic_store(&b->st.sys_stored_messages, -1);
+	atomic_store(&b->st.sys_stored_bytes, -1);
 	b->on_message = cb;
 	b->ud = ud;
 	b->delay_ms = cfg->reconnect_min_ms;
@@ -127,15 +182,19 @@ broker *broker_new(const tg_config *cfg, broker_message_fn cb, void *ud, char *e
 	b->mosq = mosquitto_new(cfg->client_id, cfg->clean_start ? true : false, b);
 	if (!b->mosq)
 		goto oom;
-	mqtt_io_init(&b->io, b->mosq,
-		     WBUF_MIN + (long)(cfg->commit_max_records > 0 ? cfg->commit_max_records : 0) * WBUF_PER_MSG);
+	int64_t group = cfg->commit_max_records > 0 ? cfg->commit_max_records : 500;
+	int rmax = group + 2 * READ_BATCH > RECEIVE_MAX_MIN ? (int)(group + 2 * READ_BATCH) : RECEIVE_MAX_MIN;
+	if (rmax > 65535)
+		rmax = 65535;
+	mqtt_io_init(&b->io, b->mosq, rmax);
 	mosquitto_int_option(b->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
 	/* we process one message at a time; let the broker keep the rest queued for us */
-	mosquitto_int_option(b->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, 1000);
+	mosquitto_int_option(b->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, rmax);
 	mosquitto_connect_v5_callback_set(b->mosq, on_connect);
 	mosquitto_disconnect_v5_callback_set(b->mosq, on_disconnect);
 	mosquitto_message_v5_callback_set(b->mosq, on_message);
 	mosquitto_subscribe_v5_callback_set(b->mosq, on_subscribe);
+	mosquitto_publish_v5_callback_set(b->mosq, on_publish);
 	if (cfg->broker_tls) {
 		int rc = mosquitto_tls_set(b->mosq, cfg->ca_file, NULL, cfg->cert_file, cfg->key_file, NULL);
 		if (rc != MOSQ_ERR_SUCCESS) {
@@ -158,6 +217,7 @@ void broker_free(broker *b)
 {
 	if (!b)
 		return;
+	mqtt_io_free(&b->io);
 	if (b->mosq)
 		mosquitto_destroy(b->mosq);
 	for (size_t i = 0; i < b->nfilters; i++)
@@ -233,18 +293,51 @@ int broker_flush(broker *b)
 
 int broker_urgent(const broker *b) { return b->urgent; }
 
-int broker_publish(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain)
+void broker_discard(broker *b) { mqtt_io_discard(&b->io); }
+
+void broker_drop(broker *b)
 {
 	if (!b->st.connected)
-		return TG_ENET;
-	int rc = mosquitto_publish_v5(b->mosq, NULL, topic, (int)len, payload, qos, retain ? true : false, NULL);
-	b->urgent = 1;
-	if (rc != MOSQ_ERR_SUCCESS) {
+		return;
+	mqtt_io_forget(&b->io); /* the held PUBACKs never leave */
+	mosquitto_disconnect_v5(b->mosq, MQTT_RC_UNSPECIFIED, NULL);
+	b->st.connected = 0;
+	b->st.disconnects++;
+	b->next_attempt_ms = tg_mono_ms() + b->delay_ms;
+	b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
+}
+
+uint64_t broker_unacked(const broker *b, int64_t *oldest_ms, uint64_t *throttled)
+{
+	if (oldest_ms)
+		*oldest_ms = atomic_load(&b->io.oldest_unacked_ms);
+	if (throttled)
+		*throttled = atomic_load(&b->io.throttled);
+	return mqtt_io_unacked(&b->io);
+}
+
+int broker_receive_max(const broker *b) { return b->io.max_unacked; }
+
+int broker_publish_v5(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain,
+		      const struct mqtt5__property *props, int *mid)
+{
+	if (!b->st.connected) {
 		b->st.publish_errors++;
 		return TG_ENET;
 	}
-	b->st.published++;
-	return 0;
+	int rc = mosquitto_publish_v5(b->mosq, mid, topic, (int)len, payload, qos, retain ? true : false,
+				      (const mosquitto_property *)props);
+	b->urgent = 1;
+	if (rc != MOSQ_ERR_SUCCESS) {
+		b->st.publish_errors++;
+		return rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST ? TG_ENET : TG_EINVAL;
+	}
+	return 0; /* counted as published when acknowledged (on_publish) */
+}
+
+int broker_publish(broker *b, const char *topic, const void *payload, size_t len, int qos, int retain)
+{
+	return broker_publish_v5(b, topic, payload, len, qos, retain, NULL, NULL);
 }
 
 void broker_disconnect(broker *b, int timeout_ms)

@@ -4,30 +4,39 @@
  * The daemon's options live in tables below, one per section. A [sink NAME] section is
  * parsed with the core sink keys (type, batch and retry tuning) and then the sink type's
  * own table, found through sink_ops_find(); since `type` decides which table applies,
- * it must come first in the section. Errors carry file:line:col of the offending token.
+ * it must come first in the section. Errors carry file:line:col of the offending token;
+ * the parser goes on after one (skipping the line, or a section it cannot place) so a file
+ * is reported whole. Every key read is remembered with its position, which both refuses a
+ * key given twice and lets later checks (here and in preflight.c) say where to look.
  */
 #include "config.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
 #include "log.h"
 #include "sinks/sink.h"
+#include "topic.h"
+
+#define MAX_ERRORS 50
 
 #define OFF(f) offsetof(tg_config, f)
 
 static const char *const full_policies[] = {"drop_oldest", "reject_new", NULL};
+static const char *const log_levels[] = {"debug", "info", "warn", "error", "off", NULL}; /* log.h order */
+static const char *const identity_modes[] = {"topic", "stamped", NULL}; /* identity.h order */
 
 static const config_option top_options[] = {
 	{"gateway_id", CFG_STRING, "gw-01", 0, 0, OFF(gateway_id), 0,
 	 "Identity of this gateway; prefixes every msg_id and lake/S3 object name.", NULL},
 	{"data_dir", CFG_STRING, "/var/lib/tidegate", 0, 0, OFF(data_dir), 0,
 	 "Folder for the outbox, quarantine and registry databases unless given explicitly.", NULL},
-	{"log_level", CFG_STRING, "info", 0, 0, OFF(log_level), 0, "debug, info, warn or error.", NULL},
+	{"log_level", CFG_ENUM, "info", 0, 0, OFF(log_level), 0, "Least severe level logged.", log_levels},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -48,6 +57,13 @@ static const config_option broker_options[] = {
 	 "Start a fresh session (false keeps a persistent session across reconnects).", NULL},
 	{"reconnect_min", CFG_DURATION, "250ms", 10, 600000, OFF(reconnect_min_ms), 0, "First reconnect delay.", NULL},
 	{"reconnect_max", CFG_DURATION, "10s", 100, 3600000, OFF(reconnect_max_ms), 0, "Reconnect delay cap.", NULL},
+	{"identity", CFG_ENUM, "topic", 0, 0, OFF(broker_identity), 0,
+	 "Where a message's thing comes from. topic: the topic's second level (devices/<thing>/...), which the "
+	 "broker ACL ties to the device's certificate; a tidegate-thing user property is ignored. stamped: the "
+	 "tidegate-thing property the tidegate auth plugin stamps (topic level when absent); only with the plugin: "
+	 "at start the daemon publishes a probe with a forged property on tidegate/identity-probe/... and refuses "
+	 "to run if the broker passes it through.",
+	 identity_modes},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -68,10 +84,16 @@ static const config_option ingest_options[] = {
 	{"enrich", CFG_BOOL, "false", 0, 0, OFF(enrich), 0,
 	 "Add the thing's registry attributes to each record as \"attributes\".", NULL},
 	{"watch_rules", CFG_BOOL, "true", 0, 0, OFF(rules_watch), 0, "Reload rules when files in rules_dir change (inotify); SIGHUP always reloads.", NULL},
+	{"log_repeat_interval", CFG_DURATION, "60s", 1000, 86400000, OFF(log_repeat_interval_ms), 0,
+	 "Quarantined messages are logged once per thing and reason per interval (the first at once, then a count); "
+	 "so are republishes the broker refuses, per rule and reason code.",
+	 NULL},
 	{"quarantine_topic", CFG_STRING, "errors", 0, 0, OFF(quarantine_topic), 0,
 	 "Rejected messages are also republished to <quarantine_topic>/<thing>; empty: off.", NULL},
 	{"default_sinks", CFG_STRING, "lake", 0, 0, OFF(default_sinks), 0,
-	 "Comma-separated sinks that receive every accepted record, raw archive style (empty: only rule sink actions route).",
+	 "Comma-separated sinks that receive every accepted record, raw archive style (empty: only rule sink actions route). "
+	 "`lake` is built in: named here without a [sink lake] section, it is a file sink at <data_dir>/lake with the "
+	 "file sink's defaults.",
 	 NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
@@ -82,7 +104,10 @@ static const config_option outbox_options[] = {
 	 "Group commit: commit at the latest this long after the first uncommitted record.", NULL},
 	{"commit_max_records", CFG_INT, "500", 1, 100000, OFF(commit_max_records), 0,
 	 "Group commit: commit after this many records.", NULL},
-	{"max_bytes", CFG_SIZE, "1G", 0, INT64_MAX, OFF(outbox_max_bytes), 0, "Cap on queued payload bytes (0 = none).", NULL},
+	{"max_bytes", CFG_SIZE, "1G", 0, INT64_MAX, OFF(outbox_max_bytes), 0,
+	 "Cap on the outbox's files on disk: database + WAL + WAL index (0 = none). full_policy acts on it.", NULL},
+	{"wal_max_bytes", CFG_SIZE, "64M", 1048576, INT64_MAX, OFF(outbox_wal_max_bytes), 0,
+	 "Bound on the write-ahead log (at most a quarter of max_bytes is used); part of max_bytes.", NULL},
 	{"max_rows", CFG_INT, "0", 0, INT64_MAX, OFF(outbox_max_rows), 0, "Cap on queued records (0 = none).", NULL},
 	{"full_policy", CFG_ENUM, "drop_oldest", 0, 0, OFF(outbox_full_policy), 0,
 	 "When a cap is reached: drop_oldest (lowest priority first) or reject_new.", full_policies},
@@ -91,7 +116,7 @@ static const config_option outbox_options[] = {
 
 static const config_option http_options[] = {
 	{"bind", CFG_STRING, "127.0.0.1", 0, 0, OFF(http_bind), 0, "Ops HTTP address (loopback by default).", NULL},
-	{"port", CFG_INT, "0", 0, 65535, OFF(http_port), 0, "Ops HTTP port for /metrics /healthz /api; 0 = off.", NULL},
+	{"port", CFG_INT, "0", 0, 65535, OFF(http_port), 0, "Ops HTTP port for /metrics, /healthz and /api/status; 0 = off.", NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 
@@ -107,6 +132,12 @@ static const config_option sink_core_options[] = {
 	 "Records per send (0 = the sink type's own limit).", NULL},
 	{"retry_base", CFG_DURATION, "200ms", 1, 3600000, SOFF(retry_base_ms), 0, "Backoff base (full jitter).", NULL},
 	{"retry_cap", CFG_DURATION, "30s", 1, 86400000, SOFF(retry_cap_ms), 0, "Backoff cap.", NULL},
+	{"health_failing_after", CFG_DURATION, "60s", 0, 86400000, SOFF(health_failing_ms), 0,
+	 "/healthz reports the sink degraded once its sends have failed for this long (0 = never for failures).", NULL},
+	{"health_max_age", CFG_DURATION, "5m", 0, 604800000, SOFF(health_max_age_ms), 0,
+	 "/healthz reports the sink degraded when its oldest undelivered record has waited this long beyond the "
+	 "sink's own batching age (flush_age, rotate_age) (0 = never for age).",
+	 NULL},
 	{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL},
 };
 #undef SOFF
@@ -224,11 +255,16 @@ int config_table_set(const config_option *table, void *base, const char *key, co
 		*(double *)p = d;
 		return 0;
 	}
-	case CFG_ENUM:
-		for (int i = 0; o->enum_values[i]; i++)
+	case CFG_ENUM: {
+		char list[256] = "";
+		for (int i = 0; o->enum_values[i]; i++) {
 			if (strcmp(o->enum_values[i], value) == 0)
 				return *(int *)p = i, 0;
-		return tg_seterr(err, errlen, TG_EINVAL, "option '%s': '%s' is not one of the allowed values", key, value);
+			size_t l = strlen(list);
+			snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", o->enum_values[i]);
+		}
+		return tg_seterr(err, errlen, TG_EINVAL, "option '%s': '%s' is not one of: %s", key, value, list);
+	}
 	case CFG_INT: {
 		char *end;
 		errno = 0;
@@ -288,13 +324,58 @@ void config_table_free(const config_option *table, void *base)
 		}
 }
 
+void config_redact_url(const char *s, char *out, size_t outlen)
+{
+	const char *scheme = strstr(s, "://");
+	const char *host = scheme ? scheme + 3 : NULL;
+	const char *at = host ? strchr(host, '@') : NULL;
+	const char *slash = host ? strpbrk(host, "/?#") : NULL;
+	if (!at || (slash && slash < at)) {
+		snprintf(out, outlen, "%s", s);
+		return;
+	}
+	const char *colon = memchr(host, ':', (size_t)(at - host));
+	/* user:password@ keeps the user; a lone user part may itself be a token */
+	size_t keep = colon ? (size_t)(colon + 1 - s) : (size_t)(host - s);
+	snprintf(out, outlen, "%.*s<redacted>%s", (int)keep, s, at);
+}
+
+/* A string as a config value that reads back the same: quoted when blanks at an end, a
+ * comment character after a blank or a leading quote would change it. */
+static void quote_if_needed(const char *s, char *buf, size_t len)
+{
+	size_t n = strlen(s);
+	int need = n && (s[0] == ' ' || s[0] == '\t' || s[n - 1] == ' ' || s[n - 1] == '\t' || s[0] == '"' ||
+			 s[0] == '#' || s[0] == ';');
+	for (size_t i = 1; i < n && !need; i++)
+		need = (s[i] == '#' || s[i] == ';') && (s[i - 1] == ' ' || s[i - 1] == '\t');
+	if (!need) {
+		snprintf(buf, len, "%s", s);
+		return;
+	}
+	size_t o = 0;
+	buf[o++] = '"';
+	for (size_t i = 0; i < n && o + 3 < len; i++) {
+		if (s[i] == '"' || s[i] == '\\')
+			buf[o++] = '\\';
+		buf[o++] = s[i];
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+}
+
 static void value_text(const config_option *o, const void *base, char *buf, size_t len)
 {
 	const char *p = (const char *)base + o->offset;
 	switch (o->type) {
 	case CFG_STRING: {
 		const char *s = *(char *const *)p;
-		snprintf(buf, len, "%s", (o->flags & CFG_SECRET) && s && *s ? "<redacted>" : s ? s : "");
+		char red[1024];
+		if ((o->flags & CFG_SECRET) && s && *s)
+			snprintf(red, sizeof red, "<redacted>");
+		else
+			config_redact_url(s ? s : "", red, sizeof red);
+		quote_if_needed(red, buf, len);
 		break;
 	}
 	case CFG_BOOL: snprintf(buf, len, "%s", *(const int *)p ? "true" : "false"); break;
@@ -333,7 +414,82 @@ void config_table_reference(const char *section, const config_option *table, FIL
 	}
 }
 
+/* ---- errors and positions ------------------------------------------------------------ */
+
+/* Errors of one load, one line each, into the caller's buffer. */
+typedef struct errs {
+	char *buf;
+	size_t cap;
+	int n;
+} errs;
+
+static void errs_add(errs *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void errs_add(errs *e, const char *fmt, ...)
+{
+	char line[4096];
+	e->n++;
+	if (e->n > MAX_ERRORS + 1)
+		return;
+	if (e->n == MAX_ERRORS + 1) {
+		tg_adderr(e->buf, e->cap, TG_EINVAL, "(more errors not shown)");
+		return;
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	tg_adderr(e->buf, e->cap, TG_EINVAL, "%s", line);
+}
+
+static const config_pos *pos_find(const tg_config *c, const char *section, const char *key)
+{
+	for (size_t i = 0; i < c->npos; i++)
+		if (!strcmp(c->pos[i].section, section) &&
+		    (key ? c->pos[i].key && !strcmp(c->pos[i].key, key) : !c->pos[i].key))
+			return &c->pos[i];
+	return NULL;
+}
+
+/* The file set section/key to a value that was refused: checks using it would only echo that. */
+static int refused(const tg_config *c, const char *section, const char *key)
+{
+	const config_pos *p = pos_find(c, section, key);
+	return p && p->refused;
+}
+
+static int pos_add(tg_config *c, const char *section, const char *key, int line, int col, int bad)
+{
+	config_pos *n = realloc(c->pos, (c->npos + 1) * sizeof *n);
+	if (!n)
+		return TG_ENOMEM;
+	c->pos = n;
+	config_pos *p = &c->pos[c->npos];
+	p->section = strdup(section);
+	p->key = key ? strdup(key) : NULL;
+	p->line = line;
+	p->col = col;
+	p->refused = bad;
+	if (!p->section || (key && !p->key)) {
+		free(p->section);
+		free(p->key);
+		return TG_ENOMEM;
+	}
+	c->npos++;
+	return 0;
+}
+
+void config_where(const tg_config *c, const char *section, const char *key, char *buf, size_t len)
+{
+	const config_pos *p = pos_find(c, section, key);
+	if (p)
+		snprintf(buf, len, "%s:%d:%d", c->path, p->line, p->col);
+	else
+		snprintf(buf, len, "%s", c->path);
+}
+
 /* ---- file parsing ----------------------------------------------------------------- */
+
+static int is_blank(char ch) { return ch == ' ' || ch == '\t'; }
 
 static char *trim(char *s)
 {
@@ -343,6 +499,48 @@ static char *trim(char *s)
 	while (e > s && isspace((unsigned char)e[-1]))
 		*--e = '\0';
 	return s;
+}
+
+/* A comment starts with '#' or ';' at the start of the text or after a blank. */
+static int starts_comment(const char *text, const char *p)
+{
+	return (*p == '#' || *p == ';') && (p == text || is_blank(p[-1]));
+}
+
+/* The value after '=' (blanks skipped), rewritten in place: "quoted" (with \" and \\
+ * escapes; anything may be inside) or bare text up to a comment, trailing blanks cut.
+ * NULL on a syntax error: *why says what, *at where. */
+static char *parse_value(char *v, const char **why, char **at)
+{
+	if (*v != '"') {
+		char *p = v;
+		for (; *p; p++)
+			if (starts_comment(v, p))
+				break;
+		*p = '\0';
+		return trim(v);
+	}
+	char *w = v, *r = v + 1;
+	while (*r && *r != '"') {
+		if (*r == '\\' && (r[1] == '"' || r[1] == '\\'))
+			r++;
+		*w++ = *r++;
+	}
+	if (!*r) {
+		*why = "unterminated quoted value (a closing \" is missing)";
+		*at = v;
+		return NULL;
+	}
+	char *rest = r + 1;
+	while (is_blank(*rest))
+		rest++;
+	if (*rest && *rest != '#' && *rest != ';') {
+		*why = "unexpected text after a quoted value (start a comment with # or ;)";
+		*at = rest;
+		return NULL;
+	}
+	*w = '\0';
+	return v;
 }
 
 static void sink_conf_free(tg_sink_conf *sc)
@@ -370,6 +568,11 @@ void config_free(tg_config *c)
 	for (size_t i = 0; i < c->ndefault_sinks; i++)
 		free(c->default_sink_list[i]);
 	free(c->default_sink_list);
+	for (size_t i = 0; i < c->npos; i++) {
+		free(c->pos[i].section);
+		free(c->pos[i].key);
+	}
+	free(c->pos);
 	free(c->path);
 	free(c);
 }
@@ -383,8 +586,216 @@ static char *join_path(const char *dir, const char *file)
 	return p;
 }
 
-/* Fill derived defaults that depend on other options. */
-static int finish(tg_config *c, char *err, size_t errlen)
+const tg_sink_conf *config_sink(const tg_config *c, const char *name)
+{
+	for (size_t i = 0; i < c->nsinks; i++)
+		if (strcmp(c->sinks[i].name, name) == 0)
+			return &c->sinks[i];
+	return NULL;
+}
+
+static tg_sink_conf *start_sink(tg_config *c, const char *name, char *err, size_t errlen)
+{
+	tg_sink_conf *n = realloc(c->sinks, (c->nsinks + 1) * sizeof *n);
+	if (!n) {
+		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		return NULL;
+	}
+	c->sinks = n;
+	tg_sink_conf *sc = &c->sinks[c->nsinks++];
+	memset(sc, 0, sizeof *sc);
+	sc->priority_first = 1;
+	if (!(sc->name = strdup(name))) {
+		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		return NULL;
+	}
+	return config_table_defaults(sink_core_options, sc, err, errlen) ? NULL : sc;
+}
+
+static int sink_set_type(tg_sink_conf *sc, const char *value, char *err, size_t errlen)
+{
+	sc->ops = sink_ops_find(value);
+	if (!sc->ops) {
+		char list[256] = "";
+		for (const sink_ops *const *o = sink_ops_all(); *o; o++) {
+			size_t l = strlen(list);
+			snprintf(list + l, sizeof list - l, "%s%s", l ? ", " : "", (*o)->type);
+		}
+		return tg_seterr(err, errlen, TG_EINVAL, "sink '%s': unknown type '%s' (known: %s)", sc->name, value, list);
+	}
+	if (!(sc->opts = calloc(1, sc->ops->options_size ? sc->ops->options_size : 1)))
+		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+	return config_table_defaults(sc->ops->options, sc->opts, err, errlen);
+}
+
+static int sink_set(tg_sink_conf *sc, const char *key, const char *value, char *err, size_t errlen)
+{
+	if (strcmp(key, "type") == 0)
+		return sink_set_type(sc, value, err, errlen);
+	int rc = config_table_set(sink_core_options, sc, key, value, err, errlen);
+	if (rc != TG_ENOTFOUND)
+		return rc;
+	if (!sc->ops)
+		return tg_seterr(err, errlen, TG_EINVAL, "sink '%s': 'type' must come before '%s'", sc->name, key);
+	rc = config_table_set(sc->ops->options, sc->opts, key, value, err, errlen);
+	if (rc == TG_ENOTFOUND)
+		return tg_seterr(err, errlen, TG_ENOTFOUND, "unknown option '%s' for sink type %s", key, sc->ops->type);
+	return rc;
+}
+
+/* A string option of a sink's own table, by name (NULL when it has none). */
+static const char *sink_string(const tg_sink_conf *sc, const char *name)
+{
+	if (!sc->ops)
+		return NULL;
+	for (const config_option *o = sc->ops->options; o && o->name; o++)
+		if (o->type == CFG_STRING && !strcmp(o->name, name))
+			return *(char *const *)((const char *)sc->opts + o->offset);
+	return NULL;
+}
+
+/* ---- checks across options ---------------------------------------------------------- */
+
+/* The built-in lake: default_sinks names `lake` and no [sink lake] section exists. */
+static int add_builtin_lake(tg_config *c, errs *e)
+{
+	char msg[512], *list = strdup(c->default_sinks), *save = NULL;
+	int named = 0;
+	if (!list)
+		return TG_ENOMEM;
+	for (char *tok = strtok_r(list, ", \t", &save); tok && !named; tok = strtok_r(NULL, ", \t", &save))
+		named = !strcmp(tok, "lake");
+	free(list);
+	if (!named || config_sink(c, "lake"))
+		return 0;
+	char *path = join_path(c->data_dir, "lake");
+	tg_sink_conf *sc = path ? start_sink(c, "lake", msg, sizeof msg) : NULL;
+	if (!sc) {
+		free(path);
+		return TG_ENOMEM;
+	}
+	int rc = sink_set_type(sc, "file", msg, sizeof msg);
+	if (!rc)
+		rc = config_table_set(sc->ops->options, sc->opts, "path", path, msg, sizeof msg);
+	free(path);
+	if (rc == TG_ENOMEM)
+		return rc;
+	if (rc)
+		errs_add(e, "%s: built-in lake sink: %s", c->path, msg);
+	sc->builtin = 1;
+	return 0;
+}
+
+static int resolve_default_sinks(tg_config *c, errs *e)
+{
+	char where[4200];
+	char *list = strdup(c->default_sinks), *save = NULL;
+	if (!list)
+		return TG_ENOMEM;
+	config_where(c, "ingest", "default_sinks", where, sizeof where);
+	for (char *tok = strtok_r(list, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
+		if (!config_sink(c, tok)) {
+			errs_add(e, "%s: [ingest] default_sinks: '%s' is not a configured [sink %s] section", where, tok, tok);
+			continue;
+		}
+		char **nl = realloc(c->default_sink_list, (c->ndefault_sinks + 2) * sizeof *nl);
+		if (!nl) {
+			free(list);
+			return TG_ENOMEM;
+		}
+		c->default_sink_list = nl;
+		if (!(nl[c->ndefault_sinks] = strdup(tok))) {
+			nl[c->ndefault_sinks] = NULL;
+			free(list);
+			return TG_ENOMEM;
+		}
+		nl[++c->ndefault_sinks] = NULL;
+	}
+	free(list);
+	return 0;
+}
+
+static int is_local_host(const char *h)
+{
+	return !strcmp(h, "localhost") || !strncmp(h, "127.", 4) || !strcmp(h, "::1") || !strcmp(h, "0.0.0.0");
+}
+
+/* Two paths name the same folder, ignoring repeated and trailing slashes and "./" parts. */
+static int same_path(const char *a, const char *b)
+{
+	for (;;) {
+		while (a[0] == '/' && (a[1] == '/' || (a[1] == '.' && (a[2] == '/' || !a[2]))))
+			a += a[1] == '/' ? 1 : 2;
+		while (b[0] == '/' && (b[1] == '/' || (b[1] == '.' && (b[2] == '/' || !b[2]))))
+			b += b[1] == '/' ? 1 : 2;
+		if ((!*a || (a[0] == '/' && !a[1])) && (!*b || (b[0] == '/' && !b[1])))
+			return 1;
+		if (*a != *b)
+			return 0;
+		a++, b++;
+	}
+}
+
+static void check_across(tg_config *c, errs *e)
+{
+	char w1[4200], w2[4200];
+	int tls_files = c->ca_file && *c->ca_file && c->cert_file && *c->cert_file && c->key_file && *c->key_file;
+	if (c->broker_tls && !refused(c, "broker", "tls") && !tls_files) {
+		config_where(c, "broker", pos_find(c, "broker", "tls") ? "tls" : NULL, w1, sizeof w1);
+		errs_add(e, "%s: [broker] tls is on%s: ca_file, cert_file and key_file are required (missing:%s%s%s)", w1,
+			 pos_find(c, "broker", "tls") ? "" : " (the default)", c->ca_file && *c->ca_file ? "" : " ca_file",
+			 c->cert_file && *c->cert_file ? "" : " cert_file", c->key_file && *c->key_file ? "" : " key_file");
+	}
+	/* the broker would refuse these at SUBSCRIBE time, long after start */
+	char *list = strdup(c->subscribe), *save = NULL;
+	int nfilters = 0;
+	config_where(c, "broker", "subscribe", w1, sizeof w1);
+	for (char *tok = list ? strtok_r(list, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save)) {
+		tok = trim(tok);
+		if (!*tok)
+			continue;
+		nfilters++;
+		if (!tg_topic_filter_valid(tok))
+			errs_add(e, "%s: [broker] subscribe: '%s' is not a valid MQTT topic filter ('+' and '#' must fill a "
+				    "whole level, '#' only the last)", w1, tok);
+	}
+	if (list && !nfilters)
+		errs_add(e, "%s: [broker] subscribe: no topic filter given", w1);
+	free(list);
+	if (c->http_port > 0 && c->http_port == c->broker_port && !refused(c, "http", "port") &&
+	    !refused(c, "broker", "port") && !refused(c, "broker", "host") && !refused(c, "http", "bind") &&
+	    (!strcmp(c->broker_host, c->http_bind) || (is_local_host(c->broker_host) && is_local_host(c->http_bind)))) {
+		config_where(c, "http", "port", w1, sizeof w1);
+		config_where(c, "broker", "port", w2, sizeof w2);
+		errs_add(e, "%s: [http] port %" PRId64 " is the broker's port too ([broker] port, %s): the ops HTTP server "
+			    "cannot listen where the broker does",
+			 w1, c->http_port, w2);
+	}
+	for (size_t i = 0; i < c->nsinks; i++) {
+		const char *pi = c->sinks[i].ops && !strcmp(c->sinks[i].ops->type, "file") ? sink_string(&c->sinks[i], "path")
+											     : NULL;
+		for (size_t j = i + 1; pi && *pi && j < c->nsinks; j++) {
+			const char *pj = c->sinks[j].ops && !strcmp(c->sinks[j].ops->type, "file")
+						 ? sink_string(&c->sinks[j], "path")
+						 : NULL;
+			if (!pj || !same_path(pi, pj))
+				continue;
+			char si[300], sj[300];
+			snprintf(si, sizeof si, "sink %s", c->sinks[i].name);
+			snprintf(sj, sizeof sj, "sink %s", c->sinks[j].name);
+			config_where(c, si, "path", w1, sizeof w1);
+			config_where(c, sj, "path", w2, sizeof w2);
+			errs_add(e, "%s: [sink %s] path %s is also the path of [sink %s] (%s%s): two file sinks would write "
+				    "the same files",
+				 c->sinks[j].builtin ? w1 : w2, c->sinks[j].builtin ? c->sinks[i].name : c->sinks[j].name, pj,
+				 c->sinks[j].builtin ? c->sinks[j].name : c->sinks[i].name, c->sinks[j].builtin ? "" : w1,
+				 c->sinks[j].builtin ? "built in" : "");
+		}
+	}
+}
+
+/* Derived defaults and the checks across options. */
+static int finish(tg_config *c, errs *e)
 {
 	if (!*c->outbox_path) {
 		free(c->outbox_path);
@@ -396,95 +807,133 @@ static int finish(tg_config *c, char *err, size_t errlen)
 		if (!(c->registry_path = join_path(c->data_dir, "registry.db")))
 			return TG_ENOMEM;
 	}
-	if (tg_log_level_parse(c->log_level) < 0)
-		return tg_seterr(err, errlen, TG_EINVAL, "%s: option 'log_level': '%s' is not debug, info, warn or error",
-				 c->path, c->log_level);
-	if (c->broker_tls && (!c->ca_file || !c->cert_file || !c->key_file))
-		return tg_seterr(err, errlen, TG_EINVAL,
-				 "%s: [broker] tls is on: ca_file, cert_file and key_file are required", c->path);
-	char *list = strdup(c->default_sinks), *save = NULL;
-	if (!list)
+	if (add_builtin_lake(c, e) || resolve_default_sinks(c, e))
 		return TG_ENOMEM;
-	for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-		if (!config_sink(c, tok)) {
-			tg_seterr(err, errlen, TG_EINVAL, "%s: [ingest] default_sinks: '%s' is not a configured [sink %s] section",
-				  c->path, tok, tok);
-			free(list);
-			return TG_EINVAL;
-		}
-		char **nl = realloc(c->default_sink_list, (c->ndefault_sinks + 2) * sizeof *nl);
-		if (!nl || !(nl[c->ndefault_sinks] = strdup(tok))) {
-			if (nl)
-				c->default_sink_list = nl;
-			free(list);
-			return TG_ENOMEM;
-		}
-		c->default_sink_list = nl;
-		nl[++c->ndefault_sinks] = NULL;
-	}
-	free(list);
+	check_across(c, e);
 	if (c->reconnect_max_ms < c->reconnect_min_ms)
 		c->reconnect_max_ms = c->reconnect_min_ms;
 	return 0;
 }
 
-const tg_sink_conf *config_sink(const tg_config *c, const char *name)
-{
-	for (size_t i = 0; i < c->nsinks; i++)
-		if (strcmp(c->sinks[i].name, name) == 0)
-			return &c->sinks[i];
-	return NULL;
-}
+/* ---- the loader ------------------------------------------------------------------- */
 
-static int start_sink(tg_config *c, const char *name, char *err, size_t errlen)
-{
-	for (size_t i = 0; i < c->nsinks; i++)
-		if (strcmp(c->sinks[i].name, name) == 0)
-			return tg_seterr(err, errlen, TG_EINVAL, "sink '%s' is defined twice", name);
-	tg_sink_conf *n = realloc(c->sinks, (c->nsinks + 1) * sizeof *n);
-	if (!n)
-		return TG_ENOMEM;
-	c->sinks = n;
-	tg_sink_conf *sc = &c->sinks[c->nsinks++];
-	memset(sc, 0, sizeof *sc);
-	if (!(sc->name = strdup(name)))
-		return TG_ENOMEM;
-	sc->priority_first = 1;
-	return config_table_defaults(sink_core_options, sc, err, errlen);
-}
+typedef struct loader {
+	tg_config *c;
+	errs *e;
+	const char *path;
+	int lineno;
+	const config_option *table; /* the current section's table, NULL: skip its keys */
+	tg_sink_conf *sink;         /* the current [sink NAME], or NULL */
+	char section[300];          /* the current section's name for positions */
+} loader;
 
-static int sink_set(tg_sink_conf *sc, const char *key, const char *value, char *err, size_t errlen)
+static int load_header(loader *L, char *line, char *s, int col)
 {
-	if (strcmp(key, "type") == 0) {
-		if (sc->ops)
-			return tg_seterr(err, errlen, TG_EINVAL, "sink '%s': type given twice", sc->name);
-		sc->ops = sink_ops_find(value);
-		if (!sc->ops) {
-			char list[256] = "";
-			for (const sink_ops *const *o = sink_ops_all(); *o; o++) {
-				strncat(list, " ", sizeof list - strlen(list) - 1);
-				strncat(list, (*o)->type, sizeof list - strlen(list) - 1);
-			}
-			return tg_seterr(err, errlen, TG_EINVAL, "sink '%s': unknown type '%s' (known:%s)", sc->name, value, list);
-		}
-		if (!(sc->opts = calloc(1, sc->ops->options_size ? sc->ops->options_size : 1)))
-			return TG_ENOMEM;
-		return config_table_defaults(sc->ops->options, sc->opts, err, errlen);
+	char *close = strchr(s, ']');
+	char *rest = close ? close + 1 : NULL;
+	while (rest && is_blank(*rest))
+		rest++;
+	L->table = NULL;
+	L->sink = NULL;
+	if (!close || (*rest && *rest != '#' && *rest != ';')) {
+		errs_add(L->e, "%s:%d:%d: malformed section header (expected [name] or [sink NAME])", L->path, L->lineno, col);
+		return 0;
 	}
-	int rc = config_table_set(sink_core_options, sc, key, value, err, errlen);
-	if (rc != TG_ENOTFOUND)
+	*close = '\0';
+	char *name = trim(s + 1), msg[512], where[4200];
+	if (strncmp(name, "sink", 4) == 0 && isspace((unsigned char)name[4])) {
+		char *sname = trim(name + 5);
+		if (!*sname || strpbrk(sname, " \t/\"[]")) {
+			errs_add(L->e, "%s:%d:%d: sink name must be one word", L->path, L->lineno, col);
+			return 0;
+		}
+		snprintf(L->section, sizeof L->section, "sink %s", sname);
+		if (config_sink(L->c, sname)) {
+			config_where(L->c, L->section, NULL, where, sizeof where);
+			errs_add(L->e, "%s:%d:%d: [sink %s] is defined twice; first at %s", L->path, L->lineno, col, sname,
+				 where);
+			return 0;
+		}
+		if (!(L->sink = start_sink(L->c, sname, msg, sizeof msg)))
+			return TG_ENOMEM;
+		return pos_add(L->c, L->section, NULL, L->lineno, col, 0);
+	}
+	for (size_t i = 1; i < sizeof sections / sizeof sections[0]; i++)
+		if (strcmp(name, sections[i].name) == 0)
+			L->table = sections[i].table;
+	if (!L->table) {
+		errs_add(L->e, "%s:%d:%d: unknown section [%s] (known: broker, ingest, outbox, http, registry, sink NAME)",
+			 L->path, L->lineno, col, name);
+		return 0;
+	}
+	snprintf(L->section, sizeof L->section, "%s", name);
+	/* a section may be opened again; its first header is where it is */
+	return pos_find(L->c, L->section, NULL) ? 0 : pos_add(L->c, L->section, NULL, L->lineno, col, 0);
+}
+
+static int load_line(loader *L, char *line, char *s)
+{
+	int col = (int)(s - line) + 1;
+	if (*s == '[')
+		return load_header(L, line, s, col);
+	if (!L->table && !L->sink)
+		return 0; /* in a section already reported */
+	if (L->sink && L->sink->bad)
+		return 0;
+	char *eq = strchr(s, '=');
+	if (!eq || eq == s) {
+		errs_add(L->e, "%s:%d:%d: expected 'key = value'", L->path, L->lineno, col);
+		return 0;
+	}
+	*eq = '\0';
+	char *key = trim(s), *v = eq + 1, *at = NULL, msg[512], where[4200];
+	while (is_blank(*v))
+		v++;
+	const char *why = NULL;
+	char *value = parse_value(v, &why, &at);
+	if (!value) {
+		errs_add(L->e, "%s:%d:%d: option '%s': %s", L->path, L->lineno, (int)(at - line) + 1, key, why);
+		return 0;
+	}
+	int vcol = (int)(v - line) + 1;
+	if (pos_find(L->c, L->section, key)) {
+		config_where(L->c, L->section, key, where, sizeof where);
+		errs_add(L->e, "%s:%d:%d: option '%s' is given twice%s%s%s; first at %s", L->path, L->lineno, col, key,
+			 *L->section ? " in [" : " at the top level", L->section, *L->section ? "]" : "", where);
+		return 0;
+	}
+	int rc = L->sink ? sink_set(L->sink, key, value, msg, sizeof msg)
+			 : config_table_set(L->table, L->c, key, value, msg, sizeof msg);
+	if (rc == TG_ENOMEM)
 		return rc;
-	if (!sc->ops)
-		return tg_seterr(err, errlen, TG_EINVAL, "sink '%s': 'type' must come before '%s'", sc->name, key);
-	rc = config_table_set(sc->ops->options, sc->opts, key, value, err, errlen);
-	if (rc == TG_ENOTFOUND)
-		return tg_seterr(err, errlen, TG_EINVAL, "unknown option '%s' for sink type %s", key, sc->ops->type);
-	return rc;
+	if (rc == TG_ENOTFOUND) { /* an unknown key: its position is the key's */
+		if (L->sink)
+			errs_add(L->e, "%s:%d:%d: [sink %s] %s", L->path, L->lineno, col, L->sink->name, msg);
+		else
+			errs_add(L->e, "%s:%d:%d: %s%s%s%s", L->path, L->lineno, col, *L->section ? "[" : "", L->section,
+				 *L->section ? "] " : "", msg);
+		return 0;
+	}
+	if (rc) {
+		char red[1024];
+		config_redact_url(msg, red, sizeof red);
+		if (L->sink)
+			errs_add(L->e, "%s:%d:%d: [sink %s] %s", L->path, L->lineno, vcol, L->sink->name, red);
+		else
+			errs_add(L->e, "%s:%d:%d: %s", L->path, L->lineno, vcol, red);
+		/* a sink without a usable type: its other keys cannot be placed */
+		if (L->sink && !L->sink->ops)
+			L->sink->bad = 1;
+	}
+	return pos_add(L->c, L->section, key, L->lineno, vcol, rc != 0);
 }
 
 tg_config *config_load(const char *path, char *err, size_t errlen)
 {
 	char msg[512];
+	errs e = {err, errlen, 0};
+	if (err && errlen)
+		err[0] = '\0';
 	tg_config *c = calloc(1, sizeof *c);
 	FILE *f = NULL;
 	char *line = NULL;
@@ -493,113 +942,47 @@ tg_config *config_load(const char *path, char *err, size_t errlen)
 		goto oom;
 	for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
 		if (config_table_defaults(sections[i].table, c, msg, sizeof msg)) {
-			tg_seterr(err, errlen, TG_EINVAL, "built-in default: %s", msg);
+			errs_add(&e, "built-in default: %s", msg);
 			goto fail;
 		}
 	if (!(f = fopen(path, "r"))) {
-		tg_seterr(err, errlen, TG_EIO, "%s: cannot open: %s", path, strerror(errno));
+		errs_add(&e, "%s: cannot open: %s", path, strerror(errno));
 		goto fail;
 	}
-	const config_option *table = top_options;
-	tg_sink_conf *cur_sink = NULL;
-	int lineno = 0;
+	loader L = {.c = c, .e = &e, .path = path, .table = top_options};
 	ssize_t n;
 	while ((n = getline(&line, &cap, f)) >= 0) {
-		lineno++;
-		if (lineno == 1 && n >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0)
+		L.lineno++;
+		if (L.lineno == 1 && n >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0)
 			memmove(line, line + 3, (size_t)n - 2);
 		char *s = trim(line);
-		int col = (int)(s - line) + 1;
 		if (!*s || *s == '#' || *s == ';')
 			continue;
-		if (*s == '[') {
-			char *close = strchr(s, ']');
-			if (!close || *trim(close + 1)) {
-				tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: malformed section header", path, lineno, col);
-				goto fail;
-			}
-			*close = '\0';
-			char *name = trim(s + 1);
-			cur_sink = NULL;
-			table = NULL;
-			if (strncmp(name, "sink", 4) == 0 && isspace((unsigned char)name[4])) {
-				char *sname = trim(name + 5);
-				if (!*sname || strpbrk(sname, " \t/\"")) {
-					tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: sink name must be one word", path, lineno, col);
-					goto fail;
-				}
-				if (start_sink(c, sname, msg, sizeof msg)) {
-					tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: %s", path, lineno, col, msg);
-					goto fail;
-				}
-				cur_sink = &c->sinks[c->nsinks - 1];
-				continue;
-			}
-			for (size_t i = 1; i < sizeof sections / sizeof sections[0]; i++)
-				if (strcmp(name, sections[i].name) == 0)
-					table = sections[i].table;
-			if (!table) {
-				tg_seterr(err, errlen, TG_EPARSE,
-					  "%s:%d:%d: unknown section [%s] (known: broker, ingest, outbox, http, registry, sink NAME)",
-					  path, lineno, col, name);
-				goto fail;
-			}
-			continue;
-		}
-		char *eq = strchr(s, '=');
-		if (!eq) {
-			tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: expected 'key = value'", path, lineno, col);
-			goto fail;
-		}
-		*eq = '\0';
-		char *key = trim(s), *value = trim(eq + 1);
-		int vcol = (int)(value - line) + 1;
-		/* allow "quoted values" so leading/trailing blanks and # can be expressed */
-		size_t vl = strlen(value);
-		if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
-			value[vl - 1] = '\0';
-			value++;
-		}
-		int rc;
-		if (cur_sink) {
-			rc = sink_set(cur_sink, key, value, msg, sizeof msg);
-			if (rc && rc != TG_ENOMEM) {
-				int kcol = strncmp(msg, "unknown option", 14) == 0 ? col : vcol;
-				tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: [sink %s] %s", path, lineno, kcol, cur_sink->name, msg);
-				goto fail;
-			}
-		} else {
-			rc = config_table_set(table, c, key, value, msg, sizeof msg);
-			if (rc == TG_ENOTFOUND) {
-				tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: %s", path, lineno, col, msg);
-				goto fail;
-			}
-			if (rc && rc != TG_ENOMEM) {
-				tg_seterr(err, errlen, TG_EPARSE, "%s:%d:%d: %s", path, lineno, vcol, msg);
-				goto fail;
-			}
-		}
-		if (rc == TG_ENOMEM)
+		if (load_line(&L, line, s))
 			goto oom;
 	}
 	for (size_t i = 0; i < c->nsinks; i++) {
 		tg_sink_conf *sc = &c->sinks[i];
-		if (!sc->ops) {
-			tg_seterr(err, errlen, TG_EINVAL, "%s: [sink %s] has no 'type'", path, sc->name);
-			goto fail;
-		}
-		if (config_table_check(sc->ops->options, sc->opts, msg, sizeof msg)) {
-			tg_seterr(err, errlen, TG_EINVAL, "%s: [sink %s] %s", path, sc->name, msg);
-			goto fail;
-		}
+		char where[4200], sec[300];
+		snprintf(sec, sizeof sec, "sink %s", sc->name);
+		config_where(c, sec, NULL, where, sizeof where);
+		if (sc->bad)
+			continue;
+		if (!sc->ops)
+			errs_add(&e, "%s: [sink %s] has no 'type'", where, sc->name);
+		else if (config_table_check(sc->ops->options, sc->opts, msg, sizeof msg))
+			errs_add(&e, "%s: [sink %s] %s", where, sc->name, msg);
 	}
-	if (finish(c, err, errlen))
+	/* the checks across options run on what did parse, so one pass reports everything */
+	if (finish(c, &e))
+		goto oom;
+	if (e.n)
 		goto fail;
 	free(line);
 	fclose(f);
 	return c;
 oom:
-	tg_seterr(err, errlen, TG_ENOMEM, "%s: out of memory", path);
+	errs_add(&e, "%s: out of memory", path);
 fail:
 	free(line);
 	if (f)
@@ -617,6 +1000,8 @@ void config_print(const tg_config *c, FILE *out)
 	}
 	for (size_t i = 0; i < c->nsinks; i++) {
 		const tg_sink_conf *sc = &c->sinks[i];
+		if (sc->builtin)
+			fprintf(out, "\n# built in: default_sinks names lake and no [sink lake] section is given");
 		fprintf(out, "\n[sink %s]\ntype = %s\n", sc->name, sc->ops->type);
 		config_table_print(sink_core_options, sc, out);
 		config_table_print(sc->ops->options, sc->opts, out);
@@ -627,7 +1012,14 @@ void config_reference(FILE *out)
 {
 	fprintf(out, "# tidegate configuration reference\n\n"
 		     "Generated by `tidegate config-reference` from the option tables in the code.\n"
-		     "Sizes take k/M/G suffixes (binary); durations take ms/s/m/h/d (a bare number is ms).\n");
+		     "Sizes take k/M/G suffixes (binary); durations take ms/s/m/h/d (a bare number is ms).\n\n"
+		     "Syntax: `key = value` lines under `[section]` headers; `#` or `;` starts a comment at the start\n"
+		     "of a line or after a blank, also after a value (`port = 8883   # comment`). A `#` inside a word\n"
+		     "is kept (`http://host/a#b`). To keep blanks at either end or a ` #` in a value, quote it:\n"
+		     "`path = \"/srv/lake #2\"` (inside quotes `\\\"` is a quote and `\\\\` a backslash). A key given twice in\n"
+		     "a section is an error; so is any unknown section or key. `tidegate check-config -c FILE` reports\n"
+		     "every error of a file with `file:line:col`, and runs every check `tidegate run` runs before it\n"
+		     "starts (rules, schemas, aggregates, TLS files, sink settings) without starting anything.\n");
 	for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
 		config_table_reference(*sections[i].name ? sections[i].name : "top level (before any section)",
 				       sections[i].table, out);

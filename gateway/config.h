@@ -4,16 +4,23 @@
  *   # comment (also ; comment)
  *   gateway_id = gw-01
  *   [broker]
- *   host = 127.0.0.1
+ *   host = 127.0.0.1          # a comment after a value: '#' or ';' after a blank
  *   [sink lake]
  *   type = file
- *   path = /var/lib/tidegate/lake
+ *   path = "/srv/lake #2"     # quoted: blanks and '#' kept; \" and \\ inside quotes
  *
  * Every option is declared once in a table of config_option {name, type, default, bounds,
  * offset, flags, help}: the same table sets defaults, parses and bounds-checks values,
  * rejects unknown keys with file:line:col, redacts secrets when printing and backs
- * `tidegate --check-config` / `tidegate config-reference`. Sinks declare their own tables
+ * `tidegate check-config` / `tidegate config-reference`. Sinks declare their own tables
  * (sink.h) which the loader applies to `[sink NAME]` sections.
+ *
+ * config_load() reports every error of a file, one "file:line:col: message" line each:
+ * syntax, unknown sections and keys, bad values, a key given twice (with both positions),
+ * missing required options, and the checks across options that need nothing but the file
+ * (default_sinks names, TLS files named, subscribe filters, ports, lake paths). The checks
+ * that read other files (rules, schemas, TLS files, sink credentials) are preflight.h's,
+ * which `run` and `check-config` both call.
  *
  * Ownership: config_load() returns a tg_config the caller owns; config_free() frees it
  * with every string and sink option struct inside.
@@ -50,7 +57,8 @@ typedef struct config_option {
 
 /* Apply every default of table to base. */
 int config_table_defaults(const config_option *table, void *base, char *err, size_t errlen);
-/* Parse one key=value against table into base. TG_ENOTFOUND for an unknown key. */
+/* Parse one key=value against table into base. TG_ENOTFOUND for an unknown key. An enum
+ * error lists the allowed values. */
 int config_table_set(const config_option *table, void *base, const char *key, const char *value,
 		     char *err, size_t errlen);
 /* Check CFG_REQUIRED options are set. */
@@ -61,6 +69,10 @@ void config_table_free(const config_option *table, void *base);
 void config_table_print(const config_option *table, const void *base, FILE *out);
 /* Print a markdown reference of the table. */
 void config_table_reference(const char *section, const config_option *table, FILE *out);
+
+/* Copy s into out with the password (or the whole user part) of a URL's user info replaced
+ * by <redacted>: http://user:pw@host/ -> http://user:<redacted>@host/. Other text unchanged. */
+void config_redact_url(const char *s, char *out, size_t outlen);
 
 /* Parse "64k" style sizes and "5s" style durations; 0 or TG_EINVAL. */
 int config_parse_size(const char *s, int64_t *out);
@@ -73,14 +85,25 @@ typedef struct tg_sink_conf {
 	void *opts;       /* ops->options_size bytes, parsed with ops->options */
 	int64_t batch_max_records; /* 0 = sink's own limit */
 	int64_t retry_base_ms, retry_cap_ms;
+	int64_t health_failing_ms, health_max_age_ms; /* /healthz thresholds (forwarder_health) */
 	int priority_first; /* forward higher priority first (default on) */
+	int builtin;        /* the lake made because default_sinks names it and no section does */
+	int bad;            /* its section had an error: its keys are skipped */
 } tg_sink_conf;
+
+/* Where a key (or, key NULL, a section header) was read: for error messages. */
+typedef struct config_pos {
+	char *section; /* "" (top level), "broker", "sink lake", ... */
+	char *key;     /* NULL for the section header */
+	int line, col; /* col: of the value, or of the header */
+	int refused;   /* the value was refused (checks that use it are skipped) */
+} config_pos;
 
 typedef struct tg_config {
 	char *path;            /* file it was read from */
 	char *gateway_id;
 	char *data_dir;        /* outbox, quarantine, registry live here by default */
-	char *log_level;
+	int log_level;         /* enum tg_log_level (log.h) */
 	/* [broker] */
 	char *broker_host;
 	int64_t broker_port;
@@ -92,6 +115,7 @@ typedef struct tg_config {
 	int64_t sub_qos;
 	int clean_start;
 	int64_t reconnect_min_ms, reconnect_max_ms;
+	int broker_identity;   /* identity_mode (identity.h): 0 topic, 1 stamped */
 	/* [ingest] */
 	int64_t max_payload;
 	int64_t max_depth;
@@ -102,11 +126,13 @@ typedef struct tg_config {
 	char *aggregates_file;
 	int64_t dedupe_window_ms, dedupe_per_thing, dedupe_max_things;
 	int enrich;
+	int64_t log_repeat_interval_ms; /* quarantine and refused-publish lines: one per key and interval */
 	/* [outbox] */
 	char *outbox_path;
 	int64_t commit_interval_ms;
 	int64_t commit_max_records;
 	int64_t outbox_max_bytes;
+	int64_t outbox_wal_max_bytes;
 	int64_t outbox_max_rows;
 	int outbox_full_policy; /* 0 drop_oldest, 1 reject_new */
 	/* [http] */
@@ -121,10 +147,17 @@ typedef struct tg_config {
 	/* sinks */
 	tg_sink_conf *sinks;
 	size_t nsinks;
+	/* where each section and key was read */
+	config_pos *pos;
+	size_t npos;
 } tg_config;
 
-/* Load and validate a config file. On error NULL and "file:line:col: message" in err. */
+/* Load and validate a config file. On error NULL and every error found, one
+ * "file:line:col: message" per line (no trailing newline), in err. */
 tg_config *config_load(const char *path, char *err, size_t errlen);
+/* "file:line:col" where section/key was set (key NULL: the section header), or "file" when
+ * the file does not set it (a default). */
+void config_where(const tg_config *c, const char *section, const char *key, char *buf, size_t len);
 void config_free(tg_config *c); /* NULL-safe */
 void config_print(const tg_config *c, FILE *out); /* secrets redacted */
 void config_reference(FILE *out);                  /* markdown, every option */

@@ -16,10 +16,13 @@
 #include "clock.h"
 #include "err.h"
 #include "fsutil.h"
+#include "identity.h"
+#include "preflight.h"
 #include "log.h"
 #include "registry.h"
 
 #define SHUTDOWN_DRAIN_MS 10000
+#define CONFIG_ERRBUF (64 * 1024)
 
 static void on_message(void *ud, const char *topic, const void *payload, size_t len, int qos,
 		       const struct mqtt5__property *props)
@@ -27,10 +30,24 @@ static void on_message(void *ud, const char *topic, const void *payload, size_t 
 	tg_daemon *d = ud;
 	int64_t now = tg_wall_ms();
 	int rc = ingest_message(d->ig, topic, payload, len, qos, props, now);
-	if (rc)
-		LOG_ERROR("ingest", "msg=\"message not accepted\" topic=%s err=\"%s\"", topic, tg_strerror(rc));
-	if (outbox_tick(d->ob, now) > 0)
+	if (rc) {
+		/* not stored: its PUBACK must not leave. Drop what is held and the connection,
+		 * so the broker delivers it (and the rest of the group) again. */
+		LOG_ERROR("ingest", "msg=\"message not accepted, reconnecting so the broker delivers it again\" topic=%s err=\"%s\"",
+			  topic, tg_strerror(rc));
+		broker_drop(d->br);
+		return;
+	}
+	int c = outbox_tick(d->ob, now);
+	if (c > 0) {
 		forwarder_notify(d->fw);
+		/* acknowledge the group now, not when the read round ends: under saturation a
+		 * round ends with the next group open, and PUBACKs would wait for a quiet moment */
+		broker_flush(d->br);
+	} else if (c < 0) {
+		LOG_ERROR("daemon", "msg=\"outbox commit failed, reconnecting so the broker delivers the group again\"");
+		broker_drop(d->br);
+	}
 }
 
 static int add_attr(void *ud, const char *key, const char *value)
@@ -185,6 +202,41 @@ static void check_watch(tg_daemon *d, int64_t now)
 	}
 }
 
+/* [broker] identity = stamped is safe only when the broker runs the auth plugin: prove it
+ * before the first message is taken (identity.h). A broker that cannot be asked yet is asked
+ * again with backoff; one that answers no stops the daemon. 0 verified (or not needed),
+ * 1 stopped while waiting, < 0 refused. */
+static int verify_stamping(const tg_config *cfg, tg_notify *nt, volatile sig_atomic_t *stop)
+{
+	if (cfg->broker_identity != IDENTITY_STAMPED)
+		return 0;
+	int64_t delay = cfg->reconnect_min_ms;
+	for (;;) {
+		char err[512];
+		int rc = identity_probe(cfg, 5000, err, sizeof err);
+		if (rc == 0) {
+			LOG_INFO("identity", "msg=\"the broker stamps identities: trusting its %s property\" identity=stamped",
+				 IDENTITY_PROPERTY);
+			return 0;
+		}
+		if (rc != TG_ENET) {
+			LOG_ERROR("identity", "msg=\"[broker] identity = stamped, but the broker does not stamp; not starting\" "
+				  "error=\"%s\"", err);
+			return rc;
+		}
+		LOG_WARN("identity", "msg=\"cannot check the identity stamping yet; no message is taken until it is\" "
+			 "error=\"%s\" retry_ms=%lld", err, (long long)delay);
+		for (int64_t until = tg_mono_ms() + delay; !*stop && tg_mono_ms() < until;) {
+			struct timespec ts = {0, 50 * 1000000L};
+			nanosleep(&ts, NULL);
+			notify_ping(nt, tg_wall_ms()); /* waiting is not hanging: keep systemd's watchdog fed */
+		}
+		if (*stop)
+			return 1;
+		delay = delay * 2 > cfg->reconnect_max_ms ? cfg->reconnect_max_ms : delay * 2;
+	}
+}
+
 /* systemd: status line and watchdog keep-alive, from the ingest loop so that a hung
  * ingest sends none; a forwarder thread silent for a watchdog period withholds them too. */
 static void keepalive(tg_daemon *d, int64_t now)
@@ -242,19 +294,22 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	char err[1024];
 	int code = 1;
 	d.started_ms = tg_wall_ms();
-	if (!(d.nt = notify_new())) {
-		fprintf(stderr, "tidegate: out of memory\n");
+	/* the checks check-config runs, every one (preflight.h) */
+	char *errs = malloc(CONFIG_ERRBUF);
+	if (!errs)
 		return 1;
-	}
-	if (!(d.cfg = config_load(config_path, err, sizeof err))) {
-		fprintf(stderr, "tidegate: %s\n", err);
+	errs[0] = '\0';
+	if (!(d.cfg = config_load(config_path, errs, CONFIG_ERRBUF)) || preflight_check(d.cfg, errs, CONFIG_ERRBUF)) {
+		for (char *save = NULL, *line = strtok_r(errs, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+			LOG_ERROR("config", "msg=\"invalid configuration, not starting\" error=\"%s\"", line);
+		free(errs);
+		config_free(d.cfg);
 		return 2;
 	}
-	tg_log_init((enum tg_log_level)tg_log_level_parse(d.cfg->log_level));
-	if (!(d.sink_names = calloc(d.cfg->nsinks + 1, sizeof *d.sink_names)))
+	free(errs);
+	tg_log_init((enum tg_log_level)d.cfg->log_level);
+	if (!(d.sink_names = preflight_sink_names(d.cfg)) || !(d.nt = notify_new()))
 		goto out;
-	for (size_t i = 0; i < d.cfg->nsinks; i++)
-		d.sink_names[i] = d.cfg->sinks[i].name;
 	open_registry(&d);
 	if (load_rules(&d, 1) || load_schemas(&d, 1))
 		goto out;
@@ -266,6 +321,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		.commit_interval_ms = d.cfg->commit_interval_ms,
 		.commit_max_records = d.cfg->commit_max_records,
 		.max_bytes = d.cfg->outbox_max_bytes,
+		.wal_max_bytes = d.cfg->outbox_wal_max_bytes,
 		.max_rows = d.cfg->outbox_max_rows,
 		.full_policy = d.cfg->outbox_full_policy,
 		.gateway_id = d.cfg->gateway_id,
@@ -295,15 +351,20 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		LOG_ERROR("daemon", "msg=\"ops http\" err=\"%s\"", err);
 		goto out;
 	}
-	broker_start(d.br, err, sizeof err);
-	LOG_INFO("daemon", "msg=started gateway_id=%s config=%s outbox=%s sinks=%zu http_port=%d", d.cfg->gateway_id,
-		 config_path, d.cfg->outbox_path, d.cfg->nsinks, d.http ? http_port(d.http) : 0);
 	/* ready: outbox open, rules compiled, HTTP bound; the broker may come later */
 	char status[400];
 	snprintf(status, sizeof status, "ready: outbox open, %zu rules, ops http port %d; waiting for the broker %s:%" PRId64,
 		 d.rules ? rules_count(d.rules) : 0, d.http ? http_port(d.http) : 0, d.cfg->broker_host,
 		 d.cfg->broker_port);
 	notify_ready(d.nt, status, tg_wall_ms());
+	int v = verify_stamping(d.cfg, d.nt, stop);
+	if (v) {
+		code = v > 0 ? 0 : 1;
+		goto out;
+	}
+	broker_start(d.br, err, sizeof err);
+	LOG_INFO("daemon", "msg=started gateway_id=%s config=%s outbox=%s sinks=%zu http_port=%d", d.cfg->gateway_id,
+		 config_path, d.cfg->outbox_path, d.cfg->nsinks, d.http ? http_port(d.http) : 0);
 
 	while (!*stop) {
 		int64_t now = tg_wall_ms();
@@ -324,10 +385,12 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		 * commit now rather than at the group deadline */
 		int c = broker_urgent(d.br) && outbox_in_txn(d.ob) ? (outbox_commit(d.ob) < 0 ? -1 : 1)
 								    : outbox_tick(d.ob, now);
-		if (c > 0)
+		if (c > 0) {
 			forwarder_notify(d.fw);
-		else if (c < 0)
-			LOG_ERROR("daemon", "msg=\"outbox commit failed\"");
+		} else if (c < 0) {
+			LOG_ERROR("daemon", "msg=\"outbox commit failed, reconnecting so the broker delivers the group again\"");
+			broker_drop(d.br);
+		}
 		/* acknowledge to the broker only what is committed */
 		if (!outbox_in_txn(d.ob))
 			broker_flush(d.br);

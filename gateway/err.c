@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 const char *tg_strerror(int err)
 {
@@ -33,5 +34,21 @@ int tg_seterr(char *err, size_t errlen, int code, const char *fmt, ...)
 		vsnprintf(err, errlen, fmt, ap);
 		va_end(ap);
 	}
+	return code;
+}
+
+int tg_adderr(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (!err || !errlen)
+		return code;
+	size_t len = strnlen(err, errlen);
+	if (len + 2 >= errlen)
+		return code;
+	if (len)
+		err[len++] = '\n';
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err + len, errlen - len, fmt, ap);
+	va_end(ap);
 	return code;
 }

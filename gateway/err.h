@@ -31,5 +31,8 @@ const char *tg_strerror(int err);
  * write `return tg_seterr(err, errlen, TG_EINVAL, "…", …);` */
 int tg_seterr(char *err, size_t errlen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* The same, appended as one more line to the lines already in err (an error list: every
+ * error of a file, not just the first); what does not fit is cut. err must hold a string. */
+int tg_adderr(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #endif

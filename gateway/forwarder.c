@@ -15,6 +15,9 @@
 #include "err.h"
 #include "log.h"
 
+/* How often a forwarder looks up its oldest undelivered record (an index seek per priority). */
+#define OLDEST_EVERY_MS 1000
+
 typedef struct fw_thread {
 	forwarder *fw;
 	const tg_sink_conf *conf;
@@ -105,6 +108,7 @@ static void *run(void *arg)
 	size_t status_cap = 0;
 	uint64_t gen = 0;
 	int attempt = 0;
+	int64_t oldest_checked_ms = 0;
 	char err[512];
 	size_t max_records = t->limits.max_records;
 	if (t->conf->batch_max_records > 0 && (size_t)t->conf->batch_max_records < max_records)
@@ -129,7 +133,13 @@ static void *run(void *arg)
 				break;
 			continue;
 		}
+		if (n > 0 && now - oldest_checked_ms >= OLDEST_EVERY_MS) {
+			oldest_checked_ms = now;
+			int64_t oldest = outbox_oldest_pending(t->reader, t->conf->name);
+			atomic_store(&t->st.oldest_ms, oldest > 0 ? oldest : b.oldest_ms);
+		}
 		if (n == 0) {
+			atomic_store(&t->st.oldest_ms, 0);
 			atomic_store(&t->st.pending, 0);
 			if (drain)
 				break;
@@ -200,6 +210,8 @@ static void *run(void *arg)
 			int64_t delay = forwarder_backoff_ms(attempt, t->conf->retry_base_ms, t->conf->retry_cap_ms, r);
 			if (attempt < 62)
 				attempt++;
+			if (atomic_load(&t->st.failing_since_ms) == 0)
+				atomic_store(&t->st.failing_since_ms, now);
 			atomic_store(&t->st.backoff_until_ms, now + delay);
 			LOG_WARN("forwarder", "msg=\"send failed, backing off\" sink=%s retry=%zu ok=%zu attempt=%d delay_ms=%" PRId64
 				 " err=\"%s\"", t->conf->name, retry, ok, attempt, delay, err);
@@ -213,6 +225,7 @@ static void *run(void *arg)
 			attempt = 0;
 			atomic_store(&t->st.up, 1);
 			atomic_store(&t->st.last_ok_ms, now);
+			atomic_store(&t->st.failing_since_ms, 0);
 			atomic_store(&t->st.backoff_until_ms, 0);
 		}
 	}
@@ -247,9 +260,11 @@ forwarder *forwarder_start(outbox *ob, const tg_config *cfg, char *err, size_t e
 		atomic_store(&t->beat_ms, tg_wall_ms());
 		t->st.name = sc->name;
 		t->st.type = sc->ops->type;
+		atomic_store(&t->st.up, 1); /* not known to be down: idle is not down */
 		t->limits = (sink_limits){.max_records = 500, .max_bytes = 4 << 20, .max_age_ms = 0};
 		char why[512];
 		t->s = sc->ops->open(sc->opts, &env, &t->limits, why, sizeof why);
+		t->st.batch_age_ms = t->limits.max_age_ms;
 		if (!t->s) {
 			tg_seterr(err, errlen, TG_EINVAL, "sink '%s' (%s): %s", sc->name, sc->ops->type, why);
 			goto fail;
@@ -319,3 +334,36 @@ int64_t forwarder_silence_ms(forwarder *fw, int64_t now_ms, const char **sink_na
 
 size_t forwarder_nsinks(const forwarder *fw) { return fw->n; }
 forwarder_sink_stats *forwarder_stats(forwarder *fw, size_t i) { return &fw->t[i].st; }
+
+void forwarder_health_judge(const forwarder_sink_stats *st, const tg_sink_conf *conf, int64_t backlog_rows,
+			    int64_t now_ms, forwarder_health *h)
+{
+	memset(h, 0, sizeof *h);
+	int64_t failing_since = atomic_load(&st->failing_since_ms);
+	/* nothing queued: whatever the forwarder last saw has been delivered since */
+	int64_t oldest = backlog_rows > 0 ? atomic_load(&st->oldest_ms) : 0;
+	h->backlog_rows = backlog_rows;
+	h->state = failing_since ? "failing" : atomic_load(&st->last_ok_ms) ? "ok" : "idle";
+	h->failing_ms = failing_since && now_ms > failing_since ? now_ms - failing_since : 0;
+	h->oldest_age_ms = oldest && now_ms > oldest ? now_ms - oldest : 0;
+	h->healthy = 1;
+	if (failing_since && conf->health_failing_ms > 0 && h->failing_ms > conf->health_failing_ms) {
+		h->healthy = 0;
+		snprintf(h->why, sizeof h->why, "sends failing for %lld s (health_failing_after %lld s)",
+			 (long long)(h->failing_ms / 1000), (long long)(conf->health_failing_ms / 1000));
+	} else if (conf->health_max_age_ms > 0 && h->oldest_age_ms > conf->health_max_age_ms + st->batch_age_ms) {
+		h->healthy = 0;
+		snprintf(h->why, sizeof h->why, "oldest undelivered record waiting %lld s (health_max_age %lld s + batching %lld s)",
+			 (long long)(h->oldest_age_ms / 1000), (long long)(conf->health_max_age_ms / 1000),
+			 (long long)(st->batch_age_ms / 1000));
+	}
+}
+
+void forwarder_health_of(forwarder *fw, size_t i, int64_t now_ms, forwarder_health *h)
+{
+	fw_thread *t = &fw->t[i];
+	int64_t rows, bytes;
+	outbox_sink_backlog(fw->ob, t->conf->name, &rows, &bytes);
+	forwarder_health_judge(&t->st, t->conf, rows, now_ms, h);
+	h->backlog_bytes = bytes;
+}

@@ -29,8 +29,32 @@ typedef struct forwarder_sink_stats {
 	_Atomic int64_t backoff_until_ms;
 	_Atomic int64_t pending;    /* rows queued, sampled */
 	_Atomic int64_t last_ok_ms;
-	_Atomic int up;             /* last send succeeded */
+	_Atomic int up;             /* 0 while sends fail; 1 otherwise (also before the first send) */
+	_Atomic int64_t failing_since_ms; /* first failure of the current run of failures, 0: not failing */
+	_Atomic int64_t oldest_ms;  /* created_ms of the oldest undelivered record, 0: none (sampled) */
+	int64_t batch_age_ms;       /* the sink's own batching age (sink_limits.max_age_ms) */
 } forwarder_sink_stats;
+
+/* A sink's health as /healthz and /metrics report it. idle: nothing sent or failed yet; ok:
+ * the last send succeeded; failing: sends fail and are retried. Degraded (healthy = 0) when
+ * it has been failing for longer than health_failing_after, or its oldest undelivered
+ * record has waited longer than health_max_age beyond the sink's batching age; idle is not
+ * down, and a failure shorter than the threshold is a retry, not an outage. */
+typedef struct forwarder_health {
+	const char *state;     /* "idle", "ok", "failing" */
+	int healthy;
+	char why[160];         /* what makes it degraded, "" when healthy */
+	int64_t failing_ms;    /* how long it has been failing, 0 when not */
+	int64_t oldest_age_ms; /* age of the oldest undelivered record, 0 when none */
+	int64_t backlog_rows, backlog_bytes;
+} forwarder_health;
+
+/* The judgement itself, from a sink's stats, config and queued rows at now_ms (backlog_bytes
+ * left 0). */
+void forwarder_health_judge(const forwarder_sink_stats *st, const tg_sink_conf *conf, int64_t backlog_rows,
+			    int64_t now_ms, forwarder_health *h);
+/* Health of sink i with its outbox backlog; reads atomics and counters only (any thread). */
+void forwarder_health_of(forwarder *fw, size_t i, int64_t now_ms, forwarder_health *h);
 
 /* Full-jitter backoff: a uniform value in [0, min(cap, base * 2^attempt)], from r in [0,1). */
 int64_t forwarder_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, double r);

@@ -6,10 +6,13 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "log.h"
 
 struct http_server {
 	struct MHD_Daemon *d;
@@ -45,6 +48,25 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 	return r;
 }
 
+/* libmicrohttpd's own messages (a malformed request, a failed accept) would otherwise go
+ * to stderr as raw text between our key=value lines. They are about a client or the
+ * socket, not about us: warn level. The HTML page some of them quote is left out. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char text[1024];
+	vsnprintf(text, sizeof text, fmt, ap);
+	char *html = strstr(text, " ('<html>"), *end = html ? strstr(html, "</html>')") : NULL;
+	if (end)
+		memmove(html, end + 9, strlen(end + 9) + 1);
+	size_t n = strlen(text);
+	while (n && (text[n - 1] == '\n' || text[n - 1] == ' '))
+		text[--n] = '\0';
+	LOG_WARN("http", "msg=\"%s\"", text);
+}
+#pragma GCC diagnostic pop
+
 http_server *http_start(const char *bind, int port, http_render_fn render, void *ud, char *err, size_t errlen)
 {
 	http_server *h = calloc(1, sizeof *h);
@@ -61,8 +83,9 @@ http_server *http_start(const char *bind, int port, http_render_fn render, void 
 		return NULL;
 	}
 	h->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL, handle, h,
-				MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT,
-				10u, MHD_OPTION_END);
+				/* the logger first: options parsed before it would log to stderr */
+				MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, &sa,
+				MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
 	if (!h->d) {
 		tg_seterr(err, errlen, TG_EIO, "cannot listen on %s:%d", bind, port);
 		free(h);

@@ -1,7 +1,8 @@
 /*
  * http.h — the ops HTTP endpoint (libmicrohttpd, its own thread, loopback by default):
- * GET /metrics (Prometheus text), GET /healthz (200 when connected to the broker and
- * every sink is up or merely backing off, JSON body), GET /api/status (JSON).
+ * GET /metrics (Prometheus text), GET /healthz (JSON; 200 "ok" when connected to the broker
+ * and no sink is degraded, else 503 "degraded" with the reasons: see forwarder_health),
+ * GET /api/status (the same JSON, always 200).
  * Request bodies are refused (nothing here takes input), so there is no body to cap.
  *
  * The handler renders through a callback the daemon supplies, reading only atomics, so

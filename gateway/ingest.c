@@ -13,13 +13,36 @@
 
 #include "aggregate.h"
 #include "alerts.h"
+#include "clock.h"
 #include "dedupe.h"
 #include "err.h"
+#include "jsonout.h"
+#include "identity.h"
 #include "log.h"
+#include "ratelog.h"
 
-#define IDENTITY_PROPERTY "tidegate-thing"
 #define QUARANTINE_KEEP_BYTES 4096
 #define MAX_PENDING_WINDOWS 4096
+/* QoS 1 publishes of rules and alerts waiting for their PUBACK, by message id: a table
+ * indexed by mid (ids are handed out in turn, so a slot is reused 1024 publishes later),
+ * the copies of the messages they came from capped in bytes, and forgotten after a while */
+#define INFLIGHT_SLOTS 1024
+#define INFLIGHT_MAX_BYTES (4 << 20)
+#define INFLIGHT_MAX_AGE_MS 300000
+#define RATELOG_SLOTS 256
+
+/* A publish waiting for its PUBACK: what a refusal needs to be counted against its rule,
+ * logged and, for a rule with an errorAction, to run it with the message that fired it. */
+typedef struct inflight {
+	int mid; /* 0: free */
+	int64_t at_ms;
+	rules_action_kind kind; /* RULES_ACT_REPUBLISH or RULES_ACT_ALERT (its notification) */
+	int is_error_action;
+	char *rule, *topic;
+	/* the message, when the rule has an errorAction (else NULL) */
+	tg_msg *m;
+	size_t bytes;
+} inflight;
 
 struct ingest {
 	const tg_config *cfg;
@@ -47,10 +70,168 @@ struct ingest {
 	/* closed aggregate windows waiting to re-enter (the emit callback may not recurse) */
 	json_t *pending_windows;
 	int64_t last_tick_ms;
+	inflight *inflight; /* INFLIGHT_SLOTS, allocated with the first QoS 1 publish */
+	size_t inflight_bytes;
+	ratelog *quarantine_log; /* key thing, kind reason */
+	ratelog *refused_log;    /* key rule ("" for other publishes), kind reason code */
+	int64_t last_report_ms;
 };
 
 static int on_alert(void *ud, const alerts_event *ev);
 static int on_window(void *ud, const aggregate_window *w);
+static void on_puback(void *ud, int mid, int reason);
+static void report_quarantine(void *ud, const char *thing, int reason, uint64_t count, const char *context);
+static void report_refused(void *ud, const char *rule, int reason, uint64_t count, const char *context);
+
+/* ---- publishes waiting for their PUBACK ------------------------------------------------ */
+
+static void msg_free(tg_msg *m)
+{
+	if (!m)
+		return;
+	free((char *)m->topic);
+	free((char *)m->thing);
+	free((char *)m->client_id);
+	free((void *)m->payload);
+	json_decref(m->json);
+	mosquitto_property *props = (mosquitto_property *)m->props;
+	mosquitto_property_free_all(&props);
+	free(m);
+}
+
+/* A copy of m that outlives the message callback (the payload and props are the broker's). */
+static tg_msg *msg_copy(const tg_msg *m, size_t *bytes)
+{
+	tg_msg *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->topic = strdup(m->topic ? m->topic : "");
+	c->thing = strdup(m->thing ? m->thing : "");
+	c->client_id = strdup(m->client_id ? m->client_id : (m->thing ? m->thing : ""));
+	c->principal = c->thing;
+	c->payload = malloc(m->payloadlen + 1);
+	c->payloadlen = m->payloadlen;
+	/* shallow: the gateway adds its fields to the top level of m->json after the rules ran */
+	c->json = m->json ? json_copy(m->json) : NULL;
+	c->received_ms = m->received_ms;
+	c->qos = m->qos;
+	mosquitto_property *props = NULL;
+	if (m->props && mosquitto_property_copy_all(&props, (const mosquitto_property *)m->props) != MOSQ_ERR_SUCCESS)
+		props = NULL;
+	c->props = (const struct mqtt5__property *)props;
+	if (!c->topic || !c->thing || !c->client_id || !c->payload || (m->json && !c->json)) {
+		msg_free(c);
+		return NULL;
+	}
+	if (m->payloadlen)
+		memcpy((void *)c->payload, m->payload, m->payloadlen);
+	*bytes = sizeof *c + strlen(c->topic) + strlen(c->thing) + m->payloadlen * 3; /* the JSON copy: about twice */
+	return c;
+}
+
+static void inflight_clear(ingest *ig, inflight *f)
+{
+	free(f->rule);
+	free(f->topic);
+	msg_free(f->m);
+	ig->inflight_bytes -= f->bytes;
+	memset(f, 0, sizeof *f);
+}
+
+/* Remember a QoS 1 publish of a rule (or an alert's notification) until its PUBACK. m: the
+ * message to run the rule's errorAction with, or NULL. A failure to remember only costs the
+ * errorAction of a later refusal, which is still counted and logged. */
+static void inflight_put(ingest *ig, int mid, rules_action_kind kind, int is_error_action, const char *rule,
+			 const char *topic, const tg_msg *m)
+{
+	if (mid <= 0 || (!ig->inflight && !(ig->inflight = calloc(INFLIGHT_SLOTS, sizeof *ig->inflight))))
+		return;
+	inflight *f = &ig->inflight[(unsigned)mid % INFLIGHT_SLOTS];
+	if (f->mid)
+		inflight_clear(ig, f); /* unanswered for INFLIGHT_SLOTS publishes */
+	f->mid = mid;
+	f->at_ms = ig->now_ms;
+	f->kind = kind;
+	f->is_error_action = is_error_action;
+	f->rule = strdup(rule ? rule : "");
+	f->topic = strdup(topic ? topic : "");
+	if (m && ig->inflight_bytes < INFLIGHT_MAX_BYTES && (f->m = msg_copy(m, &f->bytes)))
+		ig->inflight_bytes += f->bytes;
+	if (!f->rule || !f->topic)
+		inflight_clear(ig, f);
+}
+
+static int on_action(void *ud, const rules_action_out *a, char *err, size_t errlen);
+
+typedef struct action_ctx {
+	ingest *ig;
+	const tg_msg *m;
+} action_ctx;
+
+/* The broker answered a publish of ours. A refusal (reason >= 0x80, e.g. 135 when the ACL
+ * does not let the gateway publish there) of a rule's republish is that action's failure:
+ * counted, logged (rate-limited) and, when the rule has an errorAction, that runs now with
+ * the message that fired the rule. */
+static void on_puback(void *ud, int mid, int reason)
+{
+	ingest *ig = ud;
+	inflight *f = ig->inflight && mid > 0 ? &ig->inflight[(unsigned)mid % INFLIGHT_SLOTS] : NULL;
+	if (f && f->mid != mid)
+		f = NULL; /* a QoS 0 publish, or not one of a rule's */
+	if (reason < 0x80) {
+		if (f) {
+			atomic_fetch_add(&ig->rst.republished, 1);
+			inflight_clear(ig, f);
+		}
+		return;
+	}
+	char why[200], context[400];
+	int64_t now = tg_wall_ms(); /* a PUBACK may come while no message flows */
+	snprintf(why, sizeof why, "the broker refused the publish: %s (%d)", mosquitto_reason_string(reason), reason);
+	if (!f) {
+		snprintf(context, sizeof context, "mid=%d", mid);
+		ratelog_hit(ig->refused_log, "", reason, context, now);
+		return;
+	}
+	atomic_fetch_add(&ig->rst.action_errors, 1);
+	atomic_fetch_add(&ig->rst.republish_errors, 1);
+	snprintf(context, sizeof context, "topic=%s action=%s%s", f->topic,
+		 f->kind == RULES_ACT_ALERT ? "alert" : "republish", f->is_error_action ? " errorAction=1" : "");
+	ratelog_hit(ig->refused_log, f->rule, reason, context, now);
+	if (f->m && f->kind == RULES_ACT_REPUBLISH && !f->is_error_action && ig->rules) {
+		/* the errorAction's own actions see this message as the current one */
+		int64_t saved_now = ig->now_ms;
+		const char *thing = ig->thing;
+		ig->now_ms = f->m->received_ms;
+		ig->thing = f->m->thing;
+		action_ctx ac = {ig, f->m};
+		rules_stats st = {0};
+		if (rules_run_error_action(ig->rules, f->rule, f->m, RULES_ACT_REPUBLISH, f->topic, why, on_action, &ac,
+					   &st) < 0)
+			LOG_WARN("rules", "msg=\"errorAction could not run\" rule=%s", f->rule);
+		atomic_fetch_add(&ig->rst.actions, st.actions);
+		atomic_fetch_add(&ig->rst.action_errors, st.action_errors);
+		ig->now_ms = saved_now;
+		ig->thing = thing;
+	}
+	inflight_clear(ig, f);
+}
+
+/* Publishes never answered (a session the broker dropped) are forgotten after a while. */
+static void inflight_expire(ingest *ig, int64_t now_ms)
+{
+	if (!ig->inflight)
+		return;
+	for (size_t i = 0; i < INFLIGHT_SLOTS; i++)
+		if (ig->inflight[i].mid && now_ms - ig->inflight[i].at_ms > INFLIGHT_MAX_AGE_MS)
+			inflight_clear(ig, &ig->inflight[i]);
+}
+
+static void report_refused(void *ud, const char *rule, int reason, uint64_t count, const char *context)
+{
+	LOG_WARN("rules", "msg=\"publish refused by the broker\" rule=%s reason=%d reason_text=\"%s\" count=%llu %s",
+		 *rule ? rule : "-", reason, mosquitto_reason_string(reason), (unsigned long long)count, context);
+}
 
 ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size_t errlen)
 {
@@ -70,6 +251,12 @@ ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size
 			ig->webhook_sink = cfg->sinks[i].name;
 	ig->limits.max_bytes = (size_t)cfg->max_payload;
 	ig->limits.max_depth = (int)cfg->max_depth;
+	int64_t every = cfg->log_repeat_interval_ms > 0 ? cfg->log_repeat_interval_ms : 60000;
+	if (!(ig->quarantine_log = ratelog_new(RATELOG_SLOTS, every, report_quarantine, ig)) ||
+	    !(ig->refused_log = ratelog_new(RATELOG_SLOTS, every, report_refused, ig))) {
+		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		goto fail;
+	}
 	if (cfg->dedupe_window_ms > 0) {
 		dedupe_conf dc = {.window_ms = cfg->dedupe_window_ms,
 				  .per_thing = (size_t)cfg->dedupe_per_thing,
@@ -91,6 +278,8 @@ ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size
 		tg_seterr(err, errlen, TG_EDB, "alert state %s: %s", alerts_db, why);
 		goto fail;
 	}
+	if (br)
+		broker_set_puback_fn(br, on_puback, ig);
 	return ig;
 fail:
 	ingest_free(ig);
@@ -107,6 +296,14 @@ void ingest_free(ingest *ig)
 		ingest_tick(ig, 0);
 		aggregate_free(ig->agg);
 	}
+	if (ig->br)
+		broker_set_puback_fn(ig->br, NULL, NULL);
+	if (ig->inflight)
+		for (size_t i = 0; i < INFLIGHT_SLOTS; i++)
+			inflight_clear(ig, &ig->inflight[i]);
+	free(ig->inflight);
+	ratelog_free(ig->quarantine_log); /* reports what is still counted */
+	ratelog_free(ig->refused_log);
 	alerts_close(ig->al);
 	dedupe_free(ig->dd);
 	json_decref(ig->pending_windows);
@@ -129,38 +326,6 @@ void ingest_set_registry(ingest *ig, json_t *(*lookup)(void *ud, const char *thi
 	ig->registry_ud = ud;
 }
 
-/* The authenticated thing: the identity property the broker plugin stamps, else the
- * topic's second segment (devices/<thing>/...), which the broker ACL makes trustworthy. */
-static int thing_of(const char *topic, const mosquitto_property *props, char *out, size_t outlen)
-{
-	const mosquitto_property *p = props;
-	int first = 1;
-	while (props) {
-		char *name = NULL, *value = NULL;
-		p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value, first ? 0 : 1);
-		first = 0;
-		if (!p)
-			break;
-		int hit = name && strcmp(name, IDENTITY_PROPERTY) == 0 && value && *value;
-		if (hit)
-			snprintf(out, outlen, "%s", value);
-		free(name);
-		free(value);
-		if (hit)
-			return 0;
-	}
-	const char *slash = strchr(topic, '/');
-	if (!slash)
-		return TG_EINVAL;
-	const char *start = slash + 1, *end = strchr(start, '/');
-	size_t n = end ? (size_t)(end - start) : strlen(start);
-	if (n == 0 || n >= outlen)
-		return TG_EINVAL;
-	memcpy(out, start, n);
-	out[n] = '\0';
-	return 0;
-}
-
 /* Table name of a topic: its last level (devices/x/telemetry -> telemetry). */
 static const char *table_of(const char *topic)
 {
@@ -168,12 +333,33 @@ static const char *table_of(const char *topic)
 	return last && last[1] ? last + 1 : topic;
 }
 
+/* ratelog kinds are ints: the schema reason's code, or SCHEMA_R__COUNT for bad_topic */
+static schema_reason quarantine_reason_code(const char *reason)
+{
+	for (int r = 0; r < SCHEMA_R__COUNT; r++)
+		if (strcmp(schema_reason_name((schema_reason)r), reason) == 0)
+			return (schema_reason)r;
+	return SCHEMA_R__COUNT;
+}
+
+static void report_quarantine(void *ud, const char *thing, int reason, uint64_t count, const char *context)
+{
+	(void)ud;
+	const char *name = reason < SCHEMA_R__COUNT ? schema_reason_name((schema_reason)reason) : "bad_topic";
+	LOG_WARN("ingest", "msg=quarantined thing=%s reason=%s count=%llu %s", thing, name, (unsigned long long)count,
+		 context);
+}
+
 static int quarantine(ingest *ig, const char *thing, const char *topic, const char *reason, const char *field,
 		      const char *detail, const void *payload, size_t len, int64_t now_ms)
 {
 	atomic_fetch_add(&ig->st.quarantined, 1);
-	LOG_DEBUG("ingest", "msg=quarantined thing=%s topic=%s reason=%s field=%s detail=\"%s\"", thing, topic, reason,
-		  field ? field : "", detail ? detail : "");
+	/* one line per thing and reason per interval, with a count: an operator sees what is
+	 * refused without SQL, and a device sending garbage at 10 Hz does not flood the log */
+	char context[600];
+	snprintf(context, sizeof context, "topic=%s field=%s detail=\"%s\"", topic, field ? field : "",
+		 detail ? detail : "");
+	ratelog_hit(ig->quarantine_log, thing, (int)quarantine_reason_code(reason), context, now_ms);
 	int rc = outbox_quarantine(ig->ob, now_ms, thing, topic, reason, field, detail, payload, len);
 	if (rc)
 		return rc;
@@ -215,7 +401,7 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 		}
 		char t[512];
 		snprintf(t, sizeof t, "%s/%s", ig->cfg->quarantine_topic, thing);
-		char *s = json_dumps(q, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		char *s = jsonout_dumps(q);
 		if (s) {
 			broker_publish(ig->br, t, s, strlen(s), 0, 0);
 			free(s);
@@ -250,12 +436,14 @@ static int on_alert(void *ud, const alerts_event *ev)
 		snprintf(topic, sizeof topic, "%s", ig->alert_topic);
 	else
 		snprintf(topic, sizeof topic, "alerts/%s/%s", ev->thing, ev->alert);
-	char *text = json_dumps(ev->json, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	char *text = jsonout_dumps(ev->json);
 	if (!text)
 		return TG_ENOMEM;
-	/* the broker copy is best effort (not connected: the outbox copy still goes upstream) */
-	if (broker_publish(ig->br, topic, text, strlen(text), 1, 0) == 0)
-		atomic_fetch_add(&ig->rst.republished, 1);
+	/* the broker copy is best effort (not connected: the outbox copy still goes upstream);
+	 * a refusal is the alert action's failure, counted when the PUBACK says so */
+	int mid = 0;
+	if (broker_publish_v5(ig->br, topic, text, strlen(text), 1, 0, NULL, &mid) == 0)
+		inflight_put(ig, mid, RULES_ACT_ALERT, 0, ev->rule, topic, NULL);
 	free(text);
 	json_t *rec = json_copy(ev->json);
 	if (!rec)
@@ -289,31 +477,81 @@ static int on_window(void *ud, const aggregate_window *w)
 
 /* ---- rules ---------------------------------------------------------------------------- */
 
+/* The republish `headers` as MQTT v5 properties; a value a template made invalid fails the
+ * action (and runs the errorAction), naming the header. *props is the caller's to free. */
+static int republish_props(const rules_action_out *a, mosquitto_property **props, char *err, size_t errlen)
+{
+	int rc = 0;
+	for (int i = 0; i < a->nheaders && !rc; i++) {
+		const rules_header *h = &a->headers[i];
+		rules_header_val v;
+		if ((rc = rules_header_decode(h, &v, err, errlen)))
+			break;
+		int mrc;
+		switch (h->kind) {
+		case RULES_HDR_PAYLOAD_FORMAT:
+			mrc = mosquitto_property_add_byte(props, MQTT_PROP_PAYLOAD_FORMAT_INDICATOR, (uint8_t)v.num);
+			break;
+		case RULES_HDR_CONTENT_TYPE:
+			mrc = mosquitto_property_add_string(props, MQTT_PROP_CONTENT_TYPE, h->value);
+			break;
+		case RULES_HDR_RESPONSE_TOPIC:
+			mrc = mosquitto_property_add_string(props, MQTT_PROP_RESPONSE_TOPIC, h->value);
+			break;
+		case RULES_HDR_CORRELATION_DATA:
+			mrc = mosquitto_property_add_binary(props, MQTT_PROP_CORRELATION_DATA, v.bin, (uint16_t)v.binlen);
+			break;
+		case RULES_HDR_MESSAGE_EXPIRY:
+			mrc = mosquitto_property_add_int32(props, MQTT_PROP_MESSAGE_EXPIRY_INTERVAL, v.num);
+			break;
+		case RULES_HDR_USER_PROPERTY:
+			mrc = mosquitto_property_add_string_pair(props, MQTT_PROP_USER_PROPERTY, h->key, h->value);
+			break;
+		default: mrc = MOSQ_ERR_INVAL; break;
+		}
+		free(v.bin);
+		if (mrc != MOSQ_ERR_SUCCESS)
+			rc = tg_seterr(err, errlen, mrc == MOSQ_ERR_NOMEM ? TG_ENOMEM : TG_EINVAL, "headers.%s: %s",
+				       rules_header_name(h->kind), mosquitto_strerror(mrc));
+	}
+	if (rc)
+		mosquitto_property_free_all(props);
+	return rc;
+}
+
 /* The side effects of rule actions. Everything goes into the same group commit as the
  * record itself, so a message and what its rules routed are accepted together. */
-static int on_action(void *ud, const rules_action_out *a, char *err, size_t errlen);
-
-typedef struct action_ctx {
-	ingest *ig;
-	const tg_msg *m;
-} action_ctx;
-
 static int on_action(void *ud, const rules_action_out *a, char *err, size_t errlen)
 {
 	action_ctx *ac = ud;
 	ingest *ig = ac->ig;
 	switch (a->kind) {
 	case RULES_ACT_REPUBLISH: {
-		char *text = json_dumps(a->payload, JSON_COMPACT | JSON_REAL_PRECISION(15));
-		if (!text)
-			return tg_seterr(err, errlen, TG_ENOMEM, "cannot serialise the payload");
-		int rc = broker_publish(ig->br, a->topic, text, strlen(text), a->qos, 0);
-		free(text);
+		mosquitto_property *props = NULL;
+		int rc = republish_props(a, &props, err, errlen);
 		if (rc) {
 			atomic_fetch_add(&ig->rst.republish_errors, 1);
-			return tg_seterr(err, errlen, rc, "republish to %s failed: not connected to the broker", a->topic);
+			return rc;
 		}
-		atomic_fetch_add(&ig->rst.republished, 1);
+		char *text = jsonout_dumps(a->payload);
+		if (!text) {
+			mosquitto_property_free_all(&props);
+			return tg_seterr(err, errlen, TG_ENOMEM, "cannot serialise the payload");
+		}
+		int mid = 0;
+		rc = broker_publish_v5(ig->br, a->topic, text, strlen(text), a->qos, 0, props, &mid);
+		free(text);
+		mosquitto_property_free_all(&props);
+		if (rc) {
+			atomic_fetch_add(&ig->rst.republish_errors, 1);
+			return tg_seterr(err, errlen, rc, "republish to %s failed: %s", a->topic,
+					 rc == TG_ENET ? "not connected to the broker" : "the client refused the publish");
+		}
+		if (a->qos == 0) /* no answer will come: MQTT gives a refused QoS 0 publish none */
+			atomic_fetch_add(&ig->rst.republished, 1);
+		else
+			inflight_put(ig, mid, RULES_ACT_REPUBLISH, a->is_error_action, a->rule, a->topic,
+				     a->has_error_action && !a->is_error_action ? ac->m : NULL);
 		return 0;
 	}
 	case RULES_ACT_SINK: {
@@ -409,7 +647,7 @@ static void drain_windows(ingest *ig, int64_t now_ms)
 		json_t *obj = json_object_get(item, "json");
 		char topic[512];
 		snprintf(topic, sizeof topic, "aggregates/%s", thing);
-		char *text = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(15));
+		char *text = jsonout_dumps(obj);
 		if (text) {
 			broker_publish(ig->br, topic, text, strlen(text), 0, 0);
 			tg_msg m = {.topic = topic, .thing = thing, .client_id = thing, .principal = thing,
@@ -425,6 +663,12 @@ static void drain_windows(ingest *ig, int64_t now_ms)
 
 void ingest_tick(ingest *ig, int64_t now_ms)
 {
+	if (now_ms && now_ms - ig->last_report_ms >= 1000) {
+		ig->last_report_ms = now_ms;
+		ratelog_tick(ig->quarantine_log, now_ms);
+		ratelog_tick(ig->refused_log, now_ms);
+		inflight_expire(ig, now_ms);
+	}
 	if (!ig->agg)
 		return;
 	if (now_ms && now_ms - ig->last_tick_ms < 1000)
@@ -451,7 +695,7 @@ int ingest_message(ingest *ig, const char *topic, const void *payload, size_t le
 {
 	atomic_fetch_add(&ig->st.received, 1);
 	char thing[256];
-	if (thing_of(topic, (const mosquitto_property *)props, thing, sizeof thing)) {
+	if (identity_thing((identity_mode)ig->cfg->broker_identity, topic, props, thing, sizeof thing)) {
 		atomic_fetch_add(&ig->st.bad_topic, 1);
 		return quarantine(ig, "unknown", topic, "bad_topic", NULL, "topic has no thing segment", payload, len, now_ms);
 	}

@@ -1,7 +1,7 @@
 /*
  * ingest.h — what happens to one message from the broker, on the ingest thread:
  *
- *   identity -> raw checks + parse (size, UTF-8, depth, JSON, object) -> schema (validate,
+ *   identity (identity.h) -> raw checks + parse (size, UTF-8, depth, JSON, object) -> schema (validate,
  *   normalise) -> dedupe (thing, ts) -> enrichment -> rules (actions, alerts) -> aggregates
  *   -> record with the gateway's fields -> outbox (default sinks)
  *
@@ -9,9 +9,16 @@
  * outbox group commit, so it is accepted or not as a whole. Anything rejected goes to
  * quarantine with a reason: the outbox's quarantine table, the default sinks' "quarantine"
  * table (so the lake keeps it) and, if configured, a republish on <quarantine_topic>/<thing>.
- * Nothing is dropped silently. Closed aggregate windows re-enter as messages on
- * aggregates/<thing>; alerts go out on their topic (QoS 1) and into the outbox at high
- * priority.
+ * Nothing is dropped silently, and quarantine is logged: once per thing and reason per
+ * log_repeat_interval, with a count (ratelog.h). Closed aggregate windows re-enter as
+ * messages on aggregates/<thing>; alerts go out on their topic (QoS 1) and into the outbox
+ * at high priority.
+ *
+ * Publishes the broker answers later: a QoS 1 republish of a rule (or an alert's
+ * notification) is remembered by message id until its PUBACK. A refusal (reason >= 0x80)
+ * is that action's failure — counted in action_errors and not as republished, logged at
+ * most once per rule, reason and interval, and handed to the rule's errorAction with a copy
+ * of the message that fired it (rules_run_error_action).
  *
  * Ownership: ingest_new() borrows cfg, the outbox and the broker (the daemon owns them and
  * outlives the ingest object); it owns the dedupe, aggregate and alert state it creates.

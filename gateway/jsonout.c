@@ -214,3 +214,13 @@ int jsonout_write(tg_buf *b, const json_t *v)
 	b->p[b->len] = '\0';
 	return 0;
 }
+
+char *jsonout_dumps(const json_t *v)
+{
+	tg_buf b = {0};
+	if (jsonout_write(&b, v)) {
+		tg_buf_free(&b);
+		return NULL;
+	}
+	return b.p; /* the buffer's memory, handed to the caller */
+}

@@ -22,4 +22,10 @@
  * non-object/array/scalar type, nesting deeper than 2048). */
 int jsonout_write(tg_buf *b, const json_t *v);
 
+/* The same text as a malloc'ed string the caller frees; NULL when jsonout_write fails.
+ * Everything the gateway writes as JSON (records, republishes, alerts, webhooks, what
+ * `tidegate rules test` prints) goes through here, so a number reads the same everywhere:
+ * 60.7 is 60.7, not 60.700000000000003. */
+char *jsonout_dumps(const json_t *v);
+
 #endif

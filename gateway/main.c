@@ -2,10 +2,12 @@
  * main.c — the `tidegate` command: the daemon and its subcommands.
  *
  *   tidegate [run] -c FILE          run the gateway daemon
- *   tidegate check-config -c FILE   validate a config, print it with secrets redacted
+ *   tidegate check-config -c FILE   every check `run` makes before it starts (preflight.h);
+ *                                   print the config with secrets redacted, or every error
  *   tidegate config-reference       print the configuration reference (markdown)
- *   tidegate rules check DIR        validate a rules folder (file:line:col errors)
- *   tidegate rules test FILE --topic T [--payload JSON]   dry-run one rule
+ *   tidegate rules check [-c FILE] [DIR]   validate a rules folder (file:line:col errors),
+ *                                   sink names against the config with -c
+ *   tidegate rules test [-c FILE] FILE|DIR --topic T [--payload JSON]   dry-run rules
  *   tidegate device register|activate|deactivate|revoke|list|show|set-attr ...
  *   tidegate version
  *
@@ -14,10 +16,12 @@
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "daemon.h"
+#include "preflight.h"
 #include "registry_cli.h"
 #include "rules/rules.h"
 
@@ -37,8 +41,8 @@ static void usage(FILE *out)
 	fprintf(out, "usage: tidegate [run] -c FILE\n"
 		     "       tidegate check-config -c FILE\n"
 		     "       tidegate config-reference\n"
-		     "       tidegate rules check DIR\n"
-		     "       tidegate rules test FILE --topic T [--payload JSON]\n"
+		     "       tidegate rules check [-c FILE] [DIR|FILE...]\n"
+		     "       tidegate rules test [-c FILE] FILE|DIR --topic T [--payload JSON]\n"
 		     "       tidegate device COMMAND ... (tidegate device --help)\n"
 		     "       tidegate version\n");
 }
@@ -49,6 +53,41 @@ static const char *config_arg(int argc, char **argv)
 		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
 			return argv[i + 1];
 	return "/etc/tidegate/tidegate.conf";
+}
+
+/* `tidegate rules ...`: with -c CONFIG the rules are checked against that configuration's
+ * sinks (and folder, and payload limits), as the daemon checks them. */
+static int rules_main(int argc, char **argv)
+{
+	const char *path = NULL;
+	int n = 0;
+	for (int i = 0; i < argc; i++) {
+		if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
+			path = argv[++i];
+		else
+			argv[n++] = argv[i]; /* the rules CLI does not see -c */
+	}
+	if (!path)
+		return rules_cli_main(n, argv, NULL);
+	size_t errlen = 64 * 1024;
+	char *err = malloc(errlen);
+	if (!err)
+		return 1;
+	err[0] = '\0';
+	tg_config *c = config_load(path, err, errlen);
+	const char **names = c ? preflight_sink_names(c) : NULL;
+	int rc = 2;
+	if (!c)
+		fprintf(stderr, "%s\n", err);
+	if (names) {
+		rules_cli_conf conf = {.path = path, .sink_names = names, .rules_dir = c->rules_dir,
+				       .max_payload = (size_t)c->max_payload, .max_depth = (int)c->max_depth};
+		rc = rules_cli_main(n, argv, &conf);
+	}
+	free(names);
+	config_free(c);
+	free(err);
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -67,7 +106,7 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		return rules_cli_main(argc - 2, argv + 2);
+		return rules_main(argc - 2, argv + 2);
 	}
 	if (strcmp(cmd, "device") == 0)
 		return registry_cli_main(argc - 1, argv + 1);
@@ -76,15 +115,21 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(cmd, "check-config") == 0 || (argc > 1 && strcmp(argv[1], "--check-config") == 0)) {
-		char err[1024];
-		tg_config *c = config_load(config_arg(argc, argv), err, sizeof err);
-		if (!c) {
+		/* exactly the checks `run` makes before it starts (preflight.h) */
+		size_t errlen = 64 * 1024;
+		char *err = malloc(errlen);
+		if (!err)
+			return 1;
+		err[0] = '\0';
+		tg_config *c = config_load(config_arg(argc, argv), err, errlen);
+		int rc = !c || preflight_check(c, err, errlen) ? 2 : 0;
+		if (rc)
 			fprintf(stderr, "%s\n", err);
-			return 2;
-		}
-		config_print(c, stdout);
+		else
+			config_print(c, stdout);
 		config_free(c);
-		return 0;
+		free(err);
+		return rc;
 	}
 	if (strcmp(cmd, "run") != 0) {
 		fprintf(stderr, "tidegate: unknown command '%s'\n", cmd);

@@ -96,6 +96,17 @@ static void send_status(tg_notify *n, int64_t now_ms, const notify_sample *s, in
 	n->last_stalled = stalled;
 }
 
+static int ping_if_due(tg_notify *n, int64_t now_ms)
+{
+	if (n->watchdog_ms <= 0 || now_ms - n->last_ping_ms < n->watchdog_ms / 2)
+		return 0;
+	n->last_ping_ms = now_ms;
+	sd_notify(0, "WATCHDOG=1");
+	return 1;
+}
+
+int notify_ping(tg_notify *n, int64_t now_ms) { return notify_enabled(n) ? ping_if_due(n, now_ms) : 0; }
+
 int notify_tick(tg_notify *n, int64_t now_ms, const notify_sample *s)
 {
 	if (!notify_enabled(n))
@@ -107,9 +118,5 @@ int notify_tick(tg_notify *n, int64_t now_ms, const notify_sample *s)
 		send_status(n, now_ms, s, stalled);
 	if (stalled)
 		return began ? -1 : 0;
-	if (n->watchdog_ms <= 0 || now_ms - n->last_ping_ms < n->watchdog_ms / 2)
-		return 0;
-	n->last_ping_ms = now_ms;
-	sd_notify(0, "WATCHDOG=1");
-	return 1;
+	return ping_if_due(n, now_ms);
 }

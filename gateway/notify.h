@@ -56,4 +56,8 @@ int notify_stopping(tg_notify *n, const char *status);
  * a stall (keep-alives withheld from now on: the caller logs it once), 0 otherwise. */
 int notify_tick(tg_notify *n, int64_t now_ms, const notify_sample *s);
 
+/* WATCHDOG=1 if one is due, whatever the workers do: for a wait outside the ingest loop
+ * that is known not to hang (bounded, checking the stop flag). Returns 1 if sent. */
+int notify_ping(tg_notify *n, int64_t now_ms);
+
 #endif

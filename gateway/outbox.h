@@ -38,6 +38,7 @@ typedef struct outbox_opts {
 	int64_t max_bytes; /* 0 = no cap */
 	int64_t max_rows;  /* 0 = no cap */
 	int full_policy;   /* OUTBOX_DROP_OLDEST / OUTBOX_REJECT_NEW */
+	int64_t wal_max_bytes; /* the WAL's bound (0 = 64 MiB), at most a quarter of max_bytes */
 	int synchronous_full;
 	const char *gateway_id;
 } outbox_opts;
@@ -54,7 +55,23 @@ typedef struct outbox_counters {
 	_Atomic uint64_t quarantined;
 	_Atomic int64_t oldest_uncommitted_ms;
 	_Atomic int64_t last_commit_ms;
+	/* on disk (see outbox_disk_usage) */
+	_Atomic int64_t db_used_bytes;      /* pages in use (not on the free list), at the last commit */
+	_Atomic int64_t record_cap_bytes;   /* max_bytes turned into record bytes (0 = no cap) */
+	_Atomic int64_t wal_bytes;          /* frames in the WAL since it last restarted */
+	_Atomic int64_t wal_peak_bytes;     /* highest wal_bytes seen */
+	_Atomic int64_t wal_limit_bytes;    /* the bound in force */
+	_Atomic uint64_t wal_restarts;      /* checkpoints that let the WAL start over */
+	_Atomic uint64_t wal_restart_busy;  /* attempts a reader held up (retried at the next commit) */
+	_Atomic int64_t wal_restart_max_us; /* longest such checkpoint, on the ingest thread */
+	_Atomic uint64_t wal_restart_us;     /* time spent in them, in all */
+	_Atomic uint64_t aborted;           /* groups rolled back because they could not be stored */
 } outbox_counters;
+
+/* What the outbox's files take on disk now (stat of the database, -wal and -shm files). */
+typedef struct outbox_disk {
+	int64_t db, wal, shm, total;
+} outbox_disk;
 
 /* Open (create, migrate) the writer handle. If the file is corrupt or not a database it
  * is renamed to <path>.corrupt-<epoch> and a new one is created (logged). Caller owns the
@@ -63,6 +80,8 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 /* Commits what is pending, then closes. NULL-safe. */
 void outbox_close(outbox *ob);
 outbox_counters *outbox_counters_of(outbox *ob); /* borrowed, lives as long as ob */
+/* stat() the three files; any thread. 0 or TG_EIO (then *d holds what could be read). */
+int outbox_disk_usage(const outbox *ob, outbox_disk *d);
 
 /* Append one record for each of nsinks sinks: serialises obj (borrowed; a "msg_id" member
  * of it is removed, since the gateway's msg_id is the record's identity) and queues the
@@ -120,5 +139,13 @@ int outbox_settle(outbox_reader *r, const char *sink_name, const outbox_batch *b
 int outbox_reclaim(outbox_reader *r);
 int64_t outbox_pending(outbox_reader *r, const char *sink_name); /* rows queued for one sink */
 void outbox_batch_free(outbox_batch *b); /* frees contents; NULL-safe */
+
+/* ---- per sink ----------------------------------------------------------------------- */
+/* Rows and payload bytes queued for one sink, from counters kept as rows come and go (any
+ * thread; no query). TG_ENOTFOUND (and 0, 0) for a sink nothing was ever queued for. */
+int outbox_sink_backlog(outbox *ob, const char *sink_name, int64_t *rows, int64_t *bytes);
+/* created_ms of the oldest row the sink has not been handed yet (0: none), < 0 on error.
+ * One index seek per priority; reader side. */
+int64_t outbox_oldest_pending(outbox_reader *r, const char *sink_name);
 
 #endif

@@ -52,11 +52,12 @@
 #define OUTBOX_SQL_SET_LAST_ID "UPDATE meta SET value = ? WHERE key = 'last_id'"
 #define OUTBOX_SQL_GET_LAST_ID "SELECT value FROM meta WHERE key = 'last_id'"
 #define OUTBOX_SQL_MAX_ID "SELECT coalesce(max(id), 0) FROM outbox"
-#define OUTBOX_SQL_TOTALS "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox"
+/* rows and payload bytes queued, per sink (read once at open; the totals are their sum) */
+#define OUTBOX_SQL_SINK_TOTALS "SELECT sink, count(*), coalesce(sum(length(payload)), 0) FROM outbox GROUP BY sink"
 #define OUTBOX_SQL_SINK_ID "SELECT id FROM sinks WHERE name = ?"
 #define OUTBOX_SQL_SINK_ADD "INSERT INTO sinks(name) VALUES(?)"
 #define OUTBOX_SQL_OLDEST                                                                  \
-	"SELECT seq, length(payload) FROM outbox WHERE sink = ? AND prio = ? ORDER BY seq ASC LIMIT ?"
+	"SELECT seq, length(payload) FROM outbox WHERE sink = ? AND prio = ? AND seq < ? ORDER BY seq ASC LIMIT ?"
 #define OUTBOX_SQL_ALL_SINKS "SELECT id, name FROM sinks"
 #define OUTBOX_SQL_DELETE "DELETE FROM outbox WHERE sink = ? AND prio = ? AND seq = ?"
 /* a whole delivered batch of one priority: the batch is every row of (sink, prio) up to
@@ -80,5 +81,9 @@
 #define OUTBOX_SQL_ATTEMPT "UPDATE outbox SET attempts = attempts + 1 WHERE sink = ? AND prio = ? AND seq = ?"
 #define OUTBOX_SQL_PENDING "SELECT count(*) FROM outbox WHERE sink = ?"
 #define OUTBOX_SQL_FREELIST "PRAGMA freelist_count"
+#define OUTBOX_SQL_PAGE_COUNT "PRAGMA page_count"
+/* the oldest undelivered row of one priority of one sink (past its cursor): an index seek */
+#define OUTBOX_SQL_OLDEST_PENDING                                                           \
+	"SELECT created_ms FROM outbox WHERE sink = ? AND prio = ? AND seq > ? ORDER BY seq ASC LIMIT 1"
 
 #endif

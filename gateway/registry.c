@@ -542,6 +542,30 @@ int registry_jit_register(registry *reg, const char *thing, const registry_cert_
 	return do_register(reg, thing, cert, st, "jitr", 1, now_ms, applied, err, errlen);
 }
 
+/* A bulk activate/deactivate that changed nothing: TG_EPERM when that is because every
+ * certificate of the thing is revoked (saying "0 set ACTIVE" would hide it). */
+static int all_revoked(registry *reg, int64_t tid, const char *thing, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = stmt(reg, RS_CERT_STATUS_COUNT);
+	sqlite3_bind_int64(s, 1, tid);
+	int rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return db_err(reg, err, errlen, rc, "counting certificates");
+	}
+	int64_t total = sqlite3_column_int64(s, 0), revoked = sqlite3_column_int64(s, 1);
+	sqlite3_reset(s);
+	if (total == 0 || revoked < total)
+		return 0;
+	if (total == 1)
+		return reg_err(err, errlen, TG_EPERM,
+			       "the certificate of \"%s\" is revoked; revocation is final (register a new certificate)",
+			       thing);
+	return reg_err(err, errlen, TG_EPERM,
+		       "all %lld certificates of \"%s\" are revoked; revocation is final (register a new certificate)",
+		       (long long)total, thing);
+}
+
 static int set_status_locked(registry *reg, const char *thing, const char *fingerprint,
 			     registry_status st, int64_t now_ms, int *changed, char *err,
 			     size_t errlen)
@@ -590,6 +614,8 @@ static int set_status_locked(registry *reg, const char *thing, const char *finge
 		sqlite3_bind_text(s, 2, registry_status_name(st), -1, SQLITE_STATIC);
 		sqlite3_bind_int64(s, 3, now_ms);
 		if ((rc = exec_stmt(reg, RS_CERT_STATUS_ALL_SET, s, err, errlen)))
+			return rc;
+		if (sqlite3_changes(reg->db) == 0 && st != REGISTRY_REVOKED && (rc = all_revoked(reg, tid, thing, err, errlen)))
 			return rc;
 	}
 	int n = sqlite3_changes(reg->db);

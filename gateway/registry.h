@@ -98,7 +98,8 @@ int registry_jit_register(registry *reg, const char *thing, const registry_cert_
 
 /* Set the status of one certificate of thing (fingerprint given) or of all of them
  * (fingerprint NULL). A REVOKED certificate stays revoked: asking to activate or deactivate
- * it is TG_EPERM when named, and skipped in bulk. *changed (may be NULL) gets the number of
+ * it is TG_EPERM when named, and skipped in bulk — TG_EPERM too when every certificate of
+ * the thing is revoked. *changed (may be NULL) gets the number of
  * certificates whose status changed. TG_ENOTFOUND for an unknown thing or fingerprint. */
 int registry_set_status(registry *reg, const char *thing, const char *fingerprint,
 			registry_status st, int64_t now_ms, int *changed, char *err, size_t errlen);

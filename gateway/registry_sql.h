@@ -69,6 +69,7 @@ enum registry_stmt {
 	RS_CERT_STATUS_ONE_GET,
 	RS_CERT_STATUS_ONE_SET,
 	RS_CERT_STATUS_ALL_SET,
+	RS_CERT_STATUS_COUNT,
 	RS_CERT_LIST,
 	RS_ATTR_SET,
 	RS_ATTR_DEL,
@@ -102,6 +103,8 @@ static const char *const REGISTRY_SQL[RS__COUNT] = {
 	/* REVOKED is terminal: bulk changes never bring a revoked certificate back. */
 	[RS_CERT_STATUS_ALL_SET] = "UPDATE certificate SET status = ?2, updated_ms = ?3"
 				   " WHERE thing_id = ?1 AND status <> 'REVOKED' AND status <> ?2",
+	[RS_CERT_STATUS_COUNT] = "SELECT count(*), coalesce(sum(status = 'REVOKED'), 0) FROM certificate"
+				 " WHERE thing_id = ?1",
 	[RS_CERT_LIST] = "SELECT fingerprint, subject_cn, status, not_after_ms, created_ms,"
 			 " updated_ms, pem, source FROM certificate WHERE thing_id = ?1 ORDER BY id",
 	[RS_ATTR_SET] = "INSERT INTO attribute(thing_id, key, value) VALUES (?1, ?2, ?3)"

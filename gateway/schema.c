@@ -56,6 +56,15 @@ static const char *const reason_names[SCHEMA_R__COUNT] = {
 	[SCHEMA_R_DUPLICATE] = "duplicate",
 };
 
+const char *schema_json_error_text(const json_error_t *e)
+{
+	switch (json_error_code(e)) {
+	case json_error_null_character: return "a string holds \\u0000 (a NUL character), which is not accepted";
+	case json_error_null_byte_in_key: return "an object key holds \\u0000 (a NUL character), which is not accepted";
+	default: return e->text;
+	}
+}
+
 const char *schema_reason_name(schema_reason r)
 {
 	if ((int)r < 0 || r >= SCHEMA_R__COUNT)
@@ -556,7 +565,7 @@ json_t *schema_parse_payload(const void *buf, size_t len, const schema_limits *l
 			reject(why, st, SCHEMA_R_DUPLICATE_KEY, NULL, "%s", jerr.text);
 		else
 			reject(why, st, SCHEMA_R_BAD_JSON, NULL, "%d:%d: %s", jerr.line, jerr.column,
-			       jerr.text);
+			       schema_json_error_text(&jerr));
 		return NULL;
 	}
 	if (!json_is_object(j)) {
@@ -1457,7 +1466,7 @@ static int set_append_buffer(schema_set *set, const char *file, const char *name
 	if (!root) {
 		if (err && c.used + 1 < errlen) {
 			int n = snprintf(err + c.used, errlen - c.used, "%s:%d:%d: %s\n", file, jerr.line,
-					 jerr.column, jerr.text);
+					 jerr.column, schema_json_error_text(&jerr));
 			if (n > 0)
 				c.used += (size_t)n < errlen - c.used ? (size_t)n : errlen - c.used - 1;
 		}

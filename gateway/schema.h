@@ -47,6 +47,9 @@ typedef enum {
 
 /* Stable lower-case name of a reason ("missing_field", …); "unknown" if out of range. */
 const char *schema_reason_name(schema_reason r);
+/* jansson's error text in the words of someone who wrote the JSON (never a library flag
+ * name such as JSON_ALLOW_NUL). Borrowed: static text or e->text. */
+const char *schema_json_error_text(const json_error_t *e);
 
 typedef struct schema_reject {
 	schema_reason reason;

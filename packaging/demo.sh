@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # make demo: broker + tidegate + device_sim on 127.0.0.1, data and alerts flowing.
 # Stops everything on Ctrl-C or after DEMO_SECONDS (default 45; 0 = until Ctrl-C).
+# Every TICK seconds (DEMO_TICK, default 5) it prints the counters and the newest record in
+# the lake; everything the broker delivers on alerts/# and errors/# is printed as it comes
+# (the shipped hot-alerts rule republishes on alerts/<thing>, alerts go to
+# alerts/<thing>/<alert>). DEMO_DIR (default demo-data), DEMO_CERTS (default certs/out) and
+# DEMO_BIN (default $B/rel) move what it writes and runs, as the tests do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 B=${B:-build}
-BIN=$REPO/$B/rel
+BIN=${DEMO_BIN:-$REPO/$B/rel}
 SECONDS_BOUND=${DEMO_SECONDS:-45}
+TICK=${DEMO_TICK:-5}
 THINGS=${DEMO_THINGS:-5}
 RATE=${DEMO_RATE:-5}
-DEMO=$REPO/demo-data
-CERTS=$REPO/certs/out
+DEMO=${DEMO_DIR:-$REPO/demo-data}
+CERTS=${DEMO_CERTS:-$REPO/certs/out}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -65,7 +71,7 @@ for i in $(seq 100); do curl -sf "127.0.0.1:$HTTP/healthz" >/dev/null && break; 
 echo "== tidegate: ops http://127.0.0.1:$HTTP/metrics, lake $DEMO/lake"
 
 mosquitto_sub -h 127.0.0.1 -p "$PORT" --cafile "$CERTS/ca.crt" --cert "$CERTS/ops.crt" --key "$CERTS/ops.key" \
-  -t 'alerts/+/+' -t 'errors/#' -v -V mqttv5 2>/dev/null > >(sed -u 's/^/   [broker] /') & pids+=($!)
+  -t 'alerts/#' -t 'errors/#' -v -V mqttv5 2>/dev/null > >(sed -u 's/^/   [broker] /') & pids+=($!)
 
 dur=$SECONDS_BOUND; [ "$dur" -eq 0 ] && dur=86400
 "$BIN/device_sim" --host 127.0.0.1 --port "$PORT" --cafile "$CERTS/ca.crt" --certs-dir "$CERTS/things" \
@@ -75,11 +81,16 @@ echo "== device_sim: $THINGS things x $RATE msg/s for ${dur}s (spikes on dev-000
 
 end=$((SECONDS + dur))
 while kill -0 "$sim" 2>/dev/null && [ $SECONDS -lt $end ]; do
-  sleep 5
+  sleep "$TICK"
   m=$(curl -s "127.0.0.1:$HTTP/metrics" | grep -E '^tidegate_(messages_(accepted|quarantined)|outbox_rows|sink_records_total.*ok)' | tr '\n' ' ')
   echo "== $(date -u +%H:%M:%S) $m"
-  f=$(find "$DEMO/lake/telemetry" -name '*.json*' 2>/dev/null | tail -1)
-  [ -n "$f" ] && tail -n 1 "$f" | cut -c1-200 | sed 's/^/   [lake] /'
+  # the newest record: the last whole line of the file written last (the in-progress file
+  # while one is open), not whichever rotated file find happens to list last
+  f=$(find "$DEMO/lake/telemetry" -type f -name '*.json*' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -1 | cut -d' ' -f2-)
+  [ -n "$f" ] && case $f in
+    *.gz*) ;;  # gzip members are only whole at rotation
+    *) tail -c 65536 "$f" | sed -n '$!p;$ { /}$/p }' | tail -n 1 | cut -c1-200 | sed 's/^/   [lake] /' ;;
+  esac
 done
 wait "$sim" 2>/dev/null || true
 tail -n 1 "$DEMO/device_sim.log"

@@ -142,18 +142,7 @@ void rules_val_from_json(json_t *j, rules_val *out)
 	case JSON_ARRAY: out->t = RV_ARR; out->u.j = j; break;
 	case JSON_STRING: rules_val_str(out, json_string_value(j), json_string_length(j)); break;
 	case JSON_INTEGER: out->t = RV_INT; out->u.i = json_integer_value(j); break;
-	case JSON_REAL: {
-		double d = json_real_value(j);
-		/* SQL version 2016-03-23: whole numbers are processed as Int */
-		if (d == floor(d) && fabs(d) < 9.007199254740992e15) {
-			out->t = RV_INT;
-			out->u.i = (int64_t)d;
-		} else {
-			out->t = RV_DEC;
-			out->u.d = d;
-		}
-		break;
-	}
+	case JSON_REAL: out->t = RV_DEC; out->u.d = json_real_value(j); break;
 	case JSON_TRUE: out->t = RV_BOOL; out->u.b = 1; break;
 	case JSON_FALSE: out->t = RV_BOOL; out->u.b = 0; break;
 	case JSON_NULL: out->t = RV_NULL; break;
@@ -168,11 +157,8 @@ json_t *rules_val_to_json(const rules_val *v)
 	case RV_BOOL: return json_boolean(v->u.b);
 	case RV_INT: return json_integer(v->u.i);
 	case RV_DEC:
-		if (!isfinite(v->u.d))
-			return NULL;
-		if (v->u.d == floor(v->u.d) && fabs(v->u.d) < 9.007199254740992e15)
-			return json_integer((json_int_t)v->u.d);
-		return json_real(v->u.d);
+		/* a whole Decimal stays a Decimal: jansson writes it as 10.0 */
+		return isfinite(v->u.d) ? json_real(v->u.d) : NULL;
 	case RV_STR: return json_stringn(v->u.s.p, v->u.s.n); /* NULL if not UTF-8 */
 	case RV_ARR:
 	case RV_OBJ: return json_incref(v->u.j);
@@ -340,10 +326,11 @@ int rules_to_str(rules_ctx *c, const rules_val *v, const char **p, size_t *n)
 	case RV_DEC: {
 		if (!isfinite(v->u.d)) {
 			snprintf(tmp, sizeof tmp, "%s", isnan(v->u.d) ? "NaN" : v->u.d > 0 ? "Infinity" : "-Infinity");
-		} else if (v->u.d == floor(v->u.d) && fabs(v->u.d) < 9.007199254740992e15) {
-			snprintf(tmp, sizeof tmp, "%" PRId64, (int64_t)v->u.d);
 		} else {
 			rules_fmt_double(v->u.d, tmp, sizeof tmp);
+			/* a whole Decimal reads as one (10.0, not the Int 10), as BigDecimal writes 10.0 */
+			if (!strpbrk(tmp, ".E") && strlen(tmp) + 2 < sizeof tmp)
+				strcat(tmp, ".0");
 		}
 		size_t k = strlen(tmp);
 		char *o = rules_ctx_alloc(c, k + 1);

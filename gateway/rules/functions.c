@@ -230,6 +230,8 @@ F(trunc)
 		set_dec(o, d); /* beyond double precision: nothing to cut */
 		return;
 	}
+	/* "Trailing zeroes are stripped from the result" (trunc(2.00, 5) = 2), so a whole
+	 * result has no decimal places left and is written as the Int AWS's examples show */
 	double f = pow(10, (double)places);
 	double t = trunc(d * f);
 	/* 2.3 * 10 is 22.999999999999996 in binary: step to the next integer when that one,
@@ -238,7 +240,11 @@ F(trunc)
 		t += 1;
 	else if (d < 0 && (t - 1) / f >= d)
 		t -= 1;
-	set_dec(o, t / f);
+	double r = t / f;
+	if (r == trunc(r) && fabs(r) < 9.007199254740992e15)
+		set_int(o, (int64_t)r);
+	else
+		set_dec(o, r);
 }
 
 F(nanvl)

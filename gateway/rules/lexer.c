@@ -229,12 +229,6 @@ static int lex_number(rules_lexer *lx, size_t start)
 	double d = strtod(tmp, NULL);
 	if (!isfinite(d))
 		return lex_fail(lx, start, "number literal out of range");
-	/* SQL version 2016-03-23: whole-number decimals are processed as Int */
-	if (d == floor(d) && fabs(d) < 9.007199254740992e15) {
-		lx->tok.k = TK_INT;
-		lx->tok.ival = (int64_t)d;
-		return 0;
-	}
 	lx->tok.k = TK_DEC;
 	lx->tok.dval = d;
 	return 0;

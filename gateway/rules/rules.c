@@ -29,6 +29,7 @@
 #include "hash.h"
 #include "log.h"
 #include "rules/rules_int.h"
+#include "schema.h"
 
 #define RULE_FILE_MAX (256 * 1024)
 #define SUB "rules"
@@ -63,6 +64,11 @@ typedef struct raction {
 	char *sink, *table, *alert_name;
 	uint64_t alert_key; /* tg_hash_str(tg_hash_str(TG_HASH_SEED, rule name), alert_name) */
 	rules_node *clear;
+	struct rhdr {
+		rules_header_kind kind;
+		tmpl key, val; /* key: user properties only */
+	} *hdrs; /* republish headers */
+	int nhdrs;
 } raction;
 
 typedef struct rule {
@@ -250,6 +256,11 @@ static void action_clear(raction *a)
 	free(a->table);
 	free(a->alert_name);
 	rules_node_free(a->clear);
+	for (int i = 0; i < a->nhdrs; i++) {
+		tmpl_free(&a->hdrs[i].key);
+		tmpl_free(&a->hdrs[i].val);
+	}
+	free(a->hdrs);
 	memset(a, 0, sizeof *a);
 }
 
@@ -302,6 +313,8 @@ static int collect_templates(loader *ld, const rule *r, raction *a, json_t *obj,
 	json_object_foreach(obj, key, v)
 	{
 		fpath[base + depth] = key;
+		if (a->kind == RULES_ACT_REPUBLISH && depth == 0 && strcmp(key, "headers") == 0)
+			continue; /* compiled into a->hdrs (headers_compile) */
 		if (json_is_object(v)) {
 			if (collect_templates(ld, r, a, v, fpath, base, depth + 1) < 0)
 				rc = TG_EPARSE;
@@ -353,6 +366,194 @@ static int check_keys(loader *ld, json_t *params, const char *const *allowed, co
 				key);
 			rc = TG_EPARSE;
 		}
+	}
+	return rc;
+}
+
+/* ---- republish headers (MQTT v5 properties) ----------------------------------------------- */
+static const struct {
+	const char *name;
+	rules_header_kind kind;
+} hdr_names[] = {
+	{"payloadFormatIndicator", RULES_HDR_PAYLOAD_FORMAT},
+	{"contentType", RULES_HDR_CONTENT_TYPE},
+	{"responseTopic", RULES_HDR_RESPONSE_TOPIC},
+	{"correlationData", RULES_HDR_CORRELATION_DATA},
+	{"messageExpiry", RULES_HDR_MESSAGE_EXPIRY},
+	{"userProperties", RULES_HDR_USER_PROPERTY},
+};
+
+const char *rules_header_name(rules_header_kind k)
+{
+	for (size_t i = 0; i < sizeof hdr_names / sizeof hdr_names[0]; i++)
+		if (hdr_names[i].kind == k)
+			return hdr_names[i].name;
+	return "?";
+}
+
+int rules_header_decode(const rules_header *h, rules_header_val *v, char *err, size_t errlen)
+{
+	const char *s = h->value ? h->value : "";
+	size_t n = strlen(s);
+	memset(v, 0, sizeof *v);
+	switch (h->kind) {
+	case RULES_HDR_PAYLOAD_FORMAT:
+		if (strcmp(s, "UTF8_DATA") == 0 || strcmp(s, "UNSPECIFIED_BYTES") == 0) {
+			v->num = s[0] == 'U' && s[1] == 'T';
+			return 0;
+		}
+		return tg_seterr(err, errlen, TG_EINVAL,
+				 "headers.payloadFormatIndicator: '%s' is neither UTF8_DATA nor UNSPECIFIED_BYTES", s);
+	case RULES_HDR_MESSAGE_EXPIRY: {
+		uint64_t x = 0;
+		for (size_t i = 0; i < n && x <= UINT32_MAX; i++)
+			x = s[i] >= '0' && s[i] <= '9' ? x * 10 + (uint64_t)(s[i] - '0') : UINT64_MAX;
+		if (n == 0 || n > 10 || x > UINT32_MAX)
+			return tg_seterr(err, errlen, TG_EINVAL,
+					 "headers.messageExpiry: '%s' is not a number of seconds (0 to 4294967295)", s);
+		v->num = (uint32_t)x;
+		return 0;
+	}
+	case RULES_HDR_CORRELATION_DATA: {
+		/* standard base64 with padding, as AWS expects it */
+		int ok = n % 4 == 0 && n <= 65532;
+		for (size_t i = 0; i < n && ok; i++) {
+			unsigned char c = (unsigned char)s[i];
+			ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+			     c == '/' || (c == '=' && (i + 1 == n || (i + 2 == n && s[n - 1] == '=')));
+		}
+		if (!ok)
+			return tg_seterr(err, errlen, TG_EINVAL, "headers.correlationData: '%.40s' is not base64", s);
+		if (!(v->bin = malloc(n / 4 * 3 + 1)))
+			return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		int k = n ? EVP_DecodeBlock(v->bin, (const unsigned char *)s, (int)n) : 0;
+		if (k < 0) {
+			free(v->bin);
+			v->bin = NULL;
+			return tg_seterr(err, errlen, TG_EINVAL, "headers.correlationData: '%.40s' is not base64", s);
+		}
+		v->binlen = (size_t)k - (n && s[n - 1] == '=') - (n > 1 && s[n - 2] == '=');
+		return 0;
+	}
+	case RULES_HDR_RESPONSE_TOPIC:
+		if (n == 0 || strpbrk(s, "+#") || n > 65535)
+			return tg_seterr(err, errlen, TG_EINVAL,
+					 "headers.responseTopic: '%.80s' is not a topic name (not empty, no + or #)", s);
+		return 0;
+	case RULES_HDR_CONTENT_TYPE:
+	case RULES_HDR_USER_PROPERTY:
+		if (n > 65535 || (h->key && strlen(h->key) > 65535))
+			return tg_seterr(err, errlen, TG_EINVAL, "headers.%s: longer than 65535 bytes",
+					 rules_header_name(h->kind));
+		return 0;
+	}
+	return tg_seterr(err, errlen, TG_EINVAL, "unknown header");
+}
+
+/* One header value: compile its template; a value without one is checked now, so a
+ * misspelt enum or a bad number is a load error at its position. */
+static int header_add(loader *ld, const rule *r, raction *a, rules_header_kind kind, const char *key,
+		      const char *const *kpath, const char *val, const char *const *vpath, int npath)
+{
+	struct rhdr *h = realloc(a->hdrs, sizeof *h * (size_t)(a->nhdrs + 1));
+	if (!h)
+		return TG_ENOMEM;
+	a->hdrs = h;
+	h = &a->hdrs[a->nhdrs++];
+	memset(h, 0, sizeof *h);
+	h->kind = kind;
+	if ((key && tmpl_compile(ld, r, key, kpath, npath, &h->key) < 0) ||
+	    tmpl_compile(ld, r, val, vpath, npath, &h->val) < 0)
+		return TG_EPARSE;
+	if (!strstr(val, "${") && !(key && strstr(key, "${"))) {
+		rules_header lit = {kind, key, val};
+		rules_header_val hv;
+		char why[200];
+		if (rules_header_decode(&lit, &hv, why, sizeof why) < 0) {
+			add_err(ld, pos_of(ld, vpath, npath, (size_t)-1), "%s", why);
+			return TG_EPARSE;
+		}
+		free(hv.bin);
+	}
+	return 0;
+}
+
+/* path[0..npath-1] is the path of the headers object. */
+static int headers_compile(loader *ld, const rule *r, raction *a, json_t *hdrs, const char **path, int npath)
+{
+	if (!json_is_object(hdrs)) {
+		add_err(ld, pos_of(ld, path, npath, (size_t)-1), "republish \"headers\" must be an object");
+		return TG_EPARSE;
+	}
+	const char *name;
+	json_t *v;
+	int rc = 0;
+	json_object_foreach(hdrs, name, v)
+	{
+		rules_header_kind kind = 0;
+		for (size_t i = 0; i < sizeof hdr_names / sizeof hdr_names[0] && !kind; i++)
+			if (strcmp(hdr_names[i].name, name) == 0)
+				kind = hdr_names[i].kind;
+		path[npath] = name;
+		size_t vpos = pos_of(ld, path, npath + 1, (size_t)-1);
+		if (!kind) {
+			add_err(ld, vpos,
+				"unknown republish header '%s' (payloadFormatIndicator, contentType, responseTopic, "
+				"correlationData, messageExpiry or userProperties)",
+				name);
+			rc = TG_EPARSE;
+			continue;
+		}
+		if (kind == RULES_HDR_USER_PROPERTY) {
+			size_t i;
+			json_t *up;
+			if (!json_is_array(v)) {
+				add_err(ld, vpos, "headers.userProperties must be an array of {\"key\": ..., \"value\": ...}");
+				rc = TG_EPARSE;
+				continue;
+			}
+			json_array_foreach(v, i, up)
+			{
+				char idx[24];
+				snprintf(idx, sizeof idx, "%zu", i);
+				path[npath + 1] = idx;
+				json_t *k = json_object_get(up, "key"), *val = json_object_get(up, "value");
+				if (!json_is_object(up) || json_object_size(up) != 2 || !json_is_string(k) || !json_is_string(val)) {
+					add_err(ld, pos_of(ld, path, npath + 2, (size_t)-1),
+						"a user property is {\"key\": \"...\", \"value\": \"...\"} (strings)");
+					rc = TG_EPARSE;
+					continue;
+				}
+				const char *kp[16], *vp[16];
+				for (int j = 0; j < npath + 2; j++)
+					kp[j] = vp[j] = path[j];
+				kp[npath + 2] = "key";
+				vp[npath + 2] = "value";
+				int hrc = header_add(ld, r, a, kind, json_string_value(k), kp, json_string_value(val), vp,
+						     npath + 3);
+				if (hrc == TG_ENOMEM)
+					return hrc;
+				if (hrc)
+					rc = TG_EPARSE;
+			}
+			continue;
+		}
+		char num[24];
+		const char *text = json_string_value(v);
+		if (kind == RULES_HDR_MESSAGE_EXPIRY && json_is_integer(v) && json_integer_value(v) >= 0) {
+			snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+			text = num;
+		}
+		if (!text) {
+			add_err(ld, vpos, "headers.%s must be a string", name);
+			rc = TG_EPARSE;
+			continue;
+		}
+		int hrc = header_add(ld, r, a, kind, NULL, NULL, text, path, npath + 1);
+		if (hrc == TG_ENOMEM)
+			return hrc;
+		if (hrc)
+			rc = TG_EPARSE;
 	}
 	return rc;
 }
@@ -410,6 +611,13 @@ static int action_compile(loader *ld, rule *r, json_t *obj, const char **path, i
 		pp[npath + 1] = "topic";
 		if (tmpl_compile(ld, r, topic, pp, npath + 2, &a->topic) < 0)
 			return TG_EPARSE;
+		json_t *hdrs = json_object_get(params, "headers");
+		if (hdrs) {
+			pp[npath + 1] = "headers";
+			int hrc = headers_compile(ld, r, a, hdrs, pp, npath + 2);
+			if (hrc)
+				return hrc;
+		}
 		break;
 	}
 	case RULES_ACT_SINK: {
@@ -571,7 +779,7 @@ static int compile_rule(loader *ld, rule *r)
 		ld->nerr++;
 		if (ld->errbuf && ld->used + 1 < ld->errlen) {
 			int k = snprintf(ld->errbuf + ld->used, ld->errlen - ld->used, "%s:%d:%d: invalid JSON: %s\n",
-					 ld->file, je.line > 0 ? je.line : 1, je.column > 0 ? je.column : 1, je.text);
+					 ld->file, je.line > 0 ? je.line : 1, je.column > 0 ? je.column : 1, schema_json_error_text(&je));
 			if (k > 0)
 				ld->used = (size_t)k >= ld->errlen - ld->used ? ld->errlen - 1 : ld->used + (size_t)k;
 		}
@@ -928,6 +1136,7 @@ static void fill_out(rules_ctx *c, const rule *r, const raction *a, rules_action
 	memset(out, 0, sizeof *out);
 	out->rule = r->name;
 	out->kind = a->kind;
+	out->has_error_action = r->erract != NULL;
 	out->params = expand_params(c, a);
 	switch (a->kind) {
 	case RULES_ACT_REPUBLISH:
@@ -935,6 +1144,18 @@ static void fill_out(rules_ctx *c, const rule *r, const raction *a, rules_action
 		if (out->topic[0] == '$' && out->topic[1] == '$')
 			out->topic++; /* republish-rule-action.md: "$$" writes a reserved "$" topic */
 		out->qos = a->qos;
+		if (a->nhdrs) {
+			rules_header *h = rules_ctx_alloc(c, sizeof *h * (size_t)a->nhdrs);
+			if (!h)
+				break;
+			for (int i = 0; i < a->nhdrs; i++) {
+				h[i].kind = a->hdrs[i].kind;
+				h[i].key = a->hdrs[i].kind == RULES_HDR_USER_PROPERTY ? tmpl_expand(c, &a->hdrs[i].key) : NULL;
+				h[i].value = tmpl_expand(c, &a->hdrs[i].val);
+			}
+			out->headers = h;
+			out->nheaders = a->nhdrs;
+		}
 		break;
 	case RULES_ACT_SINK:
 		out->sink = a->sink;
@@ -984,6 +1205,27 @@ static json_t *error_payload(const rule *r, const tg_msg *m, json_t *failures)
 	}
 	json_object_set(e, "failures", failures);
 	return e;
+}
+
+/* The rule's errorAction with the documented error-message payload; c holds the message's
+ * evaluation (SET variables) for the errorAction's templates. */
+static void run_error_action(rules_ctx *c, const rule *r, const tg_msg *m, json_t *failures, rules_action_fn fn,
+			     void *ud, rules_stats *st)
+{
+	rules_action_out out;
+	json_t *ep = error_payload(r, m, failures);
+	fill_out(c, r, r->erract, &out);
+	out.is_error_action = 1;
+	out.payload = ep;
+	if (out.kind == RULES_ACT_ALERT)
+		out.alert_cond = RULES_ALERT_RAISE;
+	char err[256] = "";
+	st->actions++;
+	if (ep && fn(ud, &out, err, sizeof err) < 0) {
+		st->action_errors++;
+		LOG_WARN(SUB, "msg=\"errorAction failed\" rule=%s error=\"%s\"", r->name, err);
+	}
+	json_decref(ep);
 }
 
 /* 1 when the host says every alert action of r would change nothing for this message's
@@ -1058,33 +1300,82 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, const tg_
 		}
 	}
 	if (failures && r->erract) {
-		rules_action_out out;
-		json_t *ep = error_payload(r, m, failures);
-		fill_out(c, r, r->erract, &out);
-		out.is_error_action = 1;
-		out.payload = ep;
-		if (out.kind == RULES_ACT_ALERT)
-			out.alert_cond = RULES_ALERT_RAISE;
-		char err[256] = "";
-		st->actions++;
-		if (ep && fn(ud, &out, err, sizeof err) < 0) {
-			st->action_errors++;
-			LOG_WARN(SUB, "rule=%s errorAction failed: %s", r->name, err);
-		}
-		json_decref(ep);
+		run_error_action(c, r, m, failures, fn, ud, st);
 	} else if (failures) {
-		LOG_WARN(SUB, "rule=%s %zu action(s) failed, no errorAction", r->name, json_array_size(failures));
+		LOG_WARN(SUB, "msg=\"actions failed, no errorAction\" rule=%s failed=%zu", r->name,
+			 json_array_size(failures));
 	}
 out:
 	if (c->err) {
 		/* a runtime error (regex match limit, memory): this rule does not fire. The line
 		 * carries no per-message detail so the log's repeat folding can absorb a flood */
 		st->eval_errors++;
-		LOG_WARN(SUB, "rule=%s evaluation error: %s", r->name, c->errmsg);
+		LOG_WARN(SUB, "msg=\"evaluation error\" rule=%s error=\"%s\"", r->name, c->errmsg);
 	}
 	json_decref(failures);
 	json_decref(payload);
 	return matched;
+}
+
+/* The set's scratch context, or a private one (priv) while another thread holds it. */
+static rules_ctx *ctx_take(const rules_set *rs, rules_ctx *priv, int *own)
+{
+	*own = 0;
+	if (!atomic_flag_test_and_set(&rs->scr->busy))
+		return &rs->scr->ctx;
+	if (rules_ctx_init(priv) < 0)
+		return NULL;
+	*own = 1;
+	return priv;
+}
+
+static void ctx_give(const rules_set *rs, rules_ctx *c, int own)
+{
+	rules_ctx_reset(c);
+	if (own)
+		rules_ctx_free(c);
+	else
+		atomic_flag_clear(&rs->scr->busy);
+}
+
+int rules_run_error_action(const rules_set *rs, const char *rule_name, const tg_msg *m, rules_action_kind failed,
+			   const char *resource, const char *errmsg, rules_action_fn fn, void *ud, rules_stats *st)
+{
+	const rule *r = NULL;
+	if (!rs || !rule_name || !m || !fn)
+		return TG_EINVAL;
+	for (size_t i = 0; i < rs->n && !r; i++)
+		if (strcmp(rs->rules[i].name, rule_name) == 0)
+			r = &rs->rules[i];
+	if (!r || !r->erract)
+		return 0;
+	json_t *failures = json_pack("[{s:s, s:s, s:s}]", "failedAction", failed_action_name(failed), "failedResource",
+				     resource ? resource : "", "errorMessage", errmsg ? errmsg : "action failed");
+	if (!failures)
+		return TG_ENOMEM;
+	rules_ctx priv, *c;
+	int own;
+	if (!(c = ctx_take(rs, &priv, &own))) {
+		json_decref(failures);
+		return TG_ENOMEM;
+	}
+	rules_stats local = {0};
+	rules_ctx_reset(c);
+	c->m = m;
+	c->env = &rs->env;
+	c->row = m->json;
+	for (int i = 0; i < r->st->nvars; i++) {
+		rules_eval_node(c, r->st->var_exprs[i], &c->vars[i]);
+		c->nvars = i + 1;
+	}
+	run_error_action(c, r, m, failures, fn, ud, &local);
+	ctx_give(rs, c, own);
+	json_decref(failures);
+	if (st) {
+		st->actions += local.actions;
+		st->action_errors += local.action_errors;
+	}
+	return 1;
 }
 
 int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *ud, rules_stats *st)
@@ -1117,16 +1408,10 @@ int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *u
 		}
 		cs.ids[j] = v;
 	}
-	if (atomic_flag_test_and_set(&rs->scr->busy)) {
-		if (rules_ctx_init(&priv) < 0) {
-			if (cs.ids != cs.stack)
-				free(cs.ids);
-			return TG_ENOMEM;
-		}
-		c = &priv;
-		own = 1;
-	} else {
-		c = &rs->scr->ctx;
+	if (!(c = ctx_take(rs, &priv, &own))) {
+		if (cs.ids != cs.stack)
+			free(cs.ids);
+		return TG_ENOMEM;
 	}
 	for (size_t i = 0; i < cs.n; i++) {
 		if (i > 0 && cs.ids[i] == cs.ids[i - 1])
@@ -1136,11 +1421,7 @@ int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *u
 			continue;
 		matched += eval_rule(c, rs, r, m, fn, ud, &local);
 	}
-	rules_ctx_reset(c);
-	if (own)
-		rules_ctx_free(&priv);
-	else
-		atomic_flag_clear(&rs->scr->busy);
+	ctx_give(rs, c, own);
 	if (cs.ids != cs.stack)
 		free(cs.ids);
 	if (st) {

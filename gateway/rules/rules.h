@@ -42,14 +42,49 @@ typedef enum {
 	                          evaluated regardless of WHERE (Undefined fields left out) */
 } rules_alert_cond;
 
+/* MQTT v5 properties of a republish, in the AWS republish action's `headers` shape:
+ * {"payloadFormatIndicator": "UTF8_DATA"|"UNSPECIFIED_BYTES", "contentType": "...",
+ *  "responseTopic": "...", "correlationData": "<base64>", "messageExpiry": "<seconds>",
+ *  "userProperties": [{"key": "...", "value": "..."}, ...]}, every string a template. */
+typedef enum {
+	RULES_HDR_PAYLOAD_FORMAT = 1,
+	RULES_HDR_CONTENT_TYPE,
+	RULES_HDR_RESPONSE_TOPIC,
+	RULES_HDR_CORRELATION_DATA,
+	RULES_HDR_MESSAGE_EXPIRY,
+	RULES_HDR_USER_PROPERTY,
+} rules_header_kind;
+
+typedef struct rules_header {
+	rules_header_kind kind;
+	const char *key;   /* RULES_HDR_USER_PROPERTY only */
+	const char *value; /* expanded */
+} rules_header;
+
+/* A header value as it goes on the wire. */
+typedef struct rules_header_val {
+	uint32_t num;       /* payloadFormatIndicator (0 bytes, 1 UTF-8), messageExpiry (seconds) */
+	unsigned char *bin; /* correlationData decoded from base64 (caller frees), else NULL */
+	size_t binlen;
+} rules_header_val;
+
+/* Check an (expanded) header value and decode it into *v: 0, or TG_EINVAL with the reason
+ * in err ("headers.messageExpiry: 'soon' is not a number of seconds"). The loader checks
+ * values without templates this way at load; the daemon checks the others per message. */
+int rules_header_decode(const rules_header *h, rules_header_val *v, char *err, size_t errlen);
+const char *rules_header_name(rules_header_kind k); /* "contentType", ... */
+
 typedef struct rules_action_out {
 	const char *rule;         /* rule name (file name without .json) */
 	rules_action_kind kind;
 	int is_error_action;      /* 1 when this is the rule's errorAction firing */
+	int has_error_action;     /* 1 when the rule has an errorAction (rules_run_error_action) */
 	json_t *payload;          /* SELECT output object (or the error-message object for errorAction) */
 	/* republish */
 	const char *topic;        /* template already expanded */
 	int qos;
+	const rules_header *headers; /* the `headers`, expanded, in file order (NULL when none) */
+	int nheaders;
 	/* sink */
 	const char *sink;         /* configured sink name */
 	const char *pkey;         /* partitionKey template expanded (default: the thing) */
@@ -106,8 +141,31 @@ size_t rules_count(const rules_set *rs); /* enabled + disabled */
  * (may be NULL). Returns the number of rules whose WHERE held, or < 0 on a fatal error. */
 int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *ud, rules_stats *st);
 
-/* `tidegate rules check DIR` / `tidegate rules test FILE --topic T --payload JSON`.
- * argv[0] is "check" or "test". Returns the process exit code. */
-int rules_cli_main(int argc, char **argv);
+/* Run rule `rule`'s errorAction for an action that failed after rules_eval() returned: a
+ * republish the broker refused in its PUBACK. m is the message that fired the rule, kept by
+ * the caller (its props may be NULL); SET variables and the errorAction's templates are
+ * evaluated against it again, and the error-message payload lists one failure (failed,
+ * resource, errmsg). The rule is looked up by name in rs, so after a reload the current
+ * version's errorAction runs. Returns 1 when the errorAction ran (its own failure is counted
+ * in st->action_errors and logged), 0 when the rule is gone or has no errorAction, < 0 on
+ * an internal error. */
+int rules_run_error_action(const rules_set *rs, const char *rule, const tg_msg *m, rules_action_kind failed,
+			   const char *resource, const char *errmsg, rules_action_fn fn, void *ud, rules_stats *st);
+
+/* What `tidegate rules` takes from the daemon's configuration when given one (-c FILE,
+ * read by main.c): the sink names rules may route to, the rules folder to check when none
+ * is named, and the payload limits. Borrowed for the call. */
+typedef struct rules_cli_conf {
+	const char *path;              /* the configuration file, for messages */
+	const char *const *sink_names; /* NULL-terminated */
+	const char *rules_dir;         /* "" when the configuration has none */
+	size_t max_payload;
+	int max_depth;
+} rules_cli_conf;
+
+/* `tidegate rules check [DIR|FILE...]` / `tidegate rules test FILE|DIR --topic T [--payload JSON]`.
+ * argv[0] is "check" or "test". conf NULL: no configuration (sink names are not checked,
+ * and check says so). Returns the process exit code. */
+int rules_cli_main(int argc, char **argv, const rules_cli_conf *conf);
 
 #endif

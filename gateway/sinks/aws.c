@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "err.h"
 #include "sinks/curl_dl.h"
 
@@ -73,6 +74,28 @@ int aws_creds_resolve(aws_creds *out, const char *cfg_key, const char *cfg_secre
 		return tg_seterr(err, errlen, TG_EINVAL, "access key id must not contain ':'");
 	}
 	return 0;
+}
+
+int aws_creds_check(const char *cfg_key, const char *cfg_secret, const char *cfg_token, const char **key,
+		    char *err, size_t errlen)
+{
+	aws_creds c;
+	int rc = aws_creds_resolve(&c, cfg_key, cfg_secret, cfg_token, NULL, err, errlen);
+	if (rc == 0)
+		aws_creds_free(&c);
+	else
+		*key = nonempty(cfg_key) ? "access_key_id" : nonempty(cfg_secret) ? "secret_access_key" : NULL;
+	return rc;
+}
+
+int aws_endpoint_check(const char *endpoint, const char **key, char *err, size_t errlen)
+{
+	if (!nonempty(endpoint) || !strncmp(endpoint, "http://", 7) || !strncmp(endpoint, "https://", 8))
+		return 0;
+	*key = "endpoint";
+	char red[512];
+	config_redact_url(endpoint, red, sizeof red);
+	return tg_seterr(err, errlen, TG_EINVAL, "endpoint '%s' is not an http:// or https:// URL", red);
 }
 
 void aws_creds_free(aws_creds *c)

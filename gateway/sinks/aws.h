@@ -36,6 +36,12 @@ typedef const char *(*aws_getenv_fn)(const char *name);
  * caller frees with aws_creds_free(). TG_EINVAL + message when nothing usable is found. */
 int aws_creds_resolve(aws_creds *out, const char *cfg_key, const char *cfg_secret,
 		      const char *cfg_token, aws_getenv_fn env, char *err, size_t errlen);
+/* Check that creds resolve as aws_creds_resolve would (a sink's check op): 0, or < 0 with
+ * err and *key = the option at fault (NULL: the environment). */
+int aws_creds_check(const char *cfg_key, const char *cfg_secret, const char *cfg_token, const char **key,
+		    char *err, size_t errlen);
+/* An endpoint option: empty, or an http:// or https:// URL. */
+int aws_endpoint_check(const char *endpoint, const char **key, char *err, size_t errlen);
 void aws_creds_free(aws_creds *c); /* NULL-safe; frees the strings, not c */
 
 /* ---- encoders (pure) ------------------------------------------------------------------ */

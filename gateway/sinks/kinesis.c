@@ -196,8 +196,8 @@ int sink_kinesis_parse_response(const char *body, size_t len, const size_t *idx,
 		}
 	}
 	if (json_is_integer(fc) && (size_t)json_integer_value(fc) != failed)
-		LOG_WARN("kinesis", "FailedRecordCount=%lld but %zu records carry an ErrorCode",
-			 (long long)json_integer_value(fc), failed);
+		LOG_WARN("kinesis", "msg=\"FailedRecordCount disagrees with the records' ErrorCodes\" "
+			 "FailedRecordCount=%lld with_error_code=%zu", (long long)json_integer_value(fc), failed);
 	if (failed)
 		tg_seterr(err, errlen, TG_ERETRY, "%zu of %zu records failed, first: %s: %s", failed, m,
 			  first, first_msg ? first_msg : "");
@@ -248,6 +248,20 @@ static void kinesis_close(sink *s)
 	free(k);
 }
 
+static int kinesis_check(const void *opts_, const char **key, char *err, size_t errlen)
+{
+	const kinesis_opts *o = opts_;
+	*key = "stream";
+	if (!o->stream || !*o->stream)
+		return tg_seterr(err, errlen, TG_EINVAL, "kinesis: stream is required");
+	if (!stream_name_ok(o->stream))
+		return tg_seterr(err, errlen, TG_EINVAL,
+				 "kinesis: stream name \"%s\" is not 1-128 characters of [a-zA-Z0-9_.-]", o->stream);
+	*key = NULL;
+	int rc = aws_endpoint_check(o->endpoint, key, err, errlen);
+	return rc ? rc : aws_creds_check(o->access_key_id, o->secret_access_key, o->session_token, key, err, errlen);
+}
+
 static sink *kinesis_open(const void *opts_, const sink_env *env, sink_limits *limits, char *err,
 			  size_t errlen)
 {
@@ -262,15 +276,9 @@ static sink *kinesis_open(const void *opts_, const sink_env *env, sink_limits *l
 		goto fail;
 	}
 	k->opts = o;
-	if (!o->stream || !*o->stream) {
-		tg_seterr(err, errlen, TG_EINVAL, "kinesis: stream is required");
+	const char *bad_key;
+	if (kinesis_check(o, &bad_key, err, errlen))
 		goto fail;
-	}
-	if (!stream_name_ok(o->stream)) {
-		tg_seterr(err, errlen, TG_EINVAL,
-			  "kinesis: stream name \"%s\" is not 1-128 characters of [a-zA-Z0-9_.-]", o->stream);
-		goto fail;
-	}
 	if (aws_creds_resolve(&creds, o->access_key_id, o->secret_access_key, o->session_token, NULL,
 			      err, errlen))
 		goto fail;
@@ -413,6 +421,7 @@ const sink_ops sink_kinesis_ops = {
 	.options = kinesis_options,
 	.options_size = sizeof(kinesis_opts),
 	.options_free = kinesis_options_free,
+	.check = kinesis_check,
 	.open = kinesis_open,
 	.send = kinesis_send,
 	.close = kinesis_close,

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <zlib.h>
 
+#include "config.h"
 #include "err.h"
 #include "log.h"
 
@@ -249,6 +250,33 @@ static void s3_close(sink *s)
 	free(k);
 }
 
+static int s3_check(const void *opts_, const char **key, char *err, size_t errlen)
+{
+	const s3_opts *o = opts_;
+	*key = "bucket";
+	if (!o->bucket || !*o->bucket)
+		return tg_seterr(err, errlen, TG_EINVAL, "s3: bucket is required");
+	*key = NULL;
+	int rc = aws_endpoint_check(o->endpoint, key, err, errlen);
+	if (rc)
+		return rc;
+	/* the endpoint/bucket combination forms URLs (checked once rather than on every upload) */
+	tg_buf url = {0}, probe = {0};
+	const char *region = o->region && *o->region ? o->region : "us-east-1";
+	if (o->endpoint && *o->endpoint ? tg_buf_puts(&url, o->endpoint)
+					: tg_buf_printf(&url, "https://s3.%s.amazonaws.com", region))
+		rc = tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+	else if ((rc = sink_s3_object_url(&probe, url.p, o->bucket, o->path_style, "k"))) {
+		char red[512];
+		config_redact_url(url.p, red, sizeof red);
+		*key = o->endpoint && *o->endpoint ? "endpoint" : "bucket";
+		tg_seterr(err, errlen, rc, "s3: cannot form a URL from endpoint %s and bucket %s", red, o->bucket);
+	}
+	tg_buf_free(&url);
+	tg_buf_free(&probe);
+	return rc ? rc : aws_creds_check(o->access_key_id, o->secret_access_key, o->session_token, key, err, errlen);
+}
+
 static sink *s3_open(const void *opts_, const sink_env *env, sink_limits *limits, char *err,
 		     size_t errlen)
 {
@@ -256,17 +284,15 @@ static sink *s3_open(const void *opts_, const sink_env *env, sink_limits *limits
 	s3_sink *k = calloc(1, sizeof *k);
 	aws_creds creds = { 0 };
 	const char *region = o->region && *o->region ? o->region : "us-east-1";
-	tg_buf probe = { 0 };
 
 	if (!k) {
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 		goto fail;
 	}
 	k->opts = o;
-	if (!o->bucket || !*o->bucket) {
-		tg_seterr(err, errlen, TG_EINVAL, "s3: bucket is required");
+	const char *bad_key;
+	if (s3_check(o, &bad_key, err, errlen))
 		goto fail;
-	}
 	k->gateway_id = strdup(env && env->gateway_id && *env->gateway_id ? env->gateway_id : "tidegate");
 	if (!k->gateway_id) {
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
@@ -277,12 +303,6 @@ static sink *s3_open(const void *opts_, const sink_env *env, sink_limits *limits
 			goto oom;
 	} else if (tg_buf_printf(&k->url, "https://s3.%s.amazonaws.com", region)) {
 		goto oom;
-	}
-	/* Check the endpoint/bucket combination once now rather than on every upload. */
-	int urc = sink_s3_object_url(&probe, k->url.p, o->bucket, o->path_style, "k");
-	if (urc) {
-		tg_seterr(err, errlen, urc, "s3: cannot form a URL from endpoint %s", k->url.p);
-		goto fail;
 	}
 	if (aws_creds_resolve(&creds, o->access_key_id, o->secret_access_key, o->session_token, NULL,
 			      err, errlen))
@@ -295,13 +315,11 @@ static sink *s3_open(const void *opts_, const sink_env *env, sink_limits *limits
 	limits->max_bytes = o->flush_bytes > 0 ? (size_t)o->flush_bytes : 8u * 1024 * 1024;
 	limits->max_age_ms = o->flush_age_ms >= 0 ? o->flush_age_ms : 60000;
 	aws_creds_free(&creds);
-	tg_buf_free(&probe);
 	return (sink *)k;
 oom:
 	tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 fail:
 	aws_creds_free(&creds);
-	tg_buf_free(&probe);
 	s3_close((sink *)k);
 	return NULL;
 }
@@ -416,6 +434,7 @@ const sink_ops sink_s3_ops = {
 	.options = s3_options,
 	.options_size = sizeof(s3_opts),
 	.options_free = s3_options_free,
+	.check = s3_check,
 	.open = s3_open,
 	.send = s3_send,
 	.close = s3_close,

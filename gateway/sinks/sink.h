@@ -54,6 +54,11 @@ typedef struct sink_ops {
 	const config_option *options;          /* NULL-name-terminated table */
 	size_t options_size;                   /* sizeof the options struct */
 	void (*options_free)(void *opts);      /* frees strings inside opts (not opts itself); may be NULL */
+	/* The checks of opts that need no I/O beyond reading the environment (names, URLs,
+	 * credentials): run by preflight (check-config and run alike) and by open() itself.
+	 * 0, or < 0 with a reason in err and *key set to the option at fault (NULL: the
+	 * section). May be NULL. */
+	int (*check)(const void *opts, const char **key, char *err, size_t errlen);
 	/* opts is borrowed for the sink's lifetime (the config owns it). */
 	sink *(*open)(const void *opts, const sink_env *env, sink_limits *limits, char *err, size_t errlen);
 	/* Returns 0 when every record has a status in results[], or a negative TG_E* when

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "jsonout.h"
 #include "log.h"
 #include "sinks/curl_dl.h"
 #include "sinks/sink.h"
@@ -77,7 +78,7 @@ static sink_status post_one(sink *s, const sink_record *r, char *err, size_t err
 		json_decref(env);
 		return SINK_POISON;
 	}
-	char *text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(15));
+	char *text = jsonout_dumps(body);
 	struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
 	char line[1024];
 	snprintf(line, sizeof line, "X-Tidegate-Msg-Id: %s", r->msg_id);

@@ -10,9 +10,18 @@ One run measures, side by side on the same machine and the same broker configura
             received_at), device ts -> alert republish (bench_sub on alerts/#)
   node-red  Node-RED 4.x (tests/bench/node-red, pinned) with the equivalent flow
   backlog   N records in the outbox (bench_outbox, the real outbox code), RSS while they
-            sit with the sink down, then drain rate and RSS with the sink up
+            sit with the sink down, then drain rate and RSS with the sink up; database and
+            WAL bytes at the end of the fill and of the drain, database bytes per JSON byte
   micro     outbox appends/s (bench_outbox) and every other build/rel/bench_* program
-Each figure is repeated (3x, BENCH_QUICK=1: 1x, smaller counts) and the median reported.
+Each of these is repeated (3x, BENCH_QUICK=1: 1x, smaller counts) and the median reported.
+Once per run, with time series sampled on a thread (plotted to results-time.png):
+  saturation  20 per-thing mTLS devices at max rate -> tidegate, against the same load into
+              the counting subscriber; broker and tidegate RSS, unacknowledged messages
+  soak        load at half the ceiling for 10 min (rules, aggregates, lake): RSS and the
+              outbox's bytes on disk, flat once warm or not
+  dead-sink   lake + a kinesis sink that is refused, at max rate, with a small max_bytes:
+              the outbox's bytes on disk against the cap, drops, rows held
+Every throughput run reports the outbox WAL's peak (tidegate_outbox_wal_peak_bytes).
 Every child runs in its own session and is stopped (TERM, then KILL) on any exit path.
 Rates are "messages / (last message at the far end - load start)", on CLOCK_MONOTONIC,
 which every process on the host shares; the same definition for every contender.
@@ -64,7 +73,18 @@ P = dict(
     append_records=100000 if QUICK else 300000,
     upstream_backlog=20000 if QUICK else 100000,  # to lake + kinesalite + s3rver together
     run_timeout=60 if QUICK else 180,       # bound on any one measured phase
+    # once per run, not per repetition (time series)
+    sat_things=20,                          # per-thing mTLS connections (certs/out/things)
+    sat_seconds=20 if QUICK else 120,       # saturation: max rate for this long
+    sat_ceiling_seconds=6 if QUICK else 60,    # the same load into the counting subscriber (x2 loops)
+    sat_warm=10,                            # "warm" RSS: the first sample at t >= this
+    soak_seconds=60 if QUICK else 600,      # at half the load-mode ceiling
+    soak_interval=2 if QUICK else 5,        # sampling period of the soak
+    dead_seconds=30 if QUICK else 180,      # continuous ingest with a refused sink
+    dead_max_bytes=(32 if QUICK else 256) << 20,  # [outbox] max_bytes of that run: reached within it
+    dead_interval=2,
 )
+MIB = 1 << 20
 
 PROCS = []
 
@@ -261,6 +281,93 @@ class Sampler:
         return min(xs) / 1024 if xs else None
 
 
+class TimeSeries:
+    """Samples on its own thread every `interval` s, so a slow /metrics answer does not
+    shift the other readings: VmRSS and RssAnon (MiB) of named pids (<name>_rss_mib,
+    <name>_anon_mib), sizes in bytes of named files (0 while absent) and chosen /metrics
+    values of a daemon. rows: dicts with t = seconds since t0 (the load start)."""
+
+    def __init__(self, interval, pids=None, files=None, http=None, metric_names=()):
+        import threading
+        self.interval = interval
+        self.pids = dict(pids or {})
+        self.files = dict(files or {})
+        self.http = http
+        self.names = list(metric_names)
+        self.rows = []
+        self.t0 = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _one(self):
+        s = {"t": round(time.monotonic() - self.t0, 3)}
+        for name, pid in self.pids.items():
+            try:
+                m = mem_kib(pid)
+                s[f"{name}_rss_mib"] = m["VmRSS"] / 1024
+                s[f"{name}_anon_mib"] = m.get("RssAnon", 0) / 1024
+            except (OSError, KeyError):
+                s[f"{name}_rss_mib"] = s[f"{name}_anon_mib"] = None
+        for name, path in self.files.items():
+            try:
+                s[name] = os.stat(path).st_size
+            except OSError:
+                s[name] = 0
+        if self.http and self.names:
+            m = metrics(self.http) or {}
+            for k in self.names:
+                s[k] = m.get(k)
+        return s
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.rows.append(self._one())
+            self._stop.wait(self.interval)
+
+    def start(self, t0=None):
+        self.t0 = t0 if t0 is not None else time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.rows.append(self._one())
+        return self.rows
+
+    def values(self, key, t_from=0.0, t_to=float("inf")):
+        return [s[key] for s in self.rows if t_from <= s["t"] <= t_to and s.get(key) is not None]
+
+    def at(self, key, t, t_to=float("inf")):
+        """the first sample of key at or after t (None if there is none before t_to)"""
+        xs = self.values(key, t, t_to)
+        return xs[0] if xs else None
+
+
+def outbox_files(data):
+    return {"db": data / "outbox.db", "wal": data / "outbox.db-wal", "shm": data / "outbox.db-shm"}
+
+
+def outbox_stats(db):
+    """rows, JSON bytes (sum(length(payload))) and database pages in use of an outbox file,
+    read-only; a second reader while the daemon runs would hold back its WAL restarts, so
+    only call this on a closed outbox"""
+    import sqlite3
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows, json_bytes = con.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox").fetchone()
+        page_count = con.execute("PRAGMA page_count").fetchone()[0]
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        free = con.execute("PRAGMA freelist_count").fetchone()[0]
+        per_sink = dict(con.execute("SELECT s.name, count(*) FROM outbox o JOIN sinks s ON s.id = o.sink "
+                                    "GROUP BY s.name").fetchall())
+    finally:
+        con.close()
+    used = (page_count - free) * page_size
+    return dict(rows=rows, json_bytes=json_bytes, db_pages_used_bytes=used, db_file_pages_bytes=page_count * page_size,
+                per_sink=per_sink, db_bytes_per_json_byte=(used / json_bytes) if json_bytes else None)
+
+
 # ---- the pieces --------------------------------------------------------------------------
 def start_broker(d):
     port = free_port()
@@ -307,7 +414,9 @@ def read_json(p):
         return json.load(f)
 
 
-def tidegate_conf(d, port, http, lake, data, rules=True, sinks=None):
+def tidegate_conf(d, port, http, lake, data, rules=True, sinks=None, ingest=(), outbox=(), aggregates=False):
+    """sinks: lines after [sink lake] (its options, then other sinks); ingest / outbox: lines
+    for those sections; aggregates: the shipped rules/aggregates/aggregates.json"""
     rules_dir = REPO / "rules"
     lines = [f"gateway_id = gw-bench", f"data_dir = {data}", "log_level = warn", "[broker]",
              f"port = {port}", f"ca_file = {CERTS}/ca.crt", f"cert_file = {CERTS}/gateway.crt",
@@ -316,6 +425,12 @@ def tidegate_conf(d, port, http, lake, data, rules=True, sinks=None):
         lines.append(f"rules_dir = {rules_dir}")
         if (rules_dir / "schemas").is_dir():
             lines.append(f"schemas_dir = {rules_dir / 'schemas'}")
+    agg = rules_dir / "aggregates" / "aggregates.json"
+    if aggregates and agg.is_file():
+        lines.append(f"aggregates_file = {agg}")
+    lines += list(ingest)
+    if outbox:
+        lines += ["[outbox]", *outbox]
     lines += ["[http]", f"port = {http}", "[sink lake]", "type = file", f"path = {lake}"]
     lines += sinks or []
     conf = d / "tidegate.conf"
@@ -371,6 +486,44 @@ def lake_records(lake, table="telemetry"):
                     if line.strip():
                         recs.append(line)
     return recs
+
+
+def lake_lines(lake, table="telemetry", remove=False):
+    """records in the lake's table folder, counted as lines without holding them (millions
+    after the long runs); remove: then delete the lake (GBs after them) unless BENCH_KEEP"""
+    n = 0
+    for f in glob.glob(f"{lake}/{table}/**/*", recursive=True):
+        if os.path.isfile(f) and (".json" in f):
+            with open(f, "rb") as fh:
+                while True:
+                    chunk = fh.read(1 << 20)
+                    if not chunk:
+                        break
+                    n += chunk.count(b"\n")
+    if remove and not KEEP:
+        shutil.rmtree(lake, ignore_errors=True)
+    return n
+
+
+def thing_sim_argv(port, d, name, seconds, seed):
+    """device_sim per-thing mode: each thing its own mTLS connection with its own
+    certificate (certs/out/things, made by run.sh), publishing as fast as PUBACKs allow"""
+    return [BIN / "device_sim", "--host", "127.0.0.1", "--port", port, "--cafile", CERTS / "ca.crt",
+            "--certs-dir", CERTS / "things", "--things", P["sat_things"], "--max-rate", "--duration", seconds,
+            "--qos", "1", "--seed", seed, "--quiet", "--summary-json", d / f"{name}.json"]
+
+
+def ensure_thing_certs():
+    last = CERTS / "things" / f"dev-{P['sat_things']:04d}.crt"
+    if not last.exists():  # make-certs.sh keeps the CA and every cert it made before
+        subprocess.run([REPO / "certs" / "make-certs.sh", CERTS, "--things", str(P["sat_things"])],
+                       check=True, capture_output=True)
+
+
+def wal_fields(m):
+    return dict(wal_peak_bytes=m.get("tidegate_outbox_wal_peak_bytes"), wal_max_bytes=m.get("tidegate_outbox_wal_max_bytes"),
+                wal_restarts=m.get("tidegate_outbox_wal_restarts_total"),
+                wal_restart_max_s=m.get("tidegate_outbox_wal_restart_max_seconds"))
 
 
 def rfc3339_ms(s):
@@ -478,6 +631,7 @@ def run_tidegate(d, ceiling_rate=None):
             quarantined=m.get("tidegate_messages_quarantined_total"),
             republished=m.get("tidegate_republished_total"),
             commits=m.get("tidegate_outbox_commits_total"),
+            **wal_fields(m),
         )
         return res
     finally:
@@ -525,6 +679,7 @@ def run_latency(d, ceiling_rate, frac=0.5):
         simj = read_json(d / "sim.json")
         wait_until(lambda: all_delivered(metrics(http), simj["acked"]), 30, "lake caught up", 0.05)
         time.sleep(0.5)
+        m = metrics(http) or {}
         alerts.stop()
         tg.stop()
         a = read_json(alerts_out) if alerts_out.exists() else {"count": 0, "lat_ms": {}}
@@ -537,7 +692,7 @@ def run_latency(d, ceiling_rate, frac=0.5):
                     ingest_lat_ms=dict(p50=pct(lat, 0.5), p99=pct(lat, 0.99), max=max(lat) if lat else None,
                                        n=len(lat)),
                     alerts=a["count"], alert_lat_ms=a.get("lat_ms", {}),
-                    rss_steady_mib=samp.steady_mib(t0, time.monotonic()))
+                    rss_steady_mib=samp.steady_mib(t0, time.monotonic()), **wal_fields(m))
     finally:
         stop_all()
 
@@ -672,6 +827,8 @@ def run_backlog(d):
                                "--sink", "lake", "--gateway-id", "gw-bench"],
                               check=True, capture_output=True, text=True, timeout=P["run_timeout"])
         filled = json.loads(fill.stdout.strip().splitlines()[-1])
+        # database bytes per record byte: pages in use / the records' JSON (closed file)
+        filled["stats"] = outbox_stats(data / "outbox.db")
         # 1) the uplink is down: a regular file sits where the sink's table folder must go,
         #    so every batch fails with a retry and stays in the outbox
         lake = d / "lake"
@@ -704,9 +861,27 @@ def run_backlog(d):
             time.sleep(0.1)
         cpu1 = cpu_seconds(tg.pid)
         hwm = mem_kib(tg.pid)["VmHWM"] / 1024
+        # the outbox's files once the drained rows are deleted (the daemon still running)
+        try:
+            wait_until(lambda: (metrics(http) or {}).get("tidegate_outbox_rows", 1) == 0, 15, "outbox empty", 0.1)
+        except TimeoutError:
+            pass
+        m = metrics(http) or {}
+        drained_disk = {k: m.get(f'tidegate_outbox_disk_bytes{{file="{k}"}}') for k in ("db", "wal", "shm", "total")}
+        drained_disk.update(db_used_metric=m.get("tidegate_outbox_db_used_bytes"), wal_frames=m.get("tidegate_outbox_wal_bytes"),
+                            rows=m.get("tidegate_outbox_rows"))
         tg.stop()
+        # pages in use from the closed file: the gauge above is taken at the writer's last
+        # commit, and a drain with no ingest commits nothing on the writer
+        closed = outbox_stats(data / "outbox.db")
+        drained_disk.update(db_used=closed["db_pages_used_bytes"], db_closed=(data / "outbox.db").stat().st_size)
         n = len(lake_records(lake))
         return dict(records=P["backlog"], fill=filled, sit=sit, drained=int(ok), lake_records=n,
+                    fill_disk=dict(db=filled.get("open_db_bytes"), wal=filled.get("open_wal_bytes"),
+                                   shm=filled.get("open_shm_bytes"), db_closed=filled.get("db_bytes"),
+                                   db_used=filled.get("db_used_bytes"), wal_peak=filled.get("wal_peak_bytes")),
+                    db_bytes_per_json_byte=filled["stats"]["db_bytes_per_json_byte"],
+                    drained_disk=drained_disk, **wal_fields(m),
                     complete=done_t is not None and n >= P["backlog"],
                     drain_s=(done_t - t1) if done_t else None,
                     drain_per_s=(P["backlog"] / (done_t - t1)) if done_t else ok / (time.monotonic() - t1),
@@ -763,6 +938,7 @@ def run_upstream(d):
                 time.sleep(0.1)
             cpu1 = cpu_seconds(tg.pid)
             hwm = mem_kib(tg.pid)["VmHWM"] / 1024
+            m = metrics(http) or m
             tg.stop()
             per = {sk: dict(delivered=int(sink_ok(m, sk)), seconds=done.get(sk),
                             per_s=(n / done[sk]) if sk in done else sink_ok(m, sk) / (time.monotonic() - t0))
@@ -772,7 +948,261 @@ def run_upstream(d):
                         records_per_s=(n / max(done.values())) if len(done) == 3 else None,
                         cpu_s_per_1m_rows=(cpu1 - cpu0) / max(1, sum(p["delivered"] for p in per.values())) * 1e6,
                         rss_peak_mib=hwm, rss_steady_mib=samp.steady_mib(t0, time.monotonic()),
-                        rss_anon_steady_mib=samp.anon_steady_mib(t0, time.monotonic()))
+                        rss_anon_steady_mib=samp.anon_steady_mib(t0, time.monotonic()), **wal_fields(m))
+    finally:
+        stop_all()
+
+
+def rss_summary(ts, name, warm, t_end):
+    """start (t=0), warm (first sample at t >= warm), end (last sample of the load), max, and
+    the growth warm -> max, of <name>_rss_mib over [0, t_end]"""
+    xs = ts.values(f"{name}_rss_mib", 0, t_end)
+    w = ts.at(f"{name}_rss_mib", warm, t_end)
+    return dict(start=xs[0] if xs else None, warm=w, end=xs[-1] if xs else None, max=max(xs) if xs else None,
+                growth=(max(xs) - w) if xs and w is not None else None,
+                anon_warm=ts.at(f"{name}_anon_mib", warm, t_end),
+                anon_max=max(ts.values(f"{name}_anon_mib", 0, t_end) or [0]) or None)
+
+
+def flat_once_warm(xs_t, tol):
+    """xs_t: [(t, v)] after warm. Flat when the largest value of the second half is at most
+    tol above the largest of the first half (a sawtooth such as the WAL's is flat; anything
+    that keeps growing is not). Also the least-squares slope per minute, for the record."""
+    if len(xs_t) < 4:
+        return dict(flat=None, slope_per_min=None, first_half_max=None, second_half_max=None)
+    mid = xs_t[0][0] + (xs_t[-1][0] - xs_t[0][0]) / 2
+    a = [v for t, v in xs_t if t <= mid]
+    b = [v for t, v in xs_t if t > mid]
+    n = len(xs_t)
+    mt = sum(t for t, _ in xs_t) / n
+    mv = sum(v for _, v in xs_t) / n
+    den = sum((t - mt) ** 2 for t, _ in xs_t)
+    slope = sum((t - mt) * (v - mv) for t, v in xs_t) / den * 60 if den else None
+    return dict(flat=max(b) - max(a) <= tol, slope_per_min=slope, first_half_max=max(a), second_half_max=max(b),
+                tol=tol)
+
+
+def run_ceiling_things(d, seconds, loop="mosquitto"):
+    """The saturation row's ceiling: the same per-thing load (20 mTLS connections at max
+    rate for `seconds`) into the counting subscriber, run_ceiling's shape (loop as there);
+    the broker's RSS is sampled too, for comparison with the same broker feeding tidegate."""
+    d.mkdir(parents=True)
+    broker, port = start_broker(d)
+    try:
+        sub, out = start_sub(d, port, ["devices/#"], 0, "sub", ident="ops", idle=2, timeout=seconds + P["run_timeout"],
+                             loop=loop)
+        ts = TimeSeries(1.0, pids={"broker": broker.pid})
+        bcpu0, sys0 = cpu_seconds(broker.pid), sys_cpu()
+        t0 = time.monotonic()
+        ts.start(t0)
+        sim = Proc(thing_sim_argv(port, d, "sim", seconds, 11), d / "sim.log")
+        sim_cpu = sim.wait_cpu(seconds + 60)
+        t_load = time.monotonic() - t0
+        sub_cpu = sub.wait_cpu(P["run_timeout"])
+        rows = ts.stop()
+        bcpu1, sys1 = cpu_seconds(broker.pid), sys_cpu()
+        s = read_json(out)
+        simj = read_json(d / "sim.json")
+        rate = s["count"] / (s["last_mono_s"] - t0) if s["count"] else 0
+        return dict(msgs_per_s=rate, received=s["count"], sent=simj["sent"], acked=simj["acked"], loop=loop,
+                    sim_rate=simj["rate"], seconds=seconds, samples=rows, lat_ms=s["lat_ms"], complete=s["count"] >= simj["acked"] > 0,
+                    broker_rss=rss_summary(ts, "broker", P["sat_warm"], t_load),
+                    broker_cpu_s_per_1m=(bcpu1 - bcpu0) / max(1, s["count"]) * 1e6,
+                    sub_cpu_s_per_1m=sub_cpu / max(1, s["count"]) * 1e6,
+                    sim_cpu_s_per_1m=sim_cpu / max(1, s["count"]) * 1e6, machine_busy=busy_frac(sys0, sys1))
+    finally:
+        stop_all()
+
+
+SAT_METRICS = ["tidegate_broker_unacked", "tidegate_broker_unacked_oldest_seconds", "tidegate_broker_unacked_max",
+               "tidegate_broker_read_throttled_total", "tidegate_messages_received_total",
+               "tidegate_broker_stored_messages", "tidegate_broker_dropped_messages", "tidegate_outbox_wal_bytes"]
+
+
+def run_saturation(d, seconds, ceiling, ceiling_io):
+    """Issue 18: 20 per-thing mTLS devices at max rate -> mosquitto -> tidegate (rules,
+    outbox, lake). Sampled every second: broker and tidegate RSS, unacknowledged messages.
+    End to end: every message acknowledged to a device delivered by the lake sink."""
+    d.mkdir(parents=True)
+    broker, port = start_broker(d)
+    try:
+        http = free_port()
+        lake = d / "lake"
+        conf = tidegate_conf(d, port, http, lake, d / "data")
+        tg = start_tidegate(d, conf, http)
+        wait_until(lambda: (metrics(http) or {}).get("tidegate_broker_connected") == 1, 15, "tidegate connected")
+        time.sleep(0.3)  # SUBSCRIBE follows CONNACK
+        ts = TimeSeries(1.0, pids={"broker": broker.pid, "tidegate": tg.pid}, http=http, metric_names=SAT_METRICS)
+        cpu0, bcpu0, sys0 = cpu_seconds(tg.pid), cpu_seconds(broker.pid), sys_cpu()
+        t0 = time.monotonic()
+        ts.start(t0)
+        sim = Proc(thing_sim_argv(port, d, "sim", seconds, 13), d / "sim.log")
+        sim.wait(seconds + 60)  # device_sim waits up to 30 s for its last PUBACKs
+        t_load = time.monotonic() - t0
+        simj = read_json(d / "sim.json")
+        acked = simj["acked"]
+        # the far end: the lake sink's ok counter; stop waiting when it no longer moves (what
+        # the broker dropped never arrives: counted below from its $SYS)
+        done_t, last_ok, last_change = None, -1, time.monotonic()
+        deadline = time.monotonic() + P["run_timeout"]
+        while time.monotonic() < deadline:
+            m = metrics(http)
+            now = time.monotonic()
+            if all_delivered(m, acked):
+                done_t = now
+                break
+            ok = sink_ok(m)
+            if ok != last_ok:
+                last_ok, last_change = ok, now
+            elif now - last_change > 15:
+                break
+            time.sleep(0.05)
+        cpu1, bcpu1, sys1 = cpu_seconds(tg.pid), cpu_seconds(broker.pid), sys_cpu()
+        rows = ts.stop()
+        m = metrics(http) or {}
+        tg.stop()
+        # telemetry records in the lake (the sink's ok count also has the rules' alert rows)
+        delivered = lake_lines(lake, remove=True)
+        unacked = ts.values("tidegate_broker_unacked", 0, t_load)
+        span = (done_t if done_t else last_change) - t0
+        rate = (acked if done_t else min(acked, delivered)) / span if span > 0 else 0
+        return dict(
+            seconds=seconds, things=P["sat_things"], sent=simj["sent"], acked=acked, sim_rate=simj["rate"],
+            delivered=delivered, lake_rows_ok=int(sink_ok(m)), t_load_s=t_load,
+            complete=done_t is not None and delivered >= acked,
+            msgs_per_s=rate, ceiling_msgs_per_s=ceiling.get("msgs_per_s"),
+            ratio=rate / ceiling["msgs_per_s"] if ceiling.get("msgs_per_s") else None,
+            ratio_io=rate / ceiling_io["msgs_per_s"] if ceiling_io.get("msgs_per_s") else None,
+            broker_rss=rss_summary(ts, "broker", P["sat_warm"], t_load),
+            tidegate_rss=rss_summary(ts, "tidegate", P["sat_warm"], t_load),
+            unacked_max=max(unacked) if unacked else None, unacked_p99=pct(unacked, 0.99),
+            unacked_p50=pct(unacked, 0.5), unacked_bound=m.get("tidegate_broker_unacked_max"),
+            unacked_oldest_max_s=max(ts.values("tidegate_broker_unacked_oldest_seconds", 0, t_load) or [0]),
+            read_throttled=m.get("tidegate_broker_read_throttled_total"),
+            broker_dropped=m.get("tidegate_broker_dropped_messages"),
+            broker_stored_max=max(ts.values("tidegate_broker_stored_messages", 0, t_load) or [-1]),
+            cpu_s_per_1m=(cpu1 - cpu0) / max(1, delivered) * 1e6,
+            broker_cpu_s_per_1m=(bcpu1 - bcpu0) / max(1, delivered) * 1e6, machine_busy=busy_frac(sys0, sys1),
+            **wal_fields(m), samples=rows)
+    finally:
+        stop_all()
+
+
+def run_soak(d, rate, seconds):
+    """Issue 21 in normal operation: load mode at `rate` msg/s in total for `seconds`, the
+    shipped rules and aggregates, the lake sink delivering. Sampled every soak_interval:
+    tidegate's (and the broker's) RSS and the outbox's three files."""
+    d.mkdir(parents=True)
+    broker, port = start_broker(d)
+    try:
+        http = free_port()
+        lake, data = d / "lake", d / "data"
+        conf = tidegate_conf(d, port, http, lake, data, aggregates=True)
+        tg = start_tidegate(d, conf, http)
+        wait_until(lambda: (metrics(http) or {}).get("tidegate_broker_connected") == 1, 15, "tidegate connected")
+        time.sleep(0.3)
+        ts = TimeSeries(P["soak_interval"], pids={"tidegate": tg.pid, "broker": broker.pid}, files=outbox_files(data),
+                        http=http, metric_names=["tidegate_outbox_wal_bytes", "tidegate_outbox_rows",
+                                                 'tidegate_outbox_disk_bytes{file="total"}',
+                                                 "tidegate_broker_unacked"])
+        cpu0 = cpu_seconds(tg.pid)
+        t0 = time.monotonic()
+        ts.start(t0)
+        sim = Proc(sim_argv(port, d, "sim", rate=rate / P["things"], duration=seconds), d / "sim.log")
+        sim.wait(seconds + 60)
+        t_load = time.monotonic() - t0
+        simj = read_json(d / "sim.json")
+        try:
+            wait_until(lambda: all_delivered(metrics(http), simj["acked"]), 60, "lake caught up", 0.1)
+            caught_up = True
+        except TimeoutError:
+            caught_up = False
+        cpu1 = cpu_seconds(tg.pid)
+        rows = ts.stop()
+        m = metrics(http) or {}
+        tg.stop()
+        for r in rows:
+            r["disk"] = r["db"] + r["wal"] + r["shm"]
+        warm = max(10.0, seconds / 10)
+        after = [(r["t"], r) for r in rows if warm <= r["t"] <= t_load]
+        rss_t = [(t, r["tidegate_rss_mib"]) for t, r in after if r.get("tidegate_rss_mib") is not None]
+        disk_t = [(t, r["disk"] / MIB) for t, r in after]
+        disk = [r["disk"] / MIB for r in rows if r["t"] <= t_load]
+        wdisk = [v for t, v in disk_t]
+        delivered = lake_lines(lake, remove=True)  # telemetry records; the sink's ok count also has aggregates and alerts
+        return dict(
+            seconds=seconds, offered_per_s=rate, achieved_per_s=simj["rate"], sent=simj["sent"], acked=simj["acked"],
+            delivered=delivered, lake_rows_ok=int(sink_ok(m)), complete=caught_up and delivered >= simj["acked"],
+            warm_s=warm, interval_s=P["soak_interval"],
+            tidegate_rss=rss_summary(ts, "tidegate", warm, t_load), broker_rss=rss_summary(ts, "broker", warm, t_load),
+            rss_flat=flat_once_warm(rss_t, 1.0),
+            disk_mib=dict(start=disk[0] if disk else None, warm=wdisk[0] if wdisk else None,
+                          end=disk[-1] if disk else None, max=max(disk) if disk else None),
+            disk_flat=flat_once_warm(disk_t, 8.0),
+            wal_file_max_mib=max(r["wal"] for r in rows) / MIB,
+            cpu_s_per_1m=(cpu1 - cpu0) / max(1, delivered) * 1e6, **wal_fields(m), samples=rows)
+    finally:
+        stop_all()
+
+
+def run_dead_sink(d, seconds, cap):
+    """Issue 21 in an outage: default_sinks = lake, dead (kinesis to a closed port on
+    127.0.0.1: every request refused), max_bytes = cap with drop_oldest, 20 per-thing devices
+    at max rate. Sampled every dead_interval: the outbox's files, WAL, drops, rows."""
+    d.mkdir(parents=True)
+    broker, port = start_broker(d)
+    try:
+        http = free_port()
+        lake, data = d / "lake", d / "data"
+        dead_port = free_port()  # nothing listens there
+        sinks = ["[sink dead]", "type = kinesis", "stream = dead", f"endpoint = http://127.0.0.1:{dead_port}",
+                 "access_key_id = AKIDEXAMPLE", "secret_access_key = not-a-secret", "timeout = 2s"]
+        conf = tidegate_conf(d, port, http, lake, data, rules=False, sinks=sinks,
+                             ingest=["default_sinks = lake, dead"],
+                             outbox=[f"max_bytes = {cap >> 20}M", "full_policy = drop_oldest"])
+        tg = start_tidegate(d, conf, http)
+        wait_until(lambda: (metrics(http) or {}).get("tidegate_broker_connected") == 1, 15, "tidegate connected")
+        time.sleep(0.3)
+        ts = TimeSeries(P["dead_interval"], pids={"tidegate": tg.pid}, files=outbox_files(data), http=http,
+                        metric_names=['tidegate_outbox_disk_bytes{file="total"}', "tidegate_outbox_wal_bytes",
+                                      "tidegate_outbox_dropped_total", "tidegate_outbox_rows",
+                                      "tidegate_messages_accepted_total", "tidegate_outbox_record_cap_bytes"])
+        t0 = time.monotonic()
+        ts.start(t0)
+        sim = Proc(thing_sim_argv(port, d, "sim", seconds, 17), d / "sim.log")
+        sim.wait(seconds + 60)
+        t_load = time.monotonic() - t0
+        simj = read_json(d / "sim.json")
+        acked = simj["acked"]
+        try:
+            wait_until(lambda: (lambda m: m.get("tidegate_messages_accepted_total", 0) >= acked and
+                                sink_ok(m) >= acked)(metrics(http) or {}), 60, "accepted and in the lake", 0.1)
+            caught_up = True
+        except TimeoutError:
+            caught_up = False
+        rows = ts.stop()
+        m = metrics(http) or {}
+        wal_bound = m.get("tidegate_outbox_wal_max_bytes")
+        tg.stop()
+        st = outbox_stats(data / "outbox.db")
+        for r in rows:
+            r["disk"] = r["db"] + r["wal"] + r["shm"]
+        accepted = m.get("tidegate_messages_accepted_total", 0)
+        dropped = m.get("tidegate_outbox_dropped_total", 0)
+        held = st["per_sink"].get("dead", 0)
+        first_drop = next((r["t"] for r in rows if (r.get("tidegate_outbox_dropped_total") or 0) > 0), None)
+        delivered = lake_lines(lake, remove=True)
+        return dict(
+            seconds=seconds, cap_bytes=cap, sent=simj["sent"], acked=acked, sim_rate=simj["rate"],
+            accepted=accepted, dropped=dropped, held_dead=held, held_lake=st["per_sink"].get("lake", 0),
+            accounted=held + dropped == accepted, lake_delivered=delivered, lake_rows_ok=int(sink_ok(m)),
+            complete=caught_up and delivered >= acked, t_load_s=t_load, first_drop_s=first_drop,
+            disk_max_bytes=max(r["disk"] for r in rows),
+            disk_metric_max_bytes=max(ts.values('tidegate_outbox_disk_bytes{file="total"}') or [0]),
+            wal_file_max_bytes=max(r["wal"] for r in rows), wal_bound_bytes=wal_bound,
+            record_cap_bytes=m.get("tidegate_outbox_record_cap_bytes"),
+            db_bytes_per_json_byte=st["db_bytes_per_json_byte"], json_bytes=st["json_bytes"],
+            **wal_fields(m), samples=rows)
     finally:
         stop_all()
 
@@ -846,7 +1276,8 @@ def main():
                host=dict(nproc=os.cpu_count(), uname=" ".join(os.uname())),
                git=subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"], capture_output=True,
                                   text=True).stdout.strip(),
-               ceiling=[], ceiling_io=[], tidegate=[], latency=[], latency_half_tg=[], node_red=[], backlog=[], upstream=[], append=[], micro={})
+               ceiling=[], ceiling_io=[], tidegate=[], latency=[], latency_half_tg=[], node_red=[], backlog=[], upstream=[], append=[], micro={},
+               saturation_ceiling=None, saturation_ceiling_io=None, saturation=None, soak=None, dead_sink=None)
     have_nr = (NR_DIR / "node_modules" / "node-red" / "red.js").exists()
     have_peers = (REPO / "tests" / "node_modules" / "kinesalite").is_dir() and \
         (REPO / "tests" / "node_modules" / "s3rver").is_dir() and (REPO / "tests/integration/aws_peers.py").exists()
@@ -884,8 +1315,40 @@ def main():
         if wanted("append"):
             log(f"rep {rep + 1}: outbox append")
             raw["append"].append(run_append(work / f"append-{rep}"))
-    log("micro benchmarks of the other modules")
-    raw["micro"] = run_micro_others(work)
+    # once per run: the long rows with time series
+    if wanted("saturation"):
+        ensure_thing_certs()
+        log(f"saturation: {P['sat_things']} per-thing connections at max rate, ceiling first "
+            f"({P['sat_ceiling_seconds']} s)")
+        raw["saturation_ceiling"] = run_ceiling_things(work / "saturation-ceiling", P["sat_ceiling_seconds"])
+        raw["saturation_ceiling_io"] = run_ceiling_things(work / "saturation-ceiling-io", P["sat_ceiling_seconds"],
+                                                          loop="mqtt_io")
+        log(f"  per-thing ceiling {raw['saturation_ceiling']['msgs_per_s']:.0f} msg/s, subscriber on tidegate's loop "
+            f"{raw['saturation_ceiling_io']['msgs_per_s']:.0f} msg/s; tidegate for {P['sat_seconds']} s")
+        raw["saturation"] = run_saturation(work / "saturation", P["sat_seconds"], raw["saturation_ceiling"],
+                                           raw["saturation_ceiling_io"])
+        sat = raw["saturation"]
+        log(f"  tidegate {sat['msgs_per_s']:.0f} msg/s, unacked max {sat['unacked_max']}, broker RSS "
+            f"{sat['broker_rss']['warm']} -> max {sat['broker_rss']['max']} MiB")
+    if wanted("soak"):
+        ceil = median_of(raw["ceiling"], "msgs_per_s")
+        if not ceil:  # BENCH_ONLY without ceiling: measure it here
+            log("soak: measuring the load-mode ceiling first")
+            ceil = run_ceiling(work / "soak-ceiling")["msgs_per_s"]
+        log(f"soak: {P['soak_seconds']} s at half the ceiling ({0.5 * ceil:.0f} msg/s)")
+        raw["soak"] = run_soak(work / "soak", 0.5 * ceil, P["soak_seconds"])
+        sk = raw["soak"]
+        log(f"  tidegate RSS {sk['tidegate_rss']['warm']} -> {sk['tidegate_rss']['end']} MiB, disk "
+            f"{sk['disk_mib']['warm']} -> {sk['disk_mib']['end']} MiB")
+    if wanted("dead-sink"):
+        ensure_thing_certs()
+        log(f"dead sink: max rate for {P['dead_seconds']} s, max_bytes {P['dead_max_bytes'] >> 20} MiB")
+        raw["dead_sink"] = run_dead_sink(work / "dead-sink", P["dead_seconds"], P["dead_max_bytes"])
+        ds = raw["dead_sink"]
+        log(f"  disk max {ds['disk_max_bytes'] / MIB:.1f} MiB (cap {ds['cap_bytes'] >> 20}), dropped {ds['dropped']:.0f}")
+    if wanted("micro"):
+        log("micro benchmarks of the other modules")
+        raw["micro"] = run_micro_others(work)
     raw["elapsed_s"] = time.monotonic() - t_start
     write_results(raw)
     if not KEEP:
@@ -922,8 +1385,10 @@ def write_results(raw):
     sit_max = median_of(raw["backlog"], "sit", "rss_max_mib")
     sit_min = median_of(raw["backlog"], "sit", "rss_min_mib")
     verdict = lambda ok: "n/a" if ok is None else ("met" if ok else "**missed**")
+    once = [raw[k] for k in ("saturation_ceiling", "saturation_ceiling_io", "saturation", "soak", "dead_sink")
+            if raw.get(k)]
     complete = all(r.get("complete") for k in ("ceiling", "ceiling_io", "tidegate", "backlog", "upstream")
-                   for r in raw.get(k, []))
+                   for r in raw.get(k, [])) and all(r.get("complete") for r in once)
     reps = raw["params"]["reps"]
     L = []
     L.append(f"# tidegate benchmark ({'BENCH_QUICK' if raw['quick'] else 'full'} run)\n")
@@ -995,6 +1460,7 @@ def write_results(raw):
     L.append(f"| RSS during drain steady / peak | {fmt(median_of(raw['backlog'], 'rss_steady_mib'), 1)} / "
              f"{fmt(median_of(raw['backlog'], 'rss_peak_mib'), 1)} MiB | | <= 16 MiB: "
              f"{verdict(median_of(raw['backlog'], 'rss_peak_mib') <= 16 if raw['backlog'] else None)} |")
+    L += backlog_disk_lines(raw, verdict)
     if raw["upstream"]:
         up = raw["upstream"]
         L.append(f"| backlog of {raw['params']['upstream_backlog']:,} to three sinks at once, drain rate: lake / "
@@ -1005,6 +1471,8 @@ def write_results(raw):
                  f"({fmt(median_of(up, 'rss_anon_steady_mib'), 1)}) | | |")
     else:
         L.append("| backlog drain to kinesalite / s3rver | peers not installed (tests/integration/npm-peers.sh) | | |")
+    L += once_lines(raw, verdict)
+    L += wal_peak_lines(raw, verdict)
     app_cpu = median_of(raw["append"], "per_cpu_s")
     L.append(f"| outbox appends (real outbox.c, group commits of 500 / 5 ms): wall / per CPU second | "
              f"{fmt(app)} / {fmt(app_cpu)} rec/s | | >= 200,000: {verdict(app >= 200000 if app else None)} |")
@@ -1021,7 +1489,8 @@ def write_results(raw):
              "run (the machine is shared and noisy). Rates: messages / (last message at the far end - load "
              "start). VmRSS counts resident shared-library pages (libcrypto, libsqlite3, ...); RssAnon is the "
              "private part, PSS splits shared pages among the processes using them. Raw numbers: "
-             "results.json; plot: results.png; how: tests/bench/README.md.")
+             "results.json; plots: results.png, and results-time.png for the time series (saturation, soak, "
+             "dead sink); how: tests/bench/README.md.")
     md = "\n".join(L) + "\n"
     (OUT / "results.md").write_text(md)
     (OUT / "results.json").write_text(json.dumps(raw, indent=1, sort_keys=True) + "\n")
@@ -1033,7 +1502,147 @@ def write_results(raw):
     with open(OUT / "results.dat", "w") as f:
         for i, (lab, v, rss) in enumerate(rows):
             f.write(f'{i} "{lab}" {v if v is not None else 0:.1f} {rss if rss is not None else "NaN"}\n')
+    write_time_series(raw)
     print(md)
+
+
+def mib(v, nd=1):
+    return fmt(v / MIB if isinstance(v, (int, float)) and v >= 0 else None, nd)
+
+
+def backlog_disk_lines(raw, verdict):
+    """the 1M-backlog row's outbox on disk: after the fill, after the drain, bytes per record"""
+    b = raw["backlog"]
+    if not b:
+        return []
+    per = median_of(b, "db_bytes_per_json_byte")
+    return [
+        f"| backlog of {raw['params']['backlog']:,}: outbox database / WAL files at the end of the fill (bench_outbox, "
+        f"before close); at the end of the drain (daemon running, rows deleted): database (pages in use; the file "
+        f"once the daemon stopped) / WAL | "
+        f"{mib(median_of(b, 'fill_disk', 'db'))} / {mib(median_of(b, 'fill_disk', 'wal'))} MiB; "
+        f"{mib(median_of(b, 'drained_disk', 'db'))} ({mib(median_of(b, 'drained_disk', 'db_used'))}; "
+        f"{mib(median_of(b, 'drained_disk', 'db_closed'))}) / {mib(median_of(b, 'drained_disk', 'wal'))} MiB | | |",
+        f"| backlog: database bytes per record byte (pages in use / sum(length(payload)), "
+        f"{mib(median_of(b, 'fill', 'stats', 'json_bytes'))} MiB of JSON) | {fmt(per, 2)} | | <= 2.5: "
+        f"{verdict(per <= 2.5 if per is not None else None)} |"]
+
+
+def once_lines(raw, verdict):
+    L = []
+    sat, sc, sio = raw.get("saturation"), raw.get("saturation_ceiling"), raw.get("saturation_ceiling_io")
+    if sc:
+        L.append(f"| saturation ceiling: {raw['params']['sat_things']} per-thing mTLS devices at max rate for "
+                 f"{sc['seconds']} s -> mosquitto -> counting subscriber | {fmt(sc['msgs_per_s'])} msg/s | 1.00 | |")
+    if sio:
+        L.append(f"| for comparison: the same with the counting subscriber on tidegate's network loop (mqtt_io) | "
+                 f"{fmt(sio['msgs_per_s'])} msg/s | | |")
+    if sat:
+        br, tr = sat["broker_rss"], sat["tidegate_rss"]
+        L.append(f"| saturation: the same load for {sat['seconds']} s -> tidegate (rules, outbox, lake), counted at "
+                 f"the sink | {fmt(sat['msgs_per_s'])} msg/s ({fmt(sat['delivered'])} of {fmt(sat['acked'])} acknowledged "
+                 f"to devices) | {fmt(sat['ratio'], 2)} of the per-thing ceiling; {fmt(sat.get('ratio_io'), 2)} of the "
+                 f"mqtt_io one | nothing lost: "
+                 f"{verdict(sat['delivered'] >= sat['acked'])} |")
+        L.append(f"| saturation: RSS at t={raw['params']['sat_warm']} s / max (1 s samples): broker; tidegate | "
+                 f"{fmt(br['warm'], 1)} / {fmt(br['max'], 1)} MiB; {fmt(tr['warm'], 1)} / {fmt(tr['max'], 1)} MiB | "
+                 f"broker feeding the counting subscriber instead: max {fmt(sc['broker_rss']['max'] if sc else None, 1)} MiB "
+                 f"in {fmt(sc['seconds'] if sc else None)} s | growth after warm < 16 MiB broker, < 6 MiB "
+                 f"tidegate: {verdict(br['growth'] < 16 and tr['growth'] < 6 if br['growth'] is not None and tr['growth'] is not None else None)} |")
+        ub = sat["unacked_bound"]
+        L.append(f"| saturation: messages received, not yet acknowledged to the broker (tidegate_broker_unacked, 1 s "
+                 f"samples) max / p99; oldest max | {fmt(sat['unacked_max'])} / {fmt(sat['unacked_p99'])}; "
+                 f"{fmt(sat['unacked_oldest_max_s'], 3)} s | bound {fmt(ub)} | <= bound: "
+                 f"{verdict(sat['unacked_max'] <= ub if sat['unacked_max'] is not None and ub else None)} |")
+        L.append(f"| saturation: reads throttled at the bound; broker $SYS dropped messages (-1 unknown); broker stored "
+                 f"max | {fmt(sat['read_throttled'])}; {fmt(sat['broker_dropped'])}; {fmt(sat['broker_stored_max'])} | | |")
+    sk = raw.get("soak")
+    if sk:
+        r, dm, rf, df = sk["tidegate_rss"], sk["disk_mib"], sk["rss_flat"], sk["disk_flat"]
+        L.append(f"| soak: {fmt(sk['seconds'])} s at half the ceiling ({fmt(sk['offered_per_s'])} msg/s offered, "
+                 f"{fmt(sk['achieved_per_s'])} sent; rules, aggregates, lake): tidegate RSS start / warm (t={fmt(sk['warm_s'])} s)"
+                 f" / end / max | {fmt(r['start'], 1)} / {fmt(r['warm'], 1)} / {fmt(r['end'], 1)} / {fmt(r['max'], 1)} MiB | "
+                 f"slope after warm {fmt(rf['slope_per_min'], 2)} MiB/min | flat once warm (+1 MiB): {verdict(rf['flat'])} |")
+        L.append(f"| soak: outbox on disk (database + WAL + shm) start / warm / end / max | {fmt(dm['start'], 1)} / "
+                 f"{fmt(dm['warm'], 1)} / {fmt(dm['end'], 1)} / {fmt(dm['max'], 1)} MiB | slope after warm "
+                 f"{fmt(df['slope_per_min'], 2)} MiB/min | flat once warm (+8 MiB): {verdict(df['flat'])} |")
+        L.append(f"| soak: delivered to the lake / acknowledged to devices | {fmt(sk['delivered'])} / {fmt(sk['acked'])} | | "
+                 f"nothing lost: {verdict(sk['delivered'] >= sk['acked'])} |")
+    ds = raw.get("dead_sink")
+    if ds:
+        cap = ds["cap_bytes"]
+        L.append(f"| dead sink: lake + a refused kinesis sink, max_bytes {cap >> 20} MiB (drop_oldest), "
+                 f"{raw['params']['sat_things']} per-thing devices at max rate for {ds['seconds']} s "
+                 f"({fmt(ds['sim_rate'])} msg/s): outbox on disk max (files, 2 s samples) / cap | "
+                 f"{mib(ds['disk_max_bytes'])} / {mib(cap, 0)} MiB | "
+                 f"{'cap reached at t=' + fmt(ds['first_drop_s']) + ' s' if ds['first_drop_s'] is not None else '**cap not reached** in the run'} | "
+                 f"<= cap: {verdict(ds['disk_max_bytes'] <= cap)} |")
+        L.append(f"| dead sink: accepted = held for the dead sink + dropped | {fmt(ds['accepted'])} = {fmt(ds['held_dead'])} + "
+                 f"{fmt(ds['dropped'])} | WAL max {mib(ds['wal_file_max_bytes'])} / bound {mib(ds['wal_bound_bytes'], 0)} MiB; "
+                 f"database {fmt(ds['db_bytes_per_json_byte'], 2)} bytes per record byte | every row counted: "
+                 f"{verdict(ds['accounted'])} |")
+        L.append(f"| dead sink: delivered to the lake / acknowledged to devices | {fmt(ds['lake_delivered'])} / "
+                 f"{fmt(ds['acked'])} | | nothing lost: {verdict(ds['lake_delivered'] >= ds['acked'])} |")
+    return L
+
+
+def wal_peak_lines(raw, verdict):
+    """every throughput run's WAL peak (tidegate_outbox_wal_peak_bytes) against its bound"""
+    runs = [("tidegate", raw["tidegate"]), ("latency at 50 % of ceiling", raw["latency"]),
+            ("latency at 50 % of tidegate", raw["latency_half_tg"]),
+            ("backlog fill (bench_outbox)", [r["fill"] for r in raw["backlog"]]),
+            ("backlog sit + drain", raw["backlog"]), ("three-sink drain", raw["upstream"]),
+            ("append (bench_outbox)", raw["append"])]
+    runs += [(lab, [raw[k]]) for lab, k in (("saturation", "saturation"), ("soak", "soak"), ("dead sink", "dead_sink"))
+             if raw.get(k)]
+    names, vals, ok = [], [], []
+    for lab, rs in runs:
+        peak = median_of(rs, "wal_peak_bytes")
+        if peak is None:
+            continue
+        names.append(lab)
+        vals.append(mib(peak))
+        ok += [r["wal_peak_bytes"] <= r["wal_max_bytes"] for r in rs
+               if isinstance(r.get("wal_peak_bytes"), (int, float)) and r.get("wal_max_bytes")]
+    if not names:
+        return []
+    bounds = sorted({r.get("wal_max_bytes") for _, rs in runs for r in rs if r.get("wal_max_bytes")})
+    return [f"| outbox WAL peak (tidegate_outbox_wal_peak_bytes): {' / '.join(names)} | {' / '.join(vals)} MiB | "
+            f"bound (wal_max_bytes) {' or '.join(mib(b, 0) for b in bounds)} MiB | <= bound: "
+            f"{verdict(all(ok) if ok else None)} |"]
+
+
+TIME_FILES = ("time-saturation.dat", "time-saturation-ceiling.dat", "time-soak.dat", "time-dead.dat")
+
+
+def write_time_series(raw):
+    """results-time.png's data (tests/bench/plot-time.gp); a file only for the rows run"""
+    for f in TIME_FILES:
+        (OUT / f).unlink(missing_ok=True)
+    num = lambda v, scale=1.0: f"{v / scale:.3f}" if isinstance(v, (int, float)) else "NaN"
+    if raw.get("saturation"):
+        with open(OUT / "time-saturation.dat", "w") as f:
+            f.write("# t_s broker_rss_mib tidegate_rss_mib unacked\n")
+            for r in raw["saturation"]["samples"]:
+                f.write(f"{r['t']:.1f} {num(r.get('broker_rss_mib'))} {num(r.get('tidegate_rss_mib'))} "
+                        f"{num(r.get('tidegate_broker_unacked'))}\n")
+    if raw.get("saturation_ceiling"):  # the broker feeding the counting subscriber, same load
+        with open(OUT / "time-saturation-ceiling.dat", "w") as f:
+            f.write("# t_s broker_rss_mib\n")
+            for r in raw["saturation_ceiling"]["samples"]:
+                f.write(f"{r['t']:.1f} {num(r.get('broker_rss_mib'))}\n")
+    if raw.get("soak"):
+        with open(OUT / "time-soak.dat", "w") as f:
+            f.write("# t_s tidegate_rss_mib disk_mib wal_mib\n")
+            for r in raw["soak"]["samples"]:
+                f.write(f"{r['t']:.1f} {num(r.get('tidegate_rss_mib'))} {num(r['disk'], MIB)} {num(r['wal'], MIB)}\n")
+    if raw.get("dead_sink"):
+        ds = raw["dead_sink"]
+        with open(OUT / "time-dead.dat", "w") as f:
+            f.write("# t_s disk_mib wal_mib cap_mib wal_bound_mib dropped\n")
+            for r in ds["samples"]:
+                f.write(f"{r['t']:.1f} {num(r['disk'], MIB)} {num(r['wal'], MIB)} {num(ds['cap_bytes'], MIB)} "
+                        f"{num(ds['wal_bound_bytes'], MIB)} {num(r.get('tidegate_outbox_dropped_total'))}\n")
 
 
 if __name__ == "__main__":

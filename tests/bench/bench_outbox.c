@@ -8,6 +8,8 @@
  * its ts/seq/received_at change, so the figure is the outbox's cost (serialise + insert +
  * commit), not a JSON parser's. Prints one JSON line:
  *   {"name":"outbox_append","records":N,"seconds":S,"per_s":R,"cpu_s":C,"per_cpu_s":R2,...}
+ * plus the outbox's files as the last commit left them (open_db/wal/shm_bytes), the WAL's
+ * peak and bound, and the database size after close (db_bytes).
  * The database it leaves behind is a valid daemon outbox holding N rows for the given sink
  * names, which is how tests/bench/run.sh builds the 1,000,000-record backlog.
  */
@@ -151,15 +153,28 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	double secs = mono_s() - t0, cpu = cpu_s() - c0;
-	uint64_t commits = atomic_load(&outbox_counters_of(ob)->commits);
+	outbox_counters *ctr = outbox_counters_of(ob);
+	uint64_t commits = atomic_load(&ctr->commits);
+	/* the files as the last commit left them, before close checkpoints and removes the WAL:
+	 * what a daemon that had just taken in this backlog would have on disk */
+	outbox_disk open_disk;
+	if (outbox_disk_usage(ob, &open_disk) < 0)
+		open_disk = (outbox_disk){-1, -1, -1, -1};
+	long long wal_peak = (long long)atomic_load(&ctr->wal_peak_bytes);
+	long long wal_limit = (long long)atomic_load(&ctr->wal_limit_bytes);
+	long long db_used = (long long)atomic_load(&ctr->db_used_bytes);
+	unsigned long long restarts = (unsigned long long)atomic_load(&ctr->wal_restarts);
 	outbox_close(ob);
 	ob = NULL;
 	struct stat st;
 	long long bytes = stat(db, &st) == 0 ? (long long)st.st_size : -1;
 	printf("{\"name\":\"outbox_append\",\"records\":%lld,\"sinks\":%zu,\"seconds\":%.3f,\"per_s\":%.0f,"
-	       "\"cpu_s\":%.3f,\"per_cpu_s\":%.0f,\"commits\":%" PRIu64 ",\"db_bytes\":%lld}\n",
+	       "\"cpu_s\":%.3f,\"per_cpu_s\":%.0f,\"commits\":%" PRIu64 ",\"db_bytes\":%lld,"
+	       "\"open_db_bytes\":%lld,\"open_wal_bytes\":%lld,\"open_shm_bytes\":%lld,\"db_used_bytes\":%lld,"
+	       "\"wal_peak_bytes\":%lld,\"wal_max_bytes\":%lld,\"wal_restarts\":%llu}\n",
 	       records, nsinks, secs, (double)records / secs, cpu, cpu > 0 ? (double)records / cpu : 0.0, commits,
-	       bytes);
+	       bytes, (long long)open_disk.db, (long long)open_disk.wal, (long long)open_disk.shm, db_used, wal_peak,
+	       wal_limit, restarts);
 	rc = 0;
 out:
 	outbox_close(ob);

@@ -13,7 +13,7 @@
  * host shares, so the driver can time "load started -> last message arrived" exactly.
  *
  * --loop mqtt_io runs the network with the daemon's own loop (gateway/mqtt_io.h: one poll
- * per batch of packets, TLS read-ahead, the round's PUBACKs in one write) instead of
+ * per batch of packets, TLS read-ahead, the round's PUBACKs in one TLS record) instead of
  * mosquitto_loop(), still acknowledging every message as soon as its round is read: the
  * ceiling of a subscriber as frugal with the network as tidegate, for comparison.
  */
@@ -93,6 +93,8 @@ static void on_connect(struct mosquitto *m, void *ud, int rc, int flags, const m
 		mqtt_io_connected(&s->io);
 	for (int i = 0; i < s->ntopics; i++)
 		mosquitto_subscribe_v5(m, NULL, s->topics[i], s->qos, 0, NULL);
+	if (s->use_io)
+		mqtt_io_flush(&s->io); /* the SUBSCRIBEs wait in the hold like everything else */
 }
 
 static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted,
@@ -126,6 +128,8 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
 	(void)m;
 	(void)props;
 	int64_t now = clock_ns(CLOCK_MONOTONIC);
+	if (s->use_io && msg->qos > 0)
+		mqtt_io_received(&s->io, now / 1000000);
 	if (s->count == 0)
 		s->first_ns = now;
 	s->last_ns = now;
@@ -256,7 +260,7 @@ int main(int argc, char **argv)
 	if (!m)
 		goto done;
 	mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
-	mqtt_io_init(&s.io, m, 65536);
+	mqtt_io_init(&s.io, m, 1000);
 	mosquitto_connect_v5_callback_set(m, on_connect);
 	mosquitto_subscribe_v5_callback_set(m, on_subscribe);
 	mosquitto_message_v5_callback_set(m, on_message);
@@ -303,6 +307,7 @@ int main(int argc, char **argv)
 	mosquitto_disconnect_v5(m, 0, NULL);
 	rc = write_summary(&s, why) == 0 && s.subscribed ? 0 : 1;
 done:
+	mqtt_io_free(&s.io);
 	mosquitto_destroy(m);
 	mosquitto_lib_cleanup();
 	free(s.hist);

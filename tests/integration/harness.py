@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -87,7 +88,8 @@ class Proc:
         self.log.close()
 
     def text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
 
@@ -160,10 +162,12 @@ class Daemon:
         self.conf = self.dir / "tidegate.conf"
         certs = broker.certs
         sinks = (sinks if sinks is not None else DEFAULT_SINKS).format(lake=self.lake)
+        # a key given twice is an error: `top` may set its own log_level
+        level = "" if "log_level" in top else "log_level = info"
         self.conf.write_text(f"""# written by the integration harness
 gateway_id = gw-test
 data_dir = {self.dir / 'data'}
-log_level = info
+{level}
 {top}
 [broker]
 host = 127.0.0.1
@@ -292,13 +296,101 @@ class Sim:
         return Proc(argv, Path(workdir) / f"{name}.log"), summary
 
 
-def mqtt_client(broker, cert, key, client_id, version5=True):
-    """A paho client with mTLS to the test broker, loop started; caller disconnects."""
+_CLIENT_CLASS = None
+
+
+def client_class():
+    """paho's Client, with a network thread whose death is seen.
+
+    paho 1.6 (Debian 12) catches only ConnectionError around its socket calls: an
+    ssl.SSLEOFError (a broker cutting a TLS connection mid-write) ends loop_start()'s thread
+    with a traceback and no on_disconnect, so a test waiting for the disconnect waits in
+    vain. Here any OSError that ends the thread is the disconnect: `socket_error` gets
+    (time.monotonic(), exception) and `on_socket_error(client, exc)` runs, from that thread.
+    """
+    global _CLIENT_CLASS
+    if _CLIENT_CLASS is None:
+        import paho.mqtt.client as mqtt
+
+        class Client(mqtt.Client):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                self.socket_error = None
+                self.on_socket_error = None
+
+            def _thread_main(self):
+                try:
+                    super()._thread_main()
+                except OSError as e:
+                    self.socket_error = (time.monotonic(), e)
+                    cb = self.on_socket_error
+                    if cb:
+                        cb(self, e)
+
+        _CLIENT_CLASS = Client
+    return _CLIENT_CLASS
+
+
+def mqtt_client(broker, cert, key, client_id, version5=True, ca=None):
+    """A paho client (client_class()) with mTLS to the test broker; the caller connects,
+    starts the loop and disconnects."""
     import paho.mqtt.client as mqtt
-    c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5 if version5 else mqtt.MQTTv311)
-    c.tls_set(ca_certs=str(broker.certs.ca), certfile=str(cert), keyfile=str(key),
+    c = client_class()(client_id=client_id, protocol=mqtt.MQTTv5 if version5 else mqtt.MQTTv311)
+    c.tls_set(ca_certs=str(ca or broker.certs.ca), certfile=str(cert), keyfile=str(key),
               tls_version=ssl.PROTOCOL_TLS_CLIENT)
     return c
+
+
+class Collector:
+    """A paho MQTT v5 subscriber (ops identity by default) collecting what it receives.
+
+    snapshot() gives (topic, payload as JSON) pairs; messages() gives dicts with the topic,
+    raw payload, QoS and the MQTT v5 properties (content_type, user_properties as a list
+    of pairs, response_topic, correlation_data, payload_format, message_expiry). Both fail
+    the test at once when the subscriber's connection died, rather than letting it wait
+    for messages that cannot come."""
+
+    def __init__(self, broker, topic, cert=None, key=None, qos=1):
+        self.msgs = []
+        self.lock = threading.Lock()
+        self.ready = threading.Event()
+        self.c = mqtt_client(broker, cert or broker.certs.dir / "ops.crt", key or broker.certs.dir / "ops.key",
+                             f"ops-{time.monotonic_ns()}")
+        topics = [topic] if isinstance(topic, str) else list(topic)
+        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe([(t, qos) for t in topics])
+        self.c.on_subscribe = lambda *a: self.ready.set()
+        self.c.on_message = self._on_message
+        self.c.connect("127.0.0.1", broker.port)
+        self.c.loop_start()
+        assert self.ready.wait(10), "subscriber did not get SUBACK"
+
+    def _on_message(self, c, u, m):
+        p = getattr(m, "properties", None)
+        rec = {"topic": m.topic, "payload": m.payload, "qos": m.qos,
+               "content_type": getattr(p, "ContentType", None),
+               "user_properties": list(getattr(p, "UserProperty", None) or []),
+               "response_topic": getattr(p, "ResponseTopic", None),
+               "correlation_data": getattr(p, "CorrelationData", None),
+               "payload_format": getattr(p, "PayloadFormatIndicator", None),
+               "message_expiry": getattr(p, "MessageExpiryInterval", None)}
+        with self.lock:
+            self.msgs.append(rec)
+
+    def _check(self):
+        if self.c.socket_error:
+            raise AssertionError(f"the subscriber's connection died: {self.c.socket_error[1]!r}")
+
+    def messages(self):
+        self._check()
+        with self.lock:
+            return list(self.msgs)
+
+    def snapshot(self):
+        return [(m["topic"], json.loads(m["payload"])) for m in self.messages()]
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
 
 
 def mosquitto_pub(broker, cert, key, topic, messages, qos=1, client_id=None, check=False):
@@ -309,3 +401,144 @@ def mosquitto_pub(broker, cert, key, topic, messages, qos=1, client_id=None, che
         argv += ["-i", client_id]
     data = "".join(m + "\n" for m in messages)
     return subprocess.run(argv, input=data, capture_output=True, text=True, check=check, timeout=60)
+
+
+def rss_mb(pid):
+    """Resident set size of a process in MiB (VmRSS), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+class Sampler:
+    """Samples, on a thread, every `interval` seconds: the RSS of named processes, the size
+    of named files and chosen /metrics values of a daemon. `samples` is a list of dicts with
+    `t` (seconds since start); `stop()` ends it and returns them. Used where a test or a
+    benchmark must see what grows over time, not only what a run ends with."""
+
+    def __init__(self, interval=1.0, pids=None, files=None, daemon=None, metrics=()):
+        import threading
+        self.interval = interval
+        self.pids = dict(pids or {})
+        self.files = dict(files or {})
+        self.daemon = daemon
+        self.metric_names = list(metrics)
+        self.samples = []
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self.t0 = None
+
+    def _one(self):
+        s = {"t": time.monotonic() - self.t0}
+        for name, pid in self.pids.items():
+            s[name] = rss_mb(pid)
+        for name, path in self.files.items():
+            try:
+                s[name] = Path(path).stat().st_size
+            except OSError:
+                s[name] = 0
+        if self.daemon is not None and self.metric_names:
+            m = self.daemon.metrics()
+            for k in self.metric_names:
+                s[k] = m.get(k)
+        return s
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(self._one())
+            self._stop.wait(self.interval)
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self._t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(timeout=10)
+        self.samples.append(self._one())
+        return self.samples
+
+    def series(self, key, after=0.0):
+        return [s[key] for s in self.samples if s["t"] >= after and s.get(key) is not None]
+def parse_logfmt(line):
+    """One logfmt record -> list of (key, value or None), by go-logfmt's rules: bare keys,
+    key=value with an unquoted value (no blank, '=', '"' or control character) or a quoted
+    one with \\" \\\\ \\n \\r \\t \\uXXXX escapes. Raises ValueError naming the offset."""
+    out, i, n = [], 0, len(line)
+    esc = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+    while True:
+        while i < n and line[i] == " ":
+            i += 1
+        if i >= n:
+            return out
+        k = i
+        while i < n and line[i] > " " and line[i] not in '="':
+            i += 1
+        if i == k:
+            raise ValueError(f"offset {i}: expected a key in {line!r}")
+        key = line[k:i]
+        if i >= n or line[i] == " ":
+            out.append((key, None))
+            continue
+        if line[i] != "=":
+            raise ValueError(f"offset {i}: unexpected {line[i]!r} in {line!r}")
+        i += 1
+        if i < n and line[i] == '"':
+            i += 1
+            val = []
+            while True:
+                if i >= n:
+                    raise ValueError(f"unterminated quoted value in {line!r}")
+                c = line[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c < " ":
+                    raise ValueError(f"offset {i}: raw control character in {line!r}")
+                if c == "\\":
+                    i += 1
+                    if i < n and line[i] in esc:
+                        val.append(esc[line[i]])
+                        i += 1
+                    elif i < n and line[i] == "u":
+                        val.append(chr(int(line[i + 1:i + 5], 16)))
+                        i += 5
+                    else:
+                        raise ValueError(f"offset {i}: bad escape in {line!r}")
+                    continue
+                val.append(c)
+                i += 1
+            value = "".join(val)
+        else:
+            v = i
+            while i < n and line[i] != " ":
+                if line[i] in '="' or line[i] < " ":
+                    raise ValueError(f"offset {i}: {line[i]!r} in an unquoted value in {line!r}")
+                i += 1
+            value = line[v:i]
+        if i < n and line[i] != " ":
+            raise ValueError(f"offset {i}: no blank after a value in {line!r}")
+        out.append((key, value))
+
+
+def daemon_log_records(text):
+    """Every line of a daemon log parsed as logfmt (ValueError on the first line that is not);
+    returns a list of dicts (a bare key maps to None)."""
+    return [dict(parse_logfmt(line)) for line in text.splitlines() if line.strip()]
+
+
+def installed_paths(text, certs, root):
+    """A config written for an installed box (/etc/tidegate, /var/lib/tidegate) made checkable
+    here: certificates from the test PKI, rules and schemas from the repository (what the
+    packaging installs there), state under root."""
+    return (text.replace("/etc/tidegate/certs/ca.crt", str(certs.ca))
+            .replace("/etc/tidegate/certs/gateway.crt", str(certs.dir / "gateway.crt"))
+            .replace("/etc/tidegate/certs/gateway.key", str(certs.dir / "gateway.key"))
+            .replace("/etc/tidegate/rules", str(REPO / "rules"))
+            .replace("/var/lib/tidegate", str(root)))

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+import harness
+
 try:
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
@@ -208,7 +210,9 @@ class Peer:
     def __init__(self, broker, cert_name, client_id):
         self.broker, self.client_id, self.cert_name = broker, client_id, cert_name
         crt, key = broker.env.cert(cert_name)
-        self.c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+        # harness.client_class(): a broker cutting the TLS connection mid-write can end paho's
+        # network thread with ssl.SSLEOFError and no on_disconnect; that counts as the close
+        self.c = harness.client_class()(client_id=client_id, protocol=mqtt.MQTTv5)
         self.c.tls_set(ca_certs=str(broker.env.pki / "ca.crt"), certfile=str(crt), keyfile=str(key),
                        tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self.lock = threading.Condition()
@@ -219,6 +223,7 @@ class Peer:
         self.messages = []
         self.c.on_connect = self._on_connect
         self.c.on_disconnect = self._on_disconnect
+        self.c.on_socket_error = self._on_socket_error
         self.c.on_subscribe = self._on_subscribe
         self.c.on_message = self._on_message
         self.started = False
@@ -237,6 +242,13 @@ class Peer:
         # paho's network thread would reconnect on its own and take the session over from a
         # later peer with the same client id; a closed peer stays closed
         c.disconnect()
+
+    def _on_socket_error(self, c, exc):
+        with self.lock:
+            if self.closed_at is None:
+                self.closed_at = c.socket_error[0]  # when the thread met the error
+                self.close_rc = f"socket error {type(exc).__name__}"
+            self.lock.notify_all()
 
     def _on_subscribe(self, c, ud, mid, rcs, props=None):
         with self.lock:

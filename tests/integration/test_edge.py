@@ -215,3 +215,31 @@ def test_alert_state_survives_restart(broker, daemons, tmp_path, certs):
         sub.close()
     assert [p["state"] for _, p in got] == ["raised", "cleared"]
     assert got[1][1]["raised_at"] == got[0][1]["raised_at"]
+
+
+def test_quarantine_is_logged_once_per_interval_per_thing_and_reason(broker, daemons, certs):
+    """Issue 12 item 5: an operator sees quarantine in the log without SQL — the first of
+    each (thing, reason) at once with its detail, the rest of an interval as one count."""
+    import re
+    d = daemons(broker, extra="[ingest]\nlog_repeat_interval = 1s\n")
+    c1, k1 = certs.thing("dev-0001")
+    c2, k2 = certs.thing("dev-0002")
+    assert harness.mosquitto_pub(broker, c1, k1, "devices/dev-0001/telemetry",
+                                 ['{"temperature": 2' + "x" * i for i in range(10)]).returncode == 0
+    assert harness.mosquitto_pub(broker, c2, k2, "devices/dev-0002/telemetry",
+                                 ['{"t": oops}', "[1, 2]"]).returncode == 0
+    wait_until(lambda: d.metric("tidegate_messages_quarantined_total") == 12, 10)
+
+    def lines(thing, reason):
+        return [ln for ln in d.log().splitlines()
+                if f"msg=quarantined thing={thing} reason={reason} " in ln]
+
+    def counted(thing, reason):
+        return sum(int(re.search(r" count=(\d+)", ln).group(1)) for ln in lines(thing, reason))
+
+    wait_until(lambda: counted("dev-0001", "bad_json") == 10, 5, what="the interval's count reported")
+    first = lines("dev-0001", "bad_json")
+    assert len(first) <= 3, first  # not one line per message
+    assert " count=1 " in first[0] and "topic=devices/dev-0001/telemetry" in first[0] and 'detail="1:' in first[0]
+    assert counted("dev-0002", "bad_json") == 1 and counted("dev-0002", "not_object") == 1
+    assert "level=warn" in lines("dev-0002", "not_object")[0]

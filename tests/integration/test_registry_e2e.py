@@ -34,7 +34,8 @@ def test_plugin_registry_and_daemon(certs, tmp_path):
     plugin = harness.BUILD / "tidegate_auth.so"
     b = harness.Broker(certs, tmp_path, extra_args=["--plugin", plugin, "--registry", db]).start()
     try:
-        d = harness.Daemon(b, tmp_path, extra=f"[ingest]\nenrich = true\n[registry]\npath = {db}\n").start()
+        d = harness.Daemon(b, tmp_path, extra=f"[ingest]\nenrich = true\n[registry]\npath = {db}\n"
+                                              "[broker]\nidentity = stamped\n").start()
         try:
             msg = lambda seq: json.dumps({"sensor_id": "x", "ts": seq, "seq": seq, "temperature": 21.0})
             outcomes = []
@@ -65,3 +66,19 @@ def test_plugin_registry_and_daemon(certs, tmp_path):
     assert recs[1]["thing"] == "dev-0001"  # the plugin replaced the forged property
     assert recs[1]["attributes"] == {"site": "plant-7"}
     assert recs[3]["attributes"] == {"site": "plant-7"}
+
+
+def test_activate_revoked_thing_refused(certs, tmp_path):
+    """Issue 12 item 12: activating a thing whose every certificate is revoked is an error
+    that says so, not "0 certificates set ACTIVE" with exit 0."""
+    db = tmp_path / "registry.db"
+    assert device(db, "register", "dev-0006", "--cert", certs.thing("dev-0006")[0]).returncode == 0
+    r = device(db, "revoke", "dev-0006")
+    assert r.returncode == 0, r.stderr
+    for cmd in ("activate", "deactivate"):
+        r = device(db, cmd, "dev-0006")
+        assert r.returncode != 0, (cmd, r.stdout)
+        assert 'the certificate of "dev-0006" is revoked; revocation is final' in r.stderr, r.stderr
+        assert "certificates set" not in r.stdout and "certificate set" not in r.stdout, r.stdout
+    listed = device(db, "list", "--json")
+    assert json.loads(listed.stdout)[0]["status"] == "REVOKED", listed.stdout

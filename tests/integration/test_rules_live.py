@@ -3,41 +3,10 @@ hot readings to alerts/<thing>, and hot reload that refuses a broken file."""
 import json
 import shutil
 import signal
-import threading
 import time
 
 import harness
-from harness import read_lake, wait_until
-
-
-class Collector:
-    """A paho MQTT v5 subscriber (ops identity) collecting (topic, payload) pairs."""
-
-    def __init__(self, broker, topic):
-        import paho.mqtt.client as mqtt
-        self.msgs = []
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        self.c = harness.mqtt_client(broker, broker.certs.dir / "ops.crt", broker.certs.dir / "ops.key",
-                                     f"ops-{time.monotonic_ns()}")
-        self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
-        self.c.on_subscribe = lambda *a: self.ready.set()
-        self.c.on_message = self._on_message
-        self.c.connect("127.0.0.1", broker.port)
-        self.c.loop_start()
-        assert self.ready.wait(10), "subscriber did not get SUBACK"
-
-    def _on_message(self, c, u, m):
-        with self.lock:
-            self.msgs.append((m.topic, json.loads(m.payload)))
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.msgs)
-
-    def close(self):
-        self.c.disconnect()
-        self.c.loop_stop()
+from harness import Collector, read_lake, wait_until  # noqa: F401 (test_edge imports Collector from here)
 
 
 def rules_dir(tmp_path, *names):

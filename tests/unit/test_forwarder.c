@@ -198,12 +198,60 @@ static void test_linger_reads(void **state)
 	fixture_end(ob, dir);
 }
 
+/* What /healthz says of a sink (issue 12 item 4): idle is not down, a short failure is a
+ * retry, a long one or an old backlog is degraded, each threshold can be switched off. */
+static void test_health_judgement(void **state)
+{
+	forwarder_sink_stats st;
+	memset(&st, 0, sizeof st);
+	tg_sink_conf conf = {.health_failing_ms = 60000, .health_max_age_ms = 300000};
+	forwarder_health h;
+	const int64_t now = 1800000000000;
+	forwarder_health_judge(&st, &conf, 0, now, &h); /* fresh: nothing sent, nothing failed */
+	assert_string_equal(h.state, "idle");
+	assert_true(h.healthy);
+	atomic_store(&st.last_ok_ms, now - 5000);
+	forwarder_health_judge(&st, &conf, 3, now, &h);
+	assert_string_equal(h.state, "ok");
+	assert_true(h.healthy);
+	atomic_store(&st.failing_since_ms, now - 59000); /* failing, within the threshold */
+	forwarder_health_judge(&st, &conf, 3, now, &h);
+	assert_string_equal(h.state, "failing");
+	assert_true(h.healthy);
+	assert_int_equal(h.failing_ms, 59000);
+	atomic_store(&st.failing_since_ms, now - 61000);
+	forwarder_health_judge(&st, &conf, 3, now, &h);
+	assert_false(h.healthy);
+	assert_non_null(strstr(h.why, "sends failing for 61 s"));
+	conf.health_failing_ms = 0; /* failures alone never degrade */
+	forwarder_health_judge(&st, &conf, 3, now, &h);
+	assert_true(h.healthy);
+	/* the oldest undelivered record, beyond the sink's own batching age */
+	atomic_store(&st.failing_since_ms, 0);
+	st.batch_age_ms = 60000;
+	atomic_store(&st.oldest_ms, now - 350000);
+	forwarder_health_judge(&st, &conf, 3, now, &h);
+	assert_true(h.healthy); /* 350 s < 300 s + 60 s of batching */
+	assert_int_equal(h.oldest_age_ms, 350000);
+	atomic_store(&st.oldest_ms, now - 361000);
+	forwarder_health_judge(&st, &conf, 3, now, &h);
+	assert_false(h.healthy);
+	assert_non_null(strstr(h.why, "oldest undelivered record waiting 361 s"));
+	forwarder_health_judge(&st, &conf, 0, now, &h); /* delivered since: nothing is waiting */
+	assert_true(h.healthy);
+	assert_int_equal(h.oldest_age_ms, 0);
+	conf.health_max_age_ms = 0;
+	forwarder_health_judge(&st, &conf, 3, now, &h);
+	assert_true(h.healthy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_backoff),
 		cmocka_unit_test(test_partial_failure_and_poison),
 		cmocka_unit_test(test_linger_reads),
+		cmocka_unit_test(test_health_judgement),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,15 +1,18 @@
 /*
  * test_outbox.c — the SQLite outbox: group commit, per-sink rows, batches in priority
  * order, settle (delete / keep / dead-letter), caps with drop_oldest and reject_new,
- * ids never reused, durability across reopen, and a corrupt file moved aside.
+ * ids never reused, durability across reopen, a corrupt file moved aside, and the files
+ * on disk: the WAL kept under its bound, max_bytes bounding database + WAL + index.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "err.h"
 #include "outbox.h"
 #include "outbox_sql.h"
@@ -385,11 +388,231 @@ static void test_deferred_delete_drain(void **state)
 	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
 }
 
+/* outbox_sink_backlog against the table itself: rows and stored payload bytes per sink. */
+static void expect_backlog(outbox *ob, const char *sink_name)
+{
+	char q[256];
+	int64_t rows, bytes;
+	outbox_sink_backlog(ob, sink_name, &rows, &bytes);
+	snprintf(q, sizeof q, "SELECT count(*) FROM outbox WHERE sink = (SELECT id FROM sinks WHERE name = '%s')",
+		 sink_name);
+	int64_t want_rows = count_rows(q);
+	snprintf(q, sizeof q,
+		 "SELECT coalesce(sum(length(payload)), 0) FROM outbox WHERE sink = (SELECT id FROM sinks WHERE name = '%s')",
+		 sink_name);
+	int64_t want_bytes = count_rows(q);
+	if (rows != want_rows || bytes != want_bytes)
+		fail_msg("sink %s: backlog %lld rows %lld bytes, table %lld rows %lld bytes", sink_name, (long long)rows,
+			 (long long)bytes, (long long)want_rows, (long long)want_bytes);
+}
+
+/* Per-sink backlog counters follow every way a row comes and goes — append, delivery
+ * deleted by the writer or by the forwarder, dead letters, drop_oldest — and are read back
+ * at open, without a query per read (issue 12 item 4). */
+static void test_sink_backlog_and_oldest(void **state)
+{
+	outbox_opts o = opts();
+	o.max_rows = 400;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	int64_t rows, bytes;
+	assert_int_equal(outbox_sink_backlog(ob, "a", &rows, &bytes), TG_ENOTFOUND);
+	assert_int_equal(rows, 0);
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(append(ob, i % 3 ? "a" : "b", i == 30 ? OUTBOX_PRIO_ALERT : OUTBOX_PRIO_BULK, i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	expect_backlog(ob, "a");
+	expect_backlog(ob, "b");
+	outbox_sink_backlog(ob, "a", &rows, &bytes);
+	assert_int_equal(rows, 40);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	/* the oldest undelivered: the first record, whatever its priority */
+	assert_int_equal(outbox_oldest_pending(r, "a"), 1700000000000 + 1);
+	assert_int_equal(outbox_oldest_pending(r, "b"), 1700000000000 + 0);
+	assert_int_equal(outbox_oldest_pending(r, "nope"), 0);
+	/* delivered, queued, deleted by the writer's next transaction */
+	assert_int_equal(outbox_read_batch(r, "a", 10, 1 << 20, &b), 10);
+	settle_all_ok(r, "a", &b);
+	assert_int_equal(outbox_oldest_pending(r, "a"), 1700000000000 + 16); /* past the cursor */
+	assert_int_equal(append(ob, "b", OUTBOX_PRIO_BULK, 1000), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	expect_backlog(ob, "a");
+	expect_backlog(ob, "b");
+	/* dead letters and retries */
+	assert_int_equal(outbox_read_batch(r, "b", 5, 1 << 20, &b), 5);
+	sink_status st[5] = {SINK_OK, SINK_POISON, SINK_RETRY, SINK_POISON, SINK_RETRY};
+	assert_int_equal(outbox_settle(r, "b", &b, st, "refused", 2), 0);
+	expect_backlog(ob, "b");
+	/* the forwarder deletes a big queue itself (a drain) */
+	while (outbox_read_batch(r, "a", 7, 1 << 20, &b) > 0)
+		settle_all_ok(r, "a", &b);
+	assert_int_equal(outbox_tick(ob, atomic_load(&outbox_counters_of(ob)->last_commit_ms) + 10), 1);
+	expect_backlog(ob, "a");
+	outbox_sink_backlog(ob, "a", &rows, &bytes);
+	assert_int_equal(rows, 0);
+	assert_int_equal(outbox_oldest_pending(r, "a"), 0);
+	/* drop_oldest */
+	for (int i = 0; i < 500; i++)
+		assert_int_equal(append(ob, i % 2 ? "a" : "b", OUTBOX_PRIO_BULK, 2000 + i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	assert_true(atomic_load(&outbox_counters_of(ob)->dropped) > 0);
+	expect_backlog(ob, "a");
+	expect_backlog(ob, "b");
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+	/* read back at open */
+	ob = outbox_open(path, &o, NULL, 0);
+	expect_backlog(ob, "a");
+	expect_backlog(ob, "b");
+	int64_t ra, rb, ba, bb;
+	outbox_sink_backlog(ob, "a", &ra, &ba);
+	outbox_sink_backlog(ob, "b", &rb, &bb);
+	assert_int_equal(ra + rb, atomic_load(&outbox_counters_of(ob)->rows));
+	assert_int_equal(ba + bb, atomic_load(&outbox_counters_of(ob)->bytes));
+	outbox_close(ob);
+}
+
 static int setup(void **state)
 {
 	dir = tu_tmpdir();
 	snprintf(path, sizeof path, "%s/outbox.db", dir);
 	return 0;
+}
+
+/* Size of one of the outbox's files, 0 when absent. */
+static int64_t file_size(const char *suffix)
+{
+	char p[4200];
+	snprintf(p, sizeof p, "%s%s", path, suffix);
+	struct stat st;
+	return stat(p, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+/* Continuous ingest with a reader delivering: the WAL starts over between group commits and
+ * never passes its bound (the smallest one, 1 MiB, so that a few seconds of appends would
+ * take it far past it without the restarts). */
+static void test_wal_restarts_under_continuous_ingest(void **state)
+{
+	outbox_opts o = opts();
+	o.wal_max_bytes = 1 << 20;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	assert_non_null(r);
+	outbox_batch b = {0};
+	sink_status st[100];
+	int64_t wal_max = 0;
+	for (int i = 0; i < 40000; i++) {
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, i), 0);
+		if (i % 100 == 99) {
+			assert_int_equal(outbox_commit(ob), 0);
+			int n = outbox_read_batch(r, "a", 100, 1 << 20, &b);
+			assert_true(n > 0);
+			for (int k = 0; k < n; k++)
+				st[k] = SINK_OK;
+			assert_int_equal(outbox_settle(r, "a", &b, st, NULL, 0), 0);
+			int64_t w = file_size("-wal");
+			if (w > wal_max)
+				wal_max = w;
+		}
+	}
+	outbox_counters *c = outbox_counters_of(ob);
+	assert_true(atomic_load(&c->wal_restarts) > 0);
+	assert_true(atomic_load(&c->wal_peak_bytes) <= 1 << 20);
+	assert_true(wal_max <= 1 << 20);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob);
+}
+
+/* max_bytes bounds database + WAL + WAL index with nobody delivering; drop_oldest counts
+ * exactly what it removed, and the disk figure never passes the cap. */
+static void test_cap_bounds_the_files_on_disk(void **state)
+{
+	outbox_opts o = opts();
+	o.max_bytes = 4 << 20;
+	o.full_policy = OUTBOX_DROP_OLDEST;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	outbox_counters *c = outbox_counters_of(ob);
+	assert_int_equal(atomic_load(&c->wal_limit_bytes), 1 << 20); /* a quarter of max_bytes */
+	int64_t disk_max = 0;
+	const int total = 80000; /* ~6 MB of JSON: well past the cap */
+	for (int i = 0; i < total; i++) {
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, i), 0);
+		if (i % 100 == 99) {
+			assert_int_equal(outbox_commit(ob), 0);
+			outbox_disk d;
+			assert_int_equal(outbox_disk_usage(ob, &d), 0);
+			assert_int_equal(d.total, d.db + d.wal + d.shm);
+			if (d.total > disk_max)
+				disk_max = d.total;
+		}
+	}
+	assert_int_equal(outbox_commit(ob), 0);
+	int64_t rows = count_rows("SELECT count(*) FROM outbox");
+	assert_true(atomic_load(&c->dropped) > 0);
+	assert_int_equal(rows + (int64_t)atomic_load(&c->dropped), total);
+	assert_int_equal(rows, atomic_load(&c->rows));
+	assert_true(disk_max <= 4 << 20);
+	/* the newest survive */
+	assert_int_equal(count_rows("SELECT max(id) FROM outbox"), total);
+	outbox_close(ob);
+}
+
+/* drop_oldest takes the oldest records whichever sink holds them: a sink that is down
+ * loses its oldest rows, a working sink's few recent ones are kept. */
+static void test_drop_oldest_across_sinks(void **state)
+{
+	outbox_opts o = opts();
+	o.max_rows = 1000;
+	o.full_policy = OUTBOX_DROP_OLDEST;
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	for (int i = 0; i < 990; i++)
+		assert_int_equal(append(ob, "down", OUTBOX_PRIO_BULK, i), 0);
+	for (int i = 0; i < 50; i++) { /* the working sink's last few, and the down sink's */
+		assert_int_equal(append(ob, "up", OUTBOX_PRIO_BULK, 990 + i), 0);
+		assert_int_equal(append(ob, "down", OUTBOX_PRIO_BULK, 990 + i), 0);
+	}
+	assert_int_equal(outbox_commit(ob), 0);
+	assert_true(atomic_load(&outbox_counters_of(ob)->dropped) > 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox WHERE sink = (SELECT id FROM sinks WHERE name = 'up')"),
+			 50);
+	outbox_close(ob);
+}
+
+/* A drained outbox gives its space back: deleted rows' pages are reused, and once a
+ * forwarder has nothing to send, incremental vacuum shrinks the file. */
+static void test_drained_outbox_shrinks(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	for (int i = 0; i < 60000; i++) /* ~5 MB of JSON: some 400 pages of 16 KiB */
+		assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, i), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	int64_t full = count_rows("PRAGMA page_count") * count_rows("PRAGMA page_size"); /* WAL included */
+	outbox_reader *r = outbox_open_reader(ob, NULL, 0);
+	outbox_batch b = {0};
+	sink_status st[1000];
+	int n;
+	while ((n = outbox_read_batch(r, "a", 1000, 8 << 20, &b)) > 0) {
+		for (int k = 0; k < n; k++)
+			st[k] = SINK_OK;
+		assert_int_equal(outbox_settle(r, "a", &b, st, NULL, 0), 0);
+		assert_int_equal(outbox_tick(ob, tg_wall_ms() + 1000), 1); /* the writer deletes them */
+	}
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 0);
+	/* nothing left to send: what a forwarder does when its sink is idle */
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(outbox_reclaim(r), 0);
+	outbox_batch_free(&b);
+	outbox_reader_close(r);
+	outbox_close(ob); /* the last connection checkpoints, so the database file shows it */
+	int64_t drained = file_size("");
+	assert_true(full > 4 << 20);
+	assert_true(drained < full / 4);
 }
 
 static int each(void **state)
@@ -419,6 +642,11 @@ int main(void)
 		cmocka_unit_test_setup(test_deferred_delete_reuse_and_restart, each),
 		cmocka_unit_test_setup(test_deferred_delete_drain, each),
 		cmocka_unit_test_setup(test_migrate_v2_rows, each),
+		cmocka_unit_test_setup(test_wal_restarts_under_continuous_ingest, each),
+		cmocka_unit_test_setup(test_cap_bounds_the_files_on_disk, each),
+		cmocka_unit_test_setup(test_drop_oldest_across_sinks, each),
+		cmocka_unit_test_setup(test_drained_outbox_shrinks, each),
+		cmocka_unit_test_setup(test_sink_backlog_and_oldest, each),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -442,6 +442,17 @@ static void test_thing_summary(void **state)
 	out[0] = '\0';
 	assert_int_equal(registry_things_foreach(reg, collect_summary, out, f->err, sizeof f->err), 0);
 	assert_string_equal(out, "none=NO-CERT;t=REVOKED;");
+	/* every certificate revoked: a bulk activate or deactivate is refused, not "0 set" */
+	int changed = -1;
+	assert_int_equal(registry_set_status(reg, "t", NULL, REGISTRY_ACTIVE, 4, &changed, f->err, sizeof f->err),
+			 TG_EPERM);
+	assert_non_null(strstr(f->err, "all 2 certificates of \"t\" are revoked"));
+	assert_int_equal(registry_set_status(reg, "t", NULL, REGISTRY_INACTIVE, 4, NULL, f->err, sizeof f->err),
+			 TG_EPERM);
+	/* revoking again is idempotent; a thing without certificates has nothing to refuse */
+	assert_int_equal(registry_set_status(reg, "t", NULL, REGISTRY_REVOKED, 5, NULL, f->err, sizeof f->err), 0);
+	assert_int_equal(registry_set_status(reg, "none", NULL, REGISTRY_ACTIVE, 5, &changed, f->err, sizeof f->err), 0);
+	assert_int_equal(changed, 0);
 	registry_cert_info_clear(&a);
 	registry_cert_info_clear(&b);
 	registry_close(reg);
@@ -605,6 +616,7 @@ static void test_cli(void **state)
 	unsetenv("TIDEGATE_PKI");
 	assert_int_equal(cli(f, "revoke", "dev-0001", NULL, NULL, NULL), 0);
 	assert_int_equal(cli(f, "activate", "dev-0001", "--cert", fp, NULL), 1); /* final */
+	assert_int_equal(cli(f, "activate", "dev-0001", NULL, NULL, NULL), 1); /* every certificate is revoked */
 
 	reg = open_rw(f);
 	assert_int_equal(registry_lookup(reg, fp, &id, f->err, sizeof f->err), 0);

@@ -702,7 +702,8 @@ static void test_reentrant_evaluation(void **state)
 }
 
 /* ---- CLI --------------------------------------------------------------------------------- */
-static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char *errout, size_t errlen)
+static int run_cli_capture_conf(int argc, char **argv, const rules_cli_conf *conf, char *out, size_t outlen,
+				char *errout, size_t errlen)
 {
 	fflush(stdout);
 	fflush(stderr);
@@ -710,7 +711,7 @@ static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char
 	int so = dup(1), se = dup(2);
 	dup2(fileno(fo), 1);
 	dup2(fileno(fe), 2);
-	int rc = rules_cli_main(argc, argv);
+	int rc = rules_cli_main(argc, argv, conf);
 	fflush(stdout);
 	fflush(stderr);
 	dup2(so, 1);
@@ -726,6 +727,99 @@ static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char
 	fclose(fo);
 	fclose(fe);
 	return rc;
+}
+
+static int run_cli_capture(int argc, char **argv, char *out, size_t outlen, char *errout, size_t errlen)
+{
+	return run_cli_capture_conf(argc, argv, NULL, out, outlen, errout, errlen);
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Issue 12 item 10: with the daemon's configuration, sink names are checked as the daemon
+ * checks them (and its rules_dir is the default); without one, a warning says they were not. */
+static void test_cli_check_sink_names(void **state)
+{
+	char out[4096], errs[4096], dir[] = "/tmp/tg-rules-sinks-XXXXXX", p[512];
+	assert_non_null(mkdtemp(dir));
+	snprintf(p, sizeof p, "%s/route.json", dir);
+	write_file(p, "{\"sql\": \"SELECT * FROM 'devices/+/telemetry'\",\n"
+		      " \"actions\": [{\"sink\": {\"name\": \"nowhere\"}}]}\n");
+	const char *const names[] = {"lake", NULL};
+	rules_cli_conf conf = {.path = "/etc/x.conf", .sink_names = names, .rules_dir = dir};
+	char *with_dir[] = {"check", dir};
+	assert_int_equal(run_cli_capture_conf(2, with_dir, &conf, out, sizeof out, errs, sizeof errs), 1);
+	char want[700];
+	snprintf(want, sizeof want, "%s:2:32: no sink named 'nowhere' is configured", p);
+	if (!strstr(errs, want))
+		fail_msg("stderr '%s' lacks '%s'", errs, want);
+	char *no_dir[] = {"check"}; /* the configuration's rules_dir */
+	assert_int_equal(run_cli_capture_conf(1, no_dir, &conf, out, sizeof out, errs, sizeof errs), 1);
+	assert_non_null(strstr(errs, want));
+	/* without a configuration: accepted, and a warning says what was not checked */
+	assert_int_equal(run_cli_capture(2, with_dir, out, sizeof out, errs, sizeof errs), 0);
+	assert_non_null(strstr(out, "1 rule OK"));
+	assert_non_null(strstr(errs, "warning: sink names were not checked (no -c CONFIG given)"));
+	/* a configured sink passes, and the output says against what */
+	write_file(p, "{\"sql\": \"SELECT * FROM 'devices/+/telemetry'\", \"actions\": [{\"sink\": {\"name\": \"lake\"}}]}");
+	assert_int_equal(run_cli_capture_conf(2, with_dir, &conf, out, sizeof out, errs, sizeof errs), 0);
+	assert_non_null(strstr(out, "sink names checked against /etc/x.conf"));
+	assert_string_equal(errs, "");
+	unlink(p);
+	rmdir(dir);
+}
+
+/* Issue 12 item 11: what `rules test` prints. */
+static void test_cli_test_output(void **state)
+{
+	char out[8192], errs[4096];
+	/* a payload the daemon would quarantine: the reader's error, with its position */
+	char *badjson[] = {"test", "rules/hot-alerts.json", "--topic", "devices/d1/telemetry", "--payload",
+			   "{\"temperature\": 31.5,"};
+	assert_int_equal(run_cli_capture(6, badjson, out, sizeof out, errs, sizeof errs), 1);
+	if (!strstr(errs, "the payload would be quarantined before any rule runs (reason bad_json): 1:21: "))
+		fail_msg("stderr '%s'", errs);
+	assert_null(strstr(out, "WHERE did not hold"));
+	char *array[] = {"test", "rules/hot-alerts.json", "--topic", "devices/d1/telemetry", "--payload", "[1]"};
+	assert_int_equal(run_cli_capture(6, array, out, sizeof out, errs, sizeof errs), 1);
+	assert_non_null(strstr(errs, "(reason not_object)"));
+	/* numbers as the daemon writes them */
+	char *hot[] = {"test", "rules/hot-alerts.json", "--topic", "devices/d1/telemetry", "--payload",
+		       "{\"sensor_id\":\"s\",\"ts\":1,\"temperature\":60.7}"};
+	assert_int_equal(run_cli_capture(6, hot, out, sizeof out, errs, sizeof errs), 0);
+	if (!strstr(out, "\"temperature\":60.7,"))
+		fail_msg("got '%s'", out);
+	/* a folder: every rule in it */
+	char *folder[] = {"test", "rules", "--topic", "devices/d1/telemetry", "--payload",
+			  "{\"sensor_id\":\"s\",\"ts\":1,\"temperature\":45}"};
+	assert_int_equal(run_cli_capture(6, folder, out, sizeof out, errs, sizeof errs), 0);
+	if (!strstr(out, "hot-alerts republish: topic=alerts/d1") || !strstr(out, "high-temperature-alert alert:"))
+		fail_msg("got '%s' / '%s'", out, errs);
+	char *folder_cold[] = {"test", "rules", "--topic", "devices/d1/telemetry", "--payload", "{\"temperature\":5}"};
+	assert_int_equal(run_cli_capture(6, folder_cold, out, sizeof out, errs, sizeof errs), 0);
+	assert_non_null(strstr(out, "no match: WHERE did not hold for the 2 rules whose FROM matched"));
+	/* headers of republish and webhook, templates expanded */
+	char dir[] = "/tmp/tg-rules-hdr-XXXXXX", p[512];
+	assert_non_null(mkdtemp(dir));
+	snprintf(p, sizeof p, "%s/hdr.json", dir);
+	write_file(p, "{\"sql\": \"SELECT temperature FROM 'devices/+/telemetry'\",\n"
+		      " \"actions\": [{\"republish\": {\"topic\": \"views/${topic(2)}\", \"headers\":"
+		      " {\"contentType\": \"application/json\", \"userProperties\": [{\"key\": \"site\", \"value\": \"north\"}]}}},\n"
+		      "  {\"webhook\": {\"url\": \"http://127.0.0.1:1/h\", \"headers\": {\"X-Thing\": \"${topic(2)}\"}}}]}\n");
+	char *hdr[] = {"test", p, "--topic", "devices/d7/telemetry", "--payload", "{\"temperature\":1.5}"};
+	assert_int_equal(run_cli_capture(6, hdr, out, sizeof out, errs, sizeof errs), 0);
+	if (!strstr(out, "hdr republish: topic=views/d7 qos=0 headers={\"contentType\":\"application/json\","
+			 "\"userProperties\":[{\"key\":\"site\",\"value\":\"north\"}]} payload={\"temperature\":1.5}") ||
+	    !strstr(out, "hdr webhook: url=http://127.0.0.1:1/h headers={\"X-Thing\":\"d7\"} payload="))
+		fail_msg("got '%s' / '%s'", out, errs);
+	unlink(p);
+	rmdir(dir);
 }
 
 static void test_cli_check(void **state)
@@ -871,14 +965,146 @@ static void test_shipped_examples(void **state)
 	rec_clear(&R);
 	R.fail_kind = 0;
 	/* senml nested query */
-	assert_int_equal(eval_json(rs, "senml/dev-0003/records",
+	assert_int_equal(eval_json(rs, "devices/dev-0003/senml",
 				   "{\"e\":[{\"n\":\"temperature\",\"v\":22.5},{\"n\":\"light\",\"v\":135}]}", &R, NULL),
 			 1);
 	want = json_loads("{\"temperature\":22.5,\"sensors\":[\"temperature\",\"light\"]}", 0, NULL);
 	assert_true(json_equal(want, R.r[0].payload));
-	assert_string_equal(R.r[0].topic, "flat/dev-0003");
+	assert_string_equal(R.r[0].topic, "views/dev-0003/senml");
 	json_decref(want);
 	rec_clear(&R);
+	rules_set_free(rs);
+}
+
+/* ---- republish headers (MQTT v5 properties) ---------------------------------------------- */
+typedef struct hdr_rec {
+	int n;
+	char kind[8][32], key[8][64], value[8][128];
+} hdr_rec;
+
+static int hdr_cb(void *ud, const rules_action_out *a, char *err, size_t errlen)
+{
+	hdr_rec *H = ud;
+	for (int i = 0; i < a->nheaders && H->n < 8; i++, H->n++) {
+		snprintf(H->kind[H->n], sizeof H->kind[0], "%s", rules_header_name(a->headers[i].kind));
+		snprintf(H->key[H->n], sizeof H->key[0], "%s", a->headers[i].key ? a->headers[i].key : "");
+		snprintf(H->value[H->n], sizeof H->value[0], "%s", a->headers[i].value);
+	}
+	return 0;
+}
+
+static void test_republish_headers(void **state)
+{
+	char err[2048];
+	const char *rule =
+		"{\"sql\": \"SELECT * FROM 'devices/+/telemetry'\", \"actions\": [{\"republish\": {\"topic\": \"alerts/x\", "
+		"\"headers\": {\"payloadFormatIndicator\": \"UTF8_DATA\", \"contentType\": \"application/${kind}\", "
+		"\"responseTopic\": \"replies/${topic(2)}\", \"correlationData\": \"${encode(id, 'base64')}\", "
+		"\"messageExpiry\": 60, \"userProperties\": [{\"key\": \"site\", \"value\": \"${site}\"}, "
+		"{\"key\": \"k-${topic(2)}\", \"value\": \"v\"}]}}}]}";
+	rules_set *rs = load_str(rule, err, sizeof err);
+	if (!rs)
+		fail_msg("%s", err);
+	hdr_rec H = {0};
+	json_t *j = json_loads("{\"kind\":\"json\",\"id\":\"req-7\",\"site\":\"north\"}", 0, NULL);
+	tg_msg m = {.topic = "devices/dev-9/telemetry", .thing = "dev-9", .json = j, .payload = "{}", .payloadlen = 2};
+	assert_int_equal(rules_eval(rs, &m, hdr_cb, &H, NULL), 1);
+	json_decref(j);
+	assert_int_equal(H.n, 7);
+	static const char *const want[7][3] = {
+		{"payloadFormatIndicator", "", "UTF8_DATA"}, {"contentType", "", "application/json"},
+		{"responseTopic", "", "replies/dev-9"},      {"correlationData", "", "cmVxLTc="},
+		{"messageExpiry", "", "60"},                 {"userProperties", "site", "north"},
+		{"userProperties", "k-dev-9", "v"},
+	};
+	for (int i = 0; i < 7; i++) {
+		assert_string_equal(H.kind[i], want[i][0]);
+		assert_string_equal(H.key[i], want[i][1]);
+		assert_string_equal(H.value[i], want[i][2]);
+	}
+	rules_set_free(rs);
+	/* decoding: what goes on the wire, and what cannot */
+	rules_header_val v;
+	rules_header h = {RULES_HDR_CORRELATION_DATA, NULL, "cmVxLTc="};
+	assert_int_equal(rules_header_decode(&h, &v, err, sizeof err), 0);
+	assert_int_equal(v.binlen, 5);
+	assert_memory_equal(v.bin, "req-7", 5);
+	free(v.bin);
+	h = (rules_header){RULES_HDR_MESSAGE_EXPIRY, NULL, "4294967295"};
+	assert_int_equal(rules_header_decode(&h, &v, err, sizeof err), 0);
+	assert_true(v.num == 4294967295u);
+	h.value = "4294967296";
+	assert_int_equal(rules_header_decode(&h, &v, err, sizeof err), TG_EINVAL);
+	h = (rules_header){RULES_HDR_PAYLOAD_FORMAT, NULL, "UNSPECIFIED_BYTES"};
+	assert_int_equal(rules_header_decode(&h, &v, err, sizeof err), 0);
+	assert_int_equal(v.num, 0);
+	/* literal values are checked at load, with the value's position */
+	static const struct {
+		const char *headers, *want;
+	} bad[] = {
+		{"{\"payloadFormatIndicator\": \"TEXT\"}", "headers.payloadFormatIndicator: 'TEXT' is neither"},
+		{"{\"messageExpiry\": \"soon\"}", "headers.messageExpiry: 'soon' is not a number"},
+		{"{\"correlationData\": \"not base64!\"}", "headers.correlationData"},
+		{"{\"responseTopic\": \"a/+\"}", "headers.responseTopic"},
+		{"{\"contentTyp\": \"x\"}", "unknown republish header 'contentTyp'"},
+		{"{\"userProperties\": [{\"key\": \"k\"}]}", "a user property is"},
+		{"{\"userProperties\": {\"k\": \"v\"}}", "headers.userProperties must be an array"},
+		{"[1]", "republish \"headers\" must be an object"},
+		{"{\"contentType\": \"${nope(}\"}", "in substitution template"},
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char text[512];
+		snprintf(text, sizeof text,
+			 "{\"sql\": \"SELECT * FROM 'a/b'\", \"actions\": [{\"republish\": {\"topic\": \"t\",\n"
+			 "\"headers\": %s}}]}",
+			 bad[i].headers);
+		/* the error is positioned on line 2, where the headers are */
+		rules_set *b = load_str(text, err, sizeof err);
+		assert_null(b);
+		if (strncmp(err, "r.json:2:", 9) != 0 || !strstr(err, bad[i].want) || strchr(err, '\n') != strrchr(err, '\n'))
+			fail_msg("headers %s: got '%s', want one error '%s'", bad[i].headers, err, bad[i].want);
+	}
+}
+
+/* A republish the broker refuses in its PUBACK fails after rules_eval returned: the
+ * daemon runs the errorAction later through rules_run_error_action (issue 12 item 2). */
+static void test_deferred_error_action(void **state)
+{
+	char err[1024];
+	const char *rule = "{\"sql\": \"SET @t = temperature * 2 SELECT * FROM 'devices/+/telemetry'\", "
+			   "\"actions\": [{\"republish\": {\"topic\": \"humid/${topic(2)}\", \"qos\": 1}}], "
+			   "\"errorAction\": {\"republish\": {\"topic\": \"errors/${topic(2)}/${@t}\", \"qos\": 1}}}";
+	rules_set *rs = rules_load_text("refused.json", rule, strlen(rule), NULL, err, sizeof err);
+	if (!rs)
+		fail_msg("%s", err);
+	const char *payload = "{\"temperature\": 21.5}";
+	json_t *j = json_loads(payload, 0, NULL);
+	tg_msg m = {.topic = "devices/dev-4/telemetry", .thing = "dev-4", .client_id = "dev-4", .json = j,
+		    .payload = payload, .payloadlen = strlen(payload)};
+	recorder R = {0};
+	rules_stats st = {0};
+	assert_int_equal(rules_eval(rs, &m, rec_cb, &R, &st), 1);
+	assert_int_equal(R.n, 1);
+	assert_false(R.r[0].is_error);
+	rec_clear(&R);
+	assert_int_equal(rules_run_error_action(rs, "refused", &m, RULES_ACT_REPUBLISH, "humid/dev-4",
+						"the broker refused the publish: Not authorized (135)", rec_cb, &R, &st),
+			 1);
+	assert_int_equal(R.n, 1);
+	assert_true(R.r[0].is_error);
+	assert_string_equal(R.r[0].topic, "errors/dev-4/43.0"); /* SET evaluated again */
+	json_t *fl = json_array_get(json_object_get(R.r[0].payload, "failures"), 0);
+	assert_string_equal(json_string_value(json_object_get(fl, "failedAction")), "RepublishAction");
+	assert_string_equal(json_string_value(json_object_get(fl, "failedResource")), "humid/dev-4");
+	assert_string_equal(json_string_value(json_object_get(fl, "errorMessage")),
+			    "the broker refused the publish: Not authorized (135)");
+	assert_string_equal(json_string_value(json_object_get(R.r[0].payload, "ruleName")), "refused");
+	assert_int_equal(st.actions, 2);
+	rec_clear(&R);
+	/* a rule that is gone (reloaded away) or has no errorAction: nothing runs */
+	assert_int_equal(rules_run_error_action(rs, "gone", &m, RULES_ACT_REPUBLISH, "x", "y", rec_cb, &R, &st), 0);
+	assert_int_equal(R.n, 0);
+	json_decref(j);
 	rules_set_free(rs);
 }
 
@@ -901,9 +1127,13 @@ int main(void)
 		cmocka_unit_test(test_concurrent_evaluation),
 		cmocka_unit_test(test_reentrant_evaluation),
 		cmocka_unit_test(test_cli_check),
+		cmocka_unit_test(test_cli_check_sink_names),
+		cmocka_unit_test(test_cli_test_output),
 		cmocka_unit_test(test_cli_test),
 		cmocka_unit_test(test_shipped_default_rules),
 		cmocka_unit_test(test_shipped_examples),
+		cmocka_unit_test(test_republish_headers),
+		cmocka_unit_test(test_deferred_error_action),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,6 +42,8 @@ typedef struct tcase {
 static int approx_equal(json_t *a, json_t *b)
 {
 	if (json_is_number(a) && json_is_number(b)) {
+		if (json_is_integer(a) != json_is_integer(b))
+			return 0; /* Int and Decimal are different types: 10 is not 10.0 */
 		double x = json_number_value(a), y = json_number_value(b);
 		return fabs(x - y) <= 1e-9 * (fabs(x) > 1 ? fabs(x) : 1);
 	}

@@ -106,6 +106,23 @@ static void test_parse_payload(void **state)
 	expect_parse_reason("{\"a\":\"\\u0000\"}", 14, NULL, SCHEMA_R_BAD_JSON);
 }
 
+/* A NUL in a device's string is refused in the device's terms: the detail names the
+ * character and where it is, never a jansson flag (issue 12 item 16). */
+static void test_parse_payload_nul_detail(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {"{\"a\":\"x\\u0000y\"}", "{\"a\\u0000\":1}"};
+	for (size_t i = 0; i < 2; i++) {
+		schema_reject why = {0};
+		json_t *j = schema_parse_payload(bad[i], strlen(bad[i]), NULL, &why, NULL);
+		assert_null(j);
+		assert_int_equal(why.reason, SCHEMA_R_BAD_JSON);
+		if (strstr(why.text, "JSON_") || !strstr(why.text, "\\u0000 (a NUL character)") ||
+		    strncmp(why.text, "1:", 2) != 0)
+			fail_msg("detail for %s: %s", bad[i], why.text);
+	}
+}
+
 /* schema_parse_payload has its own JSON parser (falling back to jansson when in doubt); it
  * must agree with jansson: same value when it accepts, a rejection when jansson rejects. */
 static void expect_same_as_jansson(const char *buf, size_t len)
@@ -795,6 +812,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_reason_names),
 		cmocka_unit_test(test_parse_payload),
+		cmocka_unit_test(test_parse_payload_nul_detail),
 		cmocka_unit_test(test_parser_matches_jansson),
 		cmocka_unit_test(test_rfc3339_against_timegm),
 		cmocka_unit_test(test_timestamp_formats),
