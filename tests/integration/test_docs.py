@@ -32,7 +32,8 @@ def test_bad_config_names_file_line_col(tmp_path):
 # one, up to the next, are its output). Each is run as written, from a sandbox that looks
 # like the repository (certs/ scripts, rules/, packaging/, build/rel/ = the build under test)
 # and with the paths it would write outside the sandbox moved into it: /var/lib/tidegate/,
-# /tmp/, and the fixed broker port 18883 (a free port instead). Commands that cannot run
+# /tmp/, and the fixed broker port 18883 (a free port instead); /etc/tidegate/tidegate.conf
+# is the shipped configuration with the test PKI, the repository's rules and the sandbox. Commands that cannot run
 # here say why below; a command that no rule knows fails the test, so a new example in the
 # docs gets checked or explicitly set aside.
 import os  # noqa: E402
@@ -95,8 +96,12 @@ def sandbox(tmp_path):
     return box
 
 
-def test_documented_commands_run(tmp_path):
+def test_documented_commands_run(tmp_path, certs):
     box = sandbox(tmp_path)
+    # the installed box's configuration, as the package ships it, with this machine's paths
+    (box / "etc").mkdir()
+    (box / "etc" / "tidegate.conf").write_text(harness.installed_paths(
+        (harness.REPO / "packaging" / "etc" / "tidegate.conf").read_text(), certs, box / "var"))
     port = str(harness.free_port())
     env = dict(os.environ, PATH=f"{box / 'bin'}:{os.environ['PATH']}", TIDEGATE_REGISTRY=str(box / "var/registry.db"),
                TIDEGATE_CERTS=str(box / "certs"))
@@ -115,8 +120,10 @@ def test_documented_commands_run(tmp_path):
                 skipped.append((where, reason))
                 continue
             assert re.search(RUN, cmd), f"{where}: a documented command this test does not know; run or skip it here"
-            moved = {"/var/lib/tidegate/": f"{box / 'var'}/", "/tmp/": f"{box / 'tmp'}/", "18883": port}
-            real = re.sub(r"(?<![\w/])(/var/lib/tidegate/|/tmp/|18883\b)", lambda m: moved[m.group(1)], cmd)
+            moved = {"/var/lib/tidegate/": f"{box / 'var'}/", "/tmp/": f"{box / 'tmp'}/", "18883": port,
+                     "/etc/tidegate/tidegate.conf": f"{box / 'etc' / 'tidegate.conf'}"}
+            real = re.sub(r"(?<![\w/])(/var/lib/tidegate/|/tmp/|18883\b|/etc/tidegate/tidegate\.conf)",
+                          lambda m: moved[m.group(1)], cmd)
             if cmd.startswith("mosquitto -c "):  # a server: started, waited for, stopped at the end
                 servers.append(harness.Proc(["bash", "-c", "exec " + real], box / f"server-{line}.log", env=env,
                                             cwd=box))

@@ -139,8 +139,9 @@ class TestCleanRoot:
 
     def test_commands_in_packaged_layout(self, root):
         assert root.run("tidegate", "version", check=True).stdout.strip() == f"tidegate {VERSION}"
-        r = root.run("tidegate", "check-config", "-c", CONF, check=True, user="tidegate")
-        assert "gateway_id" in r.stdout
+        # as installed, before the operator puts certificates in: the configuration is
+        # refused for exactly that, with file:line:col (so the unit will not start)
+        self._assert_only_certs_missing(root)
         r = root.run("tidegate", "rules", "check", "/etc/tidegate/rules", check=True)
         assert "rules OK" in r.stdout
         assert root.run("tidegate-device-sim", "--help").returncode in (0, 2)
@@ -232,6 +233,21 @@ class TestCleanRoot:
             root.file(CONF).write_text(good)
         assert root.run(*_unit_line(root, "ExecStartPre"), user="tidegate").returncode == 0
 
+    @staticmethod
+    def _assert_only_certs_missing(root):
+        r = root.run("tidegate", "check-config", "-c", CONF, user="tidegate")
+        errors = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(errors) == 3, r.stderr
+        for e, key in zip(errors, ("ca_file", "cert_file", "key_file")):
+            assert re.match(rf"{CONF}:\d+:\d+: \[broker\] {key}: cannot read /etc/tidegate/certs/", e), e
+
+    def test_check_config_passes_with_certificates(self, root):
+        """After the README's steps the shipped configuration passes, as the daemon's user."""
+        r = root.run("tidegate", "check-config", "-c", CONF, user="tidegate", check=True)
+        assert "gateway_id = gw-01" in r.stdout and "key_file = <redacted>" in r.stdout
+        r = root.run("tidegate", "rules", "check", "-c", CONF, user="tidegate", check=True)
+        assert "rules OK" in r.stdout
+
     def _edit_conffiles(self, root):
         conf = root.file(CONF)
         conf.write_text(conf.read_text().replace("gateway_id = gw-01", "gateway_id = site-7") + "# operator edit\n")
@@ -285,7 +301,7 @@ class TestCleanRoot:
         assert "gateway_id = gw-01" in root.file(CONF).read_text()
         st = os.stat(root.file("/var/lib/tidegate"))
         assert st.st_mode & 0o7777 == 0o750
-        assert root.run("tidegate", "check-config", "-c", CONF, user="tidegate").returncode == 0
+        self._assert_only_certs_missing(root)  # purge took the certificates with /etc/tidegate
 
 
 def test_make_install_matches_the_package(tmp_path):
