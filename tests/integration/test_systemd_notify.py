@@ -21,18 +21,30 @@ import harness
 from harness import read_lake, wait_until
 
 
-class NotifySocket:
+class Listener:
+    """A socket served by a thread running self._run until stop()."""
+
+    def __init__(self, sock, address):
+        self.sock = sock
+        self.sock.bind(address)
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def stop(self):
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+
+
+class NotifySocket(Listener):
     """systemd's end: collects (monotonic time, datagram) pairs from a reader thread."""
 
     def __init__(self, path):
+        super().__init__(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), str(path))
         self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
         self.msgs = []
         self.lock = threading.Lock()
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self):
@@ -47,9 +59,7 @@ class NotifySocket:
                 self.msgs.append((time.monotonic(), data.decode(errors="replace")))
 
     def close(self):
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
+        self.stop()
 
     def env(self, watchdog_s):
         return {"NOTIFY_SOCKET": self.path, "WATCHDOG_USEC": str(int(watchdog_s * 1_000_000))}
@@ -68,19 +78,16 @@ class NotifySocket:
         return [m.split("STATUS=", 1)[1] for t, m in self.all() if t >= since and "STATUS=" in m]
 
 
-class BlackHole:
+class BlackHole(Listener):
     """A TCP server on 127.0.0.1 that accepts and reads, and never answers."""
 
     def __init__(self):
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
+        super().__init__(socket.socket(), ("127.0.0.1", 0))
+        self.srv = self.sock
         self.srv.listen(16)
-        self.srv.settimeout(0.2)
         self.port = self.srv.getsockname()[1]
         self.conns = []
         self.received = b""
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self):
@@ -99,11 +106,9 @@ class BlackHole:
 
     def release(self):
         """Stop listening and close every connection: the stuck send fails at once."""
-        self.running = False
-        self.thread.join(5)
+        self.stop()
         for c in self.conns:
             c.close()
-        self.srv.close()
 
 
 def _notify(tmp_path):

@@ -2,7 +2,8 @@
  * test_notify.c — the systemd notification module (gateway/notify.c) against a real
  * AF_UNIX datagram socket standing in for systemd's: what READY=1, STATUS= and STOPPING=1
  * carry, when WATCHDOG=1 goes out (every half period of WATCHDOG_USEC, driven by an
- * injected clock), that a stalled worker withholds it and that it resumes after, and that
+ * injected clock, from the loop or from a wait outside it), that a stalled worker
+ * withholds it and that it resumes after, and that
  * nothing is sent (nor fails) without NOTIFY_SOCKET or with another process's WATCHDOG_PID.
  */
 #include <setjmp.h>
@@ -159,6 +160,24 @@ static void test_watchdog_withheld_while_stalled(void **state)
 	notify_free(n);
 }
 
+/* notify_ping: a bounded wait outside the loop (the start-up probe) keeps the watchdog fed */
+static void test_ping_outside_the_loop(void **state)
+{
+	fixture *f = *state;
+	char buf[256];
+	tg_notify *n = notify_new();
+	notify_ready(n, "ready", 0);
+	next_msg(f, buf, sizeof buf);
+	assert_int_equal(notify_ping(n, 500), 0);
+	assert_int_equal(notify_ping(n, 1000), 1);
+	assert_string_equal(next_msg(f, buf, sizeof buf), "WATCHDOG=1");
+	assert_int_equal(notify_ping(n, 1999), 0);
+	assert_int_equal(notify_ping(n, 2000), 1);
+	assert_int_equal(count_pings(f), 1);
+	notify_free(n);
+	assert_int_equal(notify_ping(NULL, 5000), 0);
+}
+
 static void test_silent_without_systemd(void **state)
 {
 	fixture *f = *state;
@@ -191,6 +210,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ready_status_stopping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watchdog_withheld_while_stalled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ping_outside_the_loop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_silent_without_systemd, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
