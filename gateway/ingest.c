@@ -189,14 +189,14 @@ static void on_puback(void *ud, int mid, int reason)
 	int64_t now = tg_wall_ms(); /* a PUBACK may come while no message flows */
 	snprintf(why, sizeof why, "the broker refused the publish: %s (%d)", mosquitto_reason_string(reason), reason);
 	if (!f) {
-		snprintf(context, sizeof context, "mid=%d", mid);
+		snprintf(context, sizeof context, "-\x1f-\x1f%d", mid);
 		ratelog_hit(ig->refused_log, "", reason, context, now);
 		return;
 	}
 	atomic_fetch_add(&ig->rst.action_errors, 1);
 	atomic_fetch_add(&ig->rst.republish_errors, 1);
-	snprintf(context, sizeof context, "topic=%s action=%s%s", f->topic,
-		 f->kind == RULES_ACT_ALERT ? "alert" : "republish", f->is_error_action ? " errorAction=1" : "");
+	snprintf(context, sizeof context, "%s\x1f%s%s\x1f-", f->topic, f->kind == RULES_ACT_ALERT ? "alert" : "republish",
+		 f->is_error_action ? "-errorAction" : "");
 	ratelog_hit(ig->refused_log, f->rule, reason, context, now);
 	if (f->m && f->kind == RULES_ACT_REPUBLISH && !f->is_error_action && ig->rules) {
 		/* the errorAction's own actions see this message as the current one */
@@ -227,10 +227,30 @@ static void inflight_expire(ingest *ig, int64_t now_ms)
 			inflight_clear(ig, &ig->inflight[i]);
 }
 
+/* ratelog keeps one context string per (key, kind): ours are fields joined by 0x1f, split
+ * again here so that each goes into the log line as a value of its own (log.c escapes
+ * values, never a pre-built key=value text). */
+static void split3(const char *context, char f[3][400])
+{
+	const char *p = context;
+	for (int i = 0; i < 3; i++) {
+		const char *e = strchr(p, 0x1f);
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		if (n >= sizeof f[i])
+			n = sizeof f[i] - 1;
+		memcpy(f[i], p, n);
+		f[i][n] = '\0';
+		p = e ? e + 1 : p + strlen(p);
+	}
+}
+
 static void report_refused(void *ud, const char *rule, int reason, uint64_t count, const char *context)
 {
-	LOG_WARN("rules", "msg=\"publish refused by the broker\" rule=%s reason=%d reason_text=\"%s\" count=%llu %s",
-		 *rule ? rule : "-", reason, mosquitto_reason_string(reason), (unsigned long long)count, context);
+	char f[3][400];
+	split3(context, f);
+	LOG_WARN("rules", "msg=\"publish refused by the broker\" rule=%s reason=%d reason_text=\"%s\" count=%llu topic=%s "
+			  "action=%s mid=%s",
+		 *rule ? rule : "-", reason, mosquitto_reason_string(reason), (unsigned long long)count, f[0], f[1], f[2]);
 }
 
 ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size_t errlen)
@@ -346,8 +366,10 @@ static void report_quarantine(void *ud, const char *thing, int reason, uint64_t 
 {
 	(void)ud;
 	const char *name = reason < SCHEMA_R__COUNT ? schema_reason_name((schema_reason)reason) : "bad_topic";
-	LOG_WARN("ingest", "msg=quarantined thing=%s reason=%s count=%llu %s", thing, name, (unsigned long long)count,
-		 context);
+	char f[3][400];
+	split3(context, f);
+	LOG_WARN("ingest", "msg=quarantined thing=%s reason=%s count=%llu topic=%s field=%s detail=\"%s\"", thing, name,
+		 (unsigned long long)count, f[0], f[1], f[2]);
 }
 
 static int quarantine(ingest *ig, const char *thing, const char *topic, const char *reason, const char *field,
@@ -357,8 +379,7 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 	/* one line per thing and reason per interval, with a count: an operator sees what is
 	 * refused without SQL, and a device sending garbage at 10 Hz does not flood the log */
 	char context[600];
-	snprintf(context, sizeof context, "topic=%s field=%s detail=\"%s\"", topic, field ? field : "",
-		 detail ? detail : "");
+	snprintf(context, sizeof context, "%s\x1f%s\x1f%s", topic, field ? field : "", detail ? detail : "");
 	ratelog_hit(ig->quarantine_log, thing, (int)quarantine_reason_code(reason), context, now_ms);
 	int rc = outbox_quarantine(ig->ob, now_ms, thing, topic, reason, field, detail, payload, len);
 	if (rc)

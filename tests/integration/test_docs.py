@@ -32,8 +32,7 @@ def test_bad_config_names_file_line_col(tmp_path):
 # one, up to the next, are its output). Each is run as written, from a sandbox that looks
 # like the repository (certs/ scripts, rules/, packaging/, build/rel/ = the build under test)
 # and with the paths it would write outside the sandbox moved into it: /var/lib/tidegate/,
-# /tmp/, and the fixed broker port 18883 (a free port instead); /etc/tidegate/tidegate.conf
-# is the shipped configuration with the test PKI, the repository's rules and the sandbox. Commands that cannot run
+# /tmp/, and the fixed broker port 18883 (a free port instead). Commands that cannot run
 # here say why below; a command that no rule knows fails the test, so a new example in the
 # docs gets checked or explicitly set aside.
 import os  # noqa: E402
@@ -49,6 +48,7 @@ SKIP = [
     (r"^make build/", "builds: `make check` has built everything before this test runs"),
     (r"^make fuzz-replay$", "part of `make check` itself"),
     (r"^kill -HUP \$\(pidof tidegate\)", "signals a running daemon (tests/integration/test_rules_live.py reloads)"),
+    (r" -c /etc/tidegate/", "reads an installed configuration (test_rules_cli.py runs `rules check -c` on a real one)"),
     (r"^make deb\b", "builds the packages: `make check-packaging` builds and tests both (tests/packaging)"),
     (r"^sudo ", "the install on a box, as root: tests/packaging/test_deb.py::TestCleanRoot::"
                 "test_readme_install_section_word_for_word runs these lines in a clean Debian 12 root"),
@@ -96,12 +96,8 @@ def sandbox(tmp_path):
     return box
 
 
-def test_documented_commands_run(tmp_path, certs):
+def test_documented_commands_run(tmp_path):
     box = sandbox(tmp_path)
-    # the installed box's configuration, as the package ships it, with this machine's paths
-    (box / "etc").mkdir()
-    (box / "etc" / "tidegate.conf").write_text(harness.installed_paths(
-        (harness.REPO / "packaging" / "etc" / "tidegate.conf").read_text(), certs, box / "var"))
     port = str(harness.free_port())
     env = dict(os.environ, PATH=f"{box / 'bin'}:{os.environ['PATH']}", TIDEGATE_REGISTRY=str(box / "var/registry.db"),
                TIDEGATE_CERTS=str(box / "certs"))
@@ -120,10 +116,8 @@ def test_documented_commands_run(tmp_path, certs):
                 skipped.append((where, reason))
                 continue
             assert re.search(RUN, cmd), f"{where}: a documented command this test does not know; run or skip it here"
-            moved = {"/var/lib/tidegate/": f"{box / 'var'}/", "/tmp/": f"{box / 'tmp'}/", "18883": port,
-                     "/etc/tidegate/tidegate.conf": f"{box / 'etc' / 'tidegate.conf'}"}
-            real = re.sub(r"(?<![\w/])(/var/lib/tidegate/|/tmp/|18883\b|/etc/tidegate/tidegate\.conf)",
-                          lambda m: moved[m.group(1)], cmd)
+            moved = {"/var/lib/tidegate/": f"{box / 'var'}/", "/tmp/": f"{box / 'tmp'}/", "18883": port}
+            real = re.sub(r"(?<![\w/])(/var/lib/tidegate/|/tmp/|18883\b)", lambda m: moved[m.group(1)], cmd)
             if cmd.startswith("mosquitto -c "):  # a server: started, waited for, stopped at the end
                 servers.append(harness.Proc(["bash", "-c", "exec " + real], box / f"server-{line}.log", env=env,
                                             cwd=box))
