@@ -7,19 +7,41 @@
 # Sources are found by wildcard, so a new module or a new tests/unit/test_*.c needs no
 # Makefile edit. User CFLAGS/LDFLAGS are kept and appended.
 
+#
+# Cross-building: `make ARCH=arm64` (any Debian architecture name) builds with Debian's
+# cross compiler (<triplet>-gcc) against the multiarch -dev packages, into build/<arch>/
+# unless B says otherwise; `make deb` / `make deb ARCH=arm64` build the .deb packages
+# (packaging/deb/build-deb.sh). packaging/install-deps.sh --arm64 installs what that needs.
+
+HOST_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+ARCH     ?= $(HOST_ARCH)
+TRIPLET  := $(shell dpkg-architecture -a$(ARCH) -qDEB_HOST_MULTIARCH 2>/dev/null)
+PKG_CONFIG ?= pkg-config
+ifneq ($(ARCH),$(HOST_ARCH))
+B        ?= build/$(ARCH)
+CC       := $(TRIPLET)-gcc
+# only the target architecture's .pc files (their include paths are the shared /usr/include)
+PKG_CONFIG := PKG_CONFIG_LIBDIR=/usr/lib/$(TRIPLET)/pkgconfig:/usr/share/pkgconfig pkg-config
+endif
 B        ?= build
 PREFIX   ?= /usr/local
+SYSCONFDIR ?= /etc
+# the package puts units where Debian 12's systemd looks first; /usr/local keeps its own
+UNITDIR  ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
 PYTHON   ?= /usr/bin/python3
-PKGS     := libmosquitto jansson sqlite3 libpcre2-8 libcurl zlib libmicrohttpd openssl
+PKGS     := libmosquitto jansson sqlite3 libpcre2-8 libcurl zlib libmicrohttpd openssl libsystemd
+# The version's one home: the top entry of the Debian changelog (`tidegate version`).
+VERSION  := $(shell head -n1 packaging/debian/changelog | cut -d' ' -f2 | tr -d '()')
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
 # libcurl is not linked: the HTTP sinks load it when they open (gateway/sinks/curl_dl.h).
 # --as-needed: each program records only the libraries it calls (device_sim needs no SQLite).
-PKG_LIBS   := -Wl,--as-needed $(shell pkg-config --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null) -lpthread -lm
+PKG_LIBS   := -Wl,--as-needed $(shell $(PKG_CONFIG) --libs $(filter-out libcurl,$(PKGS)) 2>/dev/null) -lpthread -lm
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wno-unused-parameter -Wformat=2 -Wno-format-truncation
-BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) -Igateway -MMD -MP $(PKG_CFLAGS)
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC $(WARN) -Igateway -MMD -MP $(PKG_CFLAGS) \
+               -DTIDEGATE_VERSION='"$(VERSION)"'
 REL_CFLAGS  := $(BASE_CFLAGS) -O2 -g $(CFLAGS)
 ASAN_CFLAGS := $(BASE_CFLAGS) -O1 -g -fno-omit-frame-pointer \
                -fsanitize=address,undefined -fno-sanitize-recover=undefined $(CFLAGS)
@@ -42,13 +64,15 @@ ASAN_GW_OBJS := $(call obj,$(B)/asan,$(GW_SRCS))
 REL_BINS  := $(B)/rel/tidegate $(if $(SIM_SRCS),$(B)/rel/device_sim) $(if $(AUTH_SRCS),$(B)/rel/tidegate_auth.so)
 ASAN_BINS := $(B)/asan/tidegate $(if $(SIM_SRCS),$(B)/asan/device_sim) $(if $(AUTH_SRCS),$(B)/asan/tidegate_auth.so)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/asan/tests/%,$(UNIT_SRCS))
+# The same tests without sanitizers: what a cross build runs under qemu-user.
+UNIT_REL_BINS := $(patsubst tests/unit/%.c,$(B)/rel/tests/%,$(UNIT_SRCS))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/asan/fuzz/%,$(FUZZ_SRCS))
 # Test drivers (tests/tools/*.c), one program each, in both builds.
 TOOL_BINS := $(patsubst tests/tools/%.c,$(B)/rel/tools/%,$(TOOL_SRCS)) \
              $(patsubst tests/tools/%.c,$(B)/asan/tools/%,$(TOOL_SRCS))
 
 .PHONY: all asan deps certs demo check unit integration integration-asan fuzz-replay \
-        bench bench-quick clean valgrind install format
+        bench bench-quick clean valgrind install format deb unit-bins-rel check-packaging check-arm64 footprint
 
 all: $(REL_BINS)
 asan: $(ASAN_BINS) $(UNIT_BINS) $(FUZZ_BINS)
@@ -83,6 +107,13 @@ $(B)/rel/tidegate_auth.so $(B)/asan/tidegate_auth.so: $(AUTH_SRCS) $(wildcard ga
 	@mkdir -p $(dir $@)
 	$(CC) $(REL_CFLAGS) -shared -o $@ $(AUTH_SRCS) $(wildcard gateway/registry.c) $(PKG_LIBS) $(LDFLAGS)
 
+# the version is compiled into main.c only; a new changelog entry rebuilds it
+$(call obj,$(B)/rel,$(GW_MAIN)) $(call obj,$(B)/asan,$(GW_MAIN)): packaging/debian/changelog
+
+$(B)/rel/tests/%: $(B)/rel/obj/tests/unit/%.o $(B)/rel/libtidegate.a
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $^ $(PKG_LIBS) -lcmocka $(LDFLAGS)
+
 $(B)/asan/tests/%: $(B)/asan/obj/tests/unit/%.o $(B)/asan/libtidegate.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(PKG_LIBS) -lcmocka $(ASAN_LDFLAGS)
@@ -106,7 +137,7 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(B)/rel/%,$(BENCH_SRCS))
 $(B)/rel/bench_%: $(B)/rel/obj/tests/bench/bench_%.o $(B)/rel/libtidegate.a
 	$(CC) -o $@ $^ $(PKG_LIBS) $(LDFLAGS)
 
--include $(shell find $(B) -name '*.d' 2>/dev/null)
+-include $(shell find $(B) -name '*.d' -type f 2>/dev/null)
 
 # ---- the two commands ----------------------------------------------------------------
 deps:
@@ -121,6 +152,7 @@ demo: deps all certs
 check: deps
 	$(MAKE) --no-print-directory all asan
 	$(MAKE) --no-print-directory unit fuzz-replay integration
+	$(MAKE) --no-print-directory check-packaging
 
 unit: $(UNIT_BINS)
 	@tests/run-unit.sh $(UNIT_BINS)
@@ -145,12 +177,73 @@ bench: deps all $(BENCH_BINS)
 bench-quick: deps all $(BENCH_BINS)
 	@BENCH_QUICK=1 B=$(B) tests/bench/run.sh
 
+# What the Debian package installs, from the same recipe (packaging/deb/build-deb.sh runs
+# it with PREFIX=/usr into its staging tree). Configuration files already present are
+# kept: an operator's edits win over a re-install.
+BINDIR  := $(PREFIX)/bin
+PLUGDIR := $(PREFIX)/lib/$(TRIPLET)/tidegate
+DATADIR := $(PREFIX)/share/tidegate
+DOCDIR  := $(PREFIX)/share/doc/tidegate
+MANDIR  := $(PREFIX)/share/man
+ETCDIR  := $(DESTDIR)$(SYSCONFDIR)
+install_conf = [ -e "$(2)" ] || install -D -m 0644 "$(1)" "$(2)"
 install: all
-	install -D -m 0755 $(B)/rel/tidegate $(DESTDIR)$(PREFIX)/bin/tidegate
-	install -D -m 0755 $(B)/rel/device_sim $(DESTDIR)$(PREFIX)/bin/tidegate-device-sim
-	install -D -m 0644 $(B)/rel/tidegate_auth.so $(DESTDIR)$(PREFIX)/lib/tidegate/tidegate_auth.so
-	install -d $(DESTDIR)$(PREFIX)/share/tidegate/www
-	install -m 0644 gateway/ops/www/* $(DESTDIR)$(PREFIX)/share/tidegate/www/
+	install -D -m 0755 $(B)/rel/tidegate $(DESTDIR)$(BINDIR)/tidegate
+	install -D -m 0755 $(B)/rel/device_sim $(DESTDIR)$(BINDIR)/tidegate-device-sim
+	install -D -m 0644 $(B)/rel/tidegate_auth.so $(DESTDIR)$(PLUGDIR)/tidegate_auth.so
+	@set -e; $(call install_conf,packaging/etc/tidegate.conf,$(ETCDIR)/tidegate/tidegate.conf); \
+	for f in rules/*.json rules/schemas/*.json rules/aggregates/*.json; do \
+	  $(call install_conf,$$f,$(ETCDIR)/tidegate/$$f); done; \
+	$(call install_conf,packaging/mosquitto/conf.d/tidegate.conf,$(ETCDIR)/mosquitto/conf.d/tidegate.conf); \
+	[ -e $(ETCDIR)/tidegate/mosquitto.acl ] || { mkdir -p $(ETCDIR)/tidegate; \
+	  sed '/@EXTRA@/d' packaging/mosquitto/acl.in > $(ETCDIR)/tidegate/mosquitto.acl; }
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/systemd/tidegate.service.in \
+	  > $(DESTDIR)$(UNITDIR)/tidegate.service
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/examples/rules $(DESTDIR)$(DOCDIR)/examples/policies \
+	  $(DESTDIR)$(DATADIR)/certs
+	for m in packaging/man/*.1; do gzip -9n < $$m > $(DESTDIR)$(MANDIR)/man1/$$(basename $$m).gz; done
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 rules/examples/*.json $(DESTDIR)$(DOCDIR)/examples/rules/
+	install -m 0644 packaging/mosquitto/policies/*.json $(DESTDIR)$(DOCDIR)/examples/policies/
+	install -m 0755 certs/make-certs.sh certs/issue-device.sh certs/revoke.sh $(DESTDIR)$(DATADIR)/certs/
+	install -m 0644 certs/lib.sh $(DESTDIR)$(DATADIR)/certs/
+	install -d $(DESTDIR)$(DATADIR)/www
+	install -m 0644 gateway/ops/www/* $(DESTDIR)$(DATADIR)/www/
+
+# ---- Debian packages -----------------------------------------------------------------
+# `make deb` -> build/tidegate_<version>_<host arch>.deb; `make deb ARCH=arm64` cross-builds.
+deb:
+	@packaging/install-deps.sh --packaging $(if $(filter $(HOST_ARCH),$(ARCH)),,--$(ARCH))
+	@packaging/deb/build-deb.sh $(ARCH)
+
+unit-bins-rel: $(UNIT_REL_BINS)
+
+# The package tests (tests/packaging): both .debs, lintian, a clean Debian 12 root
+# (mmdebstrap, cached under /var/cache/tidegate-test), the arm64 unit tests under
+# qemu-user and an arm64 end-to-end smoke. Part of `make check`.
+check-packaging:
+	@packaging/install-deps.sh --packaging --arm64
+	@packaging/deb/build-deb.sh $(HOST_ARCH)
+	@packaging/deb/build-deb.sh arm64 --tests
+	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider tests/packaging
+
+# The README's footprint table: package and binary sizes, idle RSS (arm64 under qemu).
+footprint:
+	@packaging/install-deps.sh --packaging --arm64
+	@packaging/deb/build-deb.sh $(HOST_ARCH)
+	@packaging/deb/build-deb.sh arm64
+	@$(PYTHON) tests/packaging/footprint.py
+
+# The longer arm64 pass: integration tests with the arm64 daemon under qemu-user (the
+# host's mosquitto and device_sim); the unit tests under qemu are in check-packaging.
+ARM64_SUITES := test_first_slice test_edge test_rules_live test_systemd_notify test_durability
+check-arm64: all
+	@packaging/install-deps.sh --packaging --arm64
+	@packaging/deb/build-deb.sh arm64
+	TIDEGATE_BUILD=$(abspath build/deb/arm64/rel) TIDEGATE_SIM_BUILD=$(abspath $(B)/rel) \
+	  TIDEGATE_EXEC_WRAPPER="qemu-aarch64-static -L /" $(PYTHON) -m pytest -q -p no:cacheprovider \
+	  -m "not slow" $(patsubst %,tests/integration/%.py,$(ARM64_SUITES))
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -227,7 +227,7 @@ static void check_watch(tg_daemon *d, int64_t now)
  * before the first message is taken (identity.h). A broker that cannot be asked yet is asked
  * again with backoff; one that answers no stops the daemon. 0 verified (or not needed),
  * 1 stopped while waiting, < 0 refused. */
-static int verify_stamping(const tg_config *cfg, volatile sig_atomic_t *stop)
+static int verify_stamping(const tg_config *cfg, tg_notify *nt, volatile sig_atomic_t *stop)
 {
 	if (cfg->broker_identity != IDENTITY_STAMPED)
 		return 0;
@@ -250,6 +250,7 @@ static int verify_stamping(const tg_config *cfg, volatile sig_atomic_t *stop)
 		for (int64_t until = tg_mono_ms() + delay; !*stop && tg_mono_ms() < until;) {
 			struct timespec ts = {0, 50 * 1000000L};
 			nanosleep(&ts, NULL);
+			notify_ping(nt, tg_wall_ms()); /* waiting is not hanging: keep systemd's watchdog fed */
 		}
 		if (*stop)
 			return 1;
@@ -299,8 +300,29 @@ static int start_console(tg_daemon *d, char *err, size_t errlen)
 	return 0;
 }
 
+/* systemd: status line and watchdog keep-alive, from the ingest loop so that a hung
+ * ingest sends none; a forwarder thread silent for a watchdog period withholds them too. */
+static void keepalive(tg_daemon *d, int64_t now)
+{
+	char where[300];
+	snprintf(where, sizeof where, "%s:%" PRId64, d->cfg->broker_host, d->cfg->broker_port);
+	notify_sample s = {.accepted = atomic_load(&ingest_stats_of(d->ig)->accepted),
+			   .backlog = atomic_load(&outbox_counters_of(d->ob)->rows),
+			   .broker_connected = broker_stats_get(d->br)->connected,
+			   .broker = where};
+	const char *quiet = NULL;
+	s.stalled_ms = forwarder_silence_ms(d->fw, now, &quiet);
+	char what[200];
+	snprintf(what, sizeof what, "forwarder %s", quiet ? quiet : "?");
+	s.stalled_what = what;
+	if (notify_tick(d->nt, now, &s) < 0)
+		LOG_ERROR("daemon", "msg=\"forwarder thread stuck, withholding the watchdog keep-alive\" sink=%s "
+			  "silent_ms=%" PRId64, quiet ? quiet : "?", s.stalled_ms);
+}
+
 static void teardown(tg_daemon *d)
 {
+	notify_stopping(d->nt, "stopping: committing the outbox, draining the sinks");
 	ops_console_stop(d->con); /* ends the event streams, so the HTTP threads finish now */
 	http_stop(d->http);
 	d->http = NULL;
@@ -330,6 +352,7 @@ static void teardown(tg_daemon *d)
 	registry_close(d->reg);
 	json_decref(d->reg_cache);
 	config_free(d->cfg);
+	notify_free(d->nt);
 }
 
 int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
@@ -352,7 +375,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	}
 	free(errs);
 	tg_log_init((enum tg_log_level)d.cfg->log_level);
-	if (!(d.sink_names = preflight_sink_names(d.cfg)))
+	if (!(d.sink_names = preflight_sink_names(d.cfg)) || !(d.nt = notify_new()))
 		goto out;
 	open_registry(&d);
 	if (load_rules(&d, 1) || load_schemas(&d, 1))
@@ -420,7 +443,13 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		LOG_ERROR("daemon", "msg=\"ops http\" err=\"%s\"", err);
 		goto out;
 	}
-	int v = verify_stamping(d.cfg, stop);
+	/* ready: outbox open, rules compiled, HTTP bound; the broker may come later */
+	char status[400];
+	snprintf(status, sizeof status, "ready: outbox open, %zu rules, ops http port %d; waiting for the broker %s:%" PRId64,
+		 d.rules ? rules_count(d.rules) : 0, d.http ? http_port(d.http) : 0, d.cfg->broker_host,
+		 d.cfg->broker_port);
+	notify_ready(d.nt, status, tg_wall_ms());
+	int v = verify_stamping(d.cfg, d.nt, stop);
 	if (v) {
 		code = v > 0 ? 0 : 1;
 		goto out;
@@ -462,6 +491,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		if (!outbox_in_txn(d.ob))
 			broker_flush(d.br);
 		ops_console_service(d.con, !outbox_in_txn(d.ob)); /* API rule reloads, dead-letter requeues */
+		keepalive(&d, now);
 	}
 	LOG_INFO("daemon", "msg=stopping");
 	code = 0;

@@ -18,6 +18,7 @@
 #include "forwarder.h"
 #include "http.h"
 #include "ingest.h"
+#include "notify.h"
 #include "outbox.h"
 #include "rules/rules.h"
 #include "schema.h"
@@ -31,6 +32,7 @@ typedef struct tg_daemon {
 	ingest *ig;
 	shadow_svc *sh;          /* the Device Shadow service, or NULL ([shadow] enabled = false) */
 	http_server *http;
+	tg_notify *nt;           /* systemd readiness, status and watchdog (notify.h) */
 	rules_set *rules;        /* active set, swapped on reload */
 	schema_set *schemas;     /* active set, swapped on reload */
 	const char **sink_names; /* NULL-terminated, for rules_env */

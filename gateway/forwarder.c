@@ -28,6 +28,9 @@ typedef struct fw_thread {
 	pthread_t tid;
 	int started;
 	unsigned rng;
+	/* when the thread last showed it runs: each turn of its loop and each second of its
+	 * waits; a send() longer than the watchdog period counts as a hang (forwarder.h) */
+	_Atomic int64_t beat_ms;
 	forwarder_sink_stats st;
 	char last_err[256]; /* under fw->mu: why the last failed send failed ("" = none yet) */
 	int64_t last_err_ms;
@@ -71,16 +74,19 @@ static int wait_for(forwarder *fw, uint64_t *seen_gen, int64_t timeout_ms)
 	return stop;
 }
 
-/* Sleep for ms unless stopped; new commits do not wake it. Returns 1 if stopping. */
-static int sleep_unless_stopped(forwarder *fw, int64_t ms)
+/* Sleep for ms unless stopped; new commits do not wake it. Wakes every second to show
+ * the thread is alive (a backoff can last minutes). Returns 1 if stopping. */
+static int sleep_unless_stopped(fw_thread *t, int64_t ms)
 {
+	forwarder *fw = t->fw;
 	pthread_mutex_lock(&fw->mu);
 	int64_t until = tg_wall_ms() + ms;
 	while (!fw->stop) {
-		int64_t left = until - tg_wall_ms();
+		int64_t now = tg_wall_ms(), left = until - now;
+		atomic_store(&t->beat_ms, now);
 		if (left <= 0)
 			break;
-		struct timespec ts = tg_deadline_in(left);
+		struct timespec ts = tg_deadline_in(left < 1000 ? left : 1000);
 		pthread_cond_timedwait(&fw->cv, &fw->mu, &ts);
 	}
 	int stop = fw->stop;
@@ -113,6 +119,7 @@ static void *run(void *arg)
 
 	for (;;) {
 		int64_t now = tg_wall_ms();
+		atomic_store(&t->beat_ms, now);
 		int stopping;
 		pthread_mutex_lock(&fw->mu);
 		stopping = fw->stop;
@@ -153,7 +160,7 @@ static void *run(void *arg)
 		    now - b.oldest_ms < t->limits.max_age_ms) {
 			int64_t left = b.oldest_ms + t->limits.max_age_ms - now;
 			int64_t recheck = t->limits.max_age_ms / 20 < 100 ? 100 : t->limits.max_age_ms / 20;
-			sleep_unless_stopped(fw, left < recheck ? left : recheck);
+			sleep_unless_stopped(t, left < recheck ? left : recheck);
 			continue;
 		}
 		if (status_cap < (size_t)n) {
@@ -222,7 +229,7 @@ static void *run(void *arg)
 			if (drain)
 				break; /* don't spend the drain budget on a dead uplink */
 			/* sleep the backoff (counted from the send), but wake for stop */
-			sleep_unless_stopped(fw, now + delay - tg_wall_ms());
+			sleep_unless_stopped(t, now + delay - tg_wall_ms());
 		} else {
 			if (attempt)
 				LOG_INFO("forwarder", "msg=\"sink recovered\" sink=%s", t->conf->name);
@@ -261,6 +268,7 @@ forwarder *forwarder_start(outbox *ob, const tg_config *cfg, char *err, size_t e
 		t->fw = fw;
 		t->conf = sc;
 		t->rng = (unsigned)(tg_wall_ms() ^ (int64_t)(i * 2654435761u));
+		atomic_store(&t->beat_ms, tg_wall_ms());
 		t->st.name = sc->name;
 		t->st.type = sc->ops->type;
 		atomic_store(&t->st.up, 1); /* not known to be down: idle is not down */
@@ -319,6 +327,20 @@ void forwarder_stop(forwarder *fw, int64_t drain_ms)
 	pthread_cond_destroy(&fw->cv);
 	pthread_mutex_destroy(&fw->mu);
 	free(fw);
+}
+
+int64_t forwarder_silence_ms(forwarder *fw, int64_t now_ms, const char **sink_name)
+{
+	int64_t worst = 0;
+	for (size_t i = 0; i < fw->n; i++) {
+		int64_t quiet = now_ms - atomic_load(&fw->t[i].beat_ms);
+		if (quiet > worst) {
+			worst = quiet;
+			if (sink_name)
+				*sink_name = fw->t[i].conf->name;
+		}
+	}
+	return worst;
 }
 
 size_t forwarder_nsinks(const forwarder *fw) { return fw->n; }

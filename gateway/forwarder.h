@@ -65,6 +65,12 @@ void forwarder_notify(forwarder *fw);
 /* Stop: with drain_ms > 0 each sink first tries to send everything pending (ignoring age
  * thresholds) for at most drain_ms. Joins the threads, closes the sinks, frees fw. NULL-safe. */
 void forwarder_stop(forwarder *fw, int64_t drain_ms);
+/* How long the least recently alive thread has shown no sign of life, in ms (0 with no
+ * sinks); *sink_name (borrowed, may be NULL) gets its sink name. A thread shows it is alive on
+ * each turn of its loop and at least once a second while it waits (idle, linger, backoff),
+ * so only a thread blocked elsewhere — a send() that does not return, a lock — goes
+ * silent for longer. The daemon withholds systemd's watchdog keep-alive on it. */
+int64_t forwarder_silence_ms(forwarder *fw, int64_t now_ms, const char **sink_name);
 size_t forwarder_nsinks(const forwarder *fw);
 forwarder_sink_stats *forwarder_stats(forwarder *fw, size_t i);
 /* Copy the reason of sink i's last failed or partly dead-lettered send into buf ("" when

@@ -29,7 +29,11 @@
 #include "rules/rules.h"
 #include "shadow/shadow_cli.h"
 
-#define TIDEGATE_VERSION "0.1.0"
+/* The version has one home, the top entry of packaging/debian/changelog; the Makefile
+ * passes it in, so `tidegate version` and the package version cannot differ. */
+#ifndef TIDEGATE_VERSION
+#error "TIDEGATE_VERSION is not defined: build with the Makefile"
+#endif
 
 static volatile sig_atomic_t g_stop, g_reload;
 

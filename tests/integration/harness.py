@@ -19,6 +19,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("TIDEGATE_BUILD", REPO / "build" / "rel"))
 SANITIZED = os.environ.get("TIDEGATE_SANITIZED") == "1"
+# A cross-built daemon runs through a launcher ("qemu-aarch64-static -L /"); the load
+# (device_sim) can stay the host's own build.
+EXEC_WRAPPER = os.environ.get("TIDEGATE_EXEC_WRAPPER", "").split()
+SIM_BUILD = Path(os.environ.get("TIDEGATE_SIM_BUILD", BUILD))
 
 
 def free_port():
@@ -146,8 +150,11 @@ path = {lake}
 class Daemon:
     """The tidegate daemon with a config written into the test dir."""
 
-    def __init__(self, broker, workdir, extra="", sinks=None, top="", name="tidegate"):
+    def __init__(self, broker, workdir, extra="", sinks=None, top="", name="tidegate", exe=None, wrapper=None):
         self.broker = broker
+        # another build of the daemon (a cross-built one) and its launcher (qemu-user)
+        self.exe = Path(exe) if exe else BUILD / "tidegate"
+        self.wrapper = list(wrapper) if wrapper is not None else EXEC_WRAPPER
         self.dir = Path(workdir) / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lake = self.dir / "lake"
@@ -176,11 +183,11 @@ port = {self.http_port}
         self.proc = None
         self.token = None  # the console's bearer token, sent with every request when set
 
-    def start(self, wait_connected=True):
-        env = dict(os.environ)
+    def start(self, wait_connected=True, env=None):
+        env = {**os.environ, **(env or {})}
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=99")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1:exitcode=98")
-        argv = [BUILD / "tidegate", "run", "-c", self.conf]
+        argv = [*self.wrapper, self.exe, "run", "-c", self.conf]
         if os.environ.get("TIDEGATE_VALGRIND") == "1":
             argv = ["valgrind", "--quiet", "--leak-check=full", "--errors-for-leak-kinds=definite",
                     "--error-exitcode=97", *argv]
@@ -277,7 +284,7 @@ class Sim:
     @staticmethod
     def run(broker, workdir, *args, timeout=300, name="sim"):
         summary = Path(workdir) / f"{name}-summary.json"
-        argv = [BUILD / "device_sim", "--host", "127.0.0.1", "--port", str(broker.port),
+        argv = [SIM_BUILD / "device_sim", "--host", "127.0.0.1", "--port", str(broker.port),
                 "--cafile", broker.certs.ca, "--certs-dir", broker.certs.dir / "things",
                 "--summary-json", summary, *[str(a) for a in args]]
         r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout)
@@ -287,7 +294,7 @@ class Sim:
     @staticmethod
     def start(broker, workdir, *args, name="sim"):
         summary = Path(workdir) / f"{name}-summary.json"
-        argv = [BUILD / "device_sim", "--host", "127.0.0.1", "--port", str(broker.port),
+        argv = [SIM_BUILD / "device_sim", "--host", "127.0.0.1", "--port", str(broker.port),
                 "--cafile", broker.certs.ca, "--certs-dir", broker.certs.dir / "things",
                 "--summary-json", summary, *[str(a) for a in args]]
         return Proc(argv, Path(workdir) / f"{name}.log"), summary
