@@ -49,6 +49,8 @@ SKIP = [
     (r"^make fuzz-replay$", "part of `make check` itself"),
     (r"^kill -HUP \$\(pidof tidegate\)", "signals a running daemon (tests/integration/test_rules_live.py reloads)"),
     (r" -c /etc/tidegate/", "reads an installed configuration (test_rules_cli.py runs `rules check -c` on a real one)"),
+    (r"--shadow\b", "device_sim's shadow mode needs a daemon serving shadows (test_shadow.py::test_device_sim_shadow_mode)"),
+    (r"^tidegate shadow ", "asks a running daemon (test_shadow.py::test_cli runs get/update/delete/list)"),
     (r"^make deb\b", "builds the packages: `make check-packaging` builds and tests both (tests/packaging)"),
     (r"^sudo ", "the install on a box, as root: tests/packaging/test_deb.py::TestCleanRoot::"
                 "test_readme_install_section_word_for_word runs these lines in a clean Debian 12 root"),
