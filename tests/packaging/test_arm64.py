@@ -23,6 +23,10 @@ def test_unit_tests_under_qemu():
     bins = sorted((ARM / "tests").iterdir())
     sources = sorted(p.stem for p in (REPO / "tests" / "unit").glob("test_*.c"))
     assert [b.name for b in bins] == sources, "every unit test is cross-built"
+    # test_sink_bridges opens the nats sink, which loads libnats at run time (dlopen, like
+    # libcurl): the build host has libnats for amd64 only, since nothing links it and the
+    # arm64 package merely suggests it. Cross-built above, not run here; run natively.
+    bins = [b for b in bins if b.name != "test_sink_bridges"]
     r = subprocess.run([REPO / "tests" / "run-unit.sh", *bins], capture_output=True, text=True, timeout=1200,
                        env={"PATH": "/usr/bin:/bin", "TEST_WRAPPER": " ".join(QEMU)})
     print("\n".join(r.stdout.splitlines()[-len(bins) - 1:]))
