@@ -359,9 +359,9 @@ def test_cli(env):
     r = run("update", "cli-1", "--desired", '{"mode": "auto"}')
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["version"] == 1
-    r = run("update", "cli-1", "--name", "net", "--reported", '{"ip": "10.0.0.7"}', "--version", "0")
+    r = run("update", "cli-1", "--name", "net", "--reported", '{"link": "up"}', "--version", "0")
     assert r.returncode == 0, r.stderr
-    r = run("update", "cli-1", "--name", "net", "--reported", '{"ip": "10.0.0.8"}', "--version", "0")
+    r = run("update", "cli-1", "--name", "net", "--reported", '{"link": "down"}', "--version", "0")
     assert r.returncode == 1 and "409" in r.stderr and json.loads(r.stdout)["code"] == 409
     r = run("get", "cli-1")
     doc = json.loads(r.stdout)

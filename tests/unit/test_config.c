@@ -244,7 +244,7 @@ static void test_checks_across_options(void **state)
 		   "t.conf:6:8: [sink mine] path /d/lake is also the path of [sink lake] (built in)");
 	/* a broker elsewhere may well use the port the ops server listens on here */
 	char err[512];
-	tg_config *c = load("[broker]\ntls=false\nhost = 10.1.2.3\nport = 8883\n[http]\nport = 8883\n", err, sizeof err);
+	tg_config *c = load("[broker]\ntls=false\nhost = broker.site.example\nport = 8883\n[http]\nport = 8883\n", err, sizeof err);
 	if (!c)
 		fail_msg("%s", err);
 	config_free(c);
