@@ -30,12 +30,15 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "clock.h"
 
@@ -237,6 +240,14 @@ int mqtt_io_step(mqtt_io *io, int timeout_ms, int max_packets)
 		}
 		if (rc != MOSQ_ERR_SUCCESS)
 			return rc;
+		/* Acknowledge the broker's next segments at once. Linux delays the ACK of data we
+		 * do not answer (the broker's PUBACKs of our QoS 1 publishes) by up to 40 ms, and
+		 * Mosquitto's socket keeps Nagle on: it held the next message for us until that ACK,
+		 * so at low rates every shadow request waited ~40 ms. Quick-ack mode lapses after a
+		 * while, so it is renewed after every read. */
+		int one = 1;
+		if (mosquitto_socket(io->mosq) >= 0)
+			setsockopt(mosquitto_socket(io->mosq), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
 	} else if (throttled && (pfd.revents & (POLLHUP | POLLERR))) {
 		return MOSQ_ERR_CONN_LOST;
 	}
