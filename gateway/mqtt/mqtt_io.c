@@ -228,6 +228,7 @@ int mqtt_io_step(mqtt_io *io, int timeout_ms, int max_packets)
 	}
 	int rc = MOSQ_ERR_SUCCESS;
 	if (!throttled && (pfd.revents & (POLLIN | POLLHUP | POLLERR))) {
+		uint64_t received_before = atomic_load(&io->received);
 		for (int i = 0; i < max_packets && rc == MOSQ_ERR_SUCCESS; i++) {
 			rc = mosquitto_loop_read(io->mosq, 1);
 			/* a packet published from the message callback (an alert) is only queued
@@ -240,13 +241,14 @@ int mqtt_io_step(mqtt_io *io, int timeout_ms, int max_packets)
 		}
 		if (rc != MOSQ_ERR_SUCCESS)
 			return rc;
-		/* Acknowledge the broker's next segments at once. Linux delays the ACK of data we
-		 * do not answer (the broker's PUBACKs of our QoS 1 publishes) by up to 40 ms, and
-		 * Mosquitto's socket keeps Nagle on: it held the next message for us until that ACK,
-		 * so at low rates every shadow request waited ~40 ms. Quick-ack mode lapses after a
-		 * while, so it is renewed after every read. */
+		/* A round that brought nothing we answer (the broker's PUBACKs of our QoS 1
+		 * publishes, a SUBACK): acknowledge it at once. Linux delays the ACK of data that
+		 * gets no reply by up to 40 ms, and Mosquitto's socket keeps Nagle on, so the broker
+		 * held its next message for us until then: at low rates every shadow request waited
+		 * ~40 ms behind the PUBACKs of the previous answers. A round with messages needs
+		 * nothing: their PUBACKs leave with the next commit and carry the ACK. */
 		int one = 1;
-		if (mosquitto_socket(io->mosq) >= 0)
+		if (atomic_load(&io->received) == received_before && mosquitto_socket(io->mosq) >= 0)
 			setsockopt(mosquitto_socket(io->mosq), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
 	} else if (throttled && (pfd.revents & (POLLHUP | POLLERR))) {
 		return MOSQ_ERR_CONN_LOST;
