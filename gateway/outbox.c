@@ -542,7 +542,7 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 			ob->last_id = ob->committed_last_id = floor_id;
 	}
 	pthread_mutex_init(&ob->ckpt_mu, NULL);
-	pthread_cond_init(&ob->ckpt_cv, NULL);
+	tg_cond_init_mono(&ob->ckpt_cv);
 	if (pthread_create(&ob->ckpt_tid, NULL, checkpointer, ob) != 0) {
 		tg_seterr(err, errlen, TG_ENOMEM, "cannot start the checkpoint thread");
 		goto fail;
@@ -1257,20 +1257,23 @@ int outbox_tick(outbox *ob, int64_t now_ms)
 	if (!ob->in_txn) {
 		/* no traffic: delete what the forwarders delivered in a transaction of its own */
 		if (atomic_load(&ob->pend_rows) > 0 &&
-		    now_ms - atomic_load(&ob->ctr.last_commit_ms) >= ob->opts.commit_interval_ms) {
+		    tg_elapsed_ms(now_ms, atomic_load(&ob->ctr.last_commit_ms)) >= ob->opts.commit_interval_ms) {
 			int rc = begin(ob, now_ms);
 			if (!rc)
 				rc = outbox_commit(ob);
 			return rc < 0 ? rc : 1;
 		}
 		/* idle: forwarders may have deleted (a drain) or vacuumed; keep the figures fresh */
-		if (now_ms - ob->caps_ms >= 1000) {
+		if (tg_elapsed_ms(now_ms, ob->caps_ms) >= 1000) {
 			ob->caps_ms = now_ms;
 			update_caps(ob);
 		}
 		return 0;
 	}
-	if (ob->group_n >= ob->opts.commit_max_records || now_ms - ob->group_first_ms >= ob->opts.commit_interval_ms) {
+	/* a wall clock stepped back since the group opened makes it due now (tg_elapsed_ms):
+	 * its PUBACKs must not wait for the clock to catch up */
+	if (ob->group_n >= ob->opts.commit_max_records ||
+	    tg_elapsed_ms(now_ms, ob->group_first_ms) >= ob->opts.commit_interval_ms) {
 		int rc = outbox_commit(ob);
 		return rc < 0 ? rc : 1;
 	}
@@ -1281,8 +1284,8 @@ int64_t outbox_next_deadline(const outbox *ob, int64_t now_ms)
 {
 	if (!ob->in_txn)
 		return INT64_MAX;
-	int64_t left = ob->group_first_ms + ob->opts.commit_interval_ms - now_ms;
-	return left < 0 ? 0 : left;
+	int64_t age = tg_elapsed_ms(now_ms, ob->group_first_ms);
+	return age >= ob->opts.commit_interval_ms ? 0 : ob->opts.commit_interval_ms - age;
 }
 
 /* ---- reader ------------------------------------------------------------------------- */

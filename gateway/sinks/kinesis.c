@@ -25,6 +25,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "sinks/probe.h"
 
 #define KINESIS_MAX_RESPONSE (1024u * 1024)
 
@@ -416,6 +417,9 @@ static int kinesis_send(sink *s, const sink_record *recs, size_t n, sink_status 
 	return 0;
 }
 
+/* sink_ops.probe: the endpoint's host and port accept a connection (probe.h) */
+static int kinesis_probe(sink *s, int timeout_ms) { return sink_probe_url(((kinesis_sink *)s)->url, timeout_ms); }
+
 const sink_ops sink_kinesis_ops = {
 	.type = "kinesis",
 	.options = kinesis_options,
@@ -425,4 +429,5 @@ const sink_ops sink_kinesis_ops = {
 	.open = kinesis_open,
 	.send = kinesis_send,
 	.close = kinesis_close,
+	.probe = kinesis_probe,
 };

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "sinks/probe.h"
 
 #define S3_MAX_RESPONSE (64u * 1024)
 
@@ -429,6 +430,9 @@ static int s3_send(sink *s, const sink_record *recs, size_t n, sink_status *resu
 	return 0;
 }
 
+/* sink_ops.probe: the endpoint's host and port accept a connection (probe.h) */
+static int s3_probe(sink *s, int timeout_ms) { return sink_probe_url(((s3_sink *)s)->url.p, timeout_ms); }
+
 const sink_ops sink_s3_ops = {
 	.type = "s3",
 	.options = s3_options,
@@ -438,4 +442,5 @@ const sink_ops sink_s3_ops = {
 	.open = s3_open,
 	.send = s3_send,
 	.close = s3_close,
+	.probe = s3_probe,
 };
