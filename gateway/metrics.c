@@ -199,6 +199,12 @@ static char *render_metrics(tg_daemon *d)
 		sb_printf(&b, "tidegate_sink_send_errors_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
 			  atomic_load(&s->send_errors));
 	}
+	sb_printf(&b, "# HELP tidegate_sink_probe_recoveries_total Backoffs ended early because the probe saw the sink's endpoint refuse and then accept connections again (the uplink came back).\n# TYPE tidegate_sink_probe_recoveries_total counter\n");
+	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
+		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
+		sb_printf(&b, "tidegate_sink_probe_recoveries_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
+			  atomic_load(&s->probe_recoveries));
+	}
 	sb_printf(&b, "# HELP tidegate_sink_up 0 while sends to the sink fail, 1 otherwise (also before the first send).\n# TYPE tidegate_sink_up gauge\n");
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
