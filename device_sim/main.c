@@ -188,8 +188,8 @@ static void cb_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 		struct run *r = c->w->run;
 		if (r->acked_log && c->mid_thing && c->mid_thing[(uint16_t)mid]) {
 			pthread_mutex_lock(&r->log_lock);
-			fprintf(r->acked_log, "%s %" PRIu64 " %" PRId64 "\n", c->mid_thing[(uint16_t)mid]->gen.name,
-				c->mid_seq[(uint16_t)mid], tg_wall_ms());
+			fprintf(r->acked_log, "%s %" PRIu64 " %" PRId64 " %d\n", c->mid_thing[(uint16_t)mid]->gen.name,
+				c->mid_seq[(uint16_t)mid], tg_wall_ms(), reason);
 			pthread_mutex_unlock(&r->log_lock);
 		}
 	}

@@ -988,6 +988,14 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
  * caller makes sure the messages of the group are not acknowledged. */
 static void abort_group(outbox *ob)
 {
+	/* the error that brought us here, before ROLLBACK replaces it: a full disk is shown in
+	 * /metrics (tidegate_outbox_disk_full) until a commit succeeds again */
+	int code = sqlite3_extended_errcode(ob->db) & 0xff;
+	if (code == SQLITE_FULL) {
+		if (!atomic_exchange(&ob->ctr.disk_full, 1))
+			LOG_ERROR("outbox", "msg=\"disk full: nothing is acknowledged until space returns; the broker keeps "
+				  "the messages\" path=%s", ob->path);
+	}
 	if (!sqlite3_get_autocommit(ob->db))
 		exec(ob->db, "ROLLBACK", NULL, 0);
 	ob->in_txn = 0;
@@ -1130,6 +1138,8 @@ int outbox_commit(outbox *ob)
 	}
 	atomic_fetch_add(&ob->ctr.appended, (uint64_t)ob->group_rows);
 	atomic_fetch_add(&ob->ctr.commits, 1);
+	if (atomic_exchange(&ob->ctr.disk_full, 0))
+		LOG_INFO("outbox", "msg=\"disk space back: commits resumed\" path=%s", ob->path);
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
 	int64_t now = tg_wall_ms();
 	atomic_store(&ob->ctr.last_commit_ms, now);
