@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "err.h"
+#include "core/err.h"
 
 int sink_probe_split(const char *url, char *host, size_t hostlen, char *port, size_t portlen)
 {

@@ -23,13 +23,14 @@
 
 #include <mosquitto.h>
 
-#include "broker.h"
-#include "config.h"
-#include "err.h"
-#include "fsutil.h"
+#include "mqtt/broker.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "core/fsutil.h"
 #include "ingest.h"
-#include "outbox.h"
-#include "schema.h"
+#include "sinks/registry.h"
+#include "store/outbox.h"
+#include "edge/schema.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -82,7 +83,7 @@ static void setup(void)
 		G.dir, G.dir);
 	fclose(f);
 	mosquitto_lib_init();
-	if (!(G.cfg = config_load(path, err, sizeof err))) {
+	if (!(G.cfg = config_load(path, sink_types_all(), err, sizeof err))) {
 		fprintf(stderr, "fuzz_ingest: config: %s\n", err);
 		abort();
 	}

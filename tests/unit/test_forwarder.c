@@ -16,9 +16,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "err.h"
-#include "forwarder.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "store/forwarder.h"
 #include "sinks/probe.h"
 #include "test_util.h"
 
@@ -108,10 +108,10 @@ static int p_probe(sink *s, int timeout_ms)
 
 static const config_option no_options[] = {{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL}};
 static const sink_ops test_ops = {
-	.type = "script", .options = no_options, .options_size = 0, .open = t_open, .send = t_send, .close = t_close};
+	.conf = {.type = "script", .options = no_options, .options_size = 0}, .open = t_open, .send = t_send, .close = t_close};
 
-static const sink_ops probed_ops = {.type = "probed", .options = no_options, .options_size = 0, .open = t_open,
-				    .send = p_send, .close = t_close, .probe = p_probe};
+static const sink_ops probed_ops = {.conf = {.type = "probed", .options = no_options, .options_size = 0},
+				    .open = t_open, .send = p_send, .close = t_close, .probe = p_probe};
 
 static void test_backoff(void **state)
 {
@@ -164,7 +164,7 @@ static void test_partial_failure_and_poison(void **state)
 	}
 	assert_int_equal(outbox_commit(ob), 0);
 
-	tg_sink_conf sc = {.name = "t", .ops = &test_ops, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1};
+	tg_sink_conf sc = {.name = "t", .type = &test_ops.conf, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
 	char err[256];
 	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
@@ -207,7 +207,7 @@ static void test_linger_reads(void **state)
 	outbox *ob = fixture_start(&dir);
 	script.max_age_ms = 1000;
 	script.max_records = 1000;
-	tg_sink_conf sc = {.name = "t", .ops = &test_ops, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1,
+	tg_sink_conf sc = {.name = "t", .type = &test_ops.conf, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1,
 			   .batch_max_records = 1000};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
 	char err[256];
@@ -261,7 +261,7 @@ static void test_probe_ends_backoff_when_endpoint_returns(void **state)
 	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
 	json_decref(o);
 	assert_int_equal(outbox_commit(ob), 0);
-	tg_sink_conf sc = {.name = "t", .ops = &probed_ops, .retry_base_ms = 60000, .retry_cap_ms = 60000};
+	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 60000, .retry_cap_ms = 60000};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
 	char err[256];
 	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
@@ -305,7 +305,7 @@ static void test_probe_keeps_backoff_when_endpoint_accepts_but_fails(void **stat
 	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
 	json_decref(o);
 	assert_int_equal(outbox_commit(ob), 0);
-	tg_sink_conf sc = {.name = "t", .ops = &probed_ops, .retry_base_ms = 400, .retry_cap_ms = 400};
+	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 400, .retry_cap_ms = 400};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
 	char err[256];
 	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
