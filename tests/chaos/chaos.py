@@ -363,11 +363,25 @@ def hold(seconds):
 
 
 def settle(st, deadline=120):
-    """Until the outbox is empty and every sink is up (the fault's backlog delivered)."""
-    def done():
+    """Until the fault's backlog is delivered (outbox nearly empty), every sink is up and the
+    daemon is connected and accepting, seen twice 1 s apart: the next fault starts from a
+    steady stack, so what a fault leaves behind is not counted against the next one."""
+    seen = []
+
+    def steady():
         m = st.daemon.metrics()
         return m.get("tidegate_outbox_rows") is not None and m["tidegate_outbox_rows"] < 200 and \
-            m.get("tidegate_broker_connected") == 1 and all(sink_up(m, s) == 1 for s in SINKS)
+            m.get("tidegate_broker_connected") == 1 and all(sink_up(m, s) == 1 for s in SINKS) and \
+            m.get("tidegate_messages_accepted_total")
+
+    def done():
+        a = steady()
+        if not a:
+            seen.clear()
+            return False
+        seen.append((time.monotonic(), a))
+        first = seen[0]
+        return seen[-1][0] - first[0] >= 1.0 and seen[-1][1] > first[1]
     wait_until(done, deadline, interval=0.2, what="the stack settled after a fault")
 
 
