@@ -242,6 +242,9 @@ class Stack:
         self.work = Path(work)
         self.rng = rng
         self.things = things
+        # rows queued in a steady stack: the S3 sink holds 1 s of records (flush_age) for
+        # each of three sinks' rows; settling waits for less than about four seconds' worth
+        self.steady_rows = 200
         self.certs = harness.Certs(self.work / "certs", things=things)
         plugin = harness.BUILD / "tidegate_auth.so"
         self.registry = self.work / "registry.db"
@@ -370,7 +373,7 @@ def settle(st, deadline=120):
 
     def steady():
         m = st.daemon.metrics()
-        return m.get("tidegate_outbox_rows") is not None and m["tidegate_outbox_rows"] < 200 and \
+        return m.get("tidegate_outbox_rows") is not None and m["tidegate_outbox_rows"] < st.steady_rows and \
             m.get("tidegate_broker_connected") == 1 and all(sink_up(m, s) == 1 for s in SINKS) and \
             m.get("tidegate_messages_accepted_total")
 
@@ -630,6 +633,7 @@ def run(work, profile="full", seed=20, log=print):
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     st = Stack(work, cfg["things"], rng)
+    st.steady_rows = max(200, 4 * cfg["things"] * cfg["rate"])
     phases, result = [], {}
     t_begin = time.monotonic()
     wall_begin = time.time()
