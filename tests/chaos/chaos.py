@@ -655,19 +655,26 @@ def run(work, profile="full", seed=20, log=print):
         t_load_end = time.monotonic()
         sim.send_signal(signal.SIGTERM)
         sim_rc = sim.wait(180)
-        wait_until(lambda: st.daemon.metric("tidegate_outbox_rows", 1) == 0, 180, interval=0.5,
-                   what="outbox drained")
+        try:
+            wait_until(lambda: st.daemon.metric("tidegate_outbox_rows", 1) == 0, 180, interval=0.5,
+                       what="outbox drained")
+            drained = True
+        except TimeoutError:
+            drained = False  # recorded below with what the database itself holds
+        final_metrics = st.daemon.metrics()
         poller.stop()
         stop_t = time.monotonic()
         daemon_rc = st.daemon.stop()
         stop_s = time.monotonic() - stop_t
         summary = json.loads(summary_path.read_text())
         integrity = "not checked"
+        rows_in_db = None
         db = st.daemon.dir / "data" / "outbox.db"
         if db.exists():
             con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
             try:
                 integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
+                rows_in_db = con.execute("SELECT count(*) FROM outbox").fetchone()[0]
             finally:
                 con.close()
         log("chaos: reading the sinks back")
@@ -684,7 +691,8 @@ def run(work, profile="full", seed=20, log=print):
             "device_sim": {k: summary.get(k) for k in ("sent", "acked", "failed", "reconnects",
                                                        "acked_no_subscribers")},
             "device_sim_rc": sim_rc, "daemon_exit": daemon_rc, "final_stop_s": round(stop_s, 2),
-            "outbox_integrity": integrity,
+            "outbox_integrity": integrity, "drained": drained,
+            "outbox_rows_gauge_at_end": final_metrics.get("tidegate_outbox_rows"), "outbox_rows_in_db": rows_in_db,
             "rss_mb": {"min": min(rss), "max": max(rss), "series": rss_series(poller, t_begin)},
             "daemon_crashes": daemon_log.count("Sanitizer") + daemon_log.count("Segmentation"),
             "disk_full_logged": "disk full" in daemon_log,
@@ -834,7 +842,8 @@ def to_markdown(r, cmd):
     L += ["", f"Daemon RSS over the run: {rs['min']:.1f}–{rs['max']:.1f} MiB (every 5 s: "
           + ", ".join(f"{v:.0f}" for _, v in rs["series"]) + ").",
           f"Outbox integrity_check after the run: {r['outbox_integrity']}. Final daemon stop: {r['final_stop_s']} s, "
-          f"exit {r['daemon_exit']}. Disk full logged by the daemon: {r['disk_full_logged']}. Lake hour partitions "
+          f"exit {r['daemon_exit']}. Outbox after the load: drained {r['drained']} (gauge "
+          f"{r['outbox_rows_gauge_at_end']}, rows in the database after the stop {r['outbox_rows_in_db']}). Disk full logged by the daemon: {r['disk_full_logged']}. Lake hour partitions "
           f"(the clock steps file records under the neighbouring hours): {', '.join(r['lake_hour_partitions'])}."]
     if r.get("fuzz"):
         L += ["", "| fuzz target | budget s | executions | new coverage units | crashing inputs kept |",

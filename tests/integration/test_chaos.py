@@ -69,6 +69,7 @@ def test_sinks_agree_and_losses_have_the_brokers_cause(result):
     for s, v in result["sinks"].items():
         assert v["distinct_keys"] >= v["acked"] - v["lost"], (s, v)
     assert result["outbox_integrity"] == "ok"
+    assert result["drained"] and result["outbox_rows_in_db"] == 0, result
     assert result["daemon_exit"] == 0
     assert result["device_sim"]["failed"] == 0
 
