@@ -791,7 +791,8 @@ def run_fuzz(bindir, budget_s, log=print):
         with tempfile.TemporaryDirectory(prefix="tg-chaos-fuzz-") as scratch:
             r = subprocess.run([str(b), f"-max_total_time={budget_s}", "-print_final_stats=1", "-timeout=10",
                                 "-rss_limit_mb=2048", f"-artifact_prefix={corpus}/crash-", scratch, str(corpus)],
-                               capture_output=True, text=True, cwd=str(REPO), timeout=budget_s + 120)
+                               capture_output=True, text=True, errors="replace", cwd=str(REPO),
+                               timeout=budget_s + 120)
         stats = {}
         for line in r.stderr.splitlines():
             if line.startswith("stat::"):
@@ -875,13 +876,17 @@ def main():
     import tempfile
     work = Path(a.work or tempfile.mkdtemp(prefix="tg-chaos-"))
     r = run(work, "short" if a.short else "full", a.seed)
-    if a.fuzz:
-        r["fuzz"] = run_fuzz(a.fuzz, a.fuzz_budget)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = "make chaos" if not a.short else "tests/chaos/chaos.py --short"
-    out.with_suffix(".json").write_text(json.dumps(r, indent=1) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(r, cmd))
+
+    def write():
+        out.with_suffix(".json").write_text(json.dumps(r, indent=1) + "\n")
+        out.with_suffix(".md").write_text(to_markdown(r, cmd))
+    write()  # the schedule's results stand even if a fuzz run goes wrong
+    if a.fuzz:
+        r["fuzz"] = run_fuzz(a.fuzz, a.fuzz_budget)
+        write()
     print(to_markdown(r, cmd))
     if any(f["crashes"] for f in r.get("fuzz", [])):
         sys.exit("chaos: a fuzz target crashed; the input is kept in tests/fuzz/corpus")
