@@ -74,7 +74,7 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(B)/rel/tools/%,$(TOOL_SRCS)) \
              $(patsubst tests/tools/%.c,$(B)/asan/tools/%,$(TOOL_SRCS))
 
 .PHONY: all asan deps certs demo check check-layout unit integration integration-asan fuzz-replay \
-        bench bench-quick clean valgrind install format deb unit-bins-rel check-packaging check-arm64 footprint
+        bench bench-quick chaos clean valgrind install format deb unit-bins-rel check-packaging check-arm64 footprint
 
 all: $(REL_BINS)
 asan: $(ASAN_BINS) $(UNIT_BINS) $(FUZZ_BINS)
@@ -125,6 +125,22 @@ $(B)/asan/tests/%: $(B)/asan/obj/tests/unit/%.o $(B)/asan/libtidegate.a
 $(B)/asan/fuzz/%: $(B)/asan/obj/tests/fuzz/%.o $(B)/asan/obj/tests/fuzz/local_main.o $(B)/asan/libtidegate.a
 	@mkdir -p $(dir $@)
 	$(CC) -o $@ $^ $(PKG_LIBS) $(ASAN_LDFLAGS)
+
+# The same fuzz targets built with clang against libFuzzer (and ASan/UBSan), for the fuzz
+# budget of `make chaos` (tests/chaos/chaos.py --fuzz): a third copy of the library, compiled
+# with coverage instrumentation.
+FUZZ_CC ?= clang
+LIBFUZZER_CFLAGS := $(BASE_CFLAGS) -Wno-unknown-warning-option -O1 -g -fno-omit-frame-pointer -DFUZZ \
+                    -fsanitize=fuzzer-no-link,address,undefined $(CFLAGS)
+LIBFUZZER_BINS := $(patsubst tests/fuzz/%.c,$(B)/libfuzzer/%,$(FUZZ_SRCS))
+$(B)/libfuzzer/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "CC  $< (libFuzzer)"; $(FUZZ_CC) $(LIBFUZZER_CFLAGS) -c $< -o $@
+.PRECIOUS: $(B)/libfuzzer/obj/%.o
+$(B)/libfuzzer/libtidegate.a: $(call obj,$(B)/libfuzzer,$(GW_SRCS))
+	@rm -f $@; $(AR) rcs $@ $^
+$(B)/libfuzzer/fuzz_%: $(B)/libfuzzer/obj/tests/fuzz/fuzz_%.o $(B)/libfuzzer/libtidegate.a
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(PKG_LIBS)
 
 $(B)/rel/tools/%: $(B)/rel/obj/tests/tools/%.o $(B)/rel/libtidegate.a
 	@mkdir -p $(dir $@)
@@ -183,6 +199,18 @@ bench: deps all $(BENCH_BINS)
 
 bench-quick: deps all $(BENCH_BINS)
 	@BENCH_QUICK=1 B=$(B) tests/bench/run.sh
+
+# Chaos (issue 20): the whole stack under load through a seeded schedule of faults, every
+# sink read back (DuckDB, boto3), then each libFuzzer target for FUZZ_BUDGET_S seconds
+# (a crashing input is kept in tests/fuzz/corpus/<target>/). Writes bench/results/chaos.md
+# and chaos.json. About 15 minutes; CHAOS_SEED repeats a run. The short version of the
+# schedule runs in `make integration` (tests/integration/test_chaos.py).
+CHAOS_SEED ?= 20
+FUZZ_BUDGET_S ?= 60
+chaos: deps all $(LIBFUZZER_BINS)
+	@tests/integration/npm-peers.sh
+	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) tests/chaos/chaos.py --seed $(CHAOS_SEED) \
+	  --fuzz $(abspath $(B)/libfuzzer) --fuzz-budget $(FUZZ_BUDGET_S) --out bench/results/chaos
 
 # What the Debian package installs, from the same recipe (packaging/deb/build-deb.sh runs
 # it with PREFIX=/usr into its staging tree). Configuration files already present are

@@ -102,6 +102,10 @@ struct conn {
 	uint64_t outstanding; /* published, not yet acknowledged */
 	int64_t retry_at_ns;
 	int64_t down_since_ns; /* when the connection was lost (0 while up) */
+	/* --acked-log: which thing and seq each packet id carries (65536 entries each), so a
+	 * PUBACK names the message it acknowledges; NULL without the option */
+	struct thing **mid_thing;
+	uint64_t *mid_seq;
 };
 
 struct run;
@@ -126,6 +130,7 @@ struct run {
 	int64_t start_ns;  /* monotonic, when sending began */
 	int64_t period_ns; /* rate mode */
 	FILE *hostile_log;
+	FILE *acked_log;
 	pthread_mutex_t log_lock;
 };
 
@@ -180,6 +185,13 @@ static void cb_publish(struct mosquitto *mosq, void *obj, int mid, int reason,
 		k->acked++;
 		if (reason == MQTT_RC_NO_MATCHING_SUBSCRIBERS)
 			k->acked_no_subscribers++;
+		struct run *r = c->w->run;
+		if (r->acked_log && c->mid_thing && c->mid_thing[(uint16_t)mid]) {
+			pthread_mutex_lock(&r->log_lock);
+			fprintf(r->acked_log, "%s %" PRIu64 " %" PRId64 " %d\n", c->mid_thing[(uint16_t)mid]->gen.name,
+				c->mid_seq[(uint16_t)mid], tg_wall_ms(), reason);
+			pthread_mutex_unlock(&r->log_lock);
+		}
 	}
 }
 
@@ -333,7 +345,7 @@ static void log_hostile(struct worker *w, const struct thing *t, const struct si
 	pthread_mutex_unlock(&r->log_lock);
 }
 
-static int publish(struct worker *w, struct conn *c, struct thing *t, const void *p, size_t len)
+static int publish(struct worker *w, struct conn *c, struct thing *t, uint64_t seq, const void *p, size_t len)
 {
 	int mid;
 	int rc = mosquitto_publish_v5(c->mosq, &mid, t->topic, (int)len, p, w->run->o.qos, false,
@@ -344,6 +356,10 @@ static int publish(struct worker *w, struct conn *c, struct thing *t, const void
 		LOG_DEBUG(SUB, "msg=\"publish failed\" thing=%s err=\"%s\"", t->gen.name,
 			  mosquitto_strerror(rc));
 		return rc;
+	}
+	if (c->mid_thing) { /* the PUBACK comes through this thread's loop, after this */
+		c->mid_thing[(uint16_t)mid] = t;
+		c->mid_seq[(uint16_t)mid] = seq;
 	}
 	w->c.sent++;
 	w->c.bytes += len;
@@ -383,7 +399,7 @@ static void send_one(struct worker *w, struct conn *c, struct thing *t, int64_t 
 	 * inside mosquitto_publish_v5 itself when the packet goes straight to the socket. */
 	if (m.flags & SIM_F_PREFIX_DUP) {
 		c->outstanding++;
-		if (publish(w, c, t, m.prefix, m.prefix_len) == 0) {
+		if (publish(w, c, t, m.seq, m.prefix, m.prefix_len) == 0) {
 			w->c.normal++;
 			w->c.kinds[SIM_NORMAL]++;
 		} else {
@@ -391,7 +407,7 @@ static void send_one(struct worker *w, struct conn *c, struct thing *t, int64_t 
 		}
 	}
 	c->outstanding++;
-	if (publish(w, c, t, w->buf, m.len) != 0) {
+	if (publish(w, c, t, m.seq, w->buf, m.len) != 0) {
 		c->outstanding--;
 		return;
 	}
@@ -695,6 +711,8 @@ static void run_free(struct run *r)
 			if (r->conns[i].mosq)
 				mosquitto_destroy(r->conns[i].mosq);
 			free(r->conns[i].things);
+			free(r->conns[i].mid_thing);
+			free(r->conns[i].mid_seq);
 		}
 	if (r->workers)
 		for (int i = 0; i < r->nworkers; i++) {
@@ -706,6 +724,8 @@ static void run_free(struct run *r)
 	free(r->things);
 	if (r->hostile_log)
 		fclose(r->hostile_log);
+	if (r->acked_log)
+		fclose(r->acked_log);
 	sim_opts_free(&r->o);
 }
 
@@ -742,6 +762,12 @@ static int build(struct run *r)
 		c->things = calloc((size_t)c->nthings, sizeof *c->things);
 		if (!c->things)
 			return TG_ENOMEM;
+		if (o->acked_log) {
+			c->mid_thing = calloc(65536, sizeof *c->mid_thing);
+			c->mid_seq = calloc(65536, sizeof *c->mid_seq);
+			if (!c->mid_thing || !c->mid_seq)
+				return TG_ENOMEM;
+		}
 		c->nthings = 0;
 	}
 	r->period_ns = o->rate > 0 ? (int64_t)(1e9 / o->rate) : 0;
@@ -817,6 +843,10 @@ int main(int argc, char **argv)
 	raise_fd_limit(r.nconns);
 	if (r.o.hostile_log && !(r.hostile_log = fopen(r.o.hostile_log, "w"))) {
 		fprintf(stderr, "device_sim: cannot open %s: %s\n", r.o.hostile_log, strerror(errno));
+		goto out;
+	}
+	if (r.o.acked_log && !(r.acked_log = fopen(r.o.acked_log, "w"))) {
+		fprintf(stderr, "device_sim: cannot open %s: %s\n", r.o.acked_log, strerror(errno));
 		goto out;
 	}
 	rc = connect_all(&r);

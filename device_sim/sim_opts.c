@@ -48,6 +48,9 @@ static const char usage[] =
 	"                        wrong_type, bad_id, missing_field, out_of_range, oversized,\n"
 	"                        duplicate, clock_skew, non_object, invalid_utf8, too_deep, empty\n"
 	"  --hostile-log FILE    one JSON line per hostile message sent\n"
+	"  --acked-log FILE      one line per message the broker acknowledged (PUBACK with\n"
+	"                        success): THING SEQ ACK_WALL_MS REASON (0, or 16: no\n"
+	"                        matching subscribers), what a loss count checks\n"
 	"Shadow mode (docs/device_sim.md): each thing follows its Device Shadow\n"
 	"  --shadow              subscribe to the shadow's delta, apply it, report back\n"
 	"  --shadow-name NAME    a named shadow instead of the classic one\n"
@@ -63,7 +66,7 @@ enum {
 	O_HOST = 256, O_PORT, O_CAFILE, O_CERTS_DIR, O_CERT, O_KEY, O_THINGS, O_FIRST, O_PREFIX,
 	O_RATE, O_MAX_RATE, O_COUNT, O_DURATION, O_QOS, O_SEED, O_TOPIC, O_CONNS, O_THREADS,
 	O_INFLIGHT, O_ANOMALY, O_SPIKE, O_STUCK, O_HOSTILE_RATE, O_HOSTILE_ONLY, O_HOSTILE_KINDS,
-	O_HOSTILE_LOG, O_SUMMARY, O_DRAIN, O_CONNECT_TO, O_START_TS, O_INTERVAL, O_QUIET, O_SHADOW,
+	O_HOSTILE_LOG, O_ACKED_LOG, O_SUMMARY, O_DRAIN, O_CONNECT_TO, O_START_TS, O_INTERVAL, O_QUIET, O_SHADOW,
 	O_SHADOW_NAME, O_APPLY_DELAY, O_HELP
 };
 
@@ -94,6 +97,7 @@ static const struct option longopts[] = {
 	{"hostile-only", required_argument, NULL, O_HOSTILE_ONLY},
 	{"hostile-kinds", required_argument, NULL, O_HOSTILE_KINDS},
 	{"hostile-log", required_argument, NULL, O_HOSTILE_LOG},
+	{"acked-log", required_argument, NULL, O_ACKED_LOG},
 	{"summary-json", required_argument, NULL, O_SUMMARY},
 	{"drain-timeout", required_argument, NULL, O_DRAIN},
 	{"connect-timeout", required_argument, NULL, O_CONNECT_TO},
@@ -295,6 +299,7 @@ int sim_opts_parse(struct sim_opts *o, int argc, char **argv, char *err, size_t 
 				return rc;
 			break;
 		case O_HOSTILE_LOG: o->hostile_log = a; break;
+		case O_ACKED_LOG: o->acked_log = a; break;
 		case O_SUMMARY: o->summary_json = a; break;
 		case O_DRAIN: bad = num_d(a, 0, 86400, &o->drain_timeout_s); break;
 		case O_CONNECT_TO: bad = num_d(a, 0.1, 3600, &o->connect_timeout_s); break;

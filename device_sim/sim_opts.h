@@ -38,6 +38,7 @@ struct sim_opts {
 	double interval_ms;
 	const char *summary_json;
 	const char *hostile_log;
+	const char *acked_log; /* one line per acknowledged message: thing seq ack_wall_ms */
 	int quiet;
 	/* shadow mode (sim_shadow.h): things follow their Device Shadow's delta */
 	int shadow;

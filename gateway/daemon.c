@@ -324,7 +324,7 @@ static void keepalive(tg_daemon *d, int64_t now)
 			   .broker_connected = broker_stats_get(d->br)->connected,
 			   .broker = where};
 	const char *quiet = NULL;
-	s.stalled_ms = forwarder_silence_ms(d->fw, now, &quiet);
+	s.stalled_ms = forwarder_silence_ms(d->fw, tg_mono_ms(), &quiet);
 	char what[200];
 	snprintf(what, sizeof what, "forwarder %s", quiet ? quiet : "?");
 	s.stalled_what = what;

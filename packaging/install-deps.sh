@@ -29,6 +29,7 @@ PKGS=(
   python3 python3-pytest python3-paho-mqtt python3-boto3 awscli curl
   nodejs npm valgrind gnuplot-nox
   chromium
+  libfaketime
 )
 # The -dev packages the build links against (one list for both architectures, so the
 # cross-build cannot miss one the native build has).

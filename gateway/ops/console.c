@@ -775,11 +775,11 @@ ops_console *ops_console_new(const ops_console_conf *conf, const ops_host *host,
 	c->host = *host;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_mutex_init(&c->job_mu, NULL);
-	pthread_cond_init(&c->job_cv, NULL);
+	tg_cond_init_mono(&c->job_cv);
 	pthread_mutex_init(&c->rules_mu, NULL);
 	pthread_mutex_init(&c->db_mu, NULL);
 	pthread_mutex_init(&c->tick_mu, NULL);
-	pthread_cond_init(&c->tick_cv, NULL);
+	tg_cond_init_mono(&c->tick_cv);
 	snprintf(c->alerts_db, sizeof c->alerts_db, "%s/alerts.db", c->cfg->data_dir);
 	if (!(c->token = ops_token_load(c->cfg->http_token_file, err, errlen)))
 		goto fail;

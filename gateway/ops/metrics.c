@@ -140,6 +140,10 @@ static char *render_metrics(const metrics_src *d)
 		  (double)atomic_load(&oc->wal_restart_us) / 1e6);
 	counter(&b, "tidegate_outbox_aborted_total", "Commit groups rolled back because they could not be stored.",
 		atomic_load(&oc->aborted));
+	sb_printf(&b, "# HELP tidegate_outbox_disk_full 1 while the outbox cannot commit because data_dir's disk is full "
+		      "(nothing is acknowledged to the broker meanwhile); 0 again after the next commit.\n"
+		      "# TYPE tidegate_outbox_disk_full gauge\ntidegate_outbox_disk_full %d\n",
+		  atomic_load(&oc->disk_full));
 	counter(&b, "tidegate_outbox_appended_total", "Rows committed to the outbox.", atomic_load(&oc->appended));
 	counter(&b, "tidegate_outbox_commits_total", "Group commits.", atomic_load(&oc->commits));
 	counter(&b, "tidegate_outbox_dropped_total", "Rows dropped by drop_oldest.", atomic_load(&oc->dropped));
@@ -198,6 +202,12 @@ static char *render_metrics(const metrics_src *d)
 		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
 		sb_printf(&b, "tidegate_sink_send_errors_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
 			  atomic_load(&s->send_errors));
+	}
+	sb_printf(&b, "# HELP tidegate_sink_probe_recoveries_total Backoffs ended early because the probe saw the sink's endpoint refuse and then accept connections again (the uplink came back).\n# TYPE tidegate_sink_probe_recoveries_total counter\n");
+	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {
+		forwarder_sink_stats *s = forwarder_stats(d->fw, i);
+		sb_printf(&b, "tidegate_sink_probe_recoveries_total{sink=\"%s\"} %" PRIu64 "\n", s->name,
+			  atomic_load(&s->probe_recoveries));
 	}
 	sb_printf(&b, "# HELP tidegate_sink_up 0 while sends to the sink fail, 1 otherwise (also before the first send).\n# TYPE tidegate_sink_up gauge\n");
 	for (size_t i = 0; i < forwarder_nsinks(d->fw); i++) {

@@ -5,6 +5,8 @@
  */
 #include "ops/notify.h"
 
+#include "core/clock.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,7 +100,8 @@ static void send_status(tg_notify *n, int64_t now_ms, const notify_sample *s, in
 
 static int ping_if_due(tg_notify *n, int64_t now_ms)
 {
-	if (n->watchdog_ms <= 0 || now_ms - n->last_ping_ms < n->watchdog_ms / 2)
+	/* a clock stepped back counts as due (tg_elapsed_ms): no keep-alive withheld for the step */
+	if (n->watchdog_ms <= 0 || tg_elapsed_ms(now_ms, n->last_ping_ms) < n->watchdog_ms / 2)
 		return 0;
 	n->last_ping_ms = now_ms;
 	sd_notify(0, "WATCHDOG=1");
@@ -114,7 +117,7 @@ int notify_tick(tg_notify *n, int64_t now_ms, const notify_sample *s)
 	int stalled = n->watchdog_ms > 0 && s->stalled_ms >= n->watchdog_ms;
 	int began = stalled && !n->last_stalled;
 	if (s->broker_connected != n->last_connected || stalled != n->last_stalled ||
-	    now_ms - n->last_status_ms >= NOTIFY_STATUS_EVERY_MS)
+	    tg_elapsed_ms(now_ms, n->last_status_ms) >= NOTIFY_STATUS_EVERY_MS)
 		send_status(n, now_ms, s, stalled);
 	if (stalled)
 		return began ? -1 : 0;

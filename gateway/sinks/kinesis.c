@@ -25,6 +25,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "sinks/probe.h"
 
 #define KINESIS_MAX_RESPONSE (1024u * 1024)
 
@@ -416,10 +417,14 @@ static int kinesis_send(sink *s, const sink_record *recs, size_t n, sink_status 
 	return 0;
 }
 
+/* sink_ops.probe: the endpoint's host and port accept a connection (probe.h) */
+static int kinesis_probe(sink *s, int timeout_ms) { return sink_probe_url(((kinesis_sink *)s)->url, timeout_ms); }
+
 const sink_ops sink_kinesis_ops = {
 	.conf = {.type = "kinesis", .options = kinesis_options, .options_size = sizeof(kinesis_opts), .options_free = kinesis_options_free},
 	.check = kinesis_check,
 	.open = kinesis_open,
 	.send = kinesis_send,
 	.close = kinesis_close,
+	.probe = kinesis_probe,
 };

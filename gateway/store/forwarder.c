@@ -2,6 +2,13 @@
  * forwarder.c — see forwarder.h. One thread per sink keeps a slow upstream (S3 over a bad
  * uplink) from holding back a fast one (the local lake). Threads sleep on a condition
  * variable that group commits signal, so forwarding latency is a commit, not a poll.
+ *
+ * Waits, backoffs, heartbeats and the drain deadline run on the monotonic clock (a wall
+ * clock stepped back an hour must not turn a 2 s backoff into an hour); the wall clock
+ * only stamps what the operator reads (last_ok_ms, failing_since_ms) and what sinks send.
+ * While a sink backs off, its probe (sink_ops.probe) looks at the endpoint every
+ * FORWARDER_PROBE_MS: seen refusing and then accepting again, the endpoint is back, and the
+ * backoff ends there, so recovery after an outage follows the uplink, not the schedule.
  */
 #include "store/forwarder.h"
 
@@ -18,6 +25,9 @@
 
 /* How often a forwarder looks up its oldest undelivered record (an index seek per priority). */
 #define OLDEST_EVERY_MS 1000
+/* The probe's connect timeout: well under the probe interval, so a black-holed endpoint
+ * (SYNs dropped) costs each probe at most this. */
+#define PROBE_TIMEOUT_MS 200
 
 typedef struct fw_thread {
 	forwarder *fw;
@@ -28,8 +38,9 @@ typedef struct fw_thread {
 	pthread_t tid;
 	int started;
 	unsigned rng;
-	/* when the thread last showed it runs: each turn of its loop and each second of its
-	 * waits; a send() longer than the watchdog period counts as a hang (forwarder.h) */
+	/* when the thread last showed it runs (monotonic ms): each turn of its loop and each
+	 * second of its waits; a send() longer than the watchdog period counts as a hang
+	 * (forwarder.h) */
 	_Atomic int64_t beat_ms;
 	forwarder_sink_stats st;
 	char last_err[256]; /* under fw->mu: why the last failed send failed ("" = none yet) */
@@ -43,7 +54,7 @@ struct forwarder {
 	pthread_cond_t cv;
 	uint64_t gen;      /* bumped by notify */
 	int stop;          /* set under mu */
-	int64_t drain_until_ms;
+	int64_t drain_until_ms; /* monotonic */
 	fw_thread *t;
 	size_t n;
 };
@@ -80,9 +91,9 @@ static int sleep_unless_stopped(fw_thread *t, int64_t ms)
 {
 	forwarder *fw = t->fw;
 	pthread_mutex_lock(&fw->mu);
-	int64_t until = tg_wall_ms() + ms;
+	int64_t until = tg_mono_ms() + ms;
 	while (!fw->stop) {
-		int64_t now = tg_wall_ms(), left = until - now;
+		int64_t now = tg_mono_ms(), left = until - now;
 		atomic_store(&t->beat_ms, now);
 		if (left <= 0)
 			break;
@@ -92,6 +103,36 @@ static int sleep_unless_stopped(fw_thread *t, int64_t ms)
 	int stop = fw->stop;
 	pthread_mutex_unlock(&fw->mu);
 	return stop;
+}
+
+/* Sleep a backoff of ms unless stopped (returns 1), ending it early (returns 0, *back = 1)
+ * when the sink's probe saw the endpoint refuse and then accept during it. An endpoint that
+ * accepts connections but fails requests (a 500, a missing stream, a listener that never
+ * answers) never looks down, so it keeps its full backoff and is not hammered. */
+static int backoff_wait(fw_thread *t, int64_t ms, int *back)
+{
+	int (*probe)(sink *, int) = sink_conf_ops(t->conf)->probe;
+	const int64_t every = FORWARDER_PROBE_MS;
+	int64_t until = tg_mono_ms() + ms;
+	int seen_down = 0;
+	*back = 0;
+	for (;;) {
+		int64_t left = until - tg_mono_ms();
+		if (left <= 0)
+			return 0;
+		if (sleep_unless_stopped(t, probe && left > every ? every : left))
+			return 1;
+		if (!probe || tg_mono_ms() >= until)
+			continue;
+		atomic_fetch_add(&t->st.probes, 1);
+		if (probe(t->s, PROBE_TIMEOUT_MS) < 0) {
+			seen_down = 1;
+		} else if (seen_down) {
+			atomic_fetch_add(&t->st.probe_recoveries, 1);
+			*back = 1;
+			return 0;
+		}
+	}
 }
 
 static int draining(forwarder *fw, int64_t now)
@@ -118,13 +159,13 @@ static void *run(void *arg)
 		max_records = (size_t)t->conf->batch_max_records;
 
 	for (;;) {
-		int64_t now = tg_wall_ms();
-		atomic_store(&t->beat_ms, now);
+		int64_t now = tg_wall_ms(), mono = tg_mono_ms();
+		atomic_store(&t->beat_ms, mono);
 		int stopping;
 		pthread_mutex_lock(&fw->mu);
 		stopping = fw->stop;
 		pthread_mutex_unlock(&fw->mu);
-		int drain = stopping && draining(fw, now);
+		int drain = stopping && draining(fw, mono);
 		if (stopping && !drain)
 			break;
 
@@ -136,8 +177,8 @@ static void *run(void *arg)
 				break;
 			continue;
 		}
-		if (n > 0 && now - oldest_checked_ms >= OLDEST_EVERY_MS) {
-			oldest_checked_ms = now;
+		if (n > 0 && mono - oldest_checked_ms >= OLDEST_EVERY_MS) {
+			oldest_checked_ms = mono;
 			int64_t oldest = outbox_oldest_pending(t->reader, t->conf->name);
 			atomic_store(&t->st.oldest_ms, oldest > 0 ? oldest : b.oldest_ms);
 		}
@@ -155,10 +196,13 @@ static void *run(void *arg)
 		/* size/age threshold (S3 objects, lake files): wait unless full, old or draining.
 		 * Not woken by every commit: each wake-up reads the whole pending batch again (up
 		 * to flush_bytes of an S3 object), so it looks again after a twentieth of the age
-		 * (at least 100 ms) or when the oldest record is due, whichever comes first. */
+		 * (at least 100 ms) or when the oldest record is due, whichever comes first. Ages
+		 * are wall-clock (created_ms): a record stamped after the clock went back counts as
+		 * due (tg_elapsed_ms), so a step back delays a flush by a recheck, not by the step. */
+		int64_t age = tg_elapsed_ms(now, b.oldest_ms);
 		if (!drain && t->limits.max_age_ms > 0 && (size_t)n < max_records && b.bytes < t->limits.max_bytes &&
-		    now - b.oldest_ms < t->limits.max_age_ms) {
-			int64_t left = b.oldest_ms + t->limits.max_age_ms - now;
+		    age < t->limits.max_age_ms) {
+			int64_t left = t->limits.max_age_ms - age;
 			int64_t recheck = t->limits.max_age_ms / 20 < 100 ? 100 : t->limits.max_age_ms / 20;
 			sleep_unless_stopped(t, left < recheck ? left : recheck);
 			continue;
@@ -228,8 +272,13 @@ static void *run(void *arg)
 				 " err=\"%s\"", t->conf->name, retry, ok, attempt, delay, err);
 			if (drain)
 				break; /* don't spend the drain budget on a dead uplink */
-			/* sleep the backoff (counted from the send), but wake for stop */
-			sleep_unless_stopped(t, now + delay - tg_wall_ms());
+			/* sleep the backoff (counted from the send), but wake for stop, and end it
+			 * when the probe sees the endpoint come back */
+			int back;
+			if (backoff_wait(t, mono + delay - tg_mono_ms(), &back))
+				continue; /* stopping: the loop's top decides between drain and exit */
+			if (back)
+				LOG_INFO("forwarder", "msg=\"endpoint reachable again, ending the backoff\" sink=%s", t->conf->name);
 		} else {
 			if (attempt)
 				LOG_INFO("forwarder", "msg=\"sink recovered\" sink=%s", t->conf->name);
@@ -255,7 +304,7 @@ forwarder *forwarder_start(outbox *ob, const tg_config *cfg, char *err, size_t e
 	fw->ob = ob;
 	fw->cfg = cfg;
 	pthread_mutex_init(&fw->mu, NULL);
-	pthread_cond_init(&fw->cv, NULL);
+	tg_cond_init_mono(&fw->cv);
 	fw->t = calloc(cfg->nsinks ? cfg->nsinks : 1, sizeof *fw->t);
 	if (!fw->t) {
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
@@ -268,7 +317,7 @@ forwarder *forwarder_start(outbox *ob, const tg_config *cfg, char *err, size_t e
 		t->fw = fw;
 		t->conf = sc;
 		t->rng = (unsigned)(tg_wall_ms() ^ (int64_t)(i * 2654435761u));
-		atomic_store(&t->beat_ms, tg_wall_ms());
+		atomic_store(&t->beat_ms, tg_mono_ms());
 		t->st.name = sc->name;
 		t->st.type = sc->type->type;
 		atomic_store(&t->st.up, 1); /* not known to be down: idle is not down */
@@ -313,7 +362,7 @@ void forwarder_stop(forwarder *fw, int64_t drain_ms)
 		return;
 	pthread_mutex_lock(&fw->mu);
 	fw->stop = 1;
-	fw->drain_until_ms = drain_ms > 0 ? tg_wall_ms() + drain_ms : 0;
+	fw->drain_until_ms = drain_ms > 0 ? tg_mono_ms() + drain_ms : 0;
 	pthread_cond_broadcast(&fw->cv);
 	pthread_mutex_unlock(&fw->mu);
 	for (size_t i = 0; i < fw->n; i++) {
@@ -329,11 +378,11 @@ void forwarder_stop(forwarder *fw, int64_t drain_ms)
 	free(fw);
 }
 
-int64_t forwarder_silence_ms(forwarder *fw, int64_t now_ms, const char **sink_name)
+int64_t forwarder_silence_ms(forwarder *fw, int64_t mono_ms, const char **sink_name)
 {
 	int64_t worst = 0;
 	for (size_t i = 0; i < fw->n; i++) {
-		int64_t quiet = now_ms - atomic_load(&fw->t[i].beat_ms);
+		int64_t quiet = mono_ms - atomic_load(&fw->t[i].beat_ms);
 		if (quiet > worst) {
 			worst = quiet;
 			if (sink_name)

@@ -4,7 +4,10 @@
  * Each thread reads a batch for its sink (priority first, then id order), waits for the
  * sink's size/age threshold, calls send(), deletes what was delivered, dead-letters
  * poison records and keeps the rest for the next batch after an exponential backoff with
- * full jitter. The core owns retry; a sink only reports a status per record.
+ * full jitter. The core owns retry; a sink only reports a status per record. A sink with a
+ * probe (sink.h) is probed every FORWARDER_PROBE_MS while it backs off; when the endpoint
+ * is seen refusing and then accepting connections, the backoff ends at once (issue 20: a
+ * sink resumes within about a probe interval of its endpoint's return, whatever retry_cap).
  *
  * Ownership: forwarder_start() borrows the outbox (which must outlive the forwarder) and
  * the sink configs; it opens the sinks itself and closes them in forwarder_stop().
@@ -20,12 +23,17 @@
 
 typedef struct forwarder forwarder;
 
+/* How often a backed-off sink's endpoint is probed (sink_ops.probe). */
+#define FORWARDER_PROBE_MS 250
+
 typedef struct forwarder_sink_stats {
 	const char *name;           /* borrowed from the config */
 	const char *type;
 	_Atomic uint64_t batches, records_ok, records_retry, records_dead, send_errors;
 	_Atomic uint64_t settle_errors; /* delivered batches whose bookkeeping had to be retried */
 	_Atomic uint64_t reads;     /* outbox batch reads (sent or not: see the linger in run()) */
+	_Atomic uint64_t probes;    /* endpoint probes made while backed off */
+	_Atomic uint64_t probe_recoveries; /* backoffs ended early: the probe saw the endpoint return */
 	_Atomic int64_t backoff_until_ms;
 	_Atomic int64_t pending;    /* rows queued, sampled */
 	_Atomic int64_t last_ok_ms;
@@ -65,12 +73,12 @@ void forwarder_notify(forwarder *fw);
 /* Stop: with drain_ms > 0 each sink first tries to send everything pending (ignoring age
  * thresholds) for at most drain_ms. Joins the threads, closes the sinks, frees fw. NULL-safe. */
 void forwarder_stop(forwarder *fw, int64_t drain_ms);
-/* How long the least recently alive thread has shown no sign of life, in ms (0 with no
- * sinks); *sink_name (borrowed, may be NULL) gets its sink name. A thread shows it is alive on
+/* How long the least recently alive thread has shown no sign of life at mono_ms (a
+ * tg_mono_ms() reading: a wall-clock step is no silence), in ms (0 with no sinks); *sink_name (borrowed, may be NULL) gets its sink name. A thread shows it is alive on
  * each turn of its loop and at least once a second while it waits (idle, linger, backoff),
  * so only a thread blocked elsewhere — a send() that does not return, a lock — goes
  * silent for longer. The daemon withholds systemd's watchdog keep-alive on it. */
-int64_t forwarder_silence_ms(forwarder *fw, int64_t now_ms, const char **sink_name);
+int64_t forwarder_silence_ms(forwarder *fw, int64_t mono_ms, const char **sink_name);
 size_t forwarder_nsinks(const forwarder *fw);
 forwarder_sink_stats *forwarder_stats(forwarder *fw, size_t i);
 /* Copy the reason of sink i's last failed or partly dead-lettered send into buf ("" when

@@ -546,7 +546,7 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 			ob->last_id = ob->committed_last_id = floor_id;
 	}
 	pthread_mutex_init(&ob->ckpt_mu, NULL);
-	pthread_cond_init(&ob->ckpt_cv, NULL);
+	tg_cond_init_mono(&ob->ckpt_cv);
 	if (pthread_create(&ob->ckpt_tid, NULL, checkpointer, ob) != 0) {
 		tg_seterr(err, errlen, TG_ENOMEM, "cannot start the checkpoint thread");
 		goto fail;
@@ -992,6 +992,14 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
  * caller makes sure the messages of the group are not acknowledged. */
 static void abort_group(outbox *ob)
 {
+	/* the error that brought us here, before ROLLBACK replaces it: a full disk is shown in
+	 * /metrics (tidegate_outbox_disk_full) until a commit succeeds again */
+	int code = sqlite3_extended_errcode(ob->db) & 0xff;
+	if (code == SQLITE_FULL) {
+		if (!atomic_exchange(&ob->ctr.disk_full, 1))
+			LOG_ERROR("outbox", "msg=\"disk full: nothing is acknowledged until space returns; the broker keeps "
+				  "the messages\" path=%s", ob->path);
+	}
 	if (!sqlite3_get_autocommit(ob->db))
 		exec(ob->db, "ROLLBACK", NULL, 0);
 	ob->in_txn = 0;
@@ -1134,6 +1142,8 @@ int outbox_commit(outbox *ob)
 	}
 	atomic_fetch_add(&ob->ctr.appended, (uint64_t)ob->group_rows);
 	atomic_fetch_add(&ob->ctr.commits, 1);
+	if (atomic_exchange(&ob->ctr.disk_full, 0))
+		LOG_INFO("outbox", "msg=\"disk space back: commits resumed\" path=%s", ob->path);
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
 	int64_t now = tg_wall_ms();
 	atomic_store(&ob->ctr.last_commit_ms, now);
@@ -1261,20 +1271,23 @@ int outbox_tick(outbox *ob, int64_t now_ms)
 	if (!ob->in_txn) {
 		/* no traffic: delete what the forwarders delivered in a transaction of its own */
 		if (atomic_load(&ob->pend_rows) > 0 &&
-		    now_ms - atomic_load(&ob->ctr.last_commit_ms) >= ob->opts.commit_interval_ms) {
+		    tg_elapsed_ms(now_ms, atomic_load(&ob->ctr.last_commit_ms)) >= ob->opts.commit_interval_ms) {
 			int rc = begin(ob, now_ms);
 			if (!rc)
 				rc = outbox_commit(ob);
 			return rc < 0 ? rc : 1;
 		}
 		/* idle: forwarders may have deleted (a drain) or vacuumed; keep the figures fresh */
-		if (now_ms - ob->caps_ms >= 1000) {
+		if (tg_elapsed_ms(now_ms, ob->caps_ms) >= 1000) {
 			ob->caps_ms = now_ms;
 			update_caps(ob);
 		}
 		return 0;
 	}
-	if (ob->group_n >= ob->opts.commit_max_records || now_ms - ob->group_first_ms >= ob->opts.commit_interval_ms) {
+	/* a wall clock stepped back since the group opened makes it due now (tg_elapsed_ms):
+	 * its PUBACKs must not wait for the clock to catch up */
+	if (ob->group_n >= ob->opts.commit_max_records ||
+	    tg_elapsed_ms(now_ms, ob->group_first_ms) >= ob->opts.commit_interval_ms) {
 		int rc = outbox_commit(ob);
 		return rc < 0 ? rc : 1;
 	}
@@ -1285,8 +1298,8 @@ int64_t outbox_next_deadline(const outbox *ob, int64_t now_ms)
 {
 	if (!ob->in_txn)
 		return INT64_MAX;
-	int64_t left = ob->group_first_ms + ob->opts.commit_interval_ms - now_ms;
-	return left < 0 ? 0 : left;
+	int64_t age = tg_elapsed_ms(now_ms, ob->group_first_ms);
+	return age >= ob->opts.commit_interval_ms ? 0 : ob->opts.commit_interval_ms - age;
 }
 
 /* ---- reader ------------------------------------------------------------------------- */

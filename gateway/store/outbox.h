@@ -66,6 +66,7 @@ typedef struct outbox_counters {
 	_Atomic int64_t wal_restart_max_us; /* longest such checkpoint, on the ingest thread */
 	_Atomic uint64_t wal_restart_us;     /* time spent in them, in all */
 	_Atomic uint64_t aborted;           /* groups rolled back because they could not be stored */
+	_Atomic int disk_full;              /* 1 from a group rolled back for a full disk to the next commit */
 } outbox_counters;
 
 /* What the outbox's files take on disk now (stat of the database, -wal and -shm files). */

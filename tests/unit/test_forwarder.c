@@ -1,7 +1,9 @@
 /*
  * test_forwarder.c — backoff maths, and the forwarder against a scripted sink: partial
  * failures retry only the failed records, poison records are dead-lettered without
- * blocking the rest, every good record is delivered exactly once, priorities go first.
+ * blocking the rest, every good record is delivered exactly once, priorities go first;
+ * a probed sink ends its backoff when its endpoint returns (and only then); the probe
+ * itself against a real loopback listener.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,11 +11,15 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/clock.h"
 #include "core/err.h"
 #include "store/forwarder.h"
+#include "sinks/probe.h"
 #include "test_util.h"
 
 #define N 300
@@ -28,6 +34,11 @@ struct sink {
 	int64_t max_age_ms;     /* the sink's batch age threshold (0: none) */
 	size_t max_records;     /* per batch (0: 50) */
 	int64_t first_send_ms;  /* wall clock of the first send() */
+	int down;               /* probe test: sends fail and the probe is refused while set */
+	int probe_up_always;    /* probe test: the probe always accepts (an endpoint up but failing) */
+	int probes_down;        /* probes answered "refused" */
+	int64_t up_ms;          /* monotonic: when the endpoint came back */
+	int64_t resumed_ms;     /* monotonic: the first successful send after up_ms */
 };
 static struct sink script;
 
@@ -68,9 +79,39 @@ static int t_send(sink *s, const sink_record *recs, size_t n, sink_status *res, 
 
 static void t_close(sink *s) {}
 
+/* the endpoint of the probe tests: every send fails while down; one that goes through after
+ * the endpoint's return stamps resumed_ms */
+static int p_send(sink *s, const sink_record *recs, size_t n, sink_status *res, int64_t now, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&s->mu);
+	s->calls++;
+	int down = s->down;
+	if (!down && !s->resumed_ms)
+		s->resumed_ms = tg_mono_ms();
+	for (size_t k = 0; k < n; k++)
+		res[k] = down ? SINK_RETRY : SINK_OK;
+	pthread_mutex_unlock(&s->mu);
+	if (down)
+		snprintf(err, errlen, "connection refused");
+	return down ? TG_ENET : 0;
+}
+
+static int p_probe(sink *s, int timeout_ms)
+{
+	pthread_mutex_lock(&s->mu);
+	int up = s->probe_up_always || !s->down;
+	if (!up)
+		s->probes_down++;
+	pthread_mutex_unlock(&s->mu);
+	return up ? 0 : TG_ENET;
+}
+
 static const config_option no_options[] = {{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL}};
 static const sink_ops test_ops = {
 	.conf = {.type = "script", .options = no_options, .options_size = 0}, .open = t_open, .send = t_send, .close = t_close};
+
+static const sink_ops probed_ops = {.conf = {.type = "probed", .options = no_options, .options_size = 0},
+				    .open = t_open, .send = p_send, .close = t_close, .probe = p_probe};
 
 static void test_backoff(void **state)
 {
@@ -198,6 +239,124 @@ static void test_linger_reads(void **state)
 	fixture_end(ob, dir);
 }
 
+static int script_get(int *field)
+{
+	pthread_mutex_lock(&script.mu);
+	int v = *field;
+	pthread_mutex_unlock(&script.mu);
+	return v;
+}
+
+/* Issue 20 gap 2: a sink backed off with a 60 s retry_cap resumes within a few probe
+ * intervals of its endpoint's return, not when the backoff runs out. The endpoint stays
+ * down until a probe has seen it down (so the backoff in progress is a long one), then
+ * comes back. */
+static void test_probe_ends_backoff_when_endpoint_returns(void **state)
+{
+	char *dir;
+	outbox *ob = fixture_start(&dir);
+	script.down = 1;
+	const char *sinks[] = {"t"};
+	json_t *o = json_pack("{s:i}", "i", 1);
+	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
+	json_decref(o);
+	assert_int_equal(outbox_commit(ob), 0);
+	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 60000, .retry_cap_ms = 60000};
+	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
+	char err[256];
+	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
+	assert_non_null(fw);
+	for (int waited = 0; script_get(&script.probes_down) == 0 && waited < 20000; waited += 10)
+		usleep(10000);
+	assert_true(script_get(&script.probes_down) > 0);
+	forwarder_sink_stats *st = forwarder_stats(fw, 0);
+	int64_t backoff_left = atomic_load(&st->backoff_until_ms) - tg_wall_ms();
+	pthread_mutex_lock(&script.mu);
+	script.down = 0;
+	script.up_ms = tg_mono_ms();
+	pthread_mutex_unlock(&script.mu);
+	outbox_counters *c = outbox_counters_of(ob);
+	for (int waited = 0; atomic_load(&c->rows) > 0 && waited < 20000; waited += 5) {
+		usleep(5000);
+		assert_true(outbox_tick(ob, tg_wall_ms()) >= 0);
+	}
+	assert_int_equal(atomic_load(&c->rows), 0);
+	assert_int_equal(atomic_load(&st->probe_recoveries), 1);
+	assert_int_equal(atomic_load(&st->records_ok), 1);
+	forwarder_stop(fw, 0);
+	int64_t took = script.resumed_ms - script.up_ms;
+	print_message("backoff left at the return: %lld ms; resumed after %lld ms\n", (long long)backoff_left,
+		      (long long)took);
+	/* a few probe intervals, on a loaded machine; the backoff in progress was up to 60 s */
+	assert_true(took >= 0 && took < 5000);
+	fixture_end(ob, dir);
+}
+
+/* An endpoint that accepts connections but fails every request (a 500, a listener that
+ * never answers) is not "back": the probe never ends its backoff, so it is not hammered. */
+static void test_probe_keeps_backoff_when_endpoint_accepts_but_fails(void **state)
+{
+	char *dir;
+	outbox *ob = fixture_start(&dir);
+	script.down = 1;
+	script.probe_up_always = 1;
+	const char *sinks[] = {"t"};
+	json_t *o = json_pack("{s:i}", "i", 1);
+	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
+	json_decref(o);
+	assert_int_equal(outbox_commit(ob), 0);
+	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 400, .retry_cap_ms = 400};
+	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
+	char err[256];
+	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
+	assert_non_null(fw);
+	forwarder_sink_stats *st = forwarder_stats(fw, 0);
+	for (int waited = 0; atomic_load(&st->probes) < 8 && waited < 20000; waited += 10)
+		usleep(10000);
+	assert_true(atomic_load(&st->probes) >= 8);
+	assert_int_equal(atomic_load(&st->probe_recoveries), 0);
+	assert_int_equal(atomic_load(&st->records_ok), 0);
+	forwarder_stop(fw, 0);
+	fixture_end(ob, dir);
+}
+
+/* sink_probe_url against a real loopback listener, then against the same port closed; and
+ * the URL forms it understands. */
+static void test_probe_url(void **state)
+{
+	char host[64], port[8];
+	assert_int_equal(sink_probe_split("http://127.0.0.1:4567/x", host, sizeof host, port, sizeof port), 0);
+	assert_string_equal(host, "127.0.0.1");
+	assert_string_equal(port, "4567");
+	assert_int_equal(sink_probe_split("https://kinesis.eu-west-1.amazonaws.com/", host, sizeof host, port,
+					  sizeof port), 0);
+	assert_string_equal(host, "kinesis.eu-west-1.amazonaws.com");
+	assert_string_equal(port, "443");
+	assert_int_equal(sink_probe_split("http://[::1]:80", host, sizeof host, port, sizeof port), 0);
+	assert_string_equal(host, "::1");
+	assert_string_equal(port, "80");
+	assert_int_equal(sink_probe_split("HTTP://h", host, sizeof host, port, sizeof port), 0);
+	assert_string_equal(port, "80");
+	assert_true(sink_probe_split("ftp://h", host, sizeof host, port, sizeof port) < 0);
+	assert_true(sink_probe_split("http://h:12x", host, sizeof host, port, sizeof port) < 0);
+	assert_true(sink_probe_split("http://", host, sizeof host, port, sizeof port) < 0);
+	assert_true(sink_probe_split("127.0.0.1:80", host, sizeof host, port, sizeof port) < 0);
+
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	char url[64];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/", ntohs(a.sin_port));
+	assert_int_equal(sink_probe_url(url, 1000), 0);
+	close(fd); /* nothing listens there now: refused */
+	assert_int_equal(sink_probe_url(url, 1000), TG_ENET);
+	assert_int_equal(sink_probe_url("gopher://x", 1000), TG_EINVAL);
+}
+
 /* What /healthz says of a sink (issue 12 item 4): idle is not down, a short failure is a
  * retry, a long one or an old backlog is degraded, each threshold can be switched off. */
 static void test_health_judgement(void **state)
@@ -252,6 +411,9 @@ int main(void)
 		cmocka_unit_test(test_partial_failure_and_poison),
 		cmocka_unit_test(test_linger_reads),
 		cmocka_unit_test(test_health_judgement),
+		cmocka_unit_test(test_probe_ends_backoff_when_endpoint_returns),
+		cmocka_unit_test(test_probe_keeps_backoff_when_endpoint_accepts_but_fails),
+		cmocka_unit_test(test_probe_url),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

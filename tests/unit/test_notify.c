@@ -178,6 +178,24 @@ static void test_ping_outside_the_loop(void **state)
 	assert_int_equal(notify_ping(NULL, 5000), 0);
 }
 
+/* A wall clock stepped back an hour (issue 20, clock jumps) does not hold the keep-alives
+ * back for the hour: the next turn after the step pings, and the pace resumes from there. */
+static void test_ping_after_clock_step_back(void **state)
+{
+	fixture *f = *state;
+	char buf[256];
+	tg_notify *n = notify_new();
+	const int64_t t0 = 1800000000000;
+	notify_ready(n, "ready", t0);
+	next_msg(f, buf, sizeof buf);
+	assert_int_equal(notify_ping(n, t0 + 1000), 1);
+	assert_int_equal(notify_ping(n, t0 + 1000 - 3600000), 1); /* stepped back: due at once */
+	assert_int_equal(notify_ping(n, t0 + 1500 - 3600000), 0);
+	assert_int_equal(notify_ping(n, t0 + 2000 - 3600000), 1);
+	assert_int_equal(count_pings(f), 3);
+	notify_free(n);
+}
+
 static void test_silent_without_systemd(void **state)
 {
 	fixture *f = *state;
@@ -211,6 +229,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ready_status_stopping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_watchdog_withheld_while_stalled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ping_outside_the_loop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ping_after_clock_step_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_silent_without_systemd, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

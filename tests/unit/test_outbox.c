@@ -101,6 +101,24 @@ static void test_group_commit_and_batches(void **state)
 	outbox_close(ob);
 }
 
+/* A wall clock stepped back an hour while a group is open (issue 20, clock jumps): the group
+ * is due at once, not in an hour (its PUBACKs wait for that commit); so is the idle commit
+ * of the forwarders' deletions. */
+static void test_group_due_after_clock_step_back(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	assert_int_equal(append(ob, "a", OUTBOX_PRIO_BULK, 0), 0);
+	assert_true(outbox_in_txn(ob));
+	assert_int_equal(outbox_tick(ob, 1700000000000 + 1), 0);
+	assert_int_equal(outbox_next_deadline(ob, 1700000000000 - 3600000), 0);
+	assert_int_equal(outbox_tick(ob, 1700000000000 - 3600000), 1);
+	assert_false(outbox_in_txn(ob));
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 1);
+	outbox_close(ob);
+}
+
 static void test_ids_never_reused_and_durable(void **state)
 {
 	outbox_opts o = opts();
@@ -670,6 +688,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_group_commit_and_batches, each),
+		cmocka_unit_test_setup(test_group_due_after_clock_step_back, each),
 		cmocka_unit_test_setup(test_ids_never_reused_and_durable, each),
 		cmocka_unit_test_setup(test_cap_drop_oldest_keeps_alerts, each),
 		cmocka_unit_test_setup(test_cap_reject_new, each),
