@@ -8,7 +8,9 @@
  * only stamps what the operator reads (last_ok_ms, failing_since_ms) and what sinks send.
  * While a sink backs off, its probe (sink_ops.probe) looks at the endpoint every
  * FORWARDER_PROBE_MS: seen refusing and then accepting again, the endpoint is back, and the
- * backoff ends there, so recovery after an outage follows the uplink, not the schedule.
+ * backoff ends there, so recovery after an outage follows the uplink, not the schedule;
+ * the next FORWARDER_RECOVER_TRIES failures (an endpoint back but still warming up) wait
+ * at most FORWARDER_RECOVER_MAX_MS each.
  */
 #include "store/forwarder.h"
 
@@ -152,6 +154,7 @@ static void *run(void *arg)
 	size_t status_cap = 0;
 	uint64_t gen = 0;
 	int attempt = 0;
+	int recover_left = 0; /* short backoffs left after the probe saw the endpoint return */
 	int64_t oldest_checked_ms = 0;
 	char err[512];
 	size_t max_records = t->limits.max_records;
@@ -263,6 +266,11 @@ static void *run(void *arg)
 			atomic_store(&t->st.up, 0);
 			double r = (double)rand_r(&t->rng) / ((double)RAND_MAX + 1.0);
 			int64_t delay = forwarder_backoff_ms(attempt, t->conf->retry_base_ms, t->conf->retry_cap_ms, r);
+			if (recover_left > 0) {
+				recover_left--;
+				if (delay > FORWARDER_RECOVER_MAX_MS)
+					delay = FORWARDER_RECOVER_MAX_MS;
+			}
 			if (attempt < 62)
 				attempt++;
 			if (atomic_load(&t->st.failing_since_ms) == 0)
@@ -277,12 +285,15 @@ static void *run(void *arg)
 			int back;
 			if (backoff_wait(t, mono + delay - tg_mono_ms(), &back))
 				continue; /* stopping: the loop's top decides between drain and exit */
-			if (back)
+			if (back) {
 				LOG_INFO("forwarder", "msg=\"endpoint reachable again, ending the backoff\" sink=%s", t->conf->name);
+				recover_left = FORWARDER_RECOVER_TRIES;
+			}
 		} else {
 			if (attempt)
 				LOG_INFO("forwarder", "msg=\"sink recovered\" sink=%s", t->conf->name);
 			attempt = 0;
+			recover_left = 0;
 			atomic_store(&t->st.up, 1);
 			atomic_store(&t->st.last_ok_ms, now);
 			atomic_store(&t->st.failing_since_ms, 0);

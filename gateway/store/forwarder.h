@@ -6,8 +6,9 @@
  * poison records and keeps the rest for the next batch after an exponential backoff with
  * full jitter. The core owns retry; a sink only reports a status per record. A sink with a
  * probe (sink.h) is probed every FORWARDER_PROBE_MS while it backs off; when the endpoint
- * is seen refusing and then accepting connections, the backoff ends at once (issue 20: a
- * sink resumes within about a probe interval of its endpoint's return, whatever retry_cap).
+ * is seen refusing and then accepting connections, the backoff ends at once, and the next
+ * few failures (an endpoint still warming up) back off at most a second (issue 20: a sink
+ * resumes within about a probe interval of its endpoint's readiness, whatever retry_cap).
  *
  * Ownership: forwarder_start() borrows the outbox (which must outlive the forwarder) and
  * the sink configs; it opens the sinks itself and closes them in forwarder_stop().
@@ -25,6 +26,12 @@ typedef struct forwarder forwarder;
 
 /* How often a backed-off sink's endpoint is probed (sink_ops.probe). */
 #define FORWARDER_PROBE_MS 250
+/* After the probe saw the endpoint return, this many failed sends in a row retry at most
+ * FORWARDER_RECOVER_MAX_MS apart: a returning endpoint is often still warming up (a
+ * restarted service loading its state, a load balancer whose targets are not healthy yet)
+ * and the backoff reached during the outage would otherwise be waited out in full. */
+#define FORWARDER_RECOVER_TRIES 10
+#define FORWARDER_RECOVER_MAX_MS 1000
 
 typedef struct forwarder_sink_stats {
 	const char *name;           /* borrowed from the config */

@@ -39,6 +39,7 @@ struct sink {
 	int probes_down;        /* probes answered "refused" */
 	int64_t up_ms;          /* monotonic: when the endpoint came back */
 	int64_t resumed_ms;     /* monotonic: the first successful send after up_ms */
+	int warmup_fails;       /* probe test: sends still failing after the endpoint returned */
 };
 static struct sink script;
 
@@ -86,6 +87,10 @@ static int p_send(sink *s, const sink_record *recs, size_t n, sink_status *res, 
 	pthread_mutex_lock(&s->mu);
 	s->calls++;
 	int down = s->down;
+	if (!down && s->warmup_fails > 0) { /* accepting again, not serving yet */
+		s->warmup_fails--;
+		down = 1;
+	}
 	if (!down && !s->resumed_ms)
 		s->resumed_ms = tg_mono_ms();
 	for (size_t k = 0; k < n; k++)
@@ -292,6 +297,51 @@ static void test_probe_ends_backoff_when_endpoint_returns(void **state)
 	fixture_end(ob, dir);
 }
 
+/* An endpoint that comes back still warming up (kinesalite loading its streams after a
+ * restart): the probe ends the 60 s backoff, the next three sends fail anyway, and the sink
+ * still resumes within seconds, since the failures right after a return back off at most
+ * FORWARDER_RECOVER_MAX_MS instead of going back to the backoff reached during the outage. */
+static void test_endpoint_back_but_warming_up(void **state)
+{
+	char *dir;
+	outbox *ob = fixture_start(&dir);
+	script.down = 1;
+	script.warmup_fails = 3;
+	const char *sinks[] = {"t"};
+	json_t *o = json_pack("{s:i}", "i", 1);
+	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
+	json_decref(o);
+	assert_int_equal(outbox_commit(ob), 0);
+	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 60000, .retry_cap_ms = 60000};
+	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
+	char err[256];
+	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
+	assert_non_null(fw);
+	for (int waited = 0; script_get(&script.probes_down) == 0 && waited < 20000; waited += 10)
+		usleep(10000);
+	assert_true(script_get(&script.probes_down) > 0);
+	pthread_mutex_lock(&script.mu);
+	script.down = 0;
+	script.up_ms = tg_mono_ms();
+	pthread_mutex_unlock(&script.mu);
+	outbox_counters *c = outbox_counters_of(ob);
+	for (int waited = 0; atomic_load(&c->rows) > 0 && waited < 30000; waited += 5) {
+		usleep(5000);
+		assert_true(outbox_tick(ob, tg_wall_ms()) >= 0);
+	}
+	assert_int_equal(atomic_load(&c->rows), 0);
+	forwarder_sink_stats *st = forwarder_stats(fw, 0);
+	assert_int_equal(atomic_load(&st->records_ok), 1);
+	assert_int_equal(script_get(&script.warmup_fails), 0);
+	forwarder_stop(fw, 0);
+	int64_t took = script.resumed_ms - script.up_ms;
+	print_message("resumed %lld ms after the endpoint returned, three failed sends in between\n", (long long)took);
+	/* three sends at most a second apart after the return; the backoff without the
+	 * recovery window was up to 60 s per failure */
+	assert_true(took >= 0 && took < 10000);
+	fixture_end(ob, dir);
+}
+
 /* An endpoint that accepts connections but fails every request (a 500, a listener that
  * never answers) is not "back": the probe never ends its backoff, so it is not hammered. */
 static void test_probe_keeps_backoff_when_endpoint_accepts_but_fails(void **state)
@@ -413,6 +463,7 @@ int main(void)
 		cmocka_unit_test(test_health_judgement),
 		cmocka_unit_test(test_probe_ends_backoff_when_endpoint_returns),
 		cmocka_unit_test(test_probe_keeps_backoff_when_endpoint_accepts_but_fails),
+		cmocka_unit_test(test_endpoint_back_but_warming_up),
 		cmocka_unit_test(test_probe_url),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
