@@ -45,6 +45,8 @@ typedef struct ingest_stats {
 	_Atomic uint64_t bad_topic;
 	_Atomic uint64_t by_reason[SCHEMA_R__COUNT];
 	_Atomic uint64_t aggregates_emitted, alerts_raised, alerts_cleared, alerts_suppressed;
+	/* bytes held by the dedupe memory and the open aggregate windows (refreshed each tick) */
+	_Atomic int64_t dedupe_bytes, aggregate_bytes;
 } ingest_stats;
 
 typedef struct ingest_rule_stats {
@@ -53,7 +55,10 @@ typedef struct ingest_rule_stats {
 } ingest_rule_stats;
 
 ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size_t errlen);
-void ingest_free(ingest *ig); /* flushes open aggregate windows first; NULL-safe */
+/* With [ingest] persist_edge_state on, commits the open group (the edge state's last
+ * changes with it) and keeps the open windows stored for the next start; off, emits them
+ * early into the outbox. NULL-safe. */
+void ingest_free(ingest *ig);
 ingest_stats *ingest_stats_of(ingest *ig);
 ingest_rule_stats *ingest_rule_stats_of(ingest *ig);
 
