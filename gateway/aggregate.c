@@ -106,6 +106,7 @@ struct aggregate_set {
 	void *ud;
 	aggregate_stats st;
 	struct key *dirty;       /* keys changed since the last aggregate_dirty_done */
+	int tracking;            /* aggregate_track_changes */
 	unsigned char *blob;     /* scratch for aggregate_foreach_dirty */
 	size_t blob_cap;
 	size_t key_bytes;        /* nodes and slots held, for aggregate_memory */
@@ -141,7 +142,7 @@ static void key_free(struct key *k)
 
 static void dirty_mark(aggregate_set *set, struct key *k)
 {
-	if (k->dirty)
+	if (k->dirty || !set->tracking)
 		return;
 	k->dirty = 1;
 	k->dprev = NULL;
@@ -991,6 +992,15 @@ static int key_blob(aggregate_set *set, const struct spec *s, struct key *k, siz
 	}
 	*len = need;
 	return 0;
+}
+
+void aggregate_track_changes(aggregate_set *set, int on)
+{
+	if (!set)
+		return;
+	set->tracking = on;
+	while (!on && set->dirty)
+		dirty_unmark(set, set->dirty);
 }
 
 int aggregate_foreach_dirty(aggregate_set *set, aggregate_state_fn fn, void *ud)

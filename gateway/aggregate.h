@@ -101,6 +101,8 @@ typedef struct aggregate_key_state {
 /* fn for every key changed since the last aggregate_dirty_done; ks and its strings are
  * borrowed for the call. A return < 0 stops and is returned. */
 typedef int (*aggregate_state_fn)(void *ud, const aggregate_key_state *ks);
+/* Changes are marked only once a store asks for them (on: 1). */
+void aggregate_track_changes(aggregate_set *set, int on);
 int aggregate_foreach_dirty(aggregate_set *set, aggregate_state_fn fn, void *ud);
 /* Reads back what is stored for ks->aggregate/thing/group into ks->blob/len (NULL/0: nothing;
  * the blob is borrowed until the next call). 0 or < 0 on error. */

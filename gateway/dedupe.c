@@ -45,6 +45,7 @@ struct dedupe {
 	struct thing *lru_head, *lru_tail;
 	struct thing *dirty;
 	dedupe_entry *scratch; /* per_thing entries, for dedupe_foreach_dirty */
+	int tracking;          /* dedupe_track_changes */
 	size_t ring_bytes;     /* sum of the rings' capacities, for dedupe_memory */
 	size_t node_bytes;
 	dedupe_stats st;
@@ -305,11 +306,22 @@ int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 	}
 	if (put(d, t, ts_ms, now_ms, now_ms, 1))
 		return TG_ENOMEM;
-	if (t->ndirty < t->count)
-		t->ndirty++;
-	dirty_link(d, t);
+	if (d->tracking) {
+		if (t->ndirty < t->count)
+			t->ndirty++;
+		dirty_link(d, t);
+	}
 	d->st.checked++;
 	return 0;
+}
+
+void dedupe_track_changes(dedupe *d, int on)
+{
+	if (!d)
+		return;
+	d->tracking = on;
+	while (!on && d->dirty)
+		dirty_unlink(d, d->dirty);
 }
 
 int dedupe_foreach_dirty(dedupe *d, dedupe_dirty_fn fn, void *ud)

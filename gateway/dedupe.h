@@ -68,6 +68,8 @@ typedef struct dedupe_entry {
  * as a whole outnumber the ring, so a store may replace what it holds for the thing.
  * Return < 0 to stop (returned by dedupe_foreach_dirty). */
 typedef int (*dedupe_dirty_fn)(void *ud, const char *thing, const dedupe_entry *e, size_t n, int all);
+/* Readings are marked only once a store asks for them (on: 1). */
+void dedupe_track_changes(dedupe *d, int on);
 int dedupe_foreach_dirty(dedupe *d, dedupe_dirty_fn fn, void *ud);
 /* The group that held the dirty readings ended: stored 1 forgets the marks; stored 0 (rolled
  * back) removes those readings again. A reading that one of them had pushed out of a full

@@ -355,6 +355,8 @@ edge_store *edge_store_open(outbox *ob, dedupe *dd, aggregate_set *agg, int pers
 			goto fail;
 		}
 		es->hooked = 1;
+		dedupe_track_changes(es->dd, 1);
+		aggregate_track_changes(es->agg, 1);
 	}
 	return es;
 fail:
@@ -366,8 +368,11 @@ void edge_store_close(edge_store *es)
 {
 	if (!es)
 		return;
-	if (es->hooked)
+	if (es->hooked) {
 		outbox_remove_group_hook(es->ob, on_group, es);
+		dedupe_track_changes(es->dd, 0);
+		aggregate_track_changes(es->agg, 0);
+	}
 	sqlite3_stmt *all[] = {es->dd_put, es->dd_drop, es->dd_prune, es->agg_put, es->agg_del, es->agg_get};
 	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
 		sqlite3_finalize(all[i]);

@@ -743,7 +743,10 @@ void ingest_tick(ingest *ig, int64_t now_ms)
 		return;
 	if (now_ms) {
 		ig->last_tick_ms = now_ms;
-		aggregate_tick(ig->agg, now_ms);
+		/* the state of emitted windows is stored with the group that carries them: have
+		 * one open even if no record makes it into the outbox (reject_new when full) */
+		if (aggregate_tick(ig->agg, now_ms) > 0 && ig->es && ig->cfg->persist_edge_state)
+			outbox_join(ig->ob, now_ms);
 	}
 	drain_windows(ig, now_ms);
 }
