@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
+#include "core/err.h"
 
 static const char usage[] =
 	"usage: device_sim --cafile CA --certs-dir DIR --things N [options]\n"

@@ -18,11 +18,11 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "aggregate.h"
-#include "dedupe.h"
-#include "edge_store.h"
-#include "err.h"
-#include "outbox.h"
+#include "edge/aggregate.h"
+#include "edge/dedupe.h"
+#include "store/edge_store.h"
+#include "core/err.h"
+#include "store/outbox.h"
 #include "test_util.h"
 
 #define T0 1764088200000LL /* a minute boundary */
