@@ -13,9 +13,10 @@
  * The per-message path allocates nothing except a key's node the first time it is seen.
  * Tick walks a spec's keys only when a window may be due (the spec keeps a lower bound of
  * the earliest close time) or once per window length to drop idle keys, not every second.
- * Keys changed since the last group end sit on a dirty list: aggregate_foreach_dirty hands
- * their state out as a small blob (layout below, native byte order), aggregate_dirty_done
- * forgets the marks or, for a group rolled back, reads the stored state back in.
+ * Keys changed since the last group end sit on a dirty list, each with its state from
+ * before the first change (kept when it was marked): aggregate_foreach_dirty hands their
+ * state out as a small blob (layout below, native byte order), aggregate_dirty_done forgets
+ * the marks or, for a group rolled back, puts the earlier states back.
  */
 #include "edge/aggregate.h"
 
@@ -77,7 +78,8 @@ struct key {
 	uint64_t late_pending;   /* late arrivals reported with the next emitted window */
 	int64_t cur_start;       /* the window last used and its slot: most messages fall in it, */
 	uint8_t cur_idx;         /* which saves the 64-bit division of the general path */
-	uint8_t cur_valid, nalloc, dirty;
+	uint8_t cur_valid, nalloc, dirty, undo_ok;
+	uint32_t undo_off, undo_len; /* its state before the group's first change, in set->undo */
 	uint32_t spec;           /* index of its spec in the set */
 	char thing[];            /* thing\0[group\0] */
 };
@@ -108,8 +110,8 @@ struct aggregate_set {
 	aggregate_stats st;
 	struct key *dirty;       /* keys changed since the last aggregate_dirty_done */
 	int tracking;            /* aggregate_track_changes */
-	unsigned char *blob;     /* scratch for aggregate_foreach_dirty */
-	size_t blob_cap;
+	tg_buf scratch;          /* a key's blob, for the foreach functions */
+	tg_buf undo;             /* dirty keys' states before the group changed them */
 	size_t key_bytes;        /* nodes and slots held, for aggregate_memory */
 };
 
@@ -141,10 +143,20 @@ static void key_free(struct key *k)
 	free(k);
 }
 
+static int key_blob(const struct spec *s, const struct key *k, tg_buf *out);
+
+/* Called before a key changes: the first change in a group puts it on the dirty list and
+ * keeps its state as it was, which a rollback puts back. */
 static void dirty_mark(aggregate_set *set, struct key *k)
 {
 	if (k->dirty || !set->tracking)
 		return;
+	size_t off = set->undo.len;
+	k->undo_ok = key_blob(&set->v[k->spec], k, &set->undo) == 0 && set->undo.len - off <= UINT32_MAX;
+	if (!k->undo_ok)
+		set->undo.len = off;
+	k->undo_off = (uint32_t)off;
+	k->undo_len = (uint32_t)(set->undo.len - off);
 	k->dirty = 1;
 	k->dprev = NULL;
 	k->dnext = set->dirty;
@@ -196,7 +208,8 @@ void aggregate_free(aggregate_set *set)
 	for (size_t i = 0; i < set->n; i++)
 		spec_free(&set->v[i]);
 	free(set->v);
-	free(set->blob);
+	tg_buf_free(&set->scratch);
+	tg_buf_free(&set->undo);
 	free(set);
 }
 
@@ -541,6 +554,7 @@ static void put_num(json_t *o, const char *k, double x)
 static int emit_slot(aggregate_set *set, struct spec *s, struct key *k, struct slot *sl)
 {
 	char iso[32];
+	dirty_mark(set, k);
 	json_t *o = json_object();
 	if (!o)
 		return TG_ENOMEM;
@@ -586,7 +600,6 @@ static int emit_slot(aggregate_set *set, struct spec *s, struct key *k, struct s
 	aggregate_window w = {.aggregate = s->name, .thing = k->thing, .group = k->group,
 			      .start_ms = sl->start, .end_ms = end, .json = o};
 	sl->used = 0;
-	dirty_mark(set, k);
 	set->st.windows_emitted++;
 	if (set->emit(set->ud, &w) < 0)
 		set->st.emit_errors++;
@@ -842,8 +855,8 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 		if (start + s->W + s->grace <= now_ms) {
 			set->st.late++;
 			if (k) {
-				k->late_pending++;
 				dirty_mark(set, k);
+				k->late_pending++;
 			}
 			continue;
 		}
@@ -859,6 +872,7 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 			if (!(k = new_key(set, s, thing, group, h)))
 				return TG_ENOMEM;
 		}
+		dirty_mark(set, k);
 		k->last_seen = now_ms;
 		if (idx < 0 || !slot_at(s, k, (size_t)idx)->used || slot_at(s, k, (size_t)idx)->start != start) {
 			int late;
@@ -868,14 +882,12 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 			if (late) {
 				set->st.late++;
 				k->late_pending++;
-				dirty_mark(set, k);
 				continue;
 			}
 		}
 		k->cur_start = start;
 		k->cur_idx = (uint8_t)idx;
 		k->cur_valid = 1;
-		dirty_mark(set, k);
 		struct slot *sl = slot_at(s, k, (size_t)idx);
 		if (!sl->used) {
 			memset(sl, 0, s->slot_size);
@@ -958,24 +970,18 @@ int aggregate_flush(aggregate_set *set)
 #define BLOB_VERSION 1u
 #define BLOB_HEAD 24
 
-static int key_blob(aggregate_set *set, const struct spec *s, struct key *k, size_t *len)
+/* Append the key's blob to out; nothing when the key holds nothing worth keeping. */
+static int key_blob(const struct spec *s, const struct key *k, tg_buf *out)
 {
 	uint32_t n = 0;
 	for (size_t i = 0; i < k->nalloc; i++)
-		n += slot_at(s, k, i)->used != 0;
-	if (!n && !k->late_pending) {
-		*len = 0; /* nothing worth keeping: the stored state goes */
+		n += ((const struct slot *)(k->slots + i * s->slot_size))->used != 0;
+	if (!n && !k->late_pending)
 		return 0;
-	}
 	size_t per = 16 + s->ncells * 8, need = BLOB_HEAD + n * per;
-	if (need > set->blob_cap) {
-		unsigned char *b = realloc(set->blob, need);
-		if (!b)
-			return TG_ENOMEM;
-		set->blob = b;
-		set->blob_cap = need;
-	}
-	unsigned char *p = set->blob;
+	if (tg_buf_reserve(out, need))
+		return TG_ENOMEM;
+	unsigned char *p = (unsigned char *)out->p + out->len;
 	uint32_t ver = BLOB_VERSION;
 	memcpy(p, &ver, 4);
 	memcpy(p + 4, &n, 4);
@@ -983,7 +989,7 @@ static int key_blob(aggregate_set *set, const struct spec *s, struct key *k, siz
 	memcpy(p + 16, &k->late_pending, 8);
 	p += BLOB_HEAD;
 	for (size_t i = 0; i < k->nalloc; i++) {
-		const struct slot *sl = slot_at(s, k, i);
+		const struct slot *sl = (const struct slot *)(k->slots + i * s->slot_size);
 		if (!sl->used)
 			continue;
 		memcpy(p, &sl->start, 8);
@@ -991,8 +997,20 @@ static int key_blob(aggregate_set *set, const struct spec *s, struct key *k, siz
 		memcpy(p + 16, sl->c, s->ncells * 8);
 		p += per;
 	}
-	*len = need;
+	out->len += need;
 	return 0;
+}
+
+static int hand_out(aggregate_set *set, const struct key *k, aggregate_state_fn fn, void *ud)
+{
+	const struct spec *s = &set->v[k->spec];
+	set->scratch.len = 0;
+	int rc = key_blob(s, k, &set->scratch);
+	if (rc)
+		return rc;
+	aggregate_key_state ks = {.aggregate = s->name, .thing = k->thing, .group = k->group,
+				  .blob = set->scratch.len ? set->scratch.p : NULL, .len = set->scratch.len};
+	return fn(ud, &ks);
 }
 
 void aggregate_track_changes(aggregate_set *set, int on)
@@ -1002,6 +1020,8 @@ void aggregate_track_changes(aggregate_set *set, int on)
 	set->tracking = on;
 	while (!on && set->dirty)
 		dirty_unmark(set, set->dirty);
+	if (!on)
+		set->undo.len = 0;
 }
 
 int aggregate_foreach_dirty(aggregate_set *set, aggregate_state_fn fn, void *ud)
@@ -1009,16 +1029,28 @@ int aggregate_foreach_dirty(aggregate_set *set, aggregate_state_fn fn, void *ud)
 	if (!set)
 		return TG_EINVAL;
 	for (struct key *k = set->dirty; k; k = k->dnext) {
-		const struct spec *s = &set->v[k->spec];
-		size_t len;
-		int rc = key_blob(set, s, k, &len);
-		if (rc)
-			return rc;
-		aggregate_key_state ks = {.aggregate = s->name, .thing = k->thing, .group = k->group,
-					  .blob = len ? set->blob : NULL, .len = len};
-		if ((rc = fn(ud, &ks)) < 0)
+		int rc = hand_out(set, k, fn, ud);
+		if (rc < 0)
 			return rc;
 	}
+	return 0;
+}
+
+int aggregate_foreach_key(aggregate_set *set, aggregate_state_fn fn, void *ud)
+{
+	if (!set)
+		return TG_EINVAL;
+	for (size_t i = 0; i < set->n; i++)
+		for (struct key *k = set->v[i].keys; k; k = k->next) {
+			int open = k->late_pending != 0;
+			for (size_t j = 0; j < k->nalloc && !open; j++)
+				open = slot_at(&set->v[i], k, j)->used;
+			if (!open)
+				continue;
+			int rc = hand_out(set, k, fn, ud);
+			if (rc < 0)
+				return rc;
+		}
 	return 0;
 }
 
@@ -1058,22 +1090,23 @@ static int key_load(aggregate_set *set, struct spec *s, struct key *k, const uns
 	return 0;
 }
 
-void aggregate_dirty_done(aggregate_set *set, int stored, aggregate_load_fn load, void *ud)
+void aggregate_dirty_done(aggregate_set *set, int stored)
 {
 	if (!set)
 		return;
 	while (set->dirty) {
 		struct key *k = set->dirty;
 		dirty_unmark(set, k);
-		if (stored || !load)
+		if (stored)
 			continue;
+		/* the rolled-back group's changes are undone; a key whose earlier state could not
+		 * be kept is emptied (its windows restart from here) */
 		struct spec *s = &set->v[k->spec];
-		aggregate_key_state ks = {.aggregate = s->name, .thing = k->thing, .group = k->group};
-		/* what the rolled-back group changed is read back as last stored; a key that
-		 * cannot be read back is emptied (its windows restart from here) */
-		if (load(ud, &ks) < 0 || key_load(set, s, k, ks.blob, ks.len) < 0)
+		const unsigned char *p = k->undo_ok && k->undo_len ? (const unsigned char *)set->undo.p + k->undo_off : NULL;
+		if (key_load(set, s, k, p, k->undo_len) < 0)
 			key_load(set, s, k, NULL, 0);
 	}
+	set->undo.len = 0;
 }
 
 int aggregate_restore(aggregate_set *set, const aggregate_key_state *ks)
@@ -1088,6 +1121,11 @@ int aggregate_restore(aggregate_set *set, const aggregate_key_state *ks)
 			return TG_EINVAL;
 		uint64_t h = hash_key(ks->thing, ks->group);
 		struct key *k = find_key(s, ks->thing, ks->group, h);
+		if (!ks->blob) { /* a later record: the key holds nothing any more */
+			if (k)
+				drop_key(set, s, k);
+			return 0;
+		}
 		if (!k) {
 			if (s->nkeys >= s->max_keys) {
 				set->st.keys_dropped++;

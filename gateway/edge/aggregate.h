@@ -104,14 +104,14 @@ typedef int (*aggregate_state_fn)(void *ud, const aggregate_key_state *ks);
 /* Changes are marked only once a store asks for them (on: 1). */
 void aggregate_track_changes(aggregate_set *set, int on);
 int aggregate_foreach_dirty(aggregate_set *set, aggregate_state_fn fn, void *ud);
-/* Reads back what is stored for ks->aggregate/thing/group into ks->blob/len (NULL/0: nothing;
- * the blob is borrowed until the next call). 0 or < 0 on error. */
-typedef int (*aggregate_load_fn)(void *ud, aggregate_key_state *ks);
+/* fn for every key holding open windows (or a late count): a snapshot of the whole state. */
+int aggregate_foreach_key(aggregate_set *set, aggregate_state_fn fn, void *ud);
 /* The group holding the changes ended: stored 1 forgets the marks; stored 0 (rolled back)
- * puts every changed key back as load reads it (windows emitted in that group open again
- * and are emitted anew). */
-void aggregate_dirty_done(aggregate_set *set, int stored, aggregate_load_fn load, void *ud);
-/* Put a stored key back at start (not marked changed). TG_ENOTFOUND: no aggregate of that
+ * puts every changed key back as it was before the group (kept in memory when the group
+ * first changed it), so windows emitted in that group open again and are emitted anew. */
+void aggregate_dirty_done(aggregate_set *set, int stored);
+/* Put a stored key back at start (not marked changed); a NULL blob empties the key (a later
+ * record of the same key superseding an earlier one). TG_ENOTFOUND: no aggregate of that
  * name; TG_EINVAL: the blob does not fit its layout; TG_EFULL: maxKeys reached. */
 int aggregate_restore(aggregate_set *set, const aggregate_key_state *ks);
 /* The text that describes what aggregate i's stored blobs depend on (window, grace, time

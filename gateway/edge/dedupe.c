@@ -32,8 +32,7 @@ struct thing {
 	int64_t max_ts;               /* largest ts ever put in the ring (may have left it) */
 	uint32_t cap, head, count;    /* head: next write position */
 	uint32_t ndirty;              /* newest readings not yet stored (<= count) */
-	uint32_t nlogged;             /* readings stored piecemeal since the ring was stored whole */
-	uint8_t dirty, all;           /* on the dirty list; the last foreach handed out the whole ring */
+	uint8_t dirty;                /* on the dirty list */
 	uint16_t name_cap;
 	char name[];
 };
@@ -218,8 +217,8 @@ static struct thing *thing_new(dedupe *d, const char *name, uint64_t h)
 	}
 	memcpy(t->name, name, nl);
 	t->hash = h;
-	t->head = t->count = t->ndirty = t->nlogged = 0;
-	t->dirty = t->all = 0;
+	t->head = t->count = t->ndirty = 0;
+	t->dirty = 0;
 	t->dprev = t->dnext = NULL;
 	t->max_ts = INT64_MIN;
 	t->hnext = d->buckets[h & d->mask];
@@ -333,13 +332,26 @@ int dedupe_foreach_dirty(dedupe *d, dedupe_dirty_fn fn, void *ud)
 	for (struct thing *t = d->dirty; t; t = t->dnext) {
 		if (!t->ndirty)
 			continue;
-		/* the readings stored piecemeal would outnumber the ring: store it whole instead,
-		 * so what is kept per thing stays within about twice the ring */
-		t->all = t->nlogged + t->ndirty > t->cap;
-		uint32_t n = t->all ? t->count : t->ndirty;
+		uint32_t n = t->ndirty;
 		for (uint32_t i = 0; i < n; i++)
 			d->scratch[i] = t->ring[(t->head + t->cap - n + i) % t->cap];
-		int rc = fn(ud, t->name, d->scratch, n, t->all);
+		int rc = fn(ud, t->name, d->scratch, n);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int dedupe_foreach(dedupe *d, dedupe_dirty_fn fn, void *ud)
+{
+	if (!d->scratch && !(d->scratch = malloc(d->c.per_thing * sizeof *d->scratch)))
+		return TG_ENOMEM;
+	for (struct thing *t = d->lru_tail; t; t = t->lprev) {
+		if (!t->count)
+			continue;
+		for (uint32_t i = 0; i < t->count; i++)
+			d->scratch[i] = t->ring[(t->head + t->cap - t->count + i) % t->cap];
+		int rc = fn(ud, t->name, d->scratch, t->count);
 		if (rc < 0)
 			return rc;
 	}
@@ -350,9 +362,7 @@ void dedupe_dirty_done(dedupe *d, int stored)
 {
 	while (d->dirty) {
 		struct thing *t = d->dirty;
-		if (stored) {
-			t->nlogged = t->all ? t->count : t->nlogged + t->ndirty;
-		} else {
+		if (!stored) {
 			t->head = (t->head + t->cap - t->ndirty) % (t->cap ? t->cap : 1);
 			t->count -= t->ndirty;
 			t->max_ts = INT64_MIN;
@@ -371,6 +381,7 @@ int dedupe_restore(dedupe *d, const char *thing, const dedupe_entry *e, size_t n
 	if (!d || !thing || (n && !e))
 		return TG_EINVAL;
 	struct thing *t = NULL;
+	int put_back = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (now_ms - e[i].seen > d->c.window_ms)
 			continue;
@@ -383,9 +394,9 @@ int dedupe_restore(dedupe *d, const char *thing, const dedupe_entry *e, size_t n
 		}
 		if (put(d, t, e[i].ts, e[i].seen, now_ms, 0))
 			return TG_ENOMEM;
-		t->nlogged++;
+		put_back++;
 	}
-	return 0;
+	return put_back;
 }
 
 int64_t dedupe_window(const dedupe *d) { return d ? d->c.window_ms : 0; }

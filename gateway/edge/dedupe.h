@@ -62,21 +62,23 @@ typedef struct dedupe_entry {
 	int64_t seen; /* gateway time of its first sighting (the window runs from it) */
 } dedupe_entry;
 
-/* Called per thing with readings added since the last dedupe_dirty_done: e (borrowed, valid
- * during the call) holds the newest n of them, oldest first; all: 1 when e is the thing's
- * whole ring (every reading it remembers), which happens when the readings not yet stored
- * as a whole outnumber the ring, so a store may replace what it holds for the thing.
- * Return < 0 to stop (returned by dedupe_foreach_dirty). */
-typedef int (*dedupe_dirty_fn)(void *ud, const char *thing, const dedupe_entry *e, size_t n, int all);
+/* Called per thing: e (borrowed, valid during the call) holds n readings, oldest first.
+ * Return < 0 to stop (returned by the foreach). */
+typedef int (*dedupe_dirty_fn)(void *ud, const char *thing, const dedupe_entry *e, size_t n);
 /* Readings are marked only once a store asks for them (on: 1). */
 void dedupe_track_changes(dedupe *d, int on);
+/* fn per thing with readings added since the last dedupe_dirty_done: those readings. */
 int dedupe_foreach_dirty(dedupe *d, dedupe_dirty_fn fn, void *ud);
+/* fn per thing tracked, least recently seen first (so putting them back in this order
+ * rebuilds the same order): every reading it remembers. */
+int dedupe_foreach(dedupe *d, dedupe_dirty_fn fn, void *ud);
 /* The group that held the dirty readings ended: stored 1 forgets the marks; stored 0 (rolled
  * back) removes those readings again. A reading that one of them had pushed out of a full
  * ring (per_thing reached) stays forgotten. */
 void dedupe_dirty_done(dedupe *d, int stored);
 /* Put stored readings of thing back (oldest first; those outside the window at now_ms are
- * skipped), as if seen then, without counting or marking them. 0 or TG_ENOMEM/TG_EINVAL. */
+ * skipped), as if seen then, without counting or marking them. Returns how many were put
+ * back, or TG_ENOMEM/TG_EINVAL. */
 int dedupe_restore(dedupe *d, const char *thing, const dedupe_entry *e, size_t n, int64_t now_ms);
 /* Bytes held for the things tracked now (nodes, names, rings; not the allocator's overhead). */
 size_t dedupe_memory(const dedupe *d);

@@ -7,15 +7,15 @@
  * crash leaves the two disagreeing (a resend stored twice, a window counting a message the
  * outbox never kept, or a window emitted twice). So the store writes, in the
  * OUTBOX_GROUP_COMMITTING hook, only what changed in the group (the dirty readings and
- * keys the modules hand out), forgets the marks when the group committed and puts the
- * memory back as stored when it was rolled back.
+ * keys the modules hand out) and forgets the marks when the group committed.
  *
- * Tables (edge_store_sql.h): edge_dedupe — per thing and group a row of the readings it
- * added, replaced by one row of the whole ring once the rows outnumber it, pruned once
- * they leave the window; edge_aggregate — per key (aggregate, thing, group) the state of
- * its open windows; edge_meta — the schema version and, per aggregate, the layout the
- * stored windows were written under (a changed aggregate's windows are dropped at start,
- * logged, because their accumulators mean something else now).
+ * Tables (edge_store_sql.h): edge_log — a journal, one row per group holding what the
+ * group changed, and now and then a snapshot of the whole state after which the older rows
+ * go (edge_store.c); edge_meta — the schema version, where the last snapshot starts and, per
+ * aggregate, the layout its stored windows were written under (a changed aggregate's
+ * windows are dropped at start, logged, because their accumulators mean something else).
+ * A group rolled back takes its changes out of memory too (dedupe_dirty_done,
+ * aggregate_dirty_done), so memory and database agree again.
  *
  * Ownership: dd and agg are borrowed (either may be NULL) and must outlive the store;
  * the store registers itself as a group hook of ob and removes it in edge_store_close.
@@ -35,7 +35,7 @@ typedef struct edge_store edge_store;
 typedef struct edge_store_restored {
 	uint64_t things, readings;     /* dedupe: things and readings (inside the window) put back */
 	uint64_t keys;                 /* aggregate keys with open windows put back */
-	uint64_t keys_dropped;         /* stored keys not restored: their aggregate is gone or changed */
+	uint64_t keys_dropped;         /* stored key records not restored: their aggregate is gone or changed */
 } edge_store_restored;
 
 /* Create the tables if needed and, when persist is on, restore dd and agg from them (at

@@ -3,7 +3,7 @@
  * comes back after a restart and what an uncommitted one held does not; a rolled-back
  * group takes its readings and window changes back out of memory; a window that closed
  * while the daemon was down is emitted once at start with its own bounds; a changed
- * aggregate's windows are dropped; the rows kept per thing stay bounded. A "crash" is the
+ * aggregate's windows are dropped; the journal stays bounded. A "crash" is the
  * open group rolled back and everything freed without the clean stop's work, which is
  * what the database holds after a kill -9. A real outbox on a temp dir throughout.
  */
@@ -149,7 +149,7 @@ static void test_dedupe_survives_a_crash(void **state)
 	/* outside the window at the next start: forgotten, and the rows pruned */
 	start(w, AGG, T0 + 1003 + WINDOW_MS + 1);
 	assert_int_equal(w->er.readings, 0);
-	assert_int_equal(count_rows(w, "SELECT count(*) FROM edge_dedupe"), 0);
+	assert_int_equal(w->er.things, 0);
 	assert_int_equal(message(w, "a", T0 + 3, 23, T0 + 1003 + WINDOW_MS + 2), 0);
 }
 
@@ -169,7 +169,10 @@ static void test_rollback_takes_changes_back(void **state)
 	assert_float_equal(json_real_value(json_object_get(win, "temperature_max")), 30.0, 1e-9);
 	assert_int_equal(outbox_join(w->ob, T0 + 70000), 0); /* ingest's tick opens a group for it */
 	assert_int_equal(outbox_commit(w->ob), 0);
-	assert_int_equal(count_rows(w, "SELECT count(*) FROM edge_aggregate"), 0); /* emitted: gone */
+	crash(w);
+	start(w, AGG, T0 + 80000);
+	assert_int_equal(w->er.keys, 0); /* emitted: gone */
+	assert_int_equal(w->er.readings, 2);
 }
 
 static void test_window_continues_across_a_crash(void **state)
@@ -241,28 +244,38 @@ static void test_changed_aggregate_dropped(void **state)
 	start(w, other, T0 + 2000);
 	assert_int_equal(w->er.keys, 0);
 	assert_int_equal(w->er.keys_dropped, 1);
-	assert_int_equal(count_rows(w, "SELECT count(*) FROM edge_aggregate"), 0);
 	assert_int_equal(aggregate_tick(w->agg, T0 + 300000), 0);
+	crash(w);
+	start(w, other, T0 + 3000); /* the start's snapshot left them out for good */
+	assert_int_equal(w->er.keys_dropped, 0);
 }
 
-static void test_rows_per_thing_bounded(void **state)
+static void test_journal_bounded(void **state)
 {
 	world *w = *state;
 	start(w, AGG, T0);
-	/* one reading per group for 2,000 groups: the rows are compacted as they go */
-	for (int i = 0; i < 2000; i++) {
-		int64_t now = T0 + 1000 + i * 10;
-		assert_int_equal(message(w, "a", now, 20, now), 0);
+	/* a reading of each of 6 things per group for 12,000 groups: past 1 MiB of journal a
+	 * snapshot replaces it */
+	int64_t now = T0;
+	char thing[8];
+	for (int i = 0; i < 12000; i++) {
+		now = T0 + 1000 + i * 10;
+		for (int k = 0; k < 6; k++) {
+			snprintf(thing, sizeof thing, "t%d", k);
+			assert_int_equal(dedupe_check(w->dd, thing, now, now), 0);
+		}
+		assert_int_equal(outbox_join(w->ob, now), 0);
 		assert_int_equal(outbox_commit(w->ob), 0);
 	}
-	int64_t readings = count_rows(w, "SELECT coalesce(sum(length(entries)), 0) / 16 FROM edge_dedupe");
-	assert_true(readings <= 2 * 256 + 1);
+	int64_t bytes = count_rows(w, "SELECT coalesce(sum(length(data)), 0) FROM edge_log");
+	assert_true(bytes <= (1 << 20) + 6 * (256 * 16 + 64));
+	assert_true(count_rows(w, "SELECT value FROM edge_meta WHERE key = 'snapshot'") > 1);
 	crash(w);
-	start(w, AGG, T0 + 1000 + 2000 * 10);
-	/* the ring holds the last 256: the newest is a duplicate, one pushed out is not */
-	assert_int_equal(message(w, "a", T0 + 1000 + 1999 * 10, 20, T0 + 21000), 1);
-	assert_int_equal(message(w, "a", T0 + 1000 + (1999 - 255) * 10, 20, T0 + 21001), 1);
-	assert_int_equal(message(w, "a", T0 + 1000 + (1999 - 256) * 10, 20, T0 + 21002), 0);
+	start(w, AGG, now);
+	/* each ring holds the last 256: the newest is a duplicate, the oldest kept too, one before not */
+	assert_int_equal(message(w, "t3", T0 + 1000 + 11999 * 10, 20, now + 1), 1);
+	assert_int_equal(message(w, "t3", T0 + 1000 + (11999 - 255) * 10, 20, now + 2), 1);
+	assert_int_equal(message(w, "t3", T0 + 1000 + (11999 - 256) * 10, 20, now + 3), 0);
 }
 
 static void test_persist_off_clears(void **state)
@@ -278,8 +291,7 @@ static void test_persist_off_clears(void **state)
 	assert_int_equal(dedupe_check(w->dd, "x", 1, T0 + 2000), 0);
 	w->es = edge_store_open(w->ob, w->dd, w->agg, 0, T0 + 2000, &w->er, err, sizeof err);
 	assert_non_null(w->es);
-	assert_int_equal(count_rows(w, "SELECT count(*) FROM edge_dedupe"), 0);
-	assert_int_equal(count_rows(w, "SELECT count(*) FROM edge_aggregate"), 0);
+	assert_int_equal(count_rows(w, "SELECT count(*) FROM edge_log"), 0);
 }
 
 static void test_memory_per_thing(void **state)
@@ -306,7 +318,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_window_continues_across_a_crash, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_window_closed_meanwhile_emitted_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_changed_aggregate_dropped, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rows_per_thing_bounded, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_journal_bounded, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persist_off_clears, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_memory_per_thing, setup, teardown),
 	};
