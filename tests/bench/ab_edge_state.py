@@ -5,8 +5,8 @@ The same build and load as `make bench`'s "tidegate end to end" row (device_sim,
 connections, 100 things, QoS 1, ~150-byte JSON -> mosquitto -> tidegate -> outbox -> file
 sink, counted at the sink), with the shipped rules, schemas and aggregates, run with
 [ingest] persist_edge_state off and on, alternately and back to back (the machine is
-shared: only a ratio measured in one run means anything). Prints each run and the median
-of the per-pair ratios. Usage: B=build AB_PAIRS=3 BENCH_MSGS=40000 tests/bench/ab_edge_state.py
+shared: only a ratio measured in one run means anything). Prints each run, the median
+of the per-pair throughput ratios and of the daemon's CPU seconds per message (less noisy). Usage: B=build AB_PAIRS=3 BENCH_MSGS=40000 tests/bench/ab_edge_state.py
 """
 import os
 import statistics
@@ -25,7 +25,7 @@ def main():
     import tempfile
     root = Path(tempfile.mkdtemp(prefix="tg-ab-edgestate-"))
     rates = {"off": [], "on": []}
-    ratios = []
+    ratios, cpu_ratios = [], []
     for i in range(PAIRS):
         pair = {}
         for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
@@ -37,12 +37,16 @@ def main():
             r = bench.run_tidegate(root / f"{mode}-{i}")
             ok = r["complete"]
             print(f"pair {i} persist_edge_state={mode}: {r['msgs_per_s']:.0f} msg/s complete={ok} "
-                  f"rss_steady={r['rss_steady_mib']:.1f} MiB wal_peak={r.get('wal_peak_bytes')}", flush=True)
+                  f"cpu_s_per_1m={r['cpu_s_per_1m']:.2f} rss_steady={r['rss_steady_mib']:.1f} MiB "
+                  f"wal_peak={r.get('wal_peak_bytes')}", flush=True)
             rates[mode].append(r["msgs_per_s"])
-            pair[mode] = r["msgs_per_s"]
-        ratios.append(pair["on"] / pair["off"])
+            pair[mode] = r
+        ratios.append(pair["on"]["msgs_per_s"] / pair["off"]["msgs_per_s"])
+        cpu_ratios.append(pair["on"]["cpu_s_per_1m"] / pair["off"]["cpu_s_per_1m"])
     print(f"median on/off ratio {statistics.median(ratios):.3f} (pairs: {', '.join(f'{x:.3f}' for x in ratios)}); "
-          f"median off {statistics.median(rates['off']):.0f} msg/s, on {statistics.median(rates['on']):.0f} msg/s")
+          f"median off {statistics.median(rates['off']):.0f} msg/s, on {statistics.median(rates['on']):.0f} msg/s; "
+          f"daemon CPU per message on/off: median {statistics.median(cpu_ratios):.3f} "
+          f"(pairs: {', '.join(f'{x:.3f}' for x in cpu_ratios)})")
 
 
 if __name__ == "__main__":
