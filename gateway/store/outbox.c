@@ -456,6 +456,10 @@ static int writer_setup(outbox *ob, char *err, size_t errlen)
 	sqlite3_stmt *all;
 	if (sqlite3_prepare_v2(ob->db, OUTBOX_SQL_ALL_SINKS, -1, &all, NULL) != SQLITE_OK)
 		return tg_seterr(err, errlen, TG_EDB, "sinks: %s", sqlite3_errmsg(ob->db));
+	/* A second setup (after moving a corrupt file aside) starts from the new file's sinks. */
+	for (size_t i = 0; i < ob->nsinks; i++)
+		free(ob->sinks[i].name);
+	ob->nsinks = 0;
 	while (ob->nsinks < MAX_SINKS && sqlite3_step(all) == SQLITE_ROW) {
 		char *name = strdup((const char *)sqlite3_column_text(all, 1));
 		if (!name)
