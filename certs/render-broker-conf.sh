@@ -4,7 +4,8 @@
 # Usage: certs/render-broker-conf.sh --certs CERTDIR --port PORT --dir RUNDIR
 #            [--bind 127.0.0.1] [--log FILE|stderr] [--loadgen]
 #            [--max-queued N] [--max-queued-bytes BYTES] [--max-packet BYTES] [--user NAME]
-#            [--plugin SO --registry DB [--jitr off|inactive|active]]
+#            [--plugin SO --registry DB [--jitr off|inactive|active] [--wait-for-gateway]]
+#            [--autosave SECONDS]
 # Writes RUNDIR/mosquitto.conf and RUNDIR/acl, creates RUNDIR/persist/, and prints the path
 # of mosquitto.conf. Start the broker with: mosquitto -c RUNDIR/mosquitto.conf
 # CERTDIR is what certs/make-certs.sh produced (ca.crt, server.crt/key, crl.pem).
@@ -18,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 tmpl_dir=$here/../packaging/mosquitto
 
 CERTS= PORT= DIR= BIND=127.0.0.1 LOG= LOADGEN=0 MAX_QUEUED=300000 MAX_QUEUED_BYTES=134217728 MAX_PACKET=1048576
-PLUGIN= REGISTRY= JITR=off
+PLUGIN= REGISTRY= JITR=off WAIT_GW=0 AUTOSAVE=
 RUN_USER=$(id -un)
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -35,6 +36,8 @@ while [ $# -gt 0 ]; do
 	--plugin) PLUGIN=${2:?}; shift 2 ;;
 	--registry) REGISTRY=${2:?}; shift 2 ;;
 	--jitr) JITR=${2:?}; shift 2 ;;
+	--wait-for-gateway) WAIT_GW=1; shift ;;
+	--autosave) AUTOSAVE=${2:?}; shift 2 ;;
 	*) die "unknown argument $1" ;;
 	esac
 done
@@ -87,6 +90,10 @@ render() { # render TEMPLATE OUTFILE — replace every @NAME@ placeholder, fail 
 	mv "$2.tmp" "$2"
 }
 render "$tmpl_dir/tidegate.conf.in" "$DIR/mosquitto.conf"
+if [ -n "$AUTOSAVE" ]; then
+	[[ $AUTOSAVE =~ ^[0-9]+$ ]] || die "bad --autosave $AUTOSAVE"
+	sed -i "s/^autosave_interval .*/autosave_interval $AUTOSAVE/" "$DIR/mosquitto.conf"
+fi
 render "$tmpl_dir/acl.in" "$DIR/acl"
 # --plugin: the registry and policies decide instead of the ACL file (docs/registry.md).
 # use_identity_as_username stays off so the plugin refuses unknown certificates at CONNECT.
@@ -106,6 +113,7 @@ if [ -n "$PLUGIN" ]; then
 		echo "plugin_opt_gateway_policy_file $pol/gateway-policy.json"
 		echo "plugin_opt_identity_tidegate-ops $pol/ops-policy.json"
 		[ "$LOADGEN" = 1 ] && echo "plugin_opt_identity_tidegate-loadgen $pol/loadgen-policy.json"
+		[ "$WAIT_GW" = 1 ] && echo "plugin_opt_wait_for_gateway on"
 		true
 	} >"$DIR/mosquitto.conf.tmp"
 	mv "$DIR/mosquitto.conf.tmp" "$DIR/mosquitto.conf"

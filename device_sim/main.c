@@ -151,6 +151,10 @@ static void cb_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 		c->connected = 1;
 		c->down_since_ns = 0;
 		sim_io_connected(&c->io);
+	} else if (rc == MQTT_RC_SERVER_UNAVAILABLE || rc == MQTT_RC_SERVER_BUSY) {
+		/* "come back later": keep the messages and try again, like a real device */
+		LOG_WARN(SUB, "msg=\"connection refused for now, retrying\" conn=%d reason=\"%s\"", c->index,
+			 mosquitto_reason_string(rc));
 	} else {
 		c->refused = 1;
 		LOG_ERROR(SUB, "msg=\"connection refused\" conn=%d reason=\"%s\"", c->index,

@@ -309,8 +309,7 @@ static int start_console(tg_daemon *d, char *err, size_t errlen)
 	ingest_observer obs = {.accepted = ops_console_on_accepted, .quarantined = ops_console_on_quarantined,
 			       .alert = ops_console_on_alert, .ud = d->con};
 	ingest_set_observer(d->ig, &obs);
-	outbox_set_group_hook(d->ob, ops_console_on_group, d->con);
-	return 0;
+	return outbox_add_group_hook(d->ob, ops_console_on_group, d->con);
 }
 
 /* systemd: status line and watchdog keep-alive, from the ingest loop so that a hung

@@ -20,6 +20,7 @@
 #include "core/timefmt.h"
 #include "edge/aggregate.h"
 #include "edge/dedupe.h"
+#include "store/edge_store.h"
 #include "mqtt/identity.h"
 
 #define QUARANTINE_KEEP_BYTES 4096
@@ -56,6 +57,7 @@ struct ingest {
 	const schema_set *schemas;
 	dedupe *dd;
 	aggregate_set *agg;
+	edge_store *es;
 	alerts *al;
 	json_t *(*registry_lookup)(void *ud, const char *thing);
 	void *registry_ud;
@@ -293,6 +295,20 @@ ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size
 		tg_seterr(err, errlen, TG_EPARSE, "%s", why);
 		goto fail;
 	}
+	int64_t now = tg_wall_ms();
+	edge_store_restored er;
+	if (!(ig->es = edge_store_open(ob, ig->dd, ig->agg, cfg->persist_edge_state, now, &er, why, sizeof why))) {
+		tg_seterr(err, errlen, TG_EDB, "%s", why);
+		goto fail;
+	}
+	if (cfg->persist_edge_state && (er.things || er.keys || er.keys_dropped)) {
+		/* windows that closed while the daemon was down go out with the first tick */
+		int closed = ig->agg ? aggregate_tick(ig->agg, now) : 0;
+		LOG_INFO("edge", "msg=\"edge state restored\" dedupe_things=%llu dedupe_readings=%llu aggregate_keys=%llu "
+				 "windows_closed_meanwhile=%d aggregate_keys_dropped=%llu",
+			 (unsigned long long)er.things, (unsigned long long)er.readings, (unsigned long long)er.keys,
+			 closed < 0 ? 0 : closed, (unsigned long long)er.keys_dropped);
+	}
 	char alerts_db[4096];
 	snprintf(alerts_db, sizeof alerts_db, "%s/alerts.db", cfg->data_dir);
 	alerts_conf ac = {.db_path = alerts_db, .emit = on_alert, .ud = ig};
@@ -312,12 +328,16 @@ void ingest_free(ingest *ig)
 {
 	if (!ig)
 		return;
-	if (ig->agg) {
-		/* a clean stop emits the open windows: they are complete up to now */
+	if (ig->agg && !ig->cfg->persist_edge_state) {
+		/* not kept for the next start: a clean stop emits the open windows, complete up to now */
 		aggregate_flush(ig->agg);
 		ingest_tick(ig, 0);
-		aggregate_free(ig->agg);
 	}
+	/* kept: the last changes go with the open group; the windows continue after the start */
+	if (ig->es && ig->cfg->persist_edge_state && outbox_in_txn(ig->ob) && outbox_commit(ig->ob) < 0)
+		LOG_ERROR("edge", "msg=\"the last group (and the edge state's last changes) could not be stored\"");
+	edge_store_close(ig->es);
+	aggregate_free(ig->agg);
 	if (ig->br)
 		broker_set_puback_fn(ig->br, NULL, NULL);
 	if (ig->inflight)
@@ -715,6 +735,8 @@ void ingest_tick(ingest *ig, int64_t now_ms)
 		ratelog_tick(ig->quarantine_log, now_ms);
 		ratelog_tick(ig->refused_log, now_ms);
 		inflight_expire(ig, now_ms);
+		atomic_store(&ig->st.dedupe_bytes, (int64_t)dedupe_memory(ig->dd));
+		atomic_store(&ig->st.aggregate_bytes, (int64_t)aggregate_memory(ig->agg));
 	}
 	if (!ig->agg)
 		return;
@@ -722,7 +744,10 @@ void ingest_tick(ingest *ig, int64_t now_ms)
 		return;
 	if (now_ms) {
 		ig->last_tick_ms = now_ms;
-		aggregate_tick(ig->agg, now_ms);
+		/* the state of emitted windows is stored with the group that carries them: have
+		 * one open even if no record makes it into the outbox (reject_new when full) */
+		if (aggregate_tick(ig->agg, now_ms) > 0 && ig->es && ig->cfg->persist_edge_state)
+			outbox_join(ig->ob, now_ms);
 	}
 	drain_windows(ig, now_ms);
 }

@@ -46,7 +46,10 @@ typedef metrics_ingest_counters ingest_stats;
 typedef metrics_rule_counters ingest_rule_stats;
 
 ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size_t errlen);
-void ingest_free(ingest *ig); /* flushes open aggregate windows first; NULL-safe */
+/* With [ingest] persist_edge_state on, commits the open group (the edge state's last
+ * changes with it) and keeps the open windows stored for the next start; off, emits them
+ * early into the outbox. NULL-safe. */
+void ingest_free(ingest *ig);
 ingest_stats *ingest_stats_of(ingest *ig);
 ingest_rule_stats *ingest_rule_stats_of(ingest *ig);
 

@@ -21,6 +21,16 @@
  * denied (the gateway is not: it does not depend on the registry) and one log line says why;
  * the handle is reopened when the file is back.
  *
+ * With `wait_for_gateway on` no client but the gateway is let in until the gateway's own
+ * client has subscribed since the broker started (seen as its first SUBSCRIBE that passes
+ * the ACL check). Why: a broker restarted after a crash may not have the gateway's
+ * persistent session (its last autosave came before it), and it would acknowledge device
+ * messages that nobody is subscribed to; refused devices keep theirs and try again. Mosquitto
+ * 2.0.11 lets a plugin answer a CONNECT only with 0x87 "not authorized" (which clients take
+ * as final), so the wait is a connection closed without CONNACK, which every client treats
+ * like a broker that is not up yet. Clients connected before the gateway left are not
+ * touched: the gateway's session stays in the broker's memory and queues for it.
+ *
  * With `use_identity_as_username true` Mosquitto 2.0 skips BASIC_AUTH; the plugin then
  * authenticates a client on its first ACL check and kicks it if that fails, so the listener
  * should rather leave use_identity_as_username off (see docs/registry.md).
@@ -102,6 +112,9 @@ typedef struct tg_auth {
 	size_t nbuckets, nclients;
 	char **kick;
 	size_t nkick, capkick;
+	/* wait_for_gateway: on, and whether the gateway has subscribed since the start */
+	int wait_gateway, gateway_seen;
+	uint64_t held; /* connections closed while waiting */
 } tg_auth;
 
 static int64_t mono_ms(void)
@@ -521,6 +534,14 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		log_refusal(ev->client, "connect", why);
 		return MOSQ_ERR_AUTH;
 	}
+	if (a->wait_gateway && !a->gateway_seen && e->svc != 0) {
+		/* not an error the client should give up on: no CONNACK (see the top) */
+		if (a->held++ % 100 == 0)
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOGP "holding client=%s until the gateway (CN %s) has subscribed; "
+					     "connections held so far=%llu", e->client_id, a->svcs[0].cn, (unsigned long long)a->held);
+		entry_free(e);
+		return MOSQ_ERR_UNKNOWN;
+	}
 	/* The authenticated name becomes the MQTT username: Mosquitto 2.0.11 disconnects every
 	 * client without a username on SIGHUP when allow_anonymous is false (checked; a CRL
 	 * reload would otherwise drop the whole fleet), and its logs then name the identity. */
@@ -555,6 +576,11 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 			kick_later(a, cid);
 			return MOSQ_ERR_ACL_DENIED;
 		}
+		if (a->wait_gateway && !a->gateway_seen && e->svc != 0) {
+			entry_free(e);
+			kick_later(a, cid);
+			return MOSQ_ERR_ACL_DENIED;
+		}
 		table_put(a, e);
 	}
 	if (!e->allowed || (e->svc < 0 && !a->db_ok))
@@ -567,8 +593,17 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	case MOSQ_ACL_UNSUBSCRIBE: return MOSQ_ERR_SUCCESS;
 	default: return MOSQ_ERR_ACL_DENIED;
 	}
-	if (policy_check(e->pol, action, ev->topic))
+	if (policy_check(e->pol, action, ev->topic)) {
+		/* the gateway subscribes all its filters in one SUBSCRIBE, which the broker handles
+		 * whole before it reads another client's packet: the first one allowed means all
+		 * are in place */
+		if (action == POLICY_SUBSCRIBE && e->svc == 0 && a->wait_gateway && !a->gateway_seen) {
+			a->gateway_seen = 1;
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOGP "the gateway (client %s) has subscribed; letting things in "
+					     "(connections held before: %llu)", e->client_id, (unsigned long long)a->held);
+		}
 		return MOSQ_ERR_SUCCESS;
+	}
 	mosquitto_log_printf(MOSQ_LOG_DEBUG, LOGP "denied client=%s action=%s topic=%s",
 			     e->client_id,
 			     action == POLICY_PUBLISH ? "publish"
@@ -853,6 +888,14 @@ static int set_option(tg_auth *a, const char *key, const char *value)
 		}
 		return 0;
 	}
+	if (!strcmp(key, "wait_for_gateway")) {
+		if (strcmp(value, "on") && strcmp(value, "off")) {
+			mosquitto_log_printf(MOSQ_LOG_ERR, LOGP "wait_for_gateway must be on or off, not \"%s\"", value);
+			return -1;
+		}
+		a->wait_gateway = !strcmp(value, "on");
+		return 0;
+	}
 	if (!strcmp(key, "poll_ms")) {
 		char *end;
 		long v = strtol(value, &end, 10);
@@ -865,7 +908,7 @@ static int set_option(tg_auth *a, const char *key, const char *value)
 	}
 	mosquitto_log_printf(MOSQ_LOG_ERR,
 			     LOGP "unknown option plugin_opt_%s (known: registry, policy_file, "
-			     "gateway_cn, gateway_policy_file, identity_<CN>, jitr, poll_ms, identity_property)",
+			     "gateway_cn, gateway_policy_file, identity_<CN>, jitr, poll_ms, identity_property, wait_for_gateway)",
 			     key);
 	return -1;
 }
@@ -905,6 +948,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 	}
 	if (!*a->prop_name)
 		goto fail;
+	if (a->wait_gateway && !*a->svcs[0].cn) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOGP "wait_for_gateway on needs a gateway_cn");
+		goto fail;
+	}
 	if (load_policies(a))
 		goto fail;
 	/* A missing registry is not fatal: things are denied until it appears. */
@@ -922,10 +969,10 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
 		}
 	}
 	mosquitto_log_printf(MOSQ_LOG_NOTICE,
-			     LOGP "ready: registry=%s policy=%s gateway_cn=%s services=%zu jitr=%s poll_ms=%lld",
+			     LOGP "ready: registry=%s policy=%s gateway_cn=%s services=%zu jitr=%s poll_ms=%lld wait_for_gateway=%s",
 			     a->db_path, a->policy_path ? a->policy_path : "(built-in)",
 			     a->svcs[0].cn, a->nsvcs - 1, a->jitr == JITR_OFF ? "off" : a->jitr == JITR_ACTIVE ? "active" : "inactive",
-			     (long long)a->poll_ms);
+			     (long long)a->poll_ms, a->wait_gateway ? "on" : "off");
 	*userdata = a;
 	return MOSQ_ERR_SUCCESS;
 fail:

@@ -77,9 +77,15 @@ static const config_option ingest_options[] = {
 	{"dedupe_window", CFG_DURATION, "10m", 0, 86400000, OFF(dedupe_window_ms), 0,
 	 "A second (thing, ts) within this window is a duplicate: counted and quarantined. 0 = off.", NULL},
 	{"dedupe_per_thing", CFG_INT, "256", 1, 65536, OFF(dedupe_per_thing), 0,
-	 "Timestamps remembered per thing for dedupe.", NULL},
+	 "Timestamps remembered per thing for dedupe (at most; a thing's memory grows to it only while it sends faster "
+	 "than that many readings per dedupe_window).", NULL},
 	{"dedupe_max_things", CFG_INT, "100000", 1, 10000000, OFF(dedupe_max_things), 0,
 	 "Things tracked for dedupe (least recently seen forgotten first).", NULL},
+	{"persist_edge_state", CFG_BOOL, "true", 0, 0, OFF(persist_edge_state), 0,
+	 "Store the dedupe memory and the open aggregate windows in the outbox database, in the same commits as the "
+	 "records they came from, and restore them at start: a device's resend across a crash is still a duplicate, and "
+	 "open windows survive a restart (one that closed meanwhile is emitted at start). Off: both live in memory only "
+	 "and a clean stop emits the open windows early.", NULL},
 	{"enrich", CFG_BOOL, "false", 0, 0, OFF(enrich), 0,
 	 "Add the thing's registry attributes to each record as \"attributes\".", NULL},
 	{"watch_rules", CFG_BOOL, "true", 0, 0, OFF(rules_watch), 0, "Reload rules when files in rules_dir change (inotify); SIGHUP always reloads.", NULL},

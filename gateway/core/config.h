@@ -135,6 +135,7 @@ typedef struct tg_config {
 	char *quarantine_topic; /* republish prefix for rejects, "" = off */
 	char *aggregates_file;
 	int64_t dedupe_window_ms, dedupe_per_thing, dedupe_max_things;
+	int persist_edge_state;
 	int enrich;
 	int64_t log_repeat_interval_ms; /* quarantine and refused-publish lines: one per key and interval */
 	/* [outbox] */

@@ -2,17 +2,21 @@
  * aggregate.c — tumbling windows with grace, bounded per key.
  *
  * Design: every configured aggregate ("spec") owns a chained hash table of keys
- * (thing [+ group value]); a key owns a fixed ring of `nslots` window slots, each holding a
- * count and one accumulator per configured field (the value count plus only the cells its
- * functions need). A window maps to slot (window index mod nslots). nslots =
- * ceil(grace/W) + 2 is exactly enough that, with now_ms moving forward, a slot is only ever
- * reused by a window whose predecessor in that slot is already due to close — so
- * aggregate_add never has to hold more than nslots windows, and if it finds a due window in
- * the slot it needs (tick not called recently) it emits the key's due windows first, in
- * order. Output names ("temperature_avg") are built at load so emitting only formats numbers.
+ * (thing [+ group value]); a key owns up to `nslots` window slots, each holding a count and
+ * one accumulator per configured field (the value count plus only the cells its functions
+ * need). nslots = ceil(grace/W) + 2 is exactly enough that, with now_ms moving forward, the
+ * windows not yet due to close fit — so when a key needs a slot and none is free it emits
+ * its due windows first, in order (tick not called recently). The slots are allocated on
+ * demand (one at first, the rest only while a window is in its grace period beside the
+ * next one), so a thing that sent a message or two costs one slot, not nslots.
+ * Output names ("temperature_avg") are built at load so emitting only formats numbers.
  * The per-message path allocates nothing except a key's node the first time it is seen.
  * Tick walks a spec's keys only when a window may be due (the spec keeps a lower bound of
  * the earliest close time) or once per window length to drop idle keys, not every second.
+ * Keys changed since the last group end sit on a dirty list, each with its state from
+ * before the first change (kept when it was marked): aggregate_foreach_dirty hands their
+ * state out as a small blob (layout below, native byte order), aggregate_dirty_done forgets
+ * the marks or, for a group rolled back, puts the earlier states back.
  */
 #include "edge/aggregate.h"
 
@@ -22,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/err.h"
 #include "core/hash.h"
 #include "core/timefmt.h"
@@ -65,15 +70,18 @@ struct slot {
 struct key {
 	struct key *hnext;       /* hash chain */
 	struct key *prev, *next; /* all keys of the spec, for tick */
+	struct key *dprev, *dnext; /* the set's dirty list */
 	uint64_t hash;
-	char *thing, *group;     /* point into mem[]: the name shares the node's cache lines */
-	unsigned char *slots;    /* nslots slots of slot_size bytes (8-aligned), in mem[] */
+	char *group;             /* points into name[] after the thing, or NULL */
+	unsigned char *slots;    /* nalloc slots of slot_size bytes (8-aligned), own allocation */
 	int64_t last_seen;
 	uint64_t late_pending;   /* late arrivals reported with the next emitted window */
 	int64_t cur_start;       /* the window last used and its slot: most messages fall in it, */
-	size_t cur_idx;          /* which saves the two 64-bit divisions of the general path */
-	int cur_valid;
-	int64_t mem[];           /* thing\0[group\0], padding, slots */
+	uint8_t cur_idx;         /* which saves the 64-bit division of the general path */
+	uint8_t cur_valid, nalloc, dirty, undo_ok;
+	uint32_t undo_off, undo_len; /* its state before the group's first change, in set->undo */
+	uint32_t spec;           /* index of its spec in the set */
+	char thing[];            /* thing\0[group\0] */
 };
 
 struct spec {
@@ -85,7 +93,8 @@ struct spec {
 	size_t max_keys;
 	struct afield *fields;
 	size_t nfields;
-	size_t nslots, slot_size;
+	size_t nslots, slot_size, ncells;
+	char *layout;            /* what the stored state depends on (aggregate_layout) */
 	struct key **buckets;
 	size_t mask;
 	struct key *keys;
@@ -99,6 +108,11 @@ struct aggregate_set {
 	aggregate_emit_fn emit;
 	void *ud;
 	aggregate_stats st;
+	struct key *dirty;       /* keys changed since the last aggregate_dirty_done */
+	int tracking;            /* aggregate_track_changes */
+	tg_buf scratch;          /* a key's blob, for the foreach functions */
+	tg_buf undo;             /* dirty keys' states before the group changed them */
+	size_t key_bytes;        /* nodes and slots held, for aggregate_memory */
 };
 
 /* ---- small helpers ----------------------------------------------------------------------- */
@@ -124,7 +138,45 @@ static struct slot *slot_at(const struct spec *s, struct key *k, size_t i)
 
 static void key_free(struct key *k)
 {
+	if (k)
+		free(k->slots);
 	free(k);
+}
+
+static int key_blob(const struct spec *s, const struct key *k, tg_buf *out);
+
+/* Called before a key changes: the first change in a group puts it on the dirty list and
+ * keeps its state as it was, which a rollback puts back. */
+static void dirty_mark(aggregate_set *set, struct key *k)
+{
+	if (k->dirty || !set->tracking)
+		return;
+	size_t off = set->undo.len;
+	k->undo_ok = key_blob(&set->v[k->spec], k, &set->undo) == 0 && set->undo.len - off <= UINT32_MAX;
+	if (!k->undo_ok)
+		set->undo.len = off;
+	k->undo_off = (uint32_t)off;
+	k->undo_len = (uint32_t)(set->undo.len - off);
+	k->dirty = 1;
+	k->dprev = NULL;
+	k->dnext = set->dirty;
+	if (set->dirty)
+		set->dirty->dprev = k;
+	set->dirty = k;
+}
+
+static void dirty_unmark(aggregate_set *set, struct key *k)
+{
+	if (!k->dirty)
+		return;
+	if (k->dprev)
+		k->dprev->dnext = k->dnext;
+	else
+		set->dirty = k->dnext;
+	if (k->dnext)
+		k->dnext->dprev = k->dprev;
+	k->dprev = k->dnext = NULL;
+	k->dirty = 0;
 }
 
 static void spec_free(struct spec *s)
@@ -139,6 +191,7 @@ static void spec_free(struct spec *s)
 			free(s->fields[i].out[f]);
 	}
 	free(s->fields);
+	free(s->layout);
 	struct key *k = s->keys;
 	while (k) {
 		struct key *n = k->next;
@@ -155,6 +208,8 @@ void aggregate_free(aggregate_set *set)
 	for (size_t i = 0; i < set->n; i++)
 		spec_free(&set->v[i]);
 	free(set->v);
+	tg_buf_free(&set->scratch);
+	tg_buf_free(&set->undo);
 	free(set);
 }
 
@@ -378,6 +433,19 @@ static int compile_spec(struct lctx *c, struct spec *s, json_t *o, size_t idx)
 	}
 	size_t raw = sizeof(struct slot) + ncells * sizeof(union cell);
 	s->slot_size = (raw + 7) & ~(size_t)7;
+	s->ncells = ncells;
+	/* everything the meaning of a stored slot depends on: a change of any of it makes the
+	 * state stored by an earlier configuration unusable */
+	tg_buf lb = {0};
+	int lrc = tg_buf_printf(&lb, "v1 window=%lld grace=%lld time=%s group=%s fields=", (long long)s->W,
+				(long long)s->grace, s->time_field, s->group_by ? s->group_by : "");
+	for (size_t i = 0; i < s->nfields && !lrc; i++)
+		lrc = tg_buf_printf(&lb, "%s%s:%x", i ? "," : "", s->fields[i].name, s->fields[i].fns);
+	if (lrc || !(s->layout = strndup(lb.p ? lb.p : "", lb.len))) {
+		tg_buf_free(&lb);
+		return TG_ENOMEM;
+	}
+	tg_buf_free(&lb);
 	/* the table starts small and doubles with the keys (see new_key): sized for max_keys up
 	 * front, a few hundred things would touch a page of buckets each and miss the cache on
 	 * every lookup */
@@ -486,6 +554,7 @@ static void put_num(json_t *o, const char *k, double x)
 static int emit_slot(aggregate_set *set, struct spec *s, struct key *k, struct slot *sl)
 {
 	char iso[32];
+	dirty_mark(set, k);
 	json_t *o = json_object();
 	if (!o)
 		return TG_ENOMEM;
@@ -544,7 +613,7 @@ static int close_due(aggregate_set *set, struct spec *s, struct key *k, int64_t 
 	int n = 0;
 	for (;;) {
 		struct slot *best = NULL;
-		for (size_t i = 0; i < s->nslots; i++) {
+		for (size_t i = 0; i < k->nalloc; i++) {
 			struct slot *sl = slot_at(s, k, i);
 			if (sl->used && (force || sl->start + s->W + s->grace <= now) &&
 			    (!best || sl->start < best->start))
@@ -587,21 +656,38 @@ static void grow_buckets(struct spec *s)
 	s->mask = nb - 1;
 }
 
+/* Room for n slots (n <= nslots); the new ones are free. 0 or TG_ENOMEM. */
+static int key_slots(aggregate_set *set, struct spec *s, struct key *k, size_t n)
+{
+	if (n <= k->nalloc)
+		return 0;
+	unsigned char *p = realloc(k->slots, n * s->slot_size);
+	if (!p)
+		return TG_ENOMEM;
+	memset(p + k->nalloc * s->slot_size, 0, (n - k->nalloc) * s->slot_size);
+	set->key_bytes += (n - k->nalloc) * s->slot_size;
+	k->slots = p;
+	k->nalloc = (uint8_t)n;
+	return 0;
+}
+
 static struct key *new_key(aggregate_set *set, struct spec *s, const char *thing,
 			   const char *group, uint64_t h)
 {
 	size_t lt = strlen(thing) + 1, lg = group ? strlen(group) + 1 : 0;
-	size_t names = (lt + lg + 7) & ~(size_t)7;
-	struct key *k = calloc(1, sizeof *k + names + s->nslots * s->slot_size);
+	struct key *k = calloc(1, sizeof *k + lt + lg);
 	if (!k)
 		return NULL;
-	k->thing = (char *)k->mem;
+	if (key_slots(set, s, k, 1)) {
+		free(k);
+		return NULL;
+	}
 	memcpy(k->thing, thing, lt);
 	if (group) {
 		k->group = k->thing + lt;
 		memcpy(k->group, group, lg);
 	}
-	k->slots = (unsigned char *)k->mem + names;
+	k->spec = (uint32_t)(s - set->v);
 	k->hash = h;
 	k->hnext = s->buckets[h & s->mask];
 	s->buckets[h & s->mask] = k;
@@ -611,6 +697,7 @@ static struct key *new_key(aggregate_set *set, struct spec *s, const char *thing
 	s->keys = k;
 	s->nkeys++;
 	set->st.keys++;
+	set->key_bytes += sizeof *k + lt + lg;
 	grow_buckets(s);
 	return k;
 }
@@ -628,9 +715,58 @@ static void drop_key(aggregate_set *set, struct spec *s, struct key *k)
 		s->keys = k->next;
 	if (k->next)
 		k->next->prev = k->prev;
+	dirty_unmark(set, k);
 	s->nkeys--;
 	set->st.keys--;
+	set->key_bytes -= sizeof *k + strlen(k->thing) + 1 + (k->group ? strlen(k->group) + 1 : 0) +
+			  k->nalloc * s->slot_size;
 	key_free(k);
+}
+
+/* The slot for the window starting at start: the one holding it, else a free one (grown
+ * on demand), else — every slot open — the key's due windows are emitted first and, if
+ * none was due (a clock that ran backwards), the oldest window is emitted early unless it
+ * is newer than this one (then *late). Returns the index, or TG_E*. */
+static int slot_for(aggregate_set *set, struct spec *s, struct key *k, int64_t start, int64_t now_ms, int *late)
+{
+	*late = 0;
+	int free_idx = -1;
+	for (size_t i = 0; i < k->nalloc; i++) {
+		const struct slot *sl = slot_at(s, k, i);
+		if (sl->used && sl->start == start)
+			return (int)i;
+		if (!sl->used && free_idx < 0)
+			free_idx = (int)i;
+	}
+	if (free_idx >= 0)
+		return free_idx;
+	if (k->nalloc < s->nslots) {
+		size_t want = k->nalloc * 2 > s->nslots ? s->nslots : (size_t)k->nalloc * 2;
+		int idx = k->nalloc;
+		if (key_slots(set, s, k, want) == 0)
+			return idx;
+	}
+	int rc = close_due(set, s, k, now_ms, 0);
+	if (rc < 0)
+		return rc;
+	struct slot *oldest = NULL;
+	int oidx = -1;
+	for (size_t i = 0; i < k->nalloc; i++) {
+		struct slot *sl = slot_at(s, k, i);
+		if (!sl->used)
+			return (int)i;
+		if (!oldest || sl->start < oldest->start) {
+			oldest = sl;
+			oidx = (int)i;
+		}
+	}
+	if (oldest->start > start) { /* only with a clock running backwards */
+		*late = 1;
+		return 0;
+	}
+	if ((rc = emit_slot(set, s, k, oldest)) < 0)
+		return rc;
+	return oidx;
 }
 
 static const char *group_text(const json_t *v, char *buf, size_t len)
@@ -709,20 +845,19 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 		}
 		struct key *k = find_key(s, thing, group, h);
 		int64_t start;
-		size_t idx;
+		int idx = -1;
 		if (k && k->cur_valid && ts >= k->cur_start && ts - k->cur_start < s->W) {
 			start = k->cur_start;
 			idx = k->cur_idx;
 		} else {
-			int64_t widx = floor_div(ts, s->W);
-			int64_t ns = (int64_t)s->nslots;
-			start = widx * s->W;
-			idx = (size_t)(((widx % ns) + ns) % ns);
+			start = floor_div(ts, s->W) * s->W;
 		}
 		if (start + s->W + s->grace <= now_ms) {
 			set->st.late++;
-			if (k)
+			if (k) {
+				dirty_mark(set, k);
 				k->late_pending++;
+			}
 			continue;
 		}
 		if (start > now_ms + s->W) {
@@ -737,23 +872,23 @@ int aggregate_add(aggregate_set *set, const char *topic, const char *thing, cons
 			if (!(k = new_key(set, s, thing, group, h)))
 				return TG_ENOMEM;
 		}
+		dirty_mark(set, k);
 		k->last_seen = now_ms;
-		k->cur_start = start;
-		k->cur_idx = idx;
-		k->cur_valid = 1;
-		struct slot *sl = slot_at(s, k, idx);
-		if (sl->used && sl->start != start) {
-			if (sl->start > start) { /* only with a clock running backwards */
+		if (idx < 0 || !slot_at(s, k, (size_t)idx)->used || slot_at(s, k, (size_t)idx)->start != start) {
+			int late;
+			idx = slot_for(set, s, k, start, now_ms, &late);
+			if (idx < 0)
+				return idx;
+			if (late) {
 				set->st.late++;
 				k->late_pending++;
 				continue;
 			}
-			int rc = close_due(set, s, k, now_ms, 0);
-			if (rc < 0)
-				return rc;
-			if (sl->used && (rc = emit_slot(set, s, k, sl)) < 0)
-				return rc;
 		}
+		k->cur_start = start;
+		k->cur_idx = (uint8_t)idx;
+		k->cur_valid = 1;
+		struct slot *sl = slot_at(s, k, (size_t)idx);
 		if (!sl->used) {
 			memset(sl, 0, s->slot_size);
 			sl->used = 1;
@@ -796,13 +931,15 @@ int aggregate_tick(aggregate_set *set, int64_t now_ms)
 				return rc;
 			total += rc;
 			int open = 0;
-			for (size_t j = 0; j < s->nslots; j++) {
+			for (size_t j = 0; j < k->nalloc; j++) {
 				const struct slot *sl = slot_at(s, k, j);
 				open |= sl->used;
 				if (sl->used && sl->start + s->W + s->grace < next)
 					next = sl->start + s->W + s->grace;
 			}
-			if (!open && k->last_seen + AGG_IDLE_WINDOWS * s->W <= now_ms)
+			/* a dirty key's change (its last window emitted) is not stored yet: it goes
+			 * at a later tick */
+			if (!open && !k->dirty && k->last_seen + AGG_IDLE_WINDOWS * s->W <= now_ms)
 				drop_key(set, s, k);
 			k = knext;
 		}
@@ -824,4 +961,202 @@ int aggregate_flush(aggregate_set *set)
 			total += rc;
 		}
 	return total;
+}
+
+/* ---- persistence ------------------------------------------------------------------------- */
+/* A key's blob: u32 version (1), u32 open windows n, i64 last_seen, u64 late_pending, then
+ * per open window i64 start, u64 count, ncells x 8 bytes of accumulators. Native byte order:
+ * the blob never leaves the box's own outbox.db. */
+#define BLOB_VERSION 1u
+#define BLOB_HEAD 24
+
+/* Append the key's blob to out; nothing when the key holds nothing worth keeping. */
+static int key_blob(const struct spec *s, const struct key *k, tg_buf *out)
+{
+	uint32_t n = 0;
+	for (size_t i = 0; i < k->nalloc; i++)
+		n += ((const struct slot *)(k->slots + i * s->slot_size))->used != 0;
+	if (!n && !k->late_pending)
+		return 0;
+	size_t per = 16 + s->ncells * 8, need = BLOB_HEAD + n * per;
+	if (tg_buf_reserve(out, need))
+		return TG_ENOMEM;
+	unsigned char *p = (unsigned char *)out->p + out->len;
+	uint32_t ver = BLOB_VERSION;
+	memcpy(p, &ver, 4);
+	memcpy(p + 4, &n, 4);
+	memcpy(p + 8, &k->last_seen, 8);
+	memcpy(p + 16, &k->late_pending, 8);
+	p += BLOB_HEAD;
+	for (size_t i = 0; i < k->nalloc; i++) {
+		const struct slot *sl = (const struct slot *)(k->slots + i * s->slot_size);
+		if (!sl->used)
+			continue;
+		memcpy(p, &sl->start, 8);
+		memcpy(p + 8, &sl->count, 8);
+		memcpy(p + 16, sl->c, s->ncells * 8);
+		p += per;
+	}
+	out->len += need;
+	return 0;
+}
+
+static int hand_out(aggregate_set *set, const struct key *k, aggregate_state_fn fn, void *ud)
+{
+	const struct spec *s = &set->v[k->spec];
+	set->scratch.len = 0;
+	int rc = key_blob(s, k, &set->scratch);
+	if (rc)
+		return rc;
+	aggregate_key_state ks = {.aggregate = s->name, .thing = k->thing, .group = k->group,
+				  .blob = set->scratch.len ? set->scratch.p : NULL, .len = set->scratch.len};
+	return fn(ud, &ks);
+}
+
+void aggregate_track_changes(aggregate_set *set, int on)
+{
+	if (!set)
+		return;
+	set->tracking = on;
+	while (!on && set->dirty)
+		dirty_unmark(set, set->dirty);
+	if (!on)
+		set->undo.len = 0;
+}
+
+int aggregate_foreach_dirty(aggregate_set *set, aggregate_state_fn fn, void *ud)
+{
+	if (!set)
+		return TG_EINVAL;
+	for (struct key *k = set->dirty; k; k = k->dnext) {
+		int rc = hand_out(set, k, fn, ud);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int aggregate_foreach_key(aggregate_set *set, aggregate_state_fn fn, void *ud)
+{
+	if (!set)
+		return TG_EINVAL;
+	for (size_t i = 0; i < set->n; i++)
+		for (struct key *k = set->v[i].keys; k; k = k->next) {
+			int open = k->late_pending != 0;
+			for (size_t j = 0; j < k->nalloc && !open; j++)
+				open = slot_at(&set->v[i], k, j)->used;
+			if (!open)
+				continue;
+			int rc = hand_out(set, k, fn, ud);
+			if (rc < 0)
+				return rc;
+		}
+	return 0;
+}
+
+/* Replace the key's state by a blob (NULL: no open window, nothing late). The key's
+ * windows must be free of anything not in the blob (the caller emptied them). */
+static int key_load(aggregate_set *set, struct spec *s, struct key *k, const unsigned char *p, size_t len)
+{
+	for (size_t i = 0; i < k->nalloc; i++)
+		slot_at(s, k, i)->used = 0;
+	k->late_pending = 0;
+	k->cur_valid = 0;
+	if (!p)
+		return 0;
+	uint32_t ver, n;
+	size_t per = 16 + s->ncells * 8;
+	if (len < BLOB_HEAD)
+		return TG_EINVAL;
+	memcpy(&ver, p, 4);
+	memcpy(&n, p + 4, 4);
+	if (ver != BLOB_VERSION || n > s->nslots || len != BLOB_HEAD + n * per)
+		return TG_EINVAL;
+	if (key_slots(set, s, k, n))
+		return TG_ENOMEM;
+	memcpy(&k->last_seen, p + 8, 8);
+	memcpy(&k->late_pending, p + 16, 8);
+	p += BLOB_HEAD;
+	for (uint32_t i = 0; i < n; i++, p += per) {
+		struct slot *sl = slot_at(s, k, i);
+		memset(sl, 0, s->slot_size);
+		sl->used = 1;
+		memcpy(&sl->start, p, 8);
+		memcpy(&sl->count, p + 8, 8);
+		memcpy(sl->c, p + 16, s->ncells * 8);
+		if (sl->start + s->W + s->grace < s->next_walk)
+			s->next_walk = sl->start + s->W + s->grace;
+	}
+	return 0;
+}
+
+void aggregate_dirty_done(aggregate_set *set, int stored)
+{
+	if (!set)
+		return;
+	while (set->dirty) {
+		struct key *k = set->dirty;
+		dirty_unmark(set, k);
+		if (stored)
+			continue;
+		/* the rolled-back group's changes are undone; a key whose earlier state could not
+		 * be kept is emptied (its windows restart from here) */
+		struct spec *s = &set->v[k->spec];
+		const unsigned char *p = k->undo_ok && k->undo_len ? (const unsigned char *)set->undo.p + k->undo_off : NULL;
+		if (key_load(set, s, k, p, k->undo_len) < 0)
+			key_load(set, s, k, NULL, 0);
+	}
+	set->undo.len = 0;
+}
+
+int aggregate_restore(aggregate_set *set, const aggregate_key_state *ks)
+{
+	if (!set || !ks || !ks->aggregate || !ks->thing)
+		return TG_EINVAL;
+	for (size_t i = 0; i < set->n; i++) {
+		struct spec *s = &set->v[i];
+		if (strcmp(s->name, ks->aggregate) != 0)
+			continue;
+		if (!s->group_by != !ks->group)
+			return TG_EINVAL;
+		uint64_t h = hash_key(ks->thing, ks->group);
+		struct key *k = find_key(s, ks->thing, ks->group, h);
+		if (!ks->blob) { /* a later record: the key holds nothing any more */
+			if (k)
+				drop_key(set, s, k);
+			return 0;
+		}
+		if (!k) {
+			if (s->nkeys >= s->max_keys) {
+				set->st.keys_dropped++;
+				return TG_EFULL;
+			}
+			if (!(k = new_key(set, s, ks->thing, ks->group, h)))
+				return TG_ENOMEM;
+		}
+		int rc = key_load(set, s, k, ks->blob, ks->len);
+		if (rc)
+			drop_key(set, s, k);
+		return rc;
+	}
+	return TG_ENOTFOUND;
+}
+
+const char *aggregate_layout(const aggregate_set *set, size_t i, const char **name)
+{
+	if (!set || i >= set->n)
+		return NULL;
+	if (name)
+		*name = set->v[i].name;
+	return set->v[i].layout;
+}
+
+size_t aggregate_memory(const aggregate_set *set)
+{
+	if (!set)
+		return 0;
+	size_t n = set->key_bytes;
+	for (size_t i = 0; i < set->n; i++)
+		n += (set->v[i].mask + 1) * sizeof *set->v[i].buckets;
+	return n;
 }

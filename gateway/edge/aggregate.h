@@ -22,8 +22,11 @@
  * The daemon republishes it on aggregates/<thing> so it runs through the rules.
  *
  * Memory is bounded by maxKeys x fields x slots, slots = ceil(grace/window) + 2: each key
- * keeps a tiny ring of open windows. Time is always injected (now_ms). State is in memory
- * only (a restart loses open windows). Not thread-safe: one set per ingest thread. The emit
+ * keeps up to that many open windows, allocated as they are needed. Time is always injected
+ * (now_ms). The state is kept in memory; edge_store.h stores what changed with each outbox
+ * group (aggregate_foreach_dirty, aggregate_dirty_done) and restores it at start
+ * (aggregate_restore; windows that closed meanwhile are emitted by the first tick, with
+ * their own bounds). Not thread-safe: one set per ingest thread. The emit
  * callback is called from aggregate_add, aggregate_tick and aggregate_flush and must not
  * call back into the same aggregate_set (queue the message and publish it afterwards).
  */
@@ -84,5 +87,38 @@ int aggregate_tick(aggregate_set *set, int64_t now_ms);
 int aggregate_flush(aggregate_set *set);
 
 void aggregate_get_stats(const aggregate_set *set, aggregate_stats *out);
+
+/* ---- persistence (edge_store.h) ---------------------------------------------------------- */
+/* One key's state: its open windows and pending late count, as an opaque blob (NULL/0: the
+ * key holds nothing worth keeping; a store deletes what it has for it). */
+typedef struct aggregate_key_state {
+	const char *aggregate, *thing;
+	const char *group; /* NULL without groupBy */
+	const void *blob;
+	size_t len;
+} aggregate_key_state;
+
+/* fn for every key changed since the last aggregate_dirty_done; ks and its strings are
+ * borrowed for the call. A return < 0 stops and is returned. */
+typedef int (*aggregate_state_fn)(void *ud, const aggregate_key_state *ks);
+/* Changes are marked only once a store asks for them (on: 1). */
+void aggregate_track_changes(aggregate_set *set, int on);
+int aggregate_foreach_dirty(aggregate_set *set, aggregate_state_fn fn, void *ud);
+/* fn for every key holding open windows (or a late count): a snapshot of the whole state. */
+int aggregate_foreach_key(aggregate_set *set, aggregate_state_fn fn, void *ud);
+/* The group holding the changes ended: stored 1 forgets the marks; stored 0 (rolled back)
+ * puts every changed key back as it was before the group (kept in memory when the group
+ * first changed it), so windows emitted in that group open again and are emitted anew. */
+void aggregate_dirty_done(aggregate_set *set, int stored);
+/* Put a stored key back at start (not marked changed); a NULL blob empties the key (a later
+ * record of the same key superseding an earlier one). TG_ENOTFOUND: no aggregate of that
+ * name; TG_EINVAL: the blob does not fit its layout; TG_EFULL: maxKeys reached. */
+int aggregate_restore(aggregate_set *set, const aggregate_key_state *ks);
+/* The text that describes what aggregate i's stored blobs depend on (window, grace, time
+ * field, groupBy, fields and functions); a stored state is only restored under the same
+ * text. *name gets the aggregate's name. NULL when i is out of range. Borrowed. */
+const char *aggregate_layout(const aggregate_set *set, size_t i, const char **name);
+/* Bytes held for keys and their windows (not the allocator's overhead). */
+size_t aggregate_memory(const aggregate_set *set);
 
 #endif

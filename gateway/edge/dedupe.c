@@ -2,13 +2,15 @@
  * dedupe.c — bounded (thing, ts) duplicate detection.
  *
  * Design: a chained hash table of things (hash.h over the name, bucket count a power of two
- * sized for max_things up front) plus an LRU list through the same nodes, so a full table
- * recycles its least recently seen node instead of allocating. Each node holds a fixed ring
- * of (ts, first-seen) pairs. A lookup scans the ring from the newest entry and stops at the
- * first entry older than the window: arrival times are (near-)monotonic, so everything
- * beyond it has expired too, and in steady state only the window's worth of entries is
- * looked at. Nothing is freed while running; the memory high-water mark is
- * max_things * (node + per_thing * 16 bytes).
+ * that doubles with the things) plus an LRU list through the same nodes, so a full table
+ * recycles its least recently seen node instead of allocating. Each node holds a ring of
+ * (ts, first-seen) pairs in an allocation of its own that starts with two slots and doubles
+ * (up to per_thing) only when a reading still inside the window would be overwritten: most
+ * things of a big fleet send a reading now and then and never need more. A lookup scans the
+ * ring from the newest entry and stops at the first entry older than the window: arrival
+ * times are (near-)monotonic, so everything beyond it has expired too, and in steady state
+ * only the window's worth of entries is looked at. Things with readings not yet stored sit
+ * on a second list (dirty), so a group's end touches only them.
  */
 #include "edge/dedupe.h"
 
@@ -19,23 +21,20 @@
 #include "core/hash.h"
 
 #define DEDUPE_MIN_BUCKETS 64
-
-struct entry {
-	int64_t ts;
-	int64_t seen;
-};
+#define DEDUPE_FIRST_CAP 2
 
 struct thing {
 	struct thing *hnext;          /* hash chain */
 	struct thing *lprev, *lnext;  /* LRU list, head = most recently seen */
+	struct thing *dprev, *dnext;  /* dirty list (readings added since the last group end) */
 	uint64_t hash;
-	char *name;                   /* in mem[], right after the header (same cache lines) */
-	size_t name_cap;
-	struct entry *ring;           /* in mem[], after the name */
+	dedupe_entry *ring;           /* cap entries, its own allocation (grows) */
 	int64_t max_ts;               /* largest ts ever put in the ring (may have left it) */
-	size_t head;                  /* next write position in ring */
-	size_t count;                 /* valid entries */
-	int64_t mem[];
+	uint32_t cap, head, count;    /* head: next write position */
+	uint32_t ndirty;              /* newest readings not yet stored (<= count) */
+	uint8_t dirty;                /* on the dirty list */
+	uint16_t name_cap;
+	char name[];
 };
 
 struct dedupe {
@@ -43,6 +42,11 @@ struct dedupe {
 	struct thing **buckets;
 	size_t mask;
 	struct thing *lru_head, *lru_tail;
+	struct thing *dirty;
+	dedupe_entry *scratch; /* per_thing entries, for dedupe_foreach_dirty */
+	int tracking;          /* dedupe_track_changes */
+	size_t ring_bytes;     /* sum of the rings' capacities, for dedupe_memory */
+	size_t node_bytes;
 	dedupe_stats st;
 };
 
@@ -81,11 +85,40 @@ void dedupe_free(dedupe *d)
 	struct thing *t = d->lru_head;
 	while (t) {
 		struct thing *n = t->lnext;
+		free(t->ring);
 		free(t);
 		t = n;
 	}
 	free(d->buckets);
+	free(d->scratch);
 	free(d);
+}
+
+static void dirty_unlink(dedupe *d, struct thing *t)
+{
+	if (!t->dirty)
+		return;
+	if (t->dprev)
+		t->dprev->dnext = t->dnext;
+	else
+		d->dirty = t->dnext;
+	if (t->dnext)
+		t->dnext->dprev = t->dprev;
+	t->dprev = t->dnext = NULL;
+	t->dirty = 0;
+	t->ndirty = 0;
+}
+
+static void dirty_link(dedupe *d, struct thing *t)
+{
+	if (t->dirty)
+		return;
+	t->dirty = 1;
+	t->dprev = NULL;
+	t->dnext = d->dirty;
+	if (d->dirty)
+		d->dirty->dprev = t;
+	d->dirty = t;
 }
 
 static void lru_unlink(dedupe *d, struct thing *t)
@@ -142,41 +175,51 @@ static void grow_buckets(dedupe *d)
 }
 
 /* A node for a thing not seen before: recycled from the LRU tail when full (grown if the
- * new name does not fit; it is unlinked at that point, so moving it is safe). */
+ * new name does not fit; it is unlinked from every list at that point, so moving it is
+ * safe). The ring is kept (a recycled node keeps its capacity). */
 static struct thing *thing_new(dedupe *d, const char *name, uint64_t h)
 {
 	struct thing *t;
 	size_t nl = strlen(name) + 1;
 	size_t cap = (nl + 7) & ~(size_t)7;
-	size_t ring = d->c.per_thing * sizeof(struct entry);
+	if (cap > UINT16_MAX)
+		return NULL;
 	if (d->st.things >= d->c.max_things) {
 		t = d->lru_tail;
 		lru_unlink(d, t);
 		hash_unlink(d, t);
+		dirty_unlink(d, t); /* its readings are forgotten with it, stored or not */
 		d->st.things_evicted++;
 		if (t->name_cap < cap) {
-			struct thing *n = realloc(t, sizeof *t + cap + ring);
+			struct thing *n = realloc(t, sizeof *t + cap);
 			if (!n) {
+				free(t->ring);
+				d->ring_bytes -= (size_t)t->cap * sizeof(dedupe_entry);
+				d->node_bytes -= sizeof *t + t->name_cap;
 				free(t);
 				d->st.things--;
 				return NULL;
 			}
 			t = n;
-			t->name_cap = cap;
+			d->node_bytes += cap - t->name_cap;
+			t->name_cap = (uint16_t)cap;
 		}
 	} else {
-		if (cap < 32)
-			cap = 32; /* room for a longer name when recycled */
-		if (!(t = malloc(sizeof *t + cap + ring)))
+		if (cap < 16)
+			cap = 16; /* room for a longer name when recycled */
+		if (!(t = malloc(sizeof *t + cap)))
 			return NULL;
-		t->name_cap = cap;
+		t->name_cap = (uint16_t)cap;
+		t->ring = NULL;
+		t->cap = 0;
+		d->node_bytes += sizeof *t + cap;
 		d->st.things++;
 	}
-	t->name = (char *)t->mem;
 	memcpy(t->name, name, nl);
-	t->ring = (struct entry *)((char *)t->mem + t->name_cap);
 	t->hash = h;
-	t->head = t->count = 0;
+	t->head = t->count = t->ndirty = 0;
+	t->dirty = 0;
+	t->dprev = t->dnext = NULL;
 	t->max_ts = INT64_MIN;
 	t->hnext = d->buckets[h & d->mask];
 	d->buckets[h & d->mask] = t;
@@ -185,15 +228,61 @@ static struct thing *thing_new(dedupe *d, const char *name, uint64_t h)
 	return t;
 }
 
+static struct thing *find(dedupe *d, const char *thing, uint64_t h)
+{
+	struct thing *t = d->buckets[h & d->mask];
+	while (t && (t->hash != h || strcmp(t->name, thing) != 0))
+		t = t->hnext;
+	return t;
+}
+
+/* Double the ring (up to per_thing), oldest entry first in the new one. 0 or TG_ENOMEM. */
+static int ring_grow(dedupe *d, struct thing *t)
+{
+	size_t ncap = t->cap ? (size_t)t->cap * 2 : DEDUPE_FIRST_CAP;
+	if (ncap > d->c.per_thing)
+		ncap = d->c.per_thing;
+	dedupe_entry *r = malloc(ncap * sizeof *r);
+	if (!r)
+		return TG_ENOMEM;
+	for (uint32_t i = 0; i < t->count; i++)
+		r[i] = t->ring[(t->head + t->cap - t->count + i) % t->cap];
+	free(t->ring);
+	d->ring_bytes += (ncap - t->cap) * sizeof *r;
+	t->ring = r;
+	t->cap = (uint32_t)ncap;
+	t->head = t->count % t->cap;
+	return 0;
+}
+
+/* Remember (ts, seen) as the thing's newest reading. */
+static int put(dedupe *d, struct thing *t, int64_t ts, int64_t seen, int64_t now_ms, int live)
+{
+	if (t->count == t->cap) {
+		/* full: grow rather than push out a reading still inside the window */
+		int in_window = t->cap && now_ms - t->ring[t->head].seen <= d->c.window_ms;
+		if ((!t->cap || (in_window && t->cap < d->c.per_thing)) && ring_grow(d, t) && !t->cap)
+			return TG_ENOMEM;
+		if (live && t->count == t->cap && now_ms - t->ring[t->head].seen <= d->c.window_ms)
+			d->st.overwritten++;
+	}
+	dedupe_entry *w = &t->ring[t->head];
+	w->ts = ts;
+	w->seen = seen;
+	if (ts > t->max_ts)
+		t->max_ts = ts;
+	t->head = (t->head + 1) % t->cap;
+	if (t->count < t->cap)
+		t->count++;
+	return 0;
+}
+
 int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 {
 	if (!d || !thing)
 		return TG_EINVAL;
 	uint64_t h = hash_thing(thing);
-	struct thing *t = d->buckets[h & d->mask];
-	while (t && (t->hash != h || strcmp(t->name, thing) != 0))
-		t = t->hnext;
-	size_t cap = d->c.per_thing;
+	struct thing *t = find(d, thing, h);
 	if (t) {
 		if (t != d->lru_head) {
 			lru_unlink(d, t);
@@ -201,8 +290,8 @@ int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 		}
 		/* A device's clock moves forward, so a ts above everything remembered cannot be a
 		 * repeat: the common case costs no scan. */
-		for (size_t i = 0; ts_ms <= t->max_ts && i < t->count; i++) {
-			const struct entry *e = &t->ring[(t->head + cap - 1 - i) % cap];
+		for (uint32_t i = 0; ts_ms <= t->max_ts && i < t->count; i++) {
+			const dedupe_entry *e = &t->ring[(t->head + t->cap - 1 - i) % t->cap];
 			if (now_ms - e->seen > d->c.window_ms)
 				break; /* this and every older entry expired */
 			if (e->ts == ts_ms) {
@@ -214,18 +303,107 @@ int dedupe_check(dedupe *d, const char *thing, int64_t ts_ms, int64_t now_ms)
 	} else if (!(t = thing_new(d, thing, h))) {
 		return TG_ENOMEM;
 	}
-	struct entry *w = &t->ring[t->head];
-	if (t->count == cap && now_ms - w->seen <= d->c.window_ms)
-		d->st.overwritten++;
-	w->ts = ts_ms;
-	w->seen = now_ms;
-	if (ts_ms > t->max_ts)
-		t->max_ts = ts_ms;
-	t->head = (t->head + 1) % cap;
-	if (t->count < cap)
-		t->count++;
+	if (put(d, t, ts_ms, now_ms, now_ms, 1))
+		return TG_ENOMEM;
+	if (d->tracking) {
+		if (t->ndirty < t->count)
+			t->ndirty++;
+		dirty_link(d, t);
+	}
 	d->st.checked++;
 	return 0;
+}
+
+void dedupe_track_changes(dedupe *d, int on)
+{
+	if (!d)
+		return;
+	d->tracking = on;
+	while (!on && d->dirty)
+		dirty_unlink(d, d->dirty);
+}
+
+int dedupe_foreach_dirty(dedupe *d, dedupe_dirty_fn fn, void *ud)
+{
+	if (!d->dirty)
+		return 0;
+	if (!d->scratch && !(d->scratch = malloc(d->c.per_thing * sizeof *d->scratch)))
+		return TG_ENOMEM;
+	for (struct thing *t = d->dirty; t; t = t->dnext) {
+		if (!t->ndirty)
+			continue;
+		uint32_t n = t->ndirty;
+		for (uint32_t i = 0; i < n; i++)
+			d->scratch[i] = t->ring[(t->head + t->cap - n + i) % t->cap];
+		int rc = fn(ud, t->name, d->scratch, n);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int dedupe_foreach(dedupe *d, dedupe_dirty_fn fn, void *ud)
+{
+	if (!d->scratch && !(d->scratch = malloc(d->c.per_thing * sizeof *d->scratch)))
+		return TG_ENOMEM;
+	for (struct thing *t = d->lru_tail; t; t = t->lprev) {
+		if (!t->count)
+			continue;
+		for (uint32_t i = 0; i < t->count; i++)
+			d->scratch[i] = t->ring[(t->head + t->cap - t->count + i) % t->cap];
+		int rc = fn(ud, t->name, d->scratch, t->count);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+void dedupe_dirty_done(dedupe *d, int stored)
+{
+	while (d->dirty) {
+		struct thing *t = d->dirty;
+		if (!stored) {
+			t->head = (t->head + t->cap - t->ndirty) % (t->cap ? t->cap : 1);
+			t->count -= t->ndirty;
+			t->max_ts = INT64_MIN;
+			for (uint32_t i = 0; i < t->count; i++) {
+				int64_t ts = t->ring[(t->head + t->cap - 1 - i) % t->cap].ts;
+				if (ts > t->max_ts)
+					t->max_ts = ts;
+			}
+		}
+		dirty_unlink(d, t);
+	}
+}
+
+int dedupe_restore(dedupe *d, const char *thing, const dedupe_entry *e, size_t n, int64_t now_ms)
+{
+	if (!d || !thing || (n && !e))
+		return TG_EINVAL;
+	struct thing *t = NULL;
+	int put_back = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (now_ms - e[i].seen > d->c.window_ms)
+			continue;
+		uint64_t h = hash_thing(thing);
+		if (!t && !(t = find(d, thing, h)) && !(t = thing_new(d, thing, h)))
+			return TG_ENOMEM;
+		if (t != d->lru_head) {
+			lru_unlink(d, t);
+			lru_push_front(d, t);
+		}
+		if (put(d, t, e[i].ts, e[i].seen, now_ms, 0))
+			return TG_ENOMEM;
+		put_back++;
+	}
+	return put_back;
+}
+
+int64_t dedupe_window(const dedupe *d) { return d ? d->c.window_ms : 0; }
+
+size_t dedupe_memory(const dedupe *d)
+{
+	return d ? sizeof *d + (d->mask + 1) * sizeof *d->buckets + d->node_bytes + d->ring_bytes : 0;
 }
 
 void dedupe_get_stats(const dedupe *d, dedupe_stats *out)

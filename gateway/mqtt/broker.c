@@ -42,8 +42,10 @@ struct broker {
 	void *ud;
 	char **filters;
 	size_t nfilters;
+	char **subs; /* filters then the shadow filters: what one SUBSCRIBE asks for (borrowed strings) */
 	broker_stats st;
 	int want_connect;
+	int was_up; /* a CONNACK came since the last loss: the next reconnect goes at once */
 	int64_t next_attempt_ms;
 	int64_t delay_ms;
 	/* The network loop and its hold (mqtt_io.h). Everything libmosquitto writes — the
@@ -68,17 +70,19 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
 	b->st.connected = 1;
 	b->st.connects++;
 	mqtt_io_connected(&b->io); /* read-ahead and the write buffer, for this connection */
+	b->was_up = 1;
 	b->delay_ms = b->cfg->reconnect_min_ms;
 	LOG_INFO("broker", "msg=connected host=%s port=%lld session_present=%d", b->cfg->broker_host,
 		 (long long)b->cfg->broker_port, flags & 1);
-	for (size_t i = 0; i < b->nfilters; i++) {
-		int src = mosquitto_subscribe_v5(mosq, NULL, b->filters[i], (int)b->cfg->sub_qos, 0, NULL);
+	/* Always, session present or not (a broker restarted from an old autosave may hold a
+	 * session without them), and all in one SUBSCRIBE: the broker takes a packet's filters
+	 * in together, and the auth plugin's wait_for_gateway lets devices in at the first. */
+	int nsub = (int)b->nfilters + (b->cfg->shadow_enabled ? (int)(sizeof SHADOW_FILTERS / sizeof SHADOW_FILTERS[0]) : 0);
+	if (nsub > 0) {
+		int src = mosquitto_subscribe_multiple(mosq, NULL, nsub, b->subs, (int)b->cfg->sub_qos, 0, NULL);
 		if (src != MOSQ_ERR_SUCCESS)
-			LOG_ERROR("broker", "msg=\"subscribe failed\" filter=%s err=\"%s\"", b->filters[i], mosquitto_strerror(src));
+			LOG_ERROR("broker", "msg=\"subscribe failed\" filters=%d err=\"%s\"", nsub, mosquitto_strerror(src));
 	}
-	if (b->cfg->shadow_enabled)
-		mosquitto_subscribe_multiple(mosq, NULL, (int)(sizeof SHADOW_FILTERS / sizeof SHADOW_FILTERS[0]),
-					     (char *const *)SHADOW_FILTERS, (int)b->cfg->sub_qos, 0, NULL);
 	/* QoS 0, retained: the current values arrive at once */
 	mosquitto_subscribe_multiple(mosq, &b->sys_mid, (int)NSYS, (char *const *)SYS_TOPICS, 0, 0, NULL);
 	mqtt_io_flush(&b->io); /* nothing is acknowledged yet on this connection */
@@ -187,6 +191,12 @@ broker *broker_new(const tg_config *cfg, broker_message_fn cb, void *ud, char *e
 	}
 	free(list);
 	list = NULL;
+	if (!(b->subs = calloc(b->nfilters + sizeof SHADOW_FILTERS / sizeof SHADOW_FILTERS[0] + 1, sizeof *b->subs)))
+		goto oom;
+	for (size_t i = 0; i < b->nfilters; i++)
+		b->subs[i] = b->filters[i];
+	for (size_t i = 0; i < sizeof SHADOW_FILTERS / sizeof SHADOW_FILTERS[0]; i++)
+		b->subs[b->nfilters + i] = (char *)SHADOW_FILTERS[i];
 	b->mosq = mosquitto_new(cfg->client_id, cfg->clean_start ? true : false, b);
 	if (!b->mosq)
 		goto oom;
@@ -236,6 +246,7 @@ void broker_free(broker *b)
 	for (size_t i = 0; i < b->nfilters; i++)
 		free(b->filters[i]);
 	free(b->filters);
+	free(b->subs);
 	free(b);
 }
 
@@ -288,9 +299,19 @@ int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 		b->st.connected = 0;
 		b->st.disconnects++;
 	}
-	LOG_WARN("broker", "msg=\"connection lost\" err=\"%s\" retry_ms=%lld", mosquitto_strerror(rc), (long long)b->delay_ms);
-	b->next_attempt_ms = tg_mono_ms() + b->delay_ms;
-	b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
+	/* After a connection that was up, the first attempt goes at once: after a broker
+	 * restart every moment without our subscription is a moment its devices wait
+	 * (wait_for_gateway) or, without the plugin, publish to nobody. The backoff starts with
+	 * the attempts after it (and a connection lost before its CONNACK waits its turn, so a
+	 * broker that drops us at once is not hammered). */
+	int64_t delay = b->was_up ? 0 : b->delay_ms;
+	LOG_WARN("broker", "msg=\"connection lost\" err=\"%s\" retry_ms=%lld", mosquitto_strerror(rc), (long long)delay);
+	b->next_attempt_ms = tg_mono_ms() + delay;
+	if (b->was_up)
+		b->delay_ms = b->cfg->reconnect_min_ms;
+	else
+		b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
+	b->was_up = 0;
 	/* the first attempt goes through mosquitto_reconnect to keep the session state */
 	return 0;
 }
@@ -313,6 +334,7 @@ void broker_drop(broker *b)
 	if (!b->st.connected)
 		return;
 	mqtt_io_forget(&b->io); /* the held PUBACKs never leave */
+	b->was_up = 0; /* a drop of our own (a group not stored) keeps its backoff */
 	mosquitto_disconnect_v5(b->mosq, MQTT_RC_UNSPECIFIED, NULL);
 	b->st.connected = 0;
 	b->st.disconnects++;

@@ -346,11 +346,12 @@ void ops_console_on_alert(void *ud, const alerts_event *ev, int64_t now_ms)
 	json_decref(j);
 }
 
-void ops_console_on_group(void *ud, int committed, int64_t now_ms)
+int ops_console_on_group(void *ud, outbox_group_event ev, int64_t now_ms)
 {
 	ops_console *c = ud;
-	if (c->ret)
-		ops_retention_group(c->ret, committed, now_ms);
+	if (c->ret && ev != OUTBOX_GROUP_COMMITTING)
+		ops_retention_group(c->ret, ev == OUTBOX_GROUP_COMMITTED, now_ms);
+	return 0;
 }
 
 /* ---- rules --------------------------------------------------------------------------- */

@@ -85,7 +85,7 @@ void ops_console_on_accepted(void *c, const char *thing, const char *topic, int 
 void ops_console_on_quarantined(void *c, const char *thing, const char *topic, const char *reason, const char *field,
 				const char *detail, int64_t received_ms);
 void ops_console_on_alert(void *c, const alerts_event *ev, int64_t now_ms);
-void ops_console_on_group(void *c, int committed, int64_t now_ms);
+int ops_console_on_group(void *c, outbox_group_event ev, int64_t now_ms);
 
 /* Prometheus lines of the API's own counters and the retention store; malloc'ed. */
 char *ops_console_metrics(ops_console *c);

@@ -105,6 +105,10 @@ static char *render_metrics(const metrics_src *d)
 		atomic_load(&is->duplicates));
 	counter(&b, "tidegate_aggregates_emitted_total", "Closed aggregate windows emitted as messages.",
 		atomic_load(&is->aggregates_emitted));
+	gauge(&b, "tidegate_dedupe_bytes", "Memory held by the dedupe memory (things, their readings).",
+	      atomic_load(&is->dedupe_bytes));
+	gauge(&b, "tidegate_aggregate_bytes", "Memory held by the aggregates (keys, their open windows).",
+	      atomic_load(&is->aggregate_bytes));
 	counter(&b, "tidegate_alerts_raised_total", "Alerts raised.", atomic_load(&is->alerts_raised));
 	counter(&b, "tidegate_alerts_cleared_total", "Alerts cleared.", atomic_load(&is->alerts_cleared));
 	counter(&b, "tidegate_alerts_suppressed_total", "Alert notifications suppressed by rateLimitSeconds.",

@@ -23,6 +23,8 @@ typedef struct metrics_ingest_counters {
 	_Atomic uint64_t bad_topic;
 	_Atomic uint64_t by_reason[SCHEMA_R__COUNT];
 	_Atomic uint64_t aggregates_emitted, alerts_raised, alerts_cleared, alerts_suppressed;
+	/* bytes held by the dedupe memory and the open aggregate windows (refreshed each second) */
+	_Atomic int64_t dedupe_bytes, aggregate_bytes;
 } metrics_ingest_counters;
 
 /* Per rule engine run, also the ingest thread's; ingest.h names them ingest_rule_stats. */

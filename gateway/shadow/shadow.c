@@ -118,12 +118,14 @@ static void update_waiting(shadow_svc *s)
 	atomic_store(&s->stats.waiting, (int64_t)(s->n - s->head));
 }
 
-static void on_group_end(void *ud, int committed)
+static int on_group_end(void *ud, outbox_group_event ev, int64_t now_ms)
 {
 	shadow_svc *s = ud;
-	if (committed) {
+	if (ev == OUTBOX_GROUP_COMMITTING)
+		return 0;
+	if (ev == OUTBOX_GROUP_COMMITTED) {
 		s->ready = s->n;
-		return;
+		return 0;
 	}
 	for (size_t i = s->ready; i < s->n; i++) {
 		atomic_fetch_add(&s->stats.dropped, 1);
@@ -132,6 +134,7 @@ static void on_group_end(void *ud, int committed)
 	s->n = s->ready;
 	s->recount = 1;
 	update_waiting(s);
+	return 0;
 }
 
 static int queue_push(shadow_svc *s, const char *topic, const char *suffix, const char *text, size_t len, flight *fl)
@@ -521,7 +524,12 @@ shadow_svc *shadow_new(const shadow_conf *conf, outbox *ob, char *err, size_t er
 		free(s);
 		return NULL;
 	}
-	outbox_on_group_end(ob, on_group_end, s);
+	if (outbox_add_group_hook(ob, on_group_end, s)) {
+		tg_seterr(err, errlen, TG_EFULL, "shadow service: no room for its outbox group hook");
+		shadow_store_close(s->st);
+		free(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -529,7 +537,7 @@ void shadow_free(shadow_svc *s)
 {
 	if (!s)
 		return;
-	outbox_on_group_end(s->ob, NULL, NULL);
+	outbox_remove_group_hook(s->ob, on_group_end, s);
 	for (size_t i = s->head; i < s->n; i++)
 		pending_done(s, &s->q[i]);
 	free(s->q);

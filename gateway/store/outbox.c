@@ -90,8 +90,12 @@ struct outbox {
 	sqlite3_stmt *ins, *set_last, *sink_id, *sink_add, *oldest, *del, *quar, *quar_trim;
 	sqlite3_stmt *page_count, *freelist_count;
 	sqlite3_stmt *dead_list, *dead_delete; /* outbox_requeue_dead */
-	outbox_group_fn group_hook;
-	void *group_ud;
+	/* outbox_add_group_hook, called in the order they were added */
+	struct {
+		outbox_group_fn fn;
+		void *ud;
+	} hooks[OUTBOX_MAX_GROUP_HOOKS];
+	size_t nhooks;
 	int line_valid; /* line holds the last appended record */
 	int64_t page_size, wal_limit, db_budget;
 	int64_t group_wal_max; /* the most WAL one commit has added (the margin under the bound) */
@@ -109,8 +113,6 @@ struct outbox {
 	outbox_counters ctr;
 	tg_buf line; /* scratch for serialising, reused */
 	sqlite3_stmt *del_range; /* the writer's, for queued deletions */
-	void (*group_end)(void *ud, int committed); /* outbox_on_group_end */
-	void *group_end_ud;
 	struct pend_del *applied; /* runs deleted in the open transaction (counted at commit) */
 	size_t napplied;
 	int64_t applied_rows, applied_bytes;
@@ -252,6 +254,18 @@ static int poll_busy(void *ud, int n)
 static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames);
 static int wal_restart(outbox *ob, int soft);
 static void abort_group(outbox *ob);
+
+/* The group hooks in order; for OUTBOX_GROUP_COMMITTING the first failure stops the round
+ * (the caller rolls the group back, and every hook then hears of that). */
+static int run_hooks(outbox *ob, outbox_group_event ev, int64_t now_ms)
+{
+	for (size_t i = 0; i < ob->nhooks; i++) {
+		int rc = ob->hooks[i].fn(ob->hooks[i].ud, ev, now_ms);
+		if (rc < 0 && ev == OUTBOX_GROUP_COMMITTING)
+			return rc;
+	}
+	return 0;
+}
 
 /* Every connection's commits report the WAL's length (frames since it last restarted). */
 static int open_db(outbox *ob, sqlite3 **out, int cache_kib, int *soft, char *err, size_t errlen)
@@ -1037,10 +1051,7 @@ static void abort_group(outbox *ob)
 	}
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
 	atomic_fetch_add(&ob->ctr.aborted, 1);
-	if (ob->group_end)
-		ob->group_end(ob->group_end_ud, 0);
-	if (ob->group_hook)
-		ob->group_hook(ob->group_ud, 0, tg_wall_ms());
+	run_hooks(ob, OUTBOX_GROUP_ROLLED_BACK, tg_wall_ms());
 }
 
 /* After a commit: a WAL past half its bound starts over (see the top of the file). soft:
@@ -1106,6 +1117,12 @@ int outbox_commit(outbox *ob)
 {
 	if (!ob->in_txn)
 		return 0;
+	if (run_hooks(ob, OUTBOX_GROUP_COMMITTING, ob->group_first_ms) < 0) {
+		LOG_ERROR("outbox", "msg=\"a module could not write its part of the group, group rolled back\" err=\"%s\"",
+			  sqlite3_errmsg(ob->db));
+		abort_group(ob);
+		return TG_EDB;
+	}
 	if (ob->last_id != ob->committed_last_id) {
 		sqlite3_reset(ob->set_last);
 		sqlite3_bind_int64(ob->set_last, 1, ob->last_id);
@@ -1148,17 +1165,30 @@ int outbox_commit(outbox *ob)
 	int64_t now = tg_wall_ms();
 	atomic_store(&ob->ctr.last_commit_ms, now);
 	ob->group_n = ob->group_rows = 0;
-	if (ob->group_end)
-		ob->group_end(ob->group_end_ud, 1);
-	if (ob->group_hook)
-		ob->group_hook(ob->group_ud, 1, now);
+	run_hooks(ob, OUTBOX_GROUP_COMMITTED, now);
 	return 0;
 }
 
-void outbox_set_group_hook(outbox *ob, outbox_group_fn fn, void *ud)
+int outbox_add_group_hook(outbox *ob, outbox_group_fn fn, void *ud)
 {
-	ob->group_hook = fn;
-	ob->group_ud = ud;
+	if (!fn)
+		return TG_EINVAL;
+	if (ob->nhooks == OUTBOX_MAX_GROUP_HOOKS)
+		return TG_EFULL;
+	ob->hooks[ob->nhooks].fn = fn;
+	ob->hooks[ob->nhooks].ud = ud;
+	ob->nhooks++;
+	return 0;
+}
+
+void outbox_remove_group_hook(outbox *ob, outbox_group_fn fn, void *ud)
+{
+	for (size_t i = 0; i < ob->nhooks; i++)
+		if (ob->hooks[i].fn == fn && ob->hooks[i].ud == ud) {
+			memmove(&ob->hooks[i], &ob->hooks[i + 1], (ob->nhooks - i - 1) * sizeof ob->hooks[0]);
+			ob->nhooks--;
+			return;
+		}
 }
 
 const char *outbox_last_text(const outbox *ob, size_t *len)
@@ -1258,12 +1288,6 @@ void outbox_abort(outbox *ob)
 {
 	if (ob->in_txn)
 		abort_group(ob);
-}
-
-void outbox_on_group_end(outbox *ob, void (*fn)(void *ud, int committed), void *ud)
-{
-	ob->group_end = fn;
-	ob->group_end_ud = fn ? ud : NULL;
 }
 
 int outbox_tick(outbox *ob, int64_t now_ms)

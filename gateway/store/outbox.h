@@ -114,17 +114,23 @@ int outbox_join(outbox *ob, int64_t now_ms);
 /* A write of such a module failed: roll the whole group back, as a failed append does (the
  * caller makes sure the messages of the group are not acknowledged). */
 void outbox_abort(outbox *ob);
-/* Call fn on the writer's thread whenever a group transaction ends: committed 1 right after
- * its COMMIT, 0 after it was rolled back; such a module learns when what it did in the
- * group is durable, or undone. One hook; fn NULL removes it. */
-void outbox_on_group_end(outbox *ob, void (*fn)(void *ud, int committed), void *ud);
-/* ---- for the operator's console (gateway/ops) ------------------------------------------ */
-/* fn runs on the writer's thread right after every group commit (committed = 1) and after a
- * group was rolled back (committed = 0), so what a module keeps per group (the console's
- * retention rows) is written with the groups that were stored and dropped with the others.
- * fn must not call into the outbox. One hook; NULL removes it. */
-typedef void (*outbox_group_fn)(void *ud, int committed, int64_t now_ms);
-void outbox_set_group_hook(outbox *ob, outbox_group_fn fn, void *ud);
+/* ---- group hooks ------------------------------------------------------------------- */
+/* Modules that keep something per group hear of each group's end on the writer's thread:
+ *  OUTBOX_GROUP_COMMITTING  inside the open transaction, right before its COMMIT: the last
+ *                           moment to write into it (the edge state writes what changed in
+ *                           the group here). A return < 0 rolls the whole group back.
+ *  OUTBOX_GROUP_COMMITTED   right after the COMMIT: what the module did in the group is durable.
+ *  OUTBOX_GROUP_ROLLED_BACK after a rollback (a failed append, write or commit): undone.
+ * now_ms: the group's first append (COMMITTING) or the wall clock. Hooks run in the order
+ * they were added; for COMMITTED and ROLLED_BACK the return value is ignored. A hook may
+ * write on outbox_writer_db() while COMMITTING, and must not call outbox_commit/abort. */
+typedef enum { OUTBOX_GROUP_COMMITTING, OUTBOX_GROUP_COMMITTED, OUTBOX_GROUP_ROLLED_BACK } outbox_group_event;
+typedef int (*outbox_group_fn)(void *ud, outbox_group_event ev, int64_t now_ms);
+#define OUTBOX_MAX_GROUP_HOOKS 8
+/* 0, TG_EINVAL (fn NULL) or TG_EFULL (OUTBOX_MAX_GROUP_HOOKS already). ud is borrowed. */
+int outbox_add_group_hook(outbox *ob, outbox_group_fn fn, void *ud);
+/* Remove the hook added with exactly (fn, ud); nothing if there is none. */
+void outbox_remove_group_hook(outbox *ob, outbox_group_fn fn, void *ud);
 /* The text the last successful outbox_append stored (the record without msg_id), so a
  * caller that wants the same text does not serialise it again. Borrowed: valid until the
  * next append or quarantine. NULL before any append. */
