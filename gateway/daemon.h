@@ -41,6 +41,9 @@ typedef struct tg_daemon {
 	int64_t reg_version, reg_checked_ms;
 	int inotify_fd;          /* -1 when not watching */
 	int64_t reload_due_ms;   /* debounced file-change reload, 0 = none */
+	struct rules_job *reload_job; /* a reload compiling on its own thread, or NULL */
+	int reload_again;        /* another reload was asked for while one compiled */
+	_Atomic int64_t reload_us_last, reload_us_max; /* compile time of the rules folder */
 	int64_t started_ms;
 	_Atomic uint64_t reloads, reload_failures;
 	struct ops_console *con; /* the operator's console, or NULL ([http] token_file unset) */
