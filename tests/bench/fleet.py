@@ -550,6 +550,12 @@ def main():
         else:
             shutil.rmtree(work, ignore_errors=True)
     write_results(raw)
+    c = raw.get("connections")
+    if c and SCALE != "smoke" and not ONLY and c["tidegate"]["complete"]:
+        import history  # issue 19: the fleet's end-to-end ratio per commit beside make bench's rows
+        history.append(f"fleet-{SCALE}", c["plugin"]["msgs_per_s"], c["tidegate"]["msgs_per_s"],
+                       c["tidegate"]["tidegate_cpu_s_per_1m"], c["tidegate"]["tidegate_anon_mib"]["after"],
+                       raw["machine_busy"])
     return raw
 
 
