@@ -208,6 +208,7 @@ install: all
 	install -d $(DESTDIR)$(UNITDIR)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/systemd/tidegate.service.in \
 	  > $(DESTDIR)$(UNITDIR)/tidegate.service
+	install -D -m 0644 packaging/systemd/mosquitto-tidegate.conf $(DESTDIR)$(UNITDIR)/mosquitto.service.d/tidegate.conf
 	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/examples/rules $(DESTDIR)$(DOCDIR)/examples/policies \
 	  $(DESTDIR)$(DATADIR)/certs
 	for m in packaging/man/*.1; do gzip -9n < $$m > $(DESTDIR)$(MANDIR)/man1/$$(basename $$m).gz; done

@@ -48,6 +48,8 @@ def test_fleet_harness_smoke(tmp_path):
     assert all(x["complete"] for x in rl["few"] + rl["many"])
     assert rl["reload"]["reloads_done"] >= 1 and rl["reload"]["reload_seconds_max"] > 0
     assert rl["reload"]["lake"] >= rl["reload"]["acked"] and rl["no_reload"]["lake"] >= rl["no_reload"]["acked"]
-    assert [e["things"] for e in raw["edge"]] == list(raw["params"]["edge"])
+    small, large = raw["params"]["edge"]
+    assert [(e["things"], e["variant"]) for e in raw["edge"]] == [
+        (small, "schemas only"), (small, "+ shipped rules"), (small, "+ aggregates"), (large, "+ aggregates")]
     assert all(e["anon_mib"]["after"] > e["anon_mib"]["before"] for e in raw["edge"])
     assert (tmp_path / "out" / "fleet.md").read_text().startswith("# Fleet benchmark (smoke scale")
