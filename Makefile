@@ -49,7 +49,9 @@ ASAN_LDFLAGS := -fsanitize=address,undefined $(LDFLAGS)
 
 # ---- sources -------------------------------------------------------------------------
 GW_MAIN  := gateway/main.c
-GW_SRCS  := $(filter-out $(GW_MAIN),$(wildcard gateway/*.c gateway/rules/*.c gateway/sinks/*.c gateway/shadow/*.c gateway/ops/*.c))
+# The stage folders of the daemon, in the order a message meets them (README, Layout).
+GW_STAGES := $(addprefix gateway/,core mqtt registry edge rules alerts store sinks shadow ops)
+GW_SRCS  := $(filter-out $(GW_MAIN),$(wildcard gateway/*.c $(addsuffix /*.c,$(GW_STAGES))))
 AUTH_SRCS := $(wildcard gateway/auth/*.c)
 SIM_SRCS := $(wildcard device_sim/*.c)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -71,7 +73,7 @@ FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/asan/fuzz/%,$(FUZZ_SRCS))
 TOOL_BINS := $(patsubst tests/tools/%.c,$(B)/rel/tools/%,$(TOOL_SRCS)) \
              $(patsubst tests/tools/%.c,$(B)/asan/tools/%,$(TOOL_SRCS))
 
-.PHONY: all asan deps certs demo check unit integration integration-asan fuzz-replay \
+.PHONY: all asan deps certs demo check check-layout unit integration integration-asan fuzz-replay \
         bench bench-quick bench-fleet clean valgrind install format deb unit-bins-rel check-packaging check-arm64 footprint
 
 all: $(REL_BINS)
@@ -103,9 +105,9 @@ $(B)/asan/device_sim: $(call obj,$(B)/asan,$(SIM_SRCS)) $(B)/asan/libtidegate.a
 
 # The broker plugin is loaded by mosquitto itself, so even the "asan" copy is built
 # without sanitizers (the broker binary is not instrumented).
-$(B)/rel/tidegate_auth.so $(B)/asan/tidegate_auth.so: $(AUTH_SRCS) $(wildcard gateway/auth/*.h gateway/registry.[ch])
+$(B)/rel/tidegate_auth.so $(B)/asan/tidegate_auth.so: $(AUTH_SRCS) $(wildcard gateway/auth/*.h gateway/registry/registry.[ch] gateway/registry/registry_sql.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -shared -o $@ $(AUTH_SRCS) $(wildcard gateway/registry.c) $(PKG_LIBS) $(LDFLAGS)
+	$(CC) $(REL_CFLAGS) -shared -o $@ $(AUTH_SRCS) $(wildcard gateway/registry/registry.c) $(PKG_LIBS) $(LDFLAGS)
 
 # the version is compiled into main.c only; a new changelog entry rebuilds it
 $(call obj,$(B)/rel,$(GW_MAIN)) $(call obj,$(B)/asan,$(GW_MAIN)): packaging/debian/changelog
@@ -150,9 +152,14 @@ demo: deps all certs
 	@B=$(B) packaging/demo.sh
 
 check: deps
+	$(MAKE) --no-print-directory check-layout
 	$(MAKE) --no-print-directory all asan
 	$(MAKE) --no-print-directory unit fuzz-replay integration
 	$(MAKE) --no-print-directory check-packaging
+
+# Includes follow the data path one way (the stage order is written down in the script).
+check-layout:
+	@$(PYTHON) tests/layout/check_includes.py && echo "layout: includes follow the stage order"
 
 unit: $(UNIT_BINS)
 	@tests/run-unit.sh $(UNIT_BINS)

@@ -39,11 +39,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "err.h"
-#include "log.h"
-#include "sim_io.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "sim_gen.h"
+#include "sim_io.h"
 #include "sim_opts.h"
 #include "sim_shadow.h"
 

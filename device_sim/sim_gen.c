@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "err.h"
+#include "core/err.h"
 
 static const char *const kind_names[SIM_KIND_COUNT] = {
 	[SIM_NORMAL] = "normal",

@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 
-#include "clock.h"
+#include "core/clock.h"
 
 void sim_io_init(sim_io *io, struct mosquitto *mosq, long wbuf_size)
 {

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
+#include "core/err.h"
 
 static const char usage[] =
 	"usage: device_sim --cafile CA --certs-dir DIR --things N [options]\n"
@@ -27,7 +27,7 @@ static const char usage[] =
 	"  --inflight M          unacknowledged messages per connection (default 64)\n"
 	"Load:\n"
 	"  --things N            number of things (default 1)\n"
-	"  --prefix S            thing name prefix (default dev-); names are S%%04d\n"
+	"  --prefix S            thing name prefix (default dev-); names are S%04d (S0000, S0001, …)\n"
 	"  --first N             number of the first thing (default 1)\n"
 	"  --rate R              messages per second per thing (default 1)\n"
 	"  --max-rate            as fast as acknowledgements allow\n"

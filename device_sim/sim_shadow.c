@@ -16,10 +16,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "err.h"
-#include "hash.h"
-#include "log.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/hash.h"
+#include "core/log.h"
 
 #define SUB "sim-shadow"
 

@@ -15,14 +15,15 @@
 #include <unistd.h>
 #include <time.h>
 
-#include "clock.h"
-#include "err.h"
-#include "fsutil.h"
-#include "identity.h"
-#include "preflight.h"
-#include "log.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "mqtt/identity.h"
 #include "ops/console.h"
-#include "registry.h"
+#include "preflight.h"
+#include "registry/registry.h"
+#include "sinks/registry.h"
 
 #define SHUTDOWN_DRAIN_MS 10000
 #define CONFIG_ERRBUF (64 * 1024)
@@ -388,12 +389,24 @@ static void host_counters(void *ud, ops_counters *o)
 	o->broker_connected = broker_stats_get(d->br)->connected;
 }
 
+static char *host_render(void *ud, const char *path, int *status, const char **content_type)
+{
+	tg_daemon *d = ud;
+	return metrics_render(&d->msrc, path, status, content_type);
+}
+
+static int rules_loaded(void *ud)
+{
+	tg_daemon *d = ud;
+	return !d->cfg->rules_dir || !*d->cfg->rules_dir || d->rules != NULL;
+}
+
 static int start_console(tg_daemon *d, char *err, size_t errlen)
 {
 	if (!d->cfg->http_token_file || !*d->cfg->http_token_file || d->cfg->http_port <= 0)
 		return 0;
 	ops_console_conf cc = {.cfg = d->cfg, .ob = d->ob, .fw = d->fw, .sink_names = d->sink_names};
-	ops_host host = {.ud = d, .reload_rules = host_reload, .requeue_dead = host_requeue, .render = metrics_render,
+	ops_host host = {.ud = d, .reload_rules = host_reload, .requeue_dead = host_requeue, .render = host_render,
 			 .counters = host_counters};
 	if (!(d->con = ops_console_new(&cc, &host, err, errlen)))
 		return TG_EINVAL;
@@ -473,7 +486,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 	if (!errs)
 		return 1;
 	errs[0] = '\0';
-	if (!(d.cfg = config_load(config_path, errs, CONFIG_ERRBUF)) || preflight_check(d.cfg, errs, CONFIG_ERRBUF)) {
+	if (!(d.cfg = config_load(config_path, sink_types_all(), errs, CONFIG_ERRBUF)) || preflight_check(d.cfg, errs, CONFIG_ERRBUF)) {
 		for (char *save = NULL, *line = strtok_r(errs, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
 			LOG_ERROR("config", "msg=\"invalid configuration, not starting\" error=\"%s\"", line);
 		free(errs);
@@ -539,14 +552,19 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 		}
 	}
 	watch_rules(&d);
+	d.msrc = (metrics_src){.br = d.br, .ob = d.ob, .fw = d.fw, .sh = d.sh, .ingest = ingest_stats_of(d.ig),
+			       .rules = ingest_rule_stats_of(d.ig), .reloads = &d.reloads,
+			       .reload_failures = &d.reload_failures,
+			       .reload_us_last = &d.reload_us_last, .reload_us_max = &d.reload_us_max, .rules_loaded = rules_loaded, .ud = &d};
 	if (start_console(&d, err, sizeof err)) {
 		LOG_ERROR("daemon", "msg=\"console\" err=\"%s\"", err);
 		goto out;
 	}
+	d.msrc.con = d.con;
 	http_opts ho = {.bind = d.cfg->http_bind, .port = (int)d.cfg->http_port, .max_body = (size_t)d.cfg->http_max_body,
 			.max_conns = (unsigned)d.cfg->http_max_connections, .tls_cert_file = d.cfg->http_tls_cert_file,
 			.tls_key_file = d.cfg->http_tls_key_file};
-	if (d.cfg->http_port > 0 && !(d.http = http_start(&ho, metrics_http, &d, err, sizeof err))) {
+	if (d.cfg->http_port > 0 && !(d.http = http_start(&ho, metrics_http, &d.msrc, err, sizeof err))) {
 		LOG_ERROR("daemon", "msg=\"ops http\" err=\"%s\"", err);
 		goto out;
 	}

@@ -13,16 +13,17 @@
 #include <signal.h>
 #include <stdint.h>
 
-#include "broker.h"
-#include "config.h"
-#include "forwarder.h"
-#include "http.h"
+#include "core/config.h"
+#include "edge/schema.h"
 #include "ingest.h"
-#include "notify.h"
-#include "outbox.h"
+#include "mqtt/broker.h"
+#include "ops/http.h"
+#include "ops/metrics.h"
+#include "ops/notify.h"
 #include "rules/rules.h"
-#include "schema.h"
 #include "shadow/shadow.h"
+#include "store/forwarder.h"
+#include "store/outbox.h"
 
 typedef struct tg_daemon {
 	tg_config *cfg;
@@ -47,15 +48,11 @@ typedef struct tg_daemon {
 	int64_t started_ms;
 	_Atomic uint64_t reloads, reload_failures;
 	struct ops_console *con; /* the operator's console, or NULL ([http] token_file unset) */
+	metrics_src msrc;        /* what /metrics and the health paths read (metrics.h) */
 } tg_daemon;
 
 /* Run until *stop is set. *reload (SIGHUP) reloads rules. Returns a process exit code. */
 int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
 
-/* Render /metrics, /healthz, /readyz, /api/status for the HTTP server (metrics.c). */
-char *metrics_render(void *daemon, const char *path, int *status, const char **content_type);
-/* The ops HTTP server's handler (http_handler_fn): the console when it is on, else the
- * open GET paths of metrics_render (metrics.c). */
-int metrics_http(void *daemon, const http_req *req, http_resp *r);
 
 #endif

@@ -11,15 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "aggregate.h"
-#include "alerts.h"
-#include "clock.h"
-#include "dedupe.h"
-#include "err.h"
-#include "jsonout.h"
-#include "identity.h"
-#include "log.h"
-#include "ratelog.h"
+#include "alerts/alerts.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/jsonout.h"
+#include "core/log.h"
+#include "core/ratelog.h"
+#include "core/timefmt.h"
+#include "edge/aggregate.h"
+#include "edge/dedupe.h"
+#include "mqtt/identity.h"
 
 #define QUARANTINE_KEEP_BYTES 4096
 #define MAX_PENDING_WINDOWS 4096
@@ -268,7 +269,7 @@ ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size
 	ig->default_sinks = (const char *const *)cfg->default_sink_list;
 	ig->ndefault = cfg->ndefault_sinks;
 	for (size_t i = 0; i < cfg->nsinks && !ig->webhook_sink; i++)
-		if (strcmp(cfg->sinks[i].ops->type, "webhook") == 0)
+		if (strcmp(cfg->sinks[i].type->type, "webhook") == 0)
 			ig->webhook_sink = cfg->sinks[i].name;
 	ig->limits.max_bytes = (size_t)cfg->max_payload;
 	ig->limits.max_depth = (int)cfg->max_depth;
@@ -399,7 +400,7 @@ static int quarantine(ingest *ig, const char *thing, const char *topic, const ch
 	if (!q)
 		return TG_ENOMEM;
 	char when[32];
-	schema_format_rfc3339(now_ms, when, sizeof when);
+	timefmt_format_rfc3339(now_ms, when, sizeof when);
 	json_object_set_new(q, "thing", json_string(thing));
 	json_object_set_new(q, "topic", json_string(topic));
 	json_object_set_new(q, "received_at", json_string(when));
@@ -661,7 +662,7 @@ static int accept(ingest *ig, const tg_msg *m, json_t *obj, int prio, const char
 	if (ig->agg && prio == OUTBOX_PRIO_BULK)
 		aggregate_add(ig->agg, m->topic, m->thing, obj, ts, m->received_ms, m->received_ms);
 	char when[32];
-	schema_format_rfc3339(m->received_ms, when, sizeof when);
+	timefmt_format_rfc3339(m->received_ms, when, sizeof when);
 	json_object_set_new(obj, "thing", json_string(m->thing));
 	json_object_set_new(obj, "topic", json_string(m->topic));
 	json_object_set_new(obj, "received_at", json_string(when));

@@ -30,27 +30,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "alerts.h"
-#include "broker.h"
-#include "config.h"
-#include "outbox.h"
+#include "alerts/alerts.h"
+#include "core/config.h"
+#include "edge/schema.h"
+#include "mqtt/broker.h"
+#include "ops/metrics.h"
 #include "rules/rules.h"
-#include "schema.h"
+#include "store/outbox.h"
 
 typedef struct ingest ingest;
 
-/* Counters written by the ingest thread, read by /metrics (atomics). */
-typedef struct ingest_stats {
-	_Atomic uint64_t received, accepted, quarantined, duplicates, rejected_full, errors;
-	_Atomic uint64_t bad_topic;
-	_Atomic uint64_t by_reason[SCHEMA_R__COUNT];
-	_Atomic uint64_t aggregates_emitted, alerts_raised, alerts_cleared, alerts_suppressed;
-} ingest_stats;
-
-typedef struct ingest_rule_stats {
-	_Atomic uint64_t evaluated, matched, actions, action_errors, eval_errors;
-	_Atomic uint64_t republished, republish_errors, sink_appends;
-} ingest_rule_stats;
+/* Counters written by the ingest thread, read by /metrics (atomics): the structs the
+ * metrics module defines as what it reads, so ops never includes the wiring. */
+typedef metrics_ingest_counters ingest_stats;
+typedef metrics_rule_counters ingest_rule_stats;
 
 ingest *ingest_new(const tg_config *cfg, outbox *ob, broker *br, char *err, size_t errlen);
 void ingest_free(ingest *ig); /* flushes open aggregate windows first; NULL-safe */

@@ -21,13 +21,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
+#include "core/config.h"
 #include "daemon.h"
-#include "preflight.h"
 #include "ops/token.h"
-#include "registry_cli.h"
+#include "preflight.h"
+#include "registry/registry_cli.h"
 #include "rules/rules.h"
 #include "shadow/shadow_cli.h"
+#include "sinks/registry.h"
+#include "store/sink.h"
 
 /* The version has one home, the top entry of packaging/debian/changelog; the Makefile
  * passes it in, so `tidegate version` and the package version cannot differ. */
@@ -80,7 +82,7 @@ static int rules_main(int argc, char **argv)
 	if (!err)
 		return 1;
 	err[0] = '\0';
-	tg_config *c = config_load(path, err, errlen);
+	tg_config *c = config_load(path, sink_types_all(), err, errlen);
 	const char **names = c ? preflight_sink_names(c) : NULL;
 	int rc = 2;
 	if (!c)
@@ -121,7 +123,7 @@ int main(int argc, char **argv)
 	if (strcmp(cmd, "token") == 0)
 		return ops_token_cli_main(argc - 2, argv + 2);
 	if (strcmp(cmd, "config-reference") == 0) {
-		config_reference(stdout);
+		config_reference(sink_types_all(), stdout);
 		return 0;
 	}
 	if (strcmp(cmd, "check-config") == 0 || (argc > 1 && strcmp(argv[1], "--check-config") == 0)) {
@@ -131,7 +133,7 @@ int main(int argc, char **argv)
 		if (!err)
 			return 1;
 		err[0] = '\0';
-		tg_config *c = config_load(config_arg(argc, argv), err, errlen);
+		tg_config *c = config_load(config_arg(argc, argv), sink_types_all(), err, errlen);
 		int rc = !c || preflight_check(c, err, errlen) ? 2 : 0;
 		if (rc)
 			fprintf(stderr, "%s\n", err);

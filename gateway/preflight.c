@@ -16,11 +16,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "aggregate.h"
-#include "err.h"
+#include "core/err.h"
+#include "edge/aggregate.h"
+#include "edge/schema.h"
 #include "rules/rules.h"
-#include "schema.h"
-#include "sinks/sink.h"
+#include "store/sink.h"
 
 #define LOAD_ERRBUF (64 * 1024)
 
@@ -67,7 +67,7 @@ static void check_sinks(pf *p)
 		const tg_sink_conf *sc = &p->c->sinks[i];
 		const char *key = NULL;
 		char why[1024], section[300];
-		if (!sc->ops->check || sc->ops->check(sc->opts, &key, why, sizeof why) == 0)
+		if (!sink_conf_ops(sc)->check || sink_conf_ops(sc)->check(sc->opts, &key, why, sizeof why) == 0)
 			continue;
 		snprintf(section, sizeof section, "sink %s", sc->name);
 		add(p, section, key, "[sink %s] %s", sc->name, why);

@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#include "config.h"
+#include "core/config.h"
 
 /* 0, or TG_EINVAL with every problem found, one "where: message" line each (where is
  * file:line:col of the config option, or of the rule/schema file), in err. */

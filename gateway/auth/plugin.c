@@ -44,8 +44,8 @@
 #include <openssl/x509.h>
 
 #include "auth/policy.h"
-#include "err.h"
-#include "registry.h"
+#include "core/err.h"
+#include "registry/registry.h"
 
 #define LOGP "tidegate_auth: "
 

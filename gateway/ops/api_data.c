@@ -16,9 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "config.h"
-#include "err.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/err.h"
 
 #define DB_TIMEOUT_MS 500
 #define BACKLOG_CACHE_MS 2000

@@ -23,8 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "err.h"
-#include "log.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #define ERRBUF (64 * 1024)
 #define RULE_NAME_MAX 128

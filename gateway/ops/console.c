@@ -19,12 +19,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "clock.h"
-#include "err.h"
-#include "hash.h"
-#include "jsonout.h"
-#include "log.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/hash.h"
+#include "core/jsonout.h"
+#include "core/log.h"
 
 #define SUB "console"
 #define QUARANTINE_EVENTS_PER_S 20

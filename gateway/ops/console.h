@@ -30,12 +30,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "alerts.h"
-#include "config.h"
-#include "forwarder.h"
-#include "http.h"
-#include "outbox.h"
+#include "alerts/alerts.h"
+#include "core/config.h"
+#include "ops/http.h"
 #include "rules/rules.h"
+#include "store/forwarder.h"
+#include "store/outbox.h"
 
 typedef struct ops_console ops_console;
 

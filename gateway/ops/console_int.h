@@ -13,7 +13,7 @@
 #include "ops/events.h"
 #include "ops/retention.h"
 #include "ops/token.h"
-#include "registry.h"
+#include "registry/registry.h"
 
 #define OPS_MAX_THINGS 100000
 #define OPS_ALERT_HISTORY 200

@@ -16,10 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "clock.h"
-#include "err.h"
-#include "log.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #define RET_SCHEMA_VERSION 1
 #define RET_SQL_SCHEMA                                                                         \

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "err.h"
-#include "log.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #define TOKEN_MAX 512
 #define TOKEN_MIN 16

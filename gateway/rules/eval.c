@@ -20,7 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "err.h"
+#include "core/err.h"
 #include "rules/rules_int.h"
 
 #define ARENA_FIRST (16 * 1024)

@@ -26,11 +26,11 @@
 
 #include <openssl/evp.h>
 
-#include "err.h"
-#include "hash.h"
-#include "log.h"
+#include "core/err.h"
+#include "core/hash.h"
+#include "core/log.h"
+#include "edge/schema.h"
 #include "rules/rules_int.h"
-#include "schema.h"
 
 #define RULE_FILE_MAX (256 * 1024)
 #define SUB "rules"

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "msg.h"
+#include "core/msg.h"
 
 typedef struct rules_set rules_set;
 

@@ -20,10 +20,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "jsonout.h"
+#include "core/jsonout.h"
+#include "edge/schema.h"
 #include "rules/rules.h"
 #include "rules/rules_int.h"
-#include "schema.h"
 
 #define ERRBUF (64 * 1024)
 

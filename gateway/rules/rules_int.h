@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "msg.h"
+#include "core/msg.h"
 #include "rules/rules.h"
 
 /* ---- SQL versions ----------------------------------------------------------------- */

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <stdio.h>
 
-#include "err.h"
+#include "core/err.h"
 #include "rules/rules_int.h"
 
 typedef struct tnode {

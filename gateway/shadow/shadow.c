@@ -18,12 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "err.h"
-#include "hash.h"
-#include "jsonout.h"
-#include "log.h"
-#include "schema.h"
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/hash.h"
+#include "core/jsonout.h"
+#include "core/log.h"
+#include "core/timefmt.h"
+#include "edge/schema.h"
 #include "shadow/shadow_doc.h"
 #include "shadow/shadow_store.h"
 
@@ -241,7 +242,7 @@ static int append_record(shadow_svc *s, const shadow_topic *t, const char *topic
 	if (!s->conf.nsinks)
 		return 0;
 	char when[32];
-	schema_format_rfc3339(now_ms, when, sizeof when);
+	timefmt_format_rfc3339(now_ms, when, sizeof when);
 	json_t *rec = json_pack("{s:s, s:s, s:s, s:I}", "thing", t->thing, "shadow", t->name, "operation", op, "version",
 				(json_int_t)version);
 	const char *keys[] = {"previous", "current", "timestamp", "clientToken"};

@@ -33,8 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "msg.h"
-#include "outbox.h"
+#include "core/msg.h"
+#include "store/outbox.h"
 
 typedef struct shadow_svc shadow_svc;
 

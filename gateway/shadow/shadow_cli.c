@@ -14,12 +14,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "config.h"
-#include "err.h"
-#include "schema.h"
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "core/timefmt.h"
+#include "edge/schema.h"
 #include "shadow/shadow_doc.h"
 #include "shadow/shadow_store.h"
+#include "sinks/registry.h"
 
 #define DEFAULT_CONFIG "/etc/tidegate/tidegate.conf"
 
@@ -173,7 +175,7 @@ static int print_item(void *ud, const shadow_list_item *it)
 {
 	int json = *(int *)ud;
 	char when[32];
-	schema_format_rfc3339(it->updated_ms, when, sizeof when);
+	timefmt_format_rfc3339(it->updated_ms, when, sizeof when);
 	if (json) {
 		json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:I}", "thing", it->thing, "shadow", it->name, "version",
 				      (json_int_t)it->version, "updated_at", when, "state_bytes", (json_int_t)it->state_bytes);
@@ -289,7 +291,7 @@ int shadow_cli_main(int argc, char **argv)
 	char err[1024];
 	tg_config *cfg = NULL;
 	if (strcmp(cmd, "list") != 0 || !db) {
-		if (!(cfg = config_load(config, err, sizeof err))) {
+		if (!(cfg = config_load(config, sink_types_all(), err, sizeof err))) {
 			fprintf(stderr, "tidegate shadow: %s\n", err);
 			return 1;
 		}

@@ -15,10 +15,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "buf.h"
-#include "err.h"
-#include "jsonout.h"
-#include "schema.h"
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/jsonout.h"
+#include "edge/schema.h"
 
 #define TOPIC_PREFIX "$aws/things/"
 /* The parse-time nesting guard for the whole document (root, state, section and the six

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "err.h"
-#include "jsonout.h"
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/jsonout.h"
 #include "shadow/shadow_sql.h"
 
 struct shadow_store {

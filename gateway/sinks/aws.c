@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "err.h"
+#include "core/config.h"
+#include "core/err.h"
 #include "sinks/curl_dl.h"
 
 /* ---- credentials ---------------------------------------------------------------------- */

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "err.h"
+#include "core/err.h"
 #include "sinks/dl.h"
 
 #define CURL_SONAME "libcurl.so.4"

@@ -26,10 +26,10 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "err.h"
-#include "fsutil.h"
-#include "log.h"
-#include "sinks/sink.h"
+#include "core/err.h"
+#include "core/fsutil.h"
+#include "core/log.h"
+#include "store/sink.h"
 
 typedef struct file_opts {
 	char *path;
@@ -410,10 +410,7 @@ out:
 }
 
 const sink_ops sink_file_ops = {
-	.type = "file",
-	.options = file_options,
-	.options_size = sizeof(file_opts),
-	.options_free = NULL,
+	.conf = {.type = "file", .options = file_options, .options_size = sizeof(file_opts), .options_free = NULL},
 	.open = file_open,
 	.send = file_send,
 	.close = file_close,

@@ -23,8 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
-#include "log.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #define KINESIS_MAX_RESPONSE (1024u * 1024)
 
@@ -417,10 +417,7 @@ static int kinesis_send(sink *s, const sink_record *recs, size_t n, sink_status 
 }
 
 const sink_ops sink_kinesis_ops = {
-	.type = "kinesis",
-	.options = kinesis_options,
-	.options_size = sizeof(kinesis_opts),
-	.options_free = kinesis_options_free,
+	.conf = {.type = "kinesis", .options = kinesis_options, .options_size = sizeof(kinesis_opts), .options_free = kinesis_options_free},
 	.check = kinesis_check,
 	.open = kinesis_open,
 	.send = kinesis_send,

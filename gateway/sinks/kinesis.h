@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "sinks/aws.h"
-#include "sinks/sink.h"
+#include "store/sink.h"
 
 /* Kinesis service limits (PutRecords API reference). */
 #define KINESIS_MAX_RECORDS 500

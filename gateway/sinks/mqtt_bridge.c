@@ -44,10 +44,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "clock.h"
-#include "err.h"
-#include "log.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "sinks/msgsink.h"
 
 static const char *const protocols[] = {"5", "3.1.1", NULL};
@@ -688,9 +688,7 @@ static void mqtt_idle(sink *b, int64_t now_ms)
 }
 
 const sink_ops sink_mqtt_ops = {
-	.type = "mqtt",
-	.options = mqtt_options,
-	.options_size = sizeof(mqtt_bridge_opts),
+	.conf = {.type = "mqtt", .options = mqtt_options, .options_size = sizeof(mqtt_bridge_opts)},
 	.open = mqtt_open,
 	.send = mqtt_send,
 	.close = mqtt_close,

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sinks/sink.h"
+#include "store/sink.h"
 
 /* AWS IoT Core's limits, the defaults (the options' help text says where they come from). */
 #define MQTT_BRIDGE_AWS_MAX_PAYLOAD (128 * 1024)

@@ -16,8 +16,8 @@
 
 #include <stddef.h>
 
-#include "buf.h"
-#include "sinks/sink.h"
+#include "core/buf.h"
+#include "store/sink.h"
 
 typedef enum { TMPL_LIT = 0, TMPL_PREFIX, TMPL_TABLE, TMPL_THING, TMPL_GATEWAY } msgsink_tmpl_kind;
 

@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "err.h"
+#include "core/err.h"
 #include "sinks/dl.h"
 
 #define NATS_SONAME "libnats.so.3.4"

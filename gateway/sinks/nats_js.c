@@ -28,12 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "clock.h"
-#include "err.h"
-#include "log.h"
-#include "sinks/nats_dl.h"
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "sinks/msgsink.h"
+#include "sinks/nats_dl.h"
 
 #define NOFF(f) offsetof(nats_js_opts, f)
 static const config_option nats_options[] = {
@@ -535,9 +535,7 @@ static int nats_send(sink *b, const sink_record *recs, size_t n, sink_status *re
 }
 
 const sink_ops sink_nats_ops = {
-	.type = "nats",
-	.options = nats_options,
-	.options_size = sizeof(nats_js_opts),
+	.conf = {.type = "nats", .options = nats_options, .options_size = sizeof(nats_js_opts)},
 	.open = nats_open,
 	.send = nats_send,
 	.close = nats_close,

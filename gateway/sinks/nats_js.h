@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sinks/sink.h"
+#include "store/sink.h"
 
 typedef struct nats_js_opts {
 	char *url;                /* comma-separated server URLs */

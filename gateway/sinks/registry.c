@@ -6,7 +6,7 @@
  */
 #include <string.h>
 
-#include "sinks/sink.h"
+#include "sinks/registry.h"
 
 extern const sink_ops sink_file_ops;
 extern const sink_ops sink_kinesis_ops;
@@ -25,10 +25,21 @@ static const sink_ops *const all_sinks[] = {
 	NULL,
 };
 
+/* What config_load() parses [sink NAME] sections with; in all_sinks' order. */
+static const config_sink_type *const all_types[] = {
+	&sink_file_ops.conf,
+	&sink_kinesis_ops.conf,
+	&sink_s3_ops.conf,
+	&sink_webhook_ops.conf,
+	&sink_mqtt_ops.conf,
+	&sink_nats_ops.conf,
+	NULL,
+};
+
 const sink_ops *sink_ops_find(const char *type)
 {
 	for (size_t i = 0; type && all_sinks[i]; i++)
-		if (strcmp(all_sinks[i]->type, type) == 0)
+		if (strcmp(all_sinks[i]->conf.type, type) == 0)
 			return all_sinks[i];
 	return NULL;
 }
@@ -36,4 +47,9 @@ const sink_ops *sink_ops_find(const char *type)
 const sink_ops *const *sink_ops_all(void)
 {
 	return all_sinks;
+}
+
+const config_sink_type *const *sink_types_all(void)
+{
+	return all_types;
 }

@@ -22,9 +22,9 @@
 #include <time.h>
 #include <zlib.h>
 
-#include "config.h"
-#include "err.h"
-#include "log.h"
+#include "core/config.h"
+#include "core/err.h"
+#include "core/log.h"
 
 #define S3_MAX_RESPONSE (64u * 1024)
 
@@ -430,10 +430,7 @@ static int s3_send(sink *s, const sink_record *recs, size_t n, sink_status *resu
 }
 
 const sink_ops sink_s3_ops = {
-	.type = "s3",
-	.options = s3_options,
-	.options_size = sizeof(s3_opts),
-	.options_free = s3_options_free,
+	.conf = {.type = "s3", .options = s3_options, .options_size = sizeof(s3_opts), .options_free = s3_options_free},
 	.check = s3_check,
 	.open = s3_open,
 	.send = s3_send,

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "sinks/aws.h"
-#include "sinks/sink.h"
+#include "store/sink.h"
 
 #define S3_MAX_KEY 1024 /* bytes of UTF-8, S3's object key limit */
 

@@ -15,11 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
-#include "jsonout.h"
-#include "log.h"
+#include "core/err.h"
+#include "core/jsonout.h"
+#include "core/log.h"
 #include "sinks/curl_dl.h"
-#include "sinks/sink.h"
+#include "store/sink.h"
 
 typedef struct webhook_opts {
 	int64_t timeout_ms;
@@ -139,9 +139,7 @@ static int webhook_send(sink *s, const sink_record *recs, size_t n, sink_status 
 }
 
 const sink_ops sink_webhook_ops = {
-	.type = "webhook",
-	.options = webhook_options,
-	.options_size = sizeof(webhook_opts),
+	.conf = {.type = "webhook", .options = webhook_options, .options_size = sizeof(webhook_opts)},
 	.open = webhook_open,
 	.send = webhook_send,
 	.close = webhook_close,

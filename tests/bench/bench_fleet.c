@@ -47,8 +47,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "err.h"
-#include "registry.h"
+#include "core/err.h"
+#include "registry/registry.h"
 
 static int64_t mono_ns(void)
 {

@@ -22,9 +22,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "err.h"
-#include "schema.h"
-#include "outbox.h"
+#include "core/err.h"
+#include "core/timefmt.h"
+#include "edge/schema.h"
+#include "store/outbox.h"
 
 #define MAX_SINK_ARGS 8
 #define THINGS 100
@@ -131,7 +132,7 @@ int main(int argc, char **argv)
 		json_t *o = objs[n % THINGS];
 		if ((n & 63) == 0) {
 			now = wall_ms();
-			schema_format_rfc3339(now, when, sizeof when);
+			timefmt_format_rfc3339(now, when, sizeof when);
 		}
 		json_object_set_new(o, "ts", json_integer(now - 3));
 		json_object_set_new(o, "seq", json_integer(n / THINGS));

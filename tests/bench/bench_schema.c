@@ -31,12 +31,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "aggregate.h"
-#include "alerts.h"
-#include "dedupe.h"
-#include "err.h"
-#include "hash.h"
-#include "schema.h"
+#include "alerts/alerts.h"
+#include "core/err.h"
+#include "core/hash.h"
+#include "edge/aggregate.h"
+#include "edge/dedupe.h"
+#include "edge/schema.h"
 
 #define NPAY 4096
 #define NTHINGS 1000

@@ -24,10 +24,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "clock.h"
-#include "outbox.h"
+#include "core/clock.h"
 #include "shadow/shadow.h"
 #include "shadow/shadow_store.h"
+#include "store/outbox.h"
 
 #define THINGS 1000
 

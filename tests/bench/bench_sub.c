@@ -12,7 +12,7 @@
  * first_mono_s/last_mono_s are raw CLOCK_MONOTONIC readings, which every process on the
  * host shares, so the driver can time "load started -> last message arrived" exactly.
  *
- * --loop mqtt_io runs the network with the daemon's own loop (gateway/mqtt_io.h: one poll
+ * --loop mqtt_io runs the network with the daemon's own loop (gateway/mqtt/mqtt_io.h: one poll
  * per batch of packets, TLS read-ahead, the round's PUBACKs in one TLS record) instead of
  * mosquitto_loop(), still acknowledging every message as soon as its round is read: the
  * ceiling of a subscriber as frugal with the network as tidegate, for comparison.
@@ -23,7 +23,7 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
-#include "mqtt_io.h"
+#include "mqtt/mqtt_io.h"
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

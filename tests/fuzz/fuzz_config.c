@@ -1,5 +1,5 @@
 /*
- * fuzz_config.c — fuzz target for the configuration loader (gateway/config.c): the input is
+ * fuzz_config.c — fuzz target for the configuration loader (gateway/core/config.c): the input is
  * a config file. Invariants: no crash, no leak; a refused file gets at least one error line
  * and every line names the file; an accepted file prints (as check-config prints it) to a
  * text that loads again and prints the same — so the printer's quoting of blanks, '#', ';'
@@ -12,7 +12,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "core/config.h"
+#include "sinks/registry.h"
+#include "store/sink.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -48,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int fd = as_file(data, size, path, sizeof path);
 	if (fd < 0)
 		return 0;
-	tg_config *c = config_load(path, err, sizeof err);
+	tg_config *c = config_load(path, sink_types_all(), err, sizeof err);
 	close(fd);
 	if (!c) {
 		if (!err[0] || strncmp(err, path, strlen(path)) != 0)
@@ -63,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int fd2 = as_file(first, strlen(first), path2, sizeof path2);
 	if (fd2 < 0)
 		abort();
-	tg_config *again = config_load(path2, err, sizeof err);
+	tg_config *again = config_load(path2, sink_types_all(), err, sizeof err);
 	close(fd2);
 	if (!again) {
 		fprintf(stderr, "printed config does not load:\n%s\n---\n%s\n", first, err);

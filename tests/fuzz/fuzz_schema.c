@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
-#include "schema.h"
+#include "core/err.h"
+#include "edge/schema.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
-#include "jsonout.h"
+#include "core/buf.h"
+#include "core/jsonout.h"
 #include "shadow/shadow_doc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

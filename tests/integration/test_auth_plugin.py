@@ -4,7 +4,7 @@ Each broker here is a real Mosquitto 2.0 on a free 127.0.0.1 port, with one mutu
 listener (require_certificate, TLS 1.2) and the built plugin loaded (TIDEGATE_BUILD, default
 build/rel). Certificates come from certs/make-certs.sh into a temporary folder; things are
 registered with the `tidegate device` CLI (the daemon binary when it dispatches `device`,
-otherwise a small driver compiled here from gateway/registry_cli.c). Clients are paho-mqtt
+otherwise a small driver compiled here from gateway/registry/registry_cli.c). Clients are paho-mqtt
 (MQTT v5) and the gateway identity (CN tidegate-gateway) subscribes to '#' to observe what is
 delivered. "Not delivered" is never decided by a sleep: after a possibly-denied publish the
 same client publishes an allowed sentinel, and since one publisher's QoS 1 messages reach a
@@ -83,8 +83,8 @@ def find_cli(tmp):
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "jansson", "sqlite3", "openssl"],
                            capture_output=True, text=True, check=True).stdout.split()
     subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-I", str(ROOT / "gateway"), "-o", str(exe), str(src),
-                    str(ROOT / "gateway/registry_cli.c"), str(ROOT / "gateway/registry.c"),
-                    str(ROOT / "gateway/err.c")] + flags, check=True)
+                    str(ROOT / "gateway/registry/registry_cli.c"), str(ROOT / "gateway/registry/registry.c"),
+                    str(ROOT / "gateway/core/err.c")] + flags, check=True)
     return [str(exe)]
 
 

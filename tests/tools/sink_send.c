@@ -24,9 +24,10 @@
 #include <time.h>
 
 
-#include "err.h"
-#include "log.h"
-#include "sinks/sink.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "sinks/registry.h"
+#include "store/sink.h"
 
 static void usage(void)
 {
@@ -64,10 +65,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sink_send: unknown sink type %s\n", argv[1]);
 		goto out;
 	}
-	opts = calloc(1, ops->options_size);
+	opts = calloc(1, ops->conf.options_size);
 	if (!opts)
 		goto out;
-	if (config_table_defaults(ops->options, opts, err, sizeof err)) {
+	if (config_table_defaults(ops->conf.options, opts, err, sizeof err)) {
 		fprintf(stderr, "sink_send: defaults: %s\n", err);
 		goto out;
 	}
@@ -92,7 +93,7 @@ int main(int argc, char **argv)
 		} else if (eq) {
 			char key[128];
 			snprintf(key, sizeof key, "%.*s", (int)(eq - a), a);
-			if (config_table_set(ops->options, opts, key, eq + 1, err, sizeof err)) {
+			if (config_table_set(ops->conf.options, opts, key, eq + 1, err, sizeof err)) {
 				fprintf(stderr, "sink_send: option %s: %s\n", a, err);
 				goto out;
 			}
@@ -111,7 +112,7 @@ int main(int argc, char **argv)
 	     t = strtok(NULL, ","))
 		tables[ntables++] = t;
 
-	if (config_table_check(ops->options, opts, err, sizeof err)) {
+	if (config_table_check(ops->conf.options, opts, err, sizeof err)) {
 		fprintf(stderr, "sink_send: %s\n", err);
 		goto out;
 	}
@@ -205,10 +206,10 @@ out:
 	free(bufs);
 	free(pkeys);
 	free(tables_arg);
-	if (opts && ops->options_free)
-		ops->options_free(opts);
+	if (opts && ops->conf.options_free)
+		ops->conf.options_free(opts);
 	if (opts)
-		config_table_free(ops->options, opts);
+		config_table_free(ops->conf.options, opts);
 	free(opts);
 	return rc;
 }

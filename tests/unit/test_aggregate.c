@@ -14,8 +14,8 @@
 
 #include <cmocka.h>
 
-#include "aggregate.h"
-#include "err.h"
+#include "core/err.h"
+#include "edge/aggregate.h"
 
 struct sink {
 	json_t *wins;   /* array of emitted objects */

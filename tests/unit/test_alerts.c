@@ -15,9 +15,9 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "alerts.h"
-#include "err.h"
-#include "hash.h"
+#include "alerts/alerts.h"
+#include "core/err.h"
+#include "core/hash.h"
 
 struct sink {
 	json_t *events; /* array of emitted alert messages */

@@ -8,8 +8,9 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include "config.h"
-#include "sinks/sink.h"
+#include "core/config.h"
+#include "sinks/registry.h"
+#include "store/sink.h"
 #include "test_util.h"
 
 static char *dir;
@@ -19,7 +20,7 @@ static tg_config *load(const char *text, char *err, size_t errlen)
 	char path[4096];
 	snprintf(path, sizeof path, "%s/t.conf", dir);
 	tu_write(path, text);
-	return config_load(path, err, errlen);
+	return config_load(path, sink_types_all(), err, errlen);
 }
 
 /* What check-config prints for c; the caller frees it. */
@@ -211,7 +212,7 @@ static void test_builtin_lake(void **state)
 	const tg_sink_conf *lake = config_sink(c, "lake");
 	assert_non_null(lake);
 	assert_int_equal(lake->builtin, 1);
-	assert_string_equal(lake->ops->type, "file");
+	assert_string_equal(lake->type->type, "file");
 	assert_string_equal(*(char *const *)lake->opts, "/srv/tg/lake"); /* file_opts.path comes first */
 	assert_int_equal(c->ndefault_sinks, 1);
 	config_free(c);

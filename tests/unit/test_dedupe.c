@@ -12,8 +12,8 @@
 
 #include <cmocka.h>
 
-#include "dedupe.h"
-#include "err.h"
+#include "core/err.h"
+#include "edge/dedupe.h"
 
 static dedupe *mk(int64_t window, size_t per, size_t things)
 {

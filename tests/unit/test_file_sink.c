@@ -9,8 +9,9 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "err.h"
-#include "sinks/sink.h"
+#include "core/err.h"
+#include "sinks/registry.h"
+#include "store/sink.h"
 #include "test_util.h"
 
 static char *dir;
@@ -19,13 +20,13 @@ static sink *open_sink(const sink_ops **ops, void **opts, const char *extra_key,
 {
 	*ops = sink_ops_find("file");
 	assert_non_null(*ops);
-	*opts = calloc(1, (*ops)->options_size);
+	*opts = calloc(1, (*ops)->conf.options_size);
 	char lake[4096];
 	snprintf(lake, sizeof lake, "%s/lake", dir);
-	assert_int_equal(config_table_defaults((*ops)->options, *opts, NULL, 0), 0);
-	assert_int_equal(config_table_set((*ops)->options, *opts, "path", lake, NULL, 0), 0);
+	assert_int_equal(config_table_defaults((*ops)->conf.options, *opts, NULL, 0), 0);
+	assert_int_equal(config_table_set((*ops)->conf.options, *opts, "path", lake, NULL, 0), 0);
 	if (extra_key)
-		assert_int_equal(config_table_set((*ops)->options, *opts, extra_key, extra_val, NULL, 0), 0);
+		assert_int_equal(config_table_set((*ops)->conf.options, *opts, extra_key, extra_val, NULL, 0), 0);
 	sink_env env = {.gateway_id = "gw-u"};
 	sink_limits lim = {0};
 	char err[256];
@@ -38,7 +39,7 @@ static sink *open_sink(const sink_ops **ops, void **opts, const char *extra_key,
 static void close_sink(const sink_ops *ops, sink *s, void *opts)
 {
 	ops->close(s);
-	config_table_free(ops->options, opts);
+	config_table_free(ops->conf.options, opts);
 	free(opts);
 }
 

@@ -11,9 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "err.h"
-#include "forwarder.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "store/forwarder.h"
 #include "test_util.h"
 
 #define N 300
@@ -70,7 +70,7 @@ static void t_close(sink *s) {}
 
 static const config_option no_options[] = {{NULL, 0, NULL, 0, 0, 0, 0, NULL, NULL}};
 static const sink_ops test_ops = {
-	.type = "script", .options = no_options, .options_size = 0, .open = t_open, .send = t_send, .close = t_close};
+	.conf = {.type = "script", .options = no_options, .options_size = 0}, .open = t_open, .send = t_send, .close = t_close};
 
 static void test_backoff(void **state)
 {
@@ -123,7 +123,7 @@ static void test_partial_failure_and_poison(void **state)
 	}
 	assert_int_equal(outbox_commit(ob), 0);
 
-	tg_sink_conf sc = {.name = "t", .ops = &test_ops, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1};
+	tg_sink_conf sc = {.name = "t", .type = &test_ops.conf, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
 	char err[256];
 	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
@@ -166,7 +166,7 @@ static void test_linger_reads(void **state)
 	outbox *ob = fixture_start(&dir);
 	script.max_age_ms = 1000;
 	script.max_records = 1000;
-	tg_sink_conf sc = {.name = "t", .ops = &test_ops, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1,
+	tg_sink_conf sc = {.name = "t", .type = &test_ops.conf, .retry_base_ms = 1, .retry_cap_ms = 5, .priority_first = 1,
 			   .batch_max_records = 1000};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
 	char err[256];

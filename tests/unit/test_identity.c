@@ -1,5 +1,5 @@
 /*
- * test_identity.c — which thing a message speaks for (gateway/identity.c): the topic level
+ * test_identity.c — which thing a message speaks for (gateway/mqtt/identity.c): the topic level
  * whatever properties a device adds in `topic` mode, the stamped property in `stamped`
  * mode (the topic level when there is none), and topics without a thing level. The probe
  * against a real broker is covered by tests/integration/test_identity.py.
@@ -16,8 +16,8 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
-#include "err.h"
-#include "identity.h"
+#include "core/err.h"
+#include "mqtt/identity.h"
 
 static mosquitto_property *props_with(const char *const *kv)
 {

@@ -16,8 +16,8 @@
 
 #include <cmocka.h>
 
-#include "err.h"
-#include "jsonout.h"
+#include "core/err.h"
+#include "core/jsonout.h"
 
 static void same_as_jansson(const json_t *v)
 {

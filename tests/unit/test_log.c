@@ -1,5 +1,5 @@
 /*
- * test_log.c — log lines are logfmt records whatever the argument text (gateway/log.c).
+ * test_log.c — log lines are logfmt records whatever the argument text (gateway/core/log.c).
  *
  * A strict logfmt parser written here (go-logfmt's rules: bare keys, key=value with the value
  * unquoted — no blank, '=' or '"' in it — or quoted with \" \\ \n \r \t \uXXXX escapes; any
@@ -19,7 +19,7 @@
 
 #include <cmocka.h>
 
-#include "log.h"
+#include "core/log.h"
 
 #define MAXKV 16
 

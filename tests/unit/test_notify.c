@@ -1,5 +1,5 @@
 /*
- * test_notify.c — the systemd notification module (gateway/notify.c) against a real
+ * test_notify.c — the systemd notification module (gateway/ops/notify.c) against a real
  * AF_UNIX datagram socket standing in for systemd's: what READY=1, STATUS= and STOPPING=1
  * carry, when WATCHDOG=1 goes out (every half period of WATCHDOG_USEC, driven by an
  * injected clock, from the loop or from a wait outside it), that a stalled worker
@@ -19,7 +19,7 @@
 
 #include <cmocka.h>
 
-#include "notify.h"
+#include "ops/notify.h"
 #include "test_util.h"
 
 typedef struct fixture {

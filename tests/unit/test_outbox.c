@@ -12,10 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "err.h"
-#include "outbox.h"
-#include "outbox_sql.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "store/outbox.h"
+#include "store/outbox_sql.h"
 #include "test_util.h"
 
 static char *dir;

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "ratelog.h"
+#include "core/ratelog.h"
 
 typedef struct seen {
 	int n;

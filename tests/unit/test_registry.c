@@ -23,10 +23,10 @@
 #include <openssl/x509.h>
 #include <sqlite3.h>
 
-#include "err.h"
-#include "registry.h"
-#include "registry_cli.h"
-#include "registry_sql.h"
+#include "core/err.h"
+#include "registry/registry.h"
+#include "registry/registry_cli.h"
+#include "registry/registry_sql.h"
 
 typedef struct fixture {
 	char dir[64];

@@ -21,8 +21,8 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
-#include "err.h"
-#include "hash.h"
+#include "core/err.h"
+#include "core/hash.h"
 #include "rules/rules.h"
 #include "rules/rules_int.h"
 

@@ -15,8 +15,9 @@
 
 #include <cmocka.h>
 
-#include "err.h"
-#include "schema.h"
+#include "core/err.h"
+#include "core/timefmt.h"
+#include "edge/schema.h"
 
 static schema_set *load(const char *text)
 {
@@ -253,9 +254,9 @@ static void test_rfc3339_against_timegm(void **state)
 		snprintf(in, sizeof in, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
 			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
 		int64_t got;
-		assert_int_equal(schema_parse_rfc3339(in, &got), 0);
+		assert_int_equal(timefmt_parse_rfc3339(in, &got), 0);
 		assert_int_equal(got, sec * 1000 + ms);
-		assert_int_equal(schema_format_rfc3339(got, out, sizeof out), 24);
+		assert_int_equal(timefmt_format_rfc3339(got, out, sizeof out), 24);
 		assert_string_equal(out, in);
 		/* same instant written with an offset */
 		struct tm tm2;
@@ -263,26 +264,26 @@ static void test_rfc3339_against_timegm(void **state)
 		gmtime_r(&t2, &tm2);
 		snprintf(in, sizeof in, "%04d-%02d-%02dT%02d:%02d:%02d.%03d+05:30", tm2.tm_year + 1900,
 			 tm2.tm_mon + 1, tm2.tm_mday, tm2.tm_hour, tm2.tm_min, tm2.tm_sec, ms);
-		assert_int_equal(schema_parse_rfc3339(in, &got), 0);
+		assert_int_equal(timefmt_parse_rfc3339(in, &got), 0);
 		assert_int_equal(got, sec * 1000 + ms);
 	}
 	int64_t v;
-	assert_int_equal(schema_parse_rfc3339("2024-02-29T00:00:00Z", &v), 0);
+	assert_int_equal(timefmt_parse_rfc3339("2024-02-29T00:00:00Z", &v), 0);
 	assert_int_equal(v, 1709164800000LL);
-	assert_int_equal(schema_parse_rfc3339("2024-01-01T00:00:00.5Z", &v), 0);
+	assert_int_equal(timefmt_parse_rfc3339("2024-01-01T00:00:00.5Z", &v), 0);
 	assert_int_equal(v, 1704067200500LL);
-	assert_int_equal(schema_parse_rfc3339("2024-01-01 00:00:00.123456789-01:00", &v), 0);
+	assert_int_equal(timefmt_parse_rfc3339("2024-01-01 00:00:00.123456789-01:00", &v), 0);
 	assert_int_equal(v, 1704067200123LL + 3600000);
 	const char *bad[] = {"2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-01-01T24:00:00Z",
 			     "2024-01-01T00:00:00",  "2024-01-01T00:00:00.Z", "2024-01-01T00:00:00Zx",
 			     "2024-1-01T00:00:00Z",  "yesterday", "", "2024-01-01T00:00:00+5:00"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-		if (schema_parse_rfc3339(bad[i], &v) != TG_EINVAL)
+		if (timefmt_parse_rfc3339(bad[i], &v) != TG_EINVAL)
 			fail_msg("accepted %s", bad[i]);
 	char buf[32];
-	assert_int_equal(schema_format_rfc3339(0, buf, sizeof buf), 24);
+	assert_int_equal(timefmt_format_rfc3339(0, buf, sizeof buf), 24);
 	assert_string_equal(buf, "1970-01-01T00:00:00.000Z");
-	assert_int_equal(schema_format_rfc3339(0, buf, 10), TG_EINVAL);
+	assert_int_equal(timefmt_format_rfc3339(0, buf, 10), TG_EINVAL);
 }
 
 static const char TS_SCHEMA[] =

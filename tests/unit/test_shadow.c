@@ -18,11 +18,11 @@
 #include <mqtt_protocol.h>
 #include <sqlite3.h>
 
-#include "err.h"
-#include "outbox.h"
+#include "core/err.h"
 #include "shadow/shadow.h"
 #include "shadow/shadow_sql.h"
 #include "shadow/shadow_store.h"
+#include "store/outbox.h"
 #include "test_util.h"
 
 #define T0 1800000000000LL /* ms */

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "err.h"
+#include "core/err.h"
 #include "shadow/shadow_doc.h"
 
 static const shadow_limits LIM = {.max_payload_bytes = 131072, .max_state_bytes = 8192};

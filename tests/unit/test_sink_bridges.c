@@ -22,10 +22,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "err.h"
+#include "core/err.h"
 #include "sinks/mqtt_bridge.h"
-#include "sinks/nats_js.h"
 #include "sinks/msgsink.h"
+#include "sinks/nats_js.h"
+#include "sinks/registry.h"
 
 static sink_record rec(const char *msg_id, const char *table, const char *pkey, size_t len)
 {
@@ -237,17 +238,17 @@ static const sink_ops *find(const char *type)
 static void *opts_with(const sink_ops *ops, const char *const *kv)
 {
 	char err[256];
-	void *o = calloc(1, ops->options_size);
+	void *o = calloc(1, ops->conf.options_size);
 	assert_non_null(o);
-	assert_int_equal(config_table_defaults(ops->options, o, err, sizeof err), 0);
+	assert_int_equal(config_table_defaults(ops->conf.options, o, err, sizeof err), 0);
 	for (; *kv; kv += 2)
-		assert_int_equal(config_table_set(ops->options, o, kv[0], kv[1], err, sizeof err), 0);
+		assert_int_equal(config_table_set(ops->conf.options, o, kv[0], kv[1], err, sizeof err), 0);
 	return o;
 }
 
 static void opts_free(const sink_ops *ops, void *o)
 {
-	config_table_free(ops->options, o);
+	config_table_free(ops->conf.options, o);
 	free(o);
 }
 

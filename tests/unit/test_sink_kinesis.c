@@ -20,9 +20,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "err.h"
+#include "core/err.h"
 #include "sinks/aws.h"
 #include "sinks/kinesis.h"
+#include "sinks/registry.h"
 
 /* ---- encoders ------------------------------------------------------------------------- */
 
@@ -386,14 +387,21 @@ static void test_registry(void **state)
 	int seen = 0;
 	for (const sink_ops *const *p = sink_ops_all(); *p; p++) {
 		seen += *p == &sink_kinesis_ops;
-		assert_non_null((*p)->options);
+		assert_non_null((*p)->conf.options);
 		assert_non_null((*p)->open);
 		assert_non_null((*p)->send);
 	}
 	assert_int_equal(seen, 1);
+	/* config_load()'s list is the same types, in the same order. */
+	const config_sink_type *const *types = sink_types_all();
+	const sink_ops *const *all = sink_ops_all();
+	size_t i = 0;
+	for (; all[i]; i++)
+		assert_ptr_equal(types[i], &all[i]->conf);
+	assert_null(types[i]);
 	/* The option table is well formed: the required stream, secrets flagged. */
 	int req = 0, secret = 0;
-	for (const config_option *op = sink_kinesis_ops.options; op->name; op++) {
+	for (const config_option *op = sink_kinesis_ops.conf.options; op->name; op++) {
 		req += (op->flags & CFG_REQUIRED) != 0;
 		secret += (op->flags & CFG_SECRET) != 0;
 		assert_true(op->offset < sizeof(kinesis_opts));

@@ -21,8 +21,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "err.h"
+#include "core/err.h"
 #include "sinks/aws.h"
+#include "sinks/registry.h"
 #include "sinks/s3.h"
 
 /* 2026-11-25T16:34:44.123Z */
@@ -276,7 +277,7 @@ static void test_options_table(void **state)
 	(void)state;
 	assert_ptr_equal(sink_ops_find("s3"), &sink_s3_ops);
 	int req = 0, secret = 0, seen_path_style = 0;
-	for (const config_option *op = sink_s3_ops.options; op->name; op++) {
+	for (const config_option *op = sink_s3_ops.conf.options; op->name; op++) {
 		req += (op->flags & CFG_REQUIRED) != 0;
 		secret += (op->flags & CFG_SECRET) != 0;
 		assert_true(op->offset < sizeof(s3_opts));

@@ -1,5 +1,5 @@
 /*
- * test_topic.c — MQTT topic filters (gateway/topic.c): validity, a table of the spec's
+ * test_topic.c — MQTT topic filters (gateway/core/topic.c): validity, a table of the spec's
  * corner cases, and a random differential test of the compiled matcher against the
  * uncompiled one and against the rules engine's trie (an independent implementation).
  */
@@ -13,8 +13,8 @@
 
 #include <cmocka.h>
 
+#include "core/topic.h"
 #include "rules/rules_int.h"
-#include "topic.h"
 
 static void test_valid(void **state)
 {
