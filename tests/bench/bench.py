@@ -1358,7 +1358,7 @@ def run_micro_others(d):
     """Every other build/rel/bench_* program, run as `prog 1` (1 s per figure) with BENCH_QUICK
     in the environment; JSON lines with a "name" are figures, other output is kept as text."""
     res = {}
-    mine = {"bench_sub", "bench_outbox", "bench_shadow", "bench_nats"}
+    mine = {"bench_sub", "bench_outbox", "bench_shadow", "bench_nats", "bench_fleet"}
     for exe in sorted(glob.glob(str(BIN / "bench_*"))):
         name = os.path.basename(exe)
         if name in mine or not os.access(exe, os.X_OK):

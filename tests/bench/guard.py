@@ -12,7 +12,7 @@ baseline for this machine class it says so and passes (the ratio is still measur
 must be a complete run).
 
 Usage: guard.py [--record]  (--record appends this run's row; commit it to set the bar)
-Exit: 0 pass / no baseline, 1 regression, 2 the harness failed. GUARD_MSGS (default 30000).
+Exit: 0 pass / no baseline, 1 regression, 2 the harness failed. GUARD_MSGS (default 20000).
 """
 import os
 import sys
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench as B  # noqa: E402
 import history  # noqa: E402
 
-MSGS = int(os.environ.get("GUARD_MSGS", 30000))
+MSGS = int(os.environ.get("GUARD_MSGS", 20000))
 ATTEMPTS = int(os.environ.get("GUARD_ATTEMPTS", 3))
 
 

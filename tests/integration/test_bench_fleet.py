@@ -50,6 +50,6 @@ def test_fleet_harness_smoke(tmp_path):
     assert rl["reload"]["lake"] >= rl["reload"]["acked"] and rl["no_reload"]["lake"] >= rl["no_reload"]["acked"]
     small, large = raw["params"]["edge"]
     assert [(e["things"], e["variant"]) for e in raw["edge"]] == [
-        (small, "schemas only"), (small, "+ shipped rules"), (small, "+ aggregates"), (large, "+ aggregates")]
+        (small, "schemas only, dedupe_per_thing 4"), (small, "schemas only"), (small, "+ shipped rules"), (small, "+ aggregates"), (large, "+ aggregates")]
     assert all(e["anon_mib"]["after"] > e["anon_mib"]["before"] for e in raw["edge"])
     assert (tmp_path / "out" / "fleet.md").read_text().startswith("# Fleet benchmark (smoke scale")

@@ -141,5 +141,7 @@ def test_reload_of_a_large_folder_under_load(broker, daemons, tmp_path):
         sub.close()
     assert d.metric("tidegate_rules_reload_failures_total") == 0
     assert 0 < d.metric("tidegate_rules_reload_max_seconds") < 10
+    assert d.metric("tidegate_rules_reload_cpu_seconds") > 0     # the compile ran on its thread
+    assert 0 < d.metric("tidegate_rules_reload_swap_max_seconds") < 10  # the loop only swapped
     # six SIGHUPs: the first five fold into two or more compiles, the sixth is one of its own
     assert 3 <= d.metric("tidegate_rules_reloads_total") <= 6
