@@ -66,7 +66,8 @@ F = dict(
     connect_rate=float(os.environ.get("FLEET_CONNECT_RATE", _S["connect_rate"])),
     seconds=float(os.environ.get("FLEET_SECONDS", _S["seconds"])),
     edge=tuple(int(x) for x in os.environ["FLEET_EDGE"].split(",")) if os.environ.get("FLEET_EDGE") else _S["edge"],
-    rules_msgs=_S["rules_msgs"], rules_reps=_S["rules_reps"],
+    rules_msgs=int(os.environ.get("FLEET_RULES_MSGS", _S["rules_msgs"])),
+    rules_reps=int(os.environ.get("FLEET_RULES_REPS", _S["rules_reps"])),
     reload_seconds=_S["reload_seconds"], ceiling_msgs=20000 if SCALE == "smoke" else 100000,
 )
 ONLY = set(filter(None, os.environ.get("FLEET_ONLY", "").split(",")))
