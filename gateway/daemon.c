@@ -173,6 +173,7 @@ static int adopt_rules(tg_daemon *d, rules_set *rs, char *errbuf, int initial)
 		ingest_set_rules(d->ig, rs);
 	rules_set_free(d->rules);
 	d->rules = rs;
+	d->rules_gen++;
 	if (d->con)
 		ops_console_set_rules(d->con, rs);
 	if (!initial)
@@ -208,6 +209,7 @@ typedef struct rules_job {
 	rules_set *rs; /* the result, or NULL with errbuf */
 	char errbuf[8192];
 	int64_t us, cpu_us;
+	uint64_t gen; /* d->rules_gen when it started: a set adopted meanwhile is newer */
 	atomic_int done;
 } rules_job;
 
@@ -241,6 +243,7 @@ static void reload_start(tg_daemon *d)
 	if (j) {
 		j->dir = d->cfg->rules_dir;
 		j->env = rules_env_of(d);
+		j->gen = d->rules_gen;
 		if (pthread_create(&j->th, NULL, reload_main, j) == 0) {
 			d->reload_job = j;
 			return;
@@ -261,11 +264,18 @@ static void reload_poll(tg_daemon *d)
 	d->reload_job = NULL;
 	note_reload_time(d, j->us);
 	atomic_store(&d->reload_cpu_us_last, j->cpu_us);
-	int64_t t0 = mono_us();
-	adopt_rules(d, j->rs, j->errbuf, 0); /* frees the old set: the only part the loop waits for */
-	int64_t swap = mono_us() - t0;
-	if (swap > atomic_load(&d->reload_swap_us_max))
-		atomic_store(&d->reload_swap_us_max, swap);
+	if (j->gen != d->rules_gen) {
+		/* the console's API reloaded synchronously while this compiled: its set read the
+		 * folder later; this one may predate that write. Drop it and compile once more. */
+		rules_set_free(j->rs);
+		d->reload_again = 1;
+	} else {
+		int64_t t0 = mono_us();
+		adopt_rules(d, j->rs, j->errbuf, 0); /* frees the old set: the only part the loop waits for */
+		int64_t swap = mono_us() - t0;
+		if (swap > atomic_load(&d->reload_swap_us_max))
+			atomic_store(&d->reload_swap_us_max, swap);
+	}
 	free(j);
 	if (d->reload_again) {
 		d->reload_again = 0;
