@@ -31,6 +31,10 @@
 #include "sinks/registry.h"
 #include "store/sink.h"
 
+/* ingest (the main arena), the WAL checkpointer, the forwarders, the console ticker, the HTTP
+ * listener and a few HTTP connections, each with an arena of its own */
+#define MALLOC_ARENAS 8
+
 /* The version has one home, the top entry of packaging/debian/changelog; the Makefile
  * passes it in, so `tidegate version` and the package version cannot differ. */
 #ifndef TIDEGATE_VERSION
@@ -156,11 +160,14 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_hup;
 	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	/* Two malloc arenas: the ingest thread keeps the main one, the forwarders, the WAL
-	 * checkpointer and the ops HTTP thread share the other. glibc's default (8 per core)
-	 * gives each thread an arena of its own, each with its own free space and padding:
-	 * resident memory this daemon, sized for small gateways, does not need. */
-	mallopt(M_ARENA_MAX, 2);
+	/* At most MALLOC_ARENAS malloc arenas rather than glibc's 8 per core (each with its own
+	 * free space and padding: resident memory a small gateway does not need), but enough
+	 * that the ingest thread keeps the main arena to itself. glibc hands a new thread a
+	 * free or new arena while it may, and only past the cap shares one round-robin — with
+	 * 2, the forwarder or an HTTP thread of the console landed on the main arena half the
+	 * time, and every malloc of the ingest thread contended with it (futex waits in malloc
+	 * on both threads; with the page open, the API threads' JSON too). */
+	mallopt(M_ARENA_MAX, MALLOC_ARENAS);
 	/* libcurl is loaded (and initialised) by the first HTTP sink: sinks/curl_dl.h */
 	return daemon_run(config_arg(argc, argv), &g_stop, &g_reload);
 }

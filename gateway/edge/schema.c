@@ -43,46 +43,6 @@ const char *schema_match(const schema_set *set, const char *topic)
 	return s ? s->name : NULL;
 }
 
-static long long utf8_len(const char *s, size_t n)
-{
-	long long cp = 0;
-	for (size_t i = 0; i < n; i++)
-		cp += ((unsigned char)s[i] & 0xC0) != 0x80;
-	return cp;
-}
-
-static int enum_has(const json_t *vals, const json_t *v)
-{
-	size_t i;
-	json_t *e;
-	json_array_foreach(vals, i, e) {
-		if (json_equal(e, v))
-			return 1;
-	}
-	return 0;
-}
-
-/* Checks that do not depend on the message (used for defaults at load time too). Returns 1
- * when v passes type/range/length/enum checks; the pattern is checked by the caller. */
-int schema_value_fits(const struct sfield *f, const json_t *v)
-{
-	if (!(schema_type_bits(v) & f->types))
-		return 0;
-	if (json_is_number(v)) {
-		double x = json_number_value(v);
-		if ((f->has_min && x < f->min) || (f->has_max && x > f->max))
-			return 0;
-	}
-	if (json_is_string(v)) {
-		long long l = utf8_len(json_string_value(v), json_string_length(v));
-		if ((f->min_len >= 0 && l < f->min_len) || (f->max_len >= 0 && l > f->max_len))
-			return 0;
-	}
-	if (f->enum_vals && !enum_has(f->enum_vals, v))
-		return 0;
-	return 1;
-}
-
 static const char *type_word(const json_t *v)
 {
 	switch (json_typeof(v)) {
@@ -249,7 +209,7 @@ static int apply_field(const struct schema *s, const struct sfield *f, const cha
 		const char *str = json_string_value(v);
 		size_t n = json_string_length(v);
 		if (f->min_len >= 0 || f->max_len >= 0) {
-			long long l = utf8_len(str, n);
+			long long l = schema_utf8_len(str, n);
 			if ((f->min_len >= 0 && l < f->min_len) || (f->max_len >= 0 && l > f->max_len))
 				return schema_reject_set(why, st, SCHEMA_R_OUT_OF_RANGE, f->name,
 					      "length %lld outside %lld..%lld", l, f->min_len, f->max_len);
@@ -264,7 +224,7 @@ static int apply_field(const struct schema *s, const struct sfield *f, const cha
 					      "does not match the pattern");
 		}
 	}
-	if (f->enum_vals && !enum_has(f->enum_vals, v))
+	if (f->enum_vals && !schema_enum_has(f->enum_vals, v))
 		return schema_reject_set(why, st, SCHEMA_R_PATTERN_MISMATCH, f->name, "not one of the allowed values");
 	if (f->topic_level && json_is_string(v)) {
 		const char *lv;

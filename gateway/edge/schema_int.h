@@ -97,10 +97,41 @@ struct schema_set {
 /* Fill *why (cold path: only runs on rejection) and count it; returns TG_EINVAL. */
 int schema_reject_set(schema_reject *why, schema_stats *st, schema_reason r, const char *field, const char *fmt,
 		      ...) __attribute__((format(printf, 5, 6)));
+/* Per-field helpers of the apply step's hot path, inline in both files that use them. */
 /* The T_* bits of a JSON value's type. */
-unsigned schema_type_bits(const json_t *v);
-/* Checks that do not depend on the message (used for defaults at load time too). Returns 1
- * when v passes type/range/length/enum checks; the pattern is checked by the caller. */
-int schema_value_fits(const struct sfield *f, const json_t *v);
+static inline unsigned schema_type_bits(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_STRING: return T_STRING;
+	case JSON_INTEGER: return T_NUMBER | T_INTEGER;
+	case JSON_REAL: return T_NUMBER;
+	case JSON_TRUE:
+	case JSON_FALSE: return T_BOOLEAN;
+	case JSON_OBJECT: return T_OBJECT;
+	case JSON_ARRAY: return T_ARRAY;
+	case JSON_NULL: return T_NULL;
+	}
+	return 0;
+}
+
+/* Code points of UTF-8 text already checked valid. */
+static inline long long schema_utf8_len(const char *s, size_t n)
+{
+	long long cp = 0;
+	for (size_t i = 0; i < n; i++)
+		cp += ((unsigned char)s[i] & 0xC0) != 0x80;
+	return cp;
+}
+
+static inline int schema_enum_has(const json_t *vals, const json_t *v)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach(vals, i, e) {
+		if (json_equal(e, v))
+			return 1;
+	}
+	return 0;
+}
 
 #endif

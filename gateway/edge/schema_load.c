@@ -198,20 +198,6 @@ static unsigned parse_type_name(const char *s)
 	return 0;
 }
 
-unsigned schema_type_bits(const json_t *v)
-{
-	switch (json_typeof(v)) {
-	case JSON_STRING: return T_STRING;
-	case JSON_INTEGER: return T_NUMBER | T_INTEGER;
-	case JSON_REAL: return T_NUMBER;
-	case JSON_TRUE:
-	case JSON_FALSE: return T_BOOLEAN;
-	case JSON_OBJECT: return T_OBJECT;
-	case JSON_ARRAY: return T_ARRAY;
-	case JSON_NULL: return T_NULL;
-	}
-	return 0;
-}
 
 static int add_unit_field(struct schema *s, const char *name, int to)
 {
@@ -229,6 +215,27 @@ static int add_unit_field(struct schema *s, const char *name, int to)
 	return (int)s->nufs++;
 }
 
+
+/* Checks that do not depend on the message (here: a default at load time). Returns 1
+ * when v passes type/range/length/enum checks; the pattern is checked by the caller. */
+static int schema_value_fits(const struct sfield *f, const json_t *v)
+{
+	if (!(schema_type_bits(v) & f->types))
+		return 0;
+	if (json_is_number(v)) {
+		double x = json_number_value(v);
+		if ((f->has_min && x < f->min) || (f->has_max && x > f->max))
+			return 0;
+	}
+	if (json_is_string(v)) {
+		long long l = schema_utf8_len(json_string_value(v), json_string_length(v));
+		if ((f->min_len >= 0 && l < f->min_len) || (f->max_len >= 0 && l > f->max_len))
+			return 0;
+	}
+	if (f->enum_vals && !schema_enum_has(f->enum_vals, v))
+		return 0;
+	return 1;
+}
 
 static int compile_field(struct lctx *c, struct schema *s, struct sfield *f, const char *name,
 			 json_t *spec)

@@ -198,6 +198,11 @@ broker *broker_new(const tg_config *cfg, broker_message_fn cb, void *ud, char *e
 	mosquitto_int_option(b->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
 	/* we process one message at a time; let the broker keep the rest queued for us */
 	mosquitto_int_option(b->mosq, MOSQ_OPT_RECEIVE_MAXIMUM, rmax);
+	/* No Nagle on our socket: mqtt_io already coalesces everything a commit releases into
+	 * one write, and Nagle held the next write (PUBACKs, shadow answers) until the broker
+	 * acknowledged the previous one — up to its delayed-ACK timer (40 ms) when the broker had
+	 * nothing to send back. Costs the broker nothing (its own socket keeps its setting). */
+	mosquitto_int_option(b->mosq, MOSQ_OPT_TCP_NODELAY, 1);
 	mosquitto_connect_v5_callback_set(b->mosq, on_connect);
 	mosquitto_disconnect_v5_callback_set(b->mosq, on_disconnect);
 	mosquitto_message_v5_callback_set(b->mosq, on_message);

@@ -103,9 +103,9 @@ static int on_thing(void *ud, const registry_thing_row *row)
 	return 0;
 }
 
-static void merge_stats(ops_console *c, json_t *dev, int64_t now, int with_latest)
+static void merge_stats(const ops_things_snap *snap, json_t *dev, int64_t now, int with_latest)
 {
-	const ops_thing *t = ops_thing_find(c, json_string_value(json_object_get(dev, "thing")));
+	const ops_thing *t = ops_snap_find(snap, json_string_value(json_object_get(dev, "thing")));
 	json_t *st = t ? ops_thing_json(t, now, with_latest) : NULL;
 	if (st) {
 		json_object_del(st, "thing");
@@ -122,9 +122,17 @@ static void merge_stats(ops_console *c, json_t *dev, int64_t now, int with_lates
 static const char ONLINE_BASIS[] =
 	"the daemon's own counters: a message (accepted or quarantined) in the last 60 s; the broker's connection table is not visible to the daemon";
 
+/* The per-thing figures come from a snapshot of the table (ops_things_snapshot): parsing
+ * every thing's latest record under the table's lock stalled the ingest thread, which takes
+ * that lock for every message, for as long as the page's poll took. */
 int ops_api_devices(ops_console *c, const http_req *req, http_resp *r, const char *rest)
 {
 	int64_t now = ops_now_ms();
+	ops_things_snap snap;
+	if (*rest && *rest != '/')
+		return 1;
+	if (ops_things_snapshot(c, &snap))
+		return ops_error(r, 500, "internal", "out of memory");
 	if (*rest == '/') {
 		const char *thing = rest + 1;
 		json_t *dev = NULL;
@@ -133,40 +141,38 @@ int ops_api_devices(ops_console *c, const http_req *req, http_resp *r, const cha
 		if (reg_get(c) && registry_thing_get(c->reg, thing, &row, NULL, 0) == 0)
 			dev = registry_row(c, &row);
 		pthread_mutex_unlock(&c->db_mu);
-		pthread_mutex_lock(&c->mu);
-		int seen = ops_thing_find(c, thing) != NULL;
-		if (!dev && seen)
+		if (!dev && ops_snap_find(&snap, thing))
 			dev = json_pack("{s:s, s:b}", "thing", thing, "registered", 0);
 		if (dev)
-			merge_stats(c, dev, now, 1);
-		pthread_mutex_unlock(&c->mu);
+			merge_stats(&snap, dev, now, 1);
+		ops_things_snap_free(&snap);
 		if (!dev)
 			return ops_error(r, 404, "unknown_thing", "'%s' is neither registered nor seen since the daemon started", thing);
 		json_object_set_new(dev, "online_basis", json_string(ONLINE_BASIS));
 		return ops_json(r, 200, dev);
 	}
-	if (*rest)
-		return 1;
 	dev_walk w = {c, json_array()};
-	if (!w.list)
+	json_t *known = json_object(); /* registered names, for the unregistered things seen */
+	if (!w.list || !known) {
+		json_decref(w.list);
+		json_decref(known);
+		ops_things_snap_free(&snap);
 		return ops_error(r, 500, "internal", "out of memory");
+	}
 	pthread_mutex_lock(&c->db_mu);
 	int registered = reg_get(c) != NULL;
 	if (registered)
 		registry_things_foreach(c->reg, on_thing, &w, NULL, 0);
 	pthread_mutex_unlock(&c->db_mu);
-	pthread_mutex_lock(&c->mu);
 	size_t nreg = json_array_size(w.list);
-	for (size_t i = 0; i < nreg; i++)
-		merge_stats(c, json_array_get(w.list, i), now, 1);
-	for (size_t i = 0; i < c->things_cap && json_array_size(w.list) < 20000; i++) {
-		ops_thing *t = c->things[i];
-		if (!t)
-			continue;
-		int known = 0;
-		for (size_t k = 0; k < nreg && !known; k++)
-			known = strcmp(json_string_value(json_object_get(json_array_get(w.list, k), "thing")), t->name) == 0;
-		if (known)
+	for (size_t i = 0; i < nreg; i++) {
+		json_t *dev = json_array_get(w.list, i);
+		json_object_set(known, json_string_value(json_object_get(dev, "thing")), json_true());
+		merge_stats(&snap, dev, now, 1);
+	}
+	for (size_t i = 0; i < snap.cap && json_array_size(w.list) < 20000; i++) {
+		const ops_thing *t = snap.things[i];
+		if (!t || json_object_get(known, t->name))
 			continue;
 		json_t *dev = ops_thing_json(t, now, 1);
 		if (dev) {
@@ -174,7 +180,8 @@ int ops_api_devices(ops_console *c, const http_req *req, http_resp *r, const cha
 			json_array_append_new(w.list, dev);
 		}
 	}
-	pthread_mutex_unlock(&c->mu);
+	json_decref(known);
+	ops_things_snap_free(&snap);
 	return ops_json(r, 200, json_pack("{s:o, s:b, s:s}", "devices", w.list, "registry", registered, "online_basis",
 					  ONLINE_BASIS));
 }
@@ -285,43 +292,43 @@ int ops_api_quarantine(ops_console *c, const http_req *req, http_resp *r)
 
 /* ---- sinks -------------------------------------------------------------------------- */
 
-/* db_mu held: {name: {rows, bytes, oldest_ms, dead, dead_bytes, exact}} from the outbox. */
+/* db_mu held: {name: {rows, bytes, oldest_ms, dead, dead_bytes, exact}}. Rows and bytes come
+ * from the counters the outbox keeps as rows come and go (no query), the oldest row from one
+ * index seek per priority: counting the backlog here (count and sum(length(payload)) over
+ * every row of the sink) read the whole backlog every two seconds while the page was open,
+ * and held a read snapshot under the outbox's writer for as long. */
 static json_t *backlog(ops_console *c)
 {
 	if (c->backlog_cache && tg_mono_ms() - c->backlog_cache_ms < BACKLOG_CACHE_MS)
 		return json_incref(c->backlog_cache);
 	json_t *all = json_object();
 	sqlite3 *db = db_get(c, &c->obdb, c->cfg->outbox_path);
-	for (size_t i = 0; db && i < forwarder_nsinks(c->fw); i++) {
+	for (size_t i = 0; i < forwarder_nsinks(c->fw); i++) {
 		const char *name = forwarder_stats(c->fw, i)->name;
+		int64_t rows = 0, bytes = 0, oldest = 0;
+		outbox_sink_backlog(c->ob, name, &rows, &bytes); /* 0, 0 for a sink never written to */
+		json_t *o = json_pack("{s:I, s:I, s:b}", "rows", (json_int_t)rows, "bytes", (json_int_t)bytes, "exact", 1);
 		sqlite3_stmt *st = NULL;
-		json_t *o = json_object();
 		c->db_deadline_ms = tg_mono_ms() + DB_TIMEOUT_MS;
-		int rc = sqlite3_prepare_v2(db,
-					    "SELECT count(*), coalesce(sum(length(payload)), 0), min(created_ms) FROM outbox"
-					    " WHERE sink = (SELECT id FROM sinks WHERE name = ?1)",
-					    -1, &st, NULL);
-		if (rc == SQLITE_OK) {
+		if (rows > 0 && db &&
+		    sqlite3_prepare_v2(db,
+				       "SELECT min(created_ms) FROM (SELECT (SELECT created_ms FROM outbox WHERE sink = s.id AND prio = p.prio"
+				       " ORDER BY seq LIMIT 1) AS created_ms FROM (SELECT id FROM sinks WHERE name = ?1) AS s,"
+				       " (SELECT ?2 AS prio UNION ALL SELECT ?3 UNION ALL SELECT ?4) AS p)",
+				       -1, &st, NULL) == SQLITE_OK) {
 			sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-			rc = sqlite3_step(st);
-		}
-		if (rc == SQLITE_ROW) {
-			json_object_set_new(o, "rows", json_integer(sqlite3_column_int64(st, 0)));
-			json_object_set_new(o, "bytes", json_integer(sqlite3_column_int64(st, 1)));
-			json_object_set_new(o, "oldest_ms", sqlite3_column_type(st, 2) == SQLITE_NULL ? json_null()
-												 : json_integer(sqlite3_column_int64(st, 2)));
-			json_object_set_new(o, "exact", json_true());
-		} else { /* too big to count in time: the forwarder's sampled count */
-			json_object_set_new(o, "rows", json_integer(atomic_load(&forwarder_stats(c->fw, i)->pending)));
-			json_object_set_new(o, "bytes", json_null());
-			json_object_set_new(o, "oldest_ms", json_null());
-			json_object_set_new(o, "exact", json_false());
+			sqlite3_bind_int(st, 2, OUTBOX_PRIO_BULK);
+			sqlite3_bind_int(st, 3, OUTBOX_PRIO_AGGREGATE);
+			sqlite3_bind_int(st, 4, OUTBOX_PRIO_ALERT);
+			if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+				oldest = sqlite3_column_int64(st, 0);
 		}
 		sqlite3_finalize(st);
 		st = NULL;
+		json_object_set_new(o, "oldest_ms", oldest ? json_integer(oldest) : json_null());
 		c->db_deadline_ms = tg_mono_ms() + DB_TIMEOUT_MS;
-		if (sqlite3_prepare_v2(db, "SELECT count(*), coalesce(sum(length(payload)), 0) FROM dead WHERE sink = ?1", -1, &st,
-				       NULL) == SQLITE_OK) {
+		if (db && sqlite3_prepare_v2(db, "SELECT count(*), coalesce(sum(length(payload)), 0) FROM dead WHERE sink = ?1", -1, &st,
+					     NULL) == SQLITE_OK) {
 			sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 			if (sqlite3_step(st) == SQLITE_ROW) {
 				json_object_set_new(o, "dead", json_integer(sqlite3_column_int64(st, 0)));

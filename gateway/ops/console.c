@@ -79,13 +79,15 @@ json_t *ops_body_object(const http_req *req, http_resp *r)
 
 /* ---- the per-thing table (under mu) ------------------------------------------------ */
 
-static size_t thing_slot(ops_console *c, const char *name)
+static size_t slot_in(ops_thing *const *things, size_t cap, const char *name)
 {
-	size_t mask = c->things_cap - 1, i = (size_t)tg_hash_str(TG_HASH_SEED, name) & mask;
-	while (c->things[i] && strcmp(c->things[i]->name, name) != 0)
+	size_t mask = cap - 1, i = (size_t)tg_hash_str(TG_HASH_SEED, name) & mask;
+	while (things[i] && strcmp(things[i]->name, name) != 0)
 		i = (i + 1) & mask;
 	return i;
 }
+
+static size_t thing_slot(ops_console *c, const char *name) { return slot_in(c->things, c->things_cap, name); }
 
 ops_thing *ops_thing_find(ops_console *c, const char *name)
 {
@@ -125,7 +127,7 @@ static ops_thing *thing_get(ops_console *c, const char *name)
 	return t;
 }
 
-static void thing_free(ops_thing *t)
+void ops_thing_free(ops_thing *t)
 {
 	if (!t)
 		return;
@@ -133,6 +135,56 @@ static void thing_free(ops_thing *t)
 	free(t->latest);
 	free(t->latest_topic);
 	free(t);
+}
+
+static ops_thing *thing_copy(const ops_thing *t)
+{
+	ops_thing *n = calloc(1, sizeof *n);
+	if (!n)
+		return NULL;
+	*n = *t;
+	n->name = strdup(t->name);
+	n->latest = t->latest ? malloc(t->latest_len + 1) : NULL;
+	n->latest_topic = t->latest_topic ? strdup(t->latest_topic) : NULL;
+	if (!n->name || (t->latest && !n->latest) || (t->latest_topic && !n->latest_topic)) {
+		ops_thing_free(n);
+		return NULL;
+	}
+	if (n->latest)
+		memcpy(n->latest, t->latest, t->latest_len + 1);
+	n->latest_cap = t->latest ? t->latest_len + 1 : 0;
+	return n;
+}
+
+int ops_things_snapshot(ops_console *c, ops_things_snap *s)
+{
+	*s = (ops_things_snap){0};
+	pthread_mutex_lock(&c->mu);
+	size_t cap = c->things_cap;
+	ops_thing **things = cap ? calloc(cap, sizeof *things) : NULL;
+	int rc = cap && !things ? TG_ENOMEM : 0;
+	for (size_t i = 0; things && i < cap && !rc; i++)
+		if (c->things[i] && !(things[i] = thing_copy(c->things[i])))
+			rc = TG_ENOMEM;
+	pthread_mutex_unlock(&c->mu);
+	s->things = things;
+	s->cap = cap;
+	if (rc)
+		ops_things_snap_free(s);
+	return rc;
+}
+
+const ops_thing *ops_snap_find(const ops_things_snap *s, const char *name)
+{
+	return s->cap ? s->things[slot_in(s->things, s->cap, name)] : NULL;
+}
+
+void ops_things_snap_free(ops_things_snap *s)
+{
+	for (size_t i = 0; s->things && i < s->cap; i++)
+		ops_thing_free(s->things[i]);
+	free(s->things);
+	*s = (ops_things_snap){0};
 }
 
 static void thing_day(ops_thing *t, int64_t now_ms)
@@ -785,7 +837,7 @@ void ops_console_free(ops_console *c)
 	ops_events_free(c->ev);
 	ops_retention_close(c->ret);
 	for (size_t i = 0; i < c->things_cap; i++)
-		thing_free(c->things[i]);
+		ops_thing_free(c->things[i]);
 	free(c->things);
 	json_decref(c->alert_hist);
 	json_decref(c->backlog_cache);

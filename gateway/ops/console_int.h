@@ -121,5 +121,16 @@ int ops_api_query(ops_console *c, const http_req *req, http_resp *r);
 /* The thing's entry (mu held by the caller) or NULL. */
 ops_thing *ops_thing_find(ops_console *c, const char *name);
 json_t *ops_thing_json(const ops_thing *t, int64_t now_ms, int with_latest);
+void ops_thing_free(ops_thing *t); /* NULL-safe */
+/* A copy of the per-thing table, taken under mu (copies only) and released at once: readers
+ * format their JSON from it without holding the lock the ingest thread takes for every
+ * message. 0 or TG_ENOMEM (then empty). */
+typedef struct ops_things_snap {
+	ops_thing **things; /* open addressing, as the table's */
+	size_t cap;
+} ops_things_snap;
+int ops_things_snapshot(ops_console *c, ops_things_snap *s);
+const ops_thing *ops_snap_find(const ops_things_snap *s, const char *name);
+void ops_things_snap_free(ops_things_snap *s);
 
 #endif

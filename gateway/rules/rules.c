@@ -1359,7 +1359,7 @@ static void run_error_action(rules_ctx *c, const rule *r, const tg_msg *m, json_
 
 /* 1 when the host says every alert action of r would change nothing for this message's
  * thing unless it raised (see rules_env.alert_idle). */
-static int alerts_idle(const rules_set *rs, const rule *r, const tg_msg *m)
+static int alert_actions_idle(const rules_set *rs, const rule *r, const tg_msg *m)
 {
 	if (!rs->env.alert_idle || !m->thing)
 		return 0;
@@ -1392,7 +1392,7 @@ static int eval_rule(rules_ctx *c, const rules_set *rs, const rule *r, rule_ctr 
 	int where_ok = !s->q->where || rules_eval_cond(c, s->q->where);
 	if (c->err || (!where_ok && !r->has_alert))
 		goto out;
-	if (!where_ok && alerts_idle(rs, r, m))
+	if (!where_ok && alert_actions_idle(rs, r, m))
 		goto out; /* the usual message: below the threshold, nothing pending or raised */
 	payload = rules_eval_select(c, s->q);
 	if (c->err)

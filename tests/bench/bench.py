@@ -54,6 +54,9 @@ NR_DIR = REPO / "tests" / "bench" / "node-red"
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 # a quick run never overwrites the figures of the last full run
 OUT = REPO / "bench" / "results" / ("quick" if QUICK else "")
+# BENCH_OUT=dir: results elsewhere (a BENCH_ONLY run of a few rows keeps the committed figures)
+if os.environ.get("BENCH_OUT"):
+    OUT = Path(os.environ["BENCH_OUT"]).resolve()
 KEEP = os.environ.get("BENCH_KEEP") == "1"
 # BENCH_ONLY=ceiling,tidegate,... runs a subset (for debugging the harness; results then
 # have empty columns).

@@ -14,6 +14,7 @@ B=${B:-build}
 BIN=$REPO/$B/rel
 OUT=$REPO/bench/results
 [ "${BENCH_QUICK:-}" = 1 ] && OUT=$OUT/quick # a quick run keeps the last full run's figures
+OUT=${BENCH_OUT:-$OUT} # BENCH_OUT=dir: a run of a few rows (BENCH_ONLY) keeps the committed figures
 NR=$REPO/tests/bench/node-red
 NICE=${BENCH_NICE:-10}
 

@@ -482,3 +482,32 @@ def test_token_new_and_refused_token_files(broker, tmp_path):
     d.start(wait_connected=False)
     assert d.proc.wait(20) != 0
     assert "readable by group or others" in d.log() and str(f) in d.log()
+
+
+def test_devices_merges_registry_and_traffic(broker, daemons, tmp_path, certs):
+    """/api/devices with a registry: registered things carry their attributes and, when they
+    sent anything, the daemon's counters; things seen but not registered follow, once each."""
+    db = tmp_path / "registry.db"
+    for t, site in (("dev-0001", "plant-7"), ("dev-0005", "plant-9")):
+        r = subprocess.run([harness.BUILD / "tidegate", "device", "--db", db, "register", t, "--attr", f"site={site}"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    c = Console(broker, daemons, tmp_path, extra=f"[registry]\npath = {db}\n")
+    summary = harness.Sim.run(broker, tmp_path, "--things", 2, "--count", 30, "--rate", 50, "--seed", 9)
+    assert summary["failed"] == 0
+    wait_until(lambda: c.d.metric("tidegate_messages_accepted_total") == 60, 20)
+    st, body, _ = c.get("/api/devices")
+    assert st == 200 and body["registry"] is True
+    names = [d["thing"] for d in body["devices"]]
+    assert sorted(names) == ["dev-0001", "dev-0002", "dev-0005"]  # each once
+    devs = {d["thing"]: d for d in body["devices"]}
+    assert devs["dev-0001"]["registered"] is True and devs["dev-0001"]["attributes"] == {"site": "plant-7"}
+    assert devs["dev-0001"]["messages_today"] == 30 and devs["dev-0001"]["online"] is True
+    assert devs["dev-0001"]["latest"]["thing"] == "dev-0001"
+    assert devs["dev-0005"]["registered"] is True and devs["dev-0005"]["messages_today"] == 0
+    assert devs["dev-0005"]["online"] is False and "latest" not in devs["dev-0005"]
+    assert devs["dev-0002"]["registered"] is False and devs["dev-0002"]["messages_today"] == 30
+    st, one, _ = c.get("/api/devices/dev-0005")
+    assert st == 200 and one["registered"] is True and one["attributes"] == {"site": "plant-9"}
+    st, one, _ = c.get("/api/devices/dev-0002")
+    assert st == 200 and one["registered"] is False and one["messages_today"] == 30
