@@ -74,7 +74,7 @@ TOOL_BINS := $(patsubst tests/tools/%.c,$(B)/rel/tools/%,$(TOOL_SRCS)) \
              $(patsubst tests/tools/%.c,$(B)/asan/tools/%,$(TOOL_SRCS))
 
 .PHONY: all asan deps certs demo check check-layout unit integration integration-asan fuzz-replay \
-        bench bench-quick chaos clean valgrind install format deb unit-bins-rel check-packaging check-arm64 footprint
+        bench bench-quick bench-fleet chaos clean valgrind install format deb unit-bins-rel check-packaging check-arm64 footprint
 
 all: $(REL_BINS)
 asan: $(ASAN_BINS) $(UNIT_BINS) $(FUZZ_BINS)
@@ -185,7 +185,9 @@ fuzz-replay: $(FUZZ_BINS)
 
 # Integration tests run against the optimised build, then again (a quicker subset marked
 # `asan` is not needed: the whole suite) against the sanitizer build.
-integration: $(REL_BINS) $(ASAN_BINS) $(TOOL_BINS)
+# bench_sub and bench_fleet: the regression guard and the fleet benchmark's smoke run
+# (tests/integration/test_bench_guard.py, test_bench_fleet.py) keep the harness alive
+integration: $(REL_BINS) $(ASAN_BINS) $(TOOL_BINS) $(B)/rel/bench_sub $(B)/rel/bench_fleet
 	@tests/integration/npm-peers.sh
 	@tests/browser/install.sh
 	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
@@ -196,6 +198,12 @@ valgrind: $(B)/rel/tidegate
 
 bench: deps all $(BENCH_BINS)
 	@B=$(B) tests/bench/run.sh
+	@B=$(B) tests/bench/run-fleet.sh
+
+# The fleet rows (issue 19): 10,000 mTLS connections, a 100,000-thing registry, 1,000 rules,
+# edge state at 10k and 100k things (FLEET_SCALE=reduced|smoke for less; tests/bench/fleet.py)
+bench-fleet: deps all $(BENCH_BINS)
+	@B=$(B) tests/bench/run-fleet.sh
 
 bench-quick: deps all $(BENCH_BINS)
 	@BENCH_QUICK=1 B=$(B) tests/bench/run.sh
@@ -235,6 +243,7 @@ install: all
 	install -d $(DESTDIR)$(UNITDIR)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/systemd/tidegate.service.in \
 	  > $(DESTDIR)$(UNITDIR)/tidegate.service
+	install -D -m 0644 packaging/systemd/mosquitto-tidegate.conf $(DESTDIR)$(UNITDIR)/mosquitto.service.d/tidegate.conf
 	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/examples/rules $(DESTDIR)$(DOCDIR)/examples/policies \
 	  $(DESTDIR)$(DATADIR)/certs
 	for m in packaging/man/*.1; do gzip -9n < $$m > $(DESTDIR)$(MANDIR)/man1/$$(basename $$m).gz; done

@@ -42,6 +42,12 @@ typedef struct tg_daemon {
 	int64_t reg_version, reg_checked_ms;
 	int inotify_fd;          /* -1 when not watching */
 	int64_t reload_due_ms;   /* debounced file-change reload, 0 = none */
+	struct rules_job *reload_job; /* a reload compiling on its own thread, or NULL */
+	int reload_again;        /* another reload was asked for while one compiled */
+	uint64_t rules_gen;      /* sets adopted so far (a threaded reload's result must be newer) */
+	_Atomic int64_t reload_us_last, reload_us_max; /* compile time of the rules folder (wall) */
+	_Atomic int64_t reload_cpu_us_last;  /* the same in the compiling thread's CPU time */
+	_Atomic int64_t reload_swap_us_max;  /* longest stop of the ingest loop to swap a set in */
 	int64_t started_ms;
 	_Atomic uint64_t reloads, reload_failures;
 	struct ops_console *con; /* the operator's console, or NULL ([http] token_file unset) */

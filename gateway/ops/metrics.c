@@ -257,6 +257,18 @@ static char *render_metrics(const metrics_src *d)
 	counter(&b, "tidegate_rules_reloads_total", "Successful rule reloads.", atomic_load(d->reloads));
 	counter(&b, "tidegate_rules_reload_failures_total", "Reloads refused because the new set was invalid.",
 		atomic_load(d->reload_failures));
+	sb_printf(&b,
+		  "# HELP tidegate_rules_reload_seconds Compile time of the rules folder at the last (re)load.\n"
+		  "# TYPE tidegate_rules_reload_seconds gauge\ntidegate_rules_reload_seconds %.6f\n"
+		  "# HELP tidegate_rules_reload_max_seconds Longest compile of the rules folder since start; a reload "
+		  "compiles beside the ingest loop, which only swaps the result in.\n"
+		  "# TYPE tidegate_rules_reload_max_seconds gauge\ntidegate_rules_reload_max_seconds %.6f\n"
+		  "# HELP tidegate_rules_reload_cpu_seconds CPU time of the last reload's compile (its thread).\n"
+		  "# TYPE tidegate_rules_reload_cpu_seconds gauge\ntidegate_rules_reload_cpu_seconds %.6f\n"
+		  "# HELP tidegate_rules_reload_swap_max_seconds Longest stop of the ingest loop to swap a reloaded set in.\n"
+		  "# TYPE tidegate_rules_reload_swap_max_seconds gauge\ntidegate_rules_reload_swap_max_seconds %.6f\n",
+		  (double)atomic_load(d->reload_us_last) / 1e6, (double)atomic_load(d->reload_us_max) / 1e6,
+		  (double)atomic_load(d->reload_cpu_us_last) / 1e6, (double)atomic_load(d->reload_swap_us_max) / 1e6);
 	if (d->con) {
 		char *more = ops_console_metrics(d->con);
 		if (more)

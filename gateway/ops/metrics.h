@@ -44,6 +44,8 @@ typedef struct metrics_src {
 	const metrics_ingest_counters *ingest;
 	const metrics_rule_counters *rules;
 	const _Atomic uint64_t *reloads, *reload_failures;
+	const _Atomic int64_t *reload_us_last, *reload_us_max; /* compile time of the rules folder */
+	const _Atomic int64_t *reload_cpu_us_last, *reload_swap_us_max;
 	/* /readyz: 1 when the rules are loaded (or no rules folder is configured). */
 	int (*rules_loaded)(void *ud);
 	void *ud;

@@ -710,11 +710,11 @@ static const char *col_text(sqlite3_stmt *s, int i)
 	return t ? t : "";
 }
 
-int registry_things_foreach(registry *reg, registry_thing_cb cb, void *ud, char *err,
-			    size_t errlen)
+/* Walk a prepared listing statement (RS_THING_LIST or a bound RS_THING_PAGE). */
+static int things_walk(registry *reg, sqlite3_stmt *s, registry_thing_cb cb, void *ud, int *count, char *err,
+		       size_t errlen)
 {
-	sqlite3_stmt *s = stmt(reg, RS_THING_LIST);
-	int rc, stop = 0;
+	int rc, stop = 0, n = 0;
 	while (!stop && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		registry_thing_row row = {
 			.name = col_text(s, 0),
@@ -724,12 +724,37 @@ int registry_things_foreach(registry *reg, registry_thing_cb cb, void *ud, char 
 			.active_certs = sqlite3_column_int(s, 4),
 			.revoked_certs = sqlite3_column_int(s, 5),
 		};
+		n++;
 		stop = cb(ud, &row);
 	}
 	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	if (count)
+		*count = n;
 	if (stop)
 		return stop;
 	return rc == SQLITE_DONE ? 0 : db_err(reg, err, errlen, rc, "listing things");
+}
+
+int registry_things_foreach(registry *reg, registry_thing_cb cb, void *ud, char *err,
+			    size_t errlen)
+{
+	return things_walk(reg, stmt(reg, RS_THING_LIST), cb, ud, NULL, err, errlen);
+}
+
+int registry_things_page(registry *reg, const char *after, int limit, registry_thing_cb cb, void *ud,
+			 int *count, char *err, size_t errlen)
+{
+	if (count)
+		*count = 0;
+	if (limit < 1) {
+		snprintf(err, errlen, "page size must be at least 1");
+		return TG_EINVAL;
+	}
+	sqlite3_stmt *s = stmt(reg, RS_THING_PAGE);
+	sqlite3_bind_text(s, 1, after ? after : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, limit);
+	return things_walk(reg, s, cb, ud, count, err, errlen);
 }
 
 const char *registry_thing_summary(const registry_thing_row *row)

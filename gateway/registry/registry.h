@@ -145,6 +145,11 @@ typedef int (*registry_attr_cb)(void *ud, const char *key, const char *value);
 
 int registry_things_foreach(registry *reg, registry_thing_cb cb, void *ud, char *err,
 			    size_t errlen);
+/* One page of the listing: at most limit things whose names sort after `after` (NULL or ""
+ * for the first page), in name order. *count (may be NULL) gets how many rows were passed
+ * to cb; a full page means there may be more: ask again after the last name. */
+int registry_things_page(registry *reg, const char *after, int limit, registry_thing_cb cb, void *ud,
+			 int *count, char *err, size_t errlen);
 /* TG_ENOTFOUND for an unknown thing (so `show` can tell "no such thing" from "no certs"). */
 int registry_thing_get(registry *reg, const char *thing, registry_thing_row *out, char *err,
 		       size_t errlen);

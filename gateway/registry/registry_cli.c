@@ -58,7 +58,7 @@ static void usage(FILE *out)
 	      "  activate THING [--cert FINGERPRINT|FILE]\n"
 	      "  deactivate THING [--cert FINGERPRINT|FILE]\n"
 	      "  revoke THING [--cert FINGERPRINT|FILE]      (also updates the CRL with --pki)\n"
-	      "  list [--json]\n"
+	      "  list [--json] [--limit N [--after THING]]    (one page, in name order)\n"
 	      "  show THING [--json] [--pem]\n"
 	      "  set-attr THING KEY=VALUE...                  (KEY= removes the attribute)\n"
 	      "options: --db FILE (env TIDEGATE_REGISTRY, default " CLI_DEFAULT_DB ")\n"
@@ -383,27 +383,75 @@ static int print_json(json_t *j)
 	return 0;
 }
 
+/* A page's rows go to the usual printer; the last name is kept for the next page's hint. */
+typedef struct page_ctx {
+	registry_thing_cb row;
+	void *ud;
+	char last[REGISTRY_NAME_MAX + 1];
+} page_ctx;
+
+static int page_row(void *ud, const registry_thing_row *r)
+{
+	page_ctx *p = ud;
+	snprintf(p->last, sizeof p->last, "%s", r->name);
+	return p->row(p->ud, r);
+}
+
 static int cmd_list(cli *c, int argc, char **argv)
 {
-	if (argc != 1) {
-		fprintf(stderr, "usage: tidegate device list [--json]\n");
+	static const struct option opts[] = {
+		{"limit", required_argument, NULL, 'l'},
+		{"after", required_argument, NULL, 'a'},
+		{NULL, 0, NULL, 0},
+	};
+	long limit = 0;
+	const char *after = NULL;
+	int opt;
+	optind = 0; /* glibc: 0 re-initialises getopt fully */
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		char *end = NULL;
+		if (opt == 'l') {
+			limit = strtol(optarg, &end, 10);
+			if (!*optarg || *end || limit < 1 || limit > 1000000) {
+				fprintf(stderr, "tidegate device list: --limit: not a number 1..1000000: %s\n", optarg);
+				return 2;
+			}
+		} else if (opt == 'a') {
+			after = optarg;
+		} else {
+			return 2;
+		}
+	}
+	if (optind != argc || (after && !limit)) {
+		fprintf(stderr, "usage: tidegate device list [--json] [--limit N [--after THING]]\n");
 		return 2;
 	}
 	if (open_reg(c))
 		return 1;
-	int rc;
+	int rc, n = 0;
+	json_t *arr = NULL;
+	page_ctx pg = {.row = list_row_text};
 	if (c->json) {
-		json_t *arr = json_array();
-		rc = arr ? registry_things_foreach(c->reg, list_row_json, arr, c->err, sizeof c->err)
-			 : TG_ENOMEM;
-		if (rc == 0)
-			rc = print_json(arr);
-		json_decref(arr);
+		if (!(arr = json_array()))
+			return fail(c, TG_ENOMEM);
+		pg.row = list_row_json;
+		pg.ud = arr;
 	} else {
 		printf("%-32s %-8s %5s %6s  %s\n", "THING", "STATUS", "CERTS", "ACTIVE", "UPDATED");
-		rc = registry_things_foreach(c->reg, list_row_text, NULL, c->err, sizeof c->err);
 	}
-	return rc ? fail(c, rc) : 0;
+	if (limit)
+		rc = registry_things_page(c->reg, after, (int)limit, page_row, &pg, &n, c->err, sizeof c->err);
+	else
+		rc = registry_things_foreach(c->reg, pg.row, pg.ud, c->err, sizeof c->err);
+	if (rc == 0 && arr)
+		rc = print_json(arr);
+	json_decref(arr);
+	if (rc)
+		return fail(c, rc);
+	/* a full page: say how to get the next one (stderr, so stdout stays the listing) */
+	if (limit && n == limit)
+		fprintf(stderr, "next page: tidegate device list --limit %ld --after %s\n", limit, pg.last);
+	return 0;
 }
 
 typedef struct show_ctx {

@@ -63,6 +63,7 @@ enum registry_stmt {
 	RS_THING_GET,
 	RS_THING_TOUCH,
 	RS_THING_LIST,
+	RS_THING_PAGE,
 	RS_CERT_INSERT,
 	RS_CERT_OWNER,
 	RS_CERT_LOOKUP,
@@ -89,6 +90,13 @@ static const char *const REGISTRY_SQL[RS__COUNT] = {
 			  " coalesce(sum(c.status = 'ACTIVE'), 0), coalesce(sum(c.status = 'REVOKED'), 0)"
 			  " FROM thing t LEFT JOIN certificate c ON c.thing_id = t.id"
 			  " GROUP BY t.id ORDER BY t.name",
+	/* one page after a name (keyset paging): walks the name index, so a page of a
+	 * 100,000-thing registry costs what a page of a small one does */
+	[RS_THING_PAGE] = "SELECT t.name, t.created_ms, t.updated_ms,"
+			  " (SELECT count(*) FROM certificate c WHERE c.thing_id = t.id),"
+			  " (SELECT count(*) FROM certificate c WHERE c.thing_id = t.id AND c.status = 'ACTIVE'),"
+			  " (SELECT count(*) FROM certificate c WHERE c.thing_id = t.id AND c.status = 'REVOKED')"
+			  " FROM thing t WHERE t.name > ?1 ORDER BY t.name LIMIT ?2",
 	[RS_CERT_INSERT] = "INSERT INTO certificate(thing_id, fingerprint, subject_cn, status,"
 			   " not_after_ms, pem, source, created_ms, updated_ms)"
 			   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",

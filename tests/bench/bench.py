@@ -1361,7 +1361,7 @@ def run_micro_others(d):
     """Every other build/rel/bench_* program, run as `prog 1` (1 s per figure) with BENCH_QUICK
     in the environment; JSON lines with a "name" are figures, other output is kept as text."""
     res = {}
-    mine = {"bench_sub", "bench_outbox", "bench_shadow", "bench_nats"}
+    mine = {"bench_sub", "bench_outbox", "bench_shadow", "bench_nats", "bench_fleet"}
     for exe in sorted(glob.glob(str(BIN / "bench_*"))):
         name = os.path.basename(exe)
         if name in mine or not os.access(exe, os.X_OK):
@@ -1654,11 +1654,30 @@ def main():
         raw["micro"] = run_micro_others(work)
     raw["elapsed_s"] = time.monotonic() - t_start
     write_results(raw)
+    record_history(raw)
     if not KEEP:
         shutil.rmtree(work, ignore_errors=True)
     else:
         log(f"kept {work}")
     log(f"done in {raw['elapsed_s']:.0f} s")
+
+
+def record_history(raw):
+    """issue 19: one row per run in bench/results/history.tsv (tests/bench/history.py) with the
+    median end-to-end ratio to the ceiling of the repetitions (each pair back to back), the
+    daemon's CPU per 1M messages and its steady RSS; kind "full" or "quick"."""
+    if not (raw["ceiling"] and raw["tidegate"]) or ONLY:
+        return
+    import history
+    pairs = [(c["msgs_per_s"], t["msgs_per_s"]) for c, t in zip(raw["ceiling"], raw["tidegate"])
+             if c.get("msgs_per_s") and t.get("msgs_per_s")]
+    if not pairs:
+        return
+    ceil, tg = sorted(pairs, key=lambda p: p[1] / p[0])[len(pairs) // 2]  # the median ratio's pair
+    busy = median_of(raw["tidegate"], "machine_busy")
+    history.append("quick" if QUICK else "full", ceil, tg, median_of(raw["tidegate"], "cpu_s_per_1m"),
+                   median_of(raw["tidegate"], "rss_steady_mib"), busy)
+    log(f"history: appended a {'quick' if QUICK else 'full'} row to {history.HISTORY}")
 
 
 def write_results(raw):

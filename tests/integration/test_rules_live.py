@@ -99,3 +99,49 @@ def test_daemon_refuses_to_start_on_invalid_rules(broker, tmp_path):
     rc = d.proc.wait(20)
     assert rc != 0
     assert f"{rd / 'bad.json'}:1:" in d.log()
+
+
+def test_reload_of_a_large_folder_under_load(broker, daemons, tmp_path):
+    """Issue 19: a reload compiles beside the ingest loop. 600 rules (tests/bench/
+    fleet_rules.py's mix) reloaded by SIGHUP five times in a row while telemetry flows: every
+    message is accepted, every reload is counted (the ones asked for while one compiled
+    are folded into one more), the compile time is published, and a rule changed on disk
+    by the last reload is the one in force afterwards."""
+    import sys
+    sys.path.insert(0, str(harness.REPO / "tests" / "bench"))
+    import fleet_rules
+    rd = fleet_rules.make_rules(tmp_path / "rules", 600)
+    sub = Collector(broker, "alerts/#")
+    try:
+        d = daemons(broker, extra=f"[ingest]\nrules_dir = {rd}\nwatch_rules = false\n")
+        assert d.metric("tidegate_rules_reload_seconds") > 0  # the initial load is timed
+        sim, sim_summary = harness.Sim.start(broker, tmp_path, "--things", 4, "--count", 500, "--rate", 200, "--qos", 1,
+                                "--seed", 5, "--start-ts", 1795600800000, "--interval-ms", 1000)
+        for _ in range(5):
+            d.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.05)
+        wait_until(lambda: d.metric("tidegate_rules_reloads_total") >= 2, 20, what="reloads")
+        # the last change wins: the hot-alerts rule now fires on everything above -100
+        rule = json.loads((rd / "hot-alerts.json").read_text())
+        rule["sql"] = rule["sql"].replace("temperature > 28", "temperature > -100")
+        (rd / "hot-alerts.json").write_text(json.dumps(rule))
+        before = d.metric("tidegate_rules_reloads_total")
+        d.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: d.metric("tidegate_rules_reloads_total") > before, 20, what="the last reload")
+        sim.wait(60)
+        summary = json.loads(sim_summary.read_text())
+        assert summary["acked"] >= 2000 and summary["failed"] == 0, summary
+        wait_until(lambda: d.metric("tidegate_messages_accepted_total") >= 2000, 30)
+        n0 = len(sub.snapshot())
+        send_ok = harness.Sim.run(broker, tmp_path, "--things", 1, "--count", 3, "--rate", 50, "--qos", 1,
+                                  "--seed", 6, "--start-ts", 1795700800000, "--interval-ms", 1000)
+        assert send_ok["acked"] == 3
+        wait_until(lambda: len(sub.snapshot()) >= n0 + 3, 10, what="alerts from the changed rule")
+    finally:
+        sub.close()
+    assert d.metric("tidegate_rules_reload_failures_total") == 0
+    assert 0 < d.metric("tidegate_rules_reload_max_seconds") < 10
+    assert d.metric("tidegate_rules_reload_cpu_seconds") > 0     # the compile ran on its thread
+    assert 0 < d.metric("tidegate_rules_reload_swap_max_seconds") < 10  # the loop only swapped
+    # six SIGHUPs: the first five fold into two or more compiles, the sixth is one of its own
+    assert 3 <= d.metric("tidegate_rules_reloads_total") <= 6

@@ -44,6 +44,7 @@ def test_package_contents_and_metadata(arch, tmp_path):
     files = deb_files(deb)
     want = {"/usr/bin/tidegate", "/usr/bin/tidegate-device-sim",
             f"/usr/lib/{TRIPLETS[arch]}/tidegate/tidegate_auth.so", "/lib/systemd/system/tidegate.service",
+            "/lib/systemd/system/mosquitto.service.d/tidegate.conf",  # the broker's open-file limit
             CONF, "/etc/tidegate/rules/hot-alerts.json", "/etc/tidegate/rules/schemas/50-telemetry.json",
             "/etc/tidegate/rules/aggregates/aggregates.json", "/etc/mosquitto/conf.d/tidegate.conf",
             "/usr/share/man/man1/tidegate.1.gz", "/usr/share/man/man1/tidegate-device-sim.1.gz",

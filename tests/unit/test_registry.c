@@ -421,6 +421,45 @@ static int collect_summary(void *ud, const registry_thing_row *r)
 	return 0;
 }
 
+/* Keyset paging (issue 19): pages in name order, each after the last name of the one
+ * before, with the same certificate counts as the whole listing. */
+static void test_things_page(void **state)
+{
+	fixture *f = *state;
+	registry *reg = open_rw(f);
+	registry_cert_info a, b;
+	cert_info("t-c", &a, NULL);
+	cert_info("t-c", &b, NULL);
+	static const char *const names[] = {"t-e", "t-a", "t-d", "t-b"};
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(registry_register(reg, names[i], NULL, REGISTRY_ACTIVE, "cli", 1, f->err, sizeof f->err), 0);
+	assert_int_equal(registry_register(reg, "t-c", &a, REGISTRY_ACTIVE, "cli", 1, f->err, sizeof f->err), 0);
+	assert_int_equal(registry_register(reg, "t-c", &b, REGISTRY_INACTIVE, "cli", 1, f->err, sizeof f->err), 0);
+	char out[256] = "", all[256] = "";
+	int n = -1;
+	assert_int_equal(registry_things_page(reg, NULL, 2, collect_summary, out, &n, f->err, sizeof f->err), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(out, "t-a=NO-CERT;t-b=NO-CERT;");
+	assert_int_equal(registry_things_page(reg, "t-b", 2, collect_summary, out, &n, f->err, sizeof f->err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(registry_things_page(reg, "t-d", 2, collect_summary, out, &n, f->err, sizeof f->err), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(registry_things_page(reg, "t-e", 2, collect_summary, out, &n, f->err, sizeof f->err), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(registry_things_foreach(reg, collect_summary, all, f->err, sizeof f->err), 0);
+	assert_string_equal(out, all); /* the pages joined are the whole listing */
+	assert_string_equal(all, "t-a=NO-CERT;t-b=NO-CERT;t-c=ACTIVE;t-d=NO-CERT;t-e=NO-CERT;");
+	/* a name between two others starts the page at the next one */
+	out[0] = '\0';
+	assert_int_equal(registry_things_page(reg, "t-bb", 1, collect_summary, out, &n, f->err, sizeof f->err), 0);
+	assert_string_equal(out, "t-c=ACTIVE;");
+	assert_int_equal(registry_things_page(reg, NULL, 0, collect_summary, out, &n, f->err, sizeof f->err), TG_EINVAL);
+	assert_non_null(strstr(f->err, "page size"));
+	registry_cert_info_clear(&a);
+	registry_cert_info_clear(&b);
+	registry_close(reg);
+}
+
 static void test_thing_summary(void **state)
 {
 	fixture *f = *state;
@@ -609,6 +648,10 @@ static void test_cli(void **state)
 	assert_int_equal(cli(f, "set-attr", "dev-0001", "floor=", NULL, NULL), 0);
 	assert_int_equal(cli(f, "set-attr", "dev-0001", "bad=#", NULL, NULL), 1);
 	assert_int_equal(cli(f, "list", "--json", NULL, NULL, NULL), 0);
+	assert_int_equal(cli(f, "list", "--limit", "1", "--json", NULL), 0);
+	assert_int_equal(cli(f, "list", "--limit", "1", "--after", "dev-0001"), 0);
+	assert_int_equal(cli(f, "list", "--limit", "0", NULL, NULL), 2);
+	assert_int_equal(cli(f, "list", "--after", "dev-0001", NULL, NULL), 2); /* --after needs --limit */
 	assert_int_equal(cli(f, "show", "dev-0001", NULL, NULL, NULL), 0);
 	assert_int_equal(cli(f, "show", "ghost", NULL, NULL, NULL), 1);
 	assert_int_equal(cli(f, "frobnicate", NULL, NULL, NULL, NULL), 2);
@@ -643,6 +686,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_status_changes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_attributes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_thing_summary, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_things_page, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_data_version_sees_other_writer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_jit_register, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cli, setup, teardown),

@@ -740,6 +740,50 @@ static void write_file(const char *path, const char *text)
 	fclose(f);
 }
 
+/* Issue 19: a reload keeps each surviving rule's counters (matched by file and name, in
+ * file order), a new rule starts at zero, a removed one's counts go with it. */
+static void test_reload_adopts_counters(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/tg-rules-XXXXXX", p[512], err[1024];
+	assert_non_null(mkdtemp(dir));
+	static const char *const rule = "{\"sql\": \"SELECT * FROM 'devices/#'\", \"actions\": []}";
+	static const char *const names[] = {"a", "b", "c", "d"};
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof p, "%s/%s.json", dir, names[i]);
+		write_file(p, rule);
+	}
+	rules_set *old = rules_load_dir(dir, NULL, err, sizeof err);
+	assert_non_null(old);
+	recorder R = {0};
+	rules_stats st = {0};
+	for (int n = 0; n < 3; n++)
+		eval_json(old, "devices/x/telemetry", "{\"t\": 1}", &R, &st);
+	snprintf(p, sizeof p, "%s/b.json", dir);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/bb.json", dir);
+	write_file(p, rule);
+	rules_set *nw = rules_load_dir(dir, NULL, err, sizeof err);
+	assert_non_null(nw);
+	rules_set_adopt_counters(nw, old);
+	static const char *const want_name[] = {"a", "bb", "c", "d"};
+	static const uint64_t want[] = {3, 0, 3, 3};
+	assert_int_equal(rules_count(nw), 4);
+	for (size_t i = 0; i < 4; i++) {
+		rules_rule_info info;
+		assert_int_equal(rules_rule_get(nw, i, &info), 0);
+		assert_string_equal(info.name, want_name[i]);
+		assert_int_equal(info.evaluated, want[i]);
+	}
+	rules_set_free(old);
+	rules_set_free(nw);
+	for (size_t i = 0; i < 4; i++) {
+		snprintf(p, sizeof p, "%s/%s.json", dir, i == 1 ? "bb" : names[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
 /* Issue 12 item 10: with the daemon's configuration, sink names are checked as the daemon
  * checks them (and its rules_dir is the default); without one, a warning says they were not. */
 static void test_cli_check_sink_names(void **state)
@@ -1246,6 +1290,7 @@ int main(void)
 		cmocka_unit_test(test_shipped_examples),
 		cmocka_unit_test(test_republish_headers),
 		cmocka_unit_test(test_deferred_error_action),
+		cmocka_unit_test(test_reload_adopts_counters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
