@@ -72,6 +72,7 @@ typedef struct client_entry {
 	char thing[REGISTRY_NAME_MAX + 1];
 	int svc; /* index into tg_auth.svcs for a service identity, -1 for a thing */
 	int allowed;
+	int offline; /* a service's persistent session after its connection closed (on_disconnect) */
 	attr_kv *attrs;
 	size_t nattrs;
 	policy_resolved *pol;
@@ -524,6 +525,8 @@ static void poll_registry(tg_auth *a)
 
 /* ---- callbacks ----------------------------------------------------------------------- */
 
+static void drop_offline_namesakes(tg_auth *a, const char *cid, const struct mosquitto *keep);
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	tg_auth *a = userdata;
@@ -552,6 +555,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	}
 	mosquitto_log_printf(MOSQ_LOG_INFO, LOGP "accepted client=%s %s=%s fp=%.16s", e->client_id,
 			     e->svc >= 0 ? "service_cn" : "thing", e->svc >= 0 ? e->cn : e->thing, e->fp);
+	if (e->svc >= 0)
+		drop_offline_namesakes(a, e->client_id, ev->client);
 	table_put(a, e);
 	return MOSQ_ERR_SUCCESS;
 }
@@ -581,6 +586,8 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 			kick_later(a, cid);
 			return MOSQ_ERR_ACL_DENIED;
 		}
+		if (e->svc >= 0)
+			drop_offline_namesakes(a, e->client_id, ev->client);
 		table_put(a, e);
 	}
 	if (!e->allowed || (e->svc < 0 && !a->db_ok))
@@ -742,12 +749,45 @@ static int on_tick(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* A service (the gateway above all) with a persistent session keeps its entry when its
+ * connection closes: the broker goes on delivering to the offline session, and each
+ * delivery is an ACL check (MOSQ_ACL_READ) on a context that has no certificate any more.
+ * Re-authenticating there refused it, so the broker answered the devices "no matching
+ * subscribers" and dropped what it should have queued for the daemon (about 150 messages
+ * per daemon kill -9 in the chaos run). The identity was proven when the session was made;
+ * the entry goes when a connection with the same client id comes (drop_offline_namesakes)
+ * or the pointer is reused by another client (the client id check in on_acl_check). */
 static int on_disconnect(int event, void *event_data, void *userdata)
 {
 	tg_auth *a = userdata;
 	struct mosquitto_evt_disconnect *ev = event_data;
+	client_entry *e = table_find(a, ev->client);
+	if (e && e->svc >= 0 && e->allowed && !mosquitto_client_clean_session(ev->client)) {
+		e->offline = 1;
+		return MOSQ_ERR_SUCCESS;
+	}
 	table_remove(a, ev->client);
 	return MOSQ_ERR_SUCCESS;
+}
+
+/* Forget the offline-session entries of client id cid (a new connection of it took the
+ * session over, on another context). Only services keep such entries, so this runs on a
+ * service's connect only, and the scan is over the whole table then. */
+static void drop_offline_namesakes(tg_auth *a, const char *cid, const struct mosquitto *keep)
+{
+	for (size_t b = 0; b < a->nbuckets; b++) {
+		client_entry **pp = &a->buckets[b];
+		while (*pp) {
+			client_entry *e = *pp;
+			if (e->offline && e->client != keep && strcmp(e->client_id, cid) == 0) {
+				*pp = e->next;
+				entry_free(e);
+				a->nclients--;
+			} else {
+				pp = &e->next;
+			}
+		}
+	}
 }
 
 /* ---- options, policies, lifecycle ---------------------------------------------------- */

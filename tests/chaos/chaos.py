@@ -249,7 +249,7 @@ class Stack:
         plugin = harness.BUILD / "tidegate_auth.so"
         self.registry = self.work / "registry.db"
         self.broker = harness.Broker(self.certs, self.work, extra_args=[
-            "--plugin", plugin, "--registry", self.registry])
+            "--plugin", plugin, "--registry", self.registry, "--wait-for-gateway"])
         self.kin = aws_peers.Kinesalite(workdir=str(self.mkdir("kinesalite")))
         self.s3 = aws_peers.S3rver(bucket=BUCKET, workdir=str(self.mkdir("s3rver")))
         self.kproxy = self.sproxy = None
@@ -429,9 +429,9 @@ def f_broker_kill9(st, cfg, rng):
     t1 = time.monotonic()
     st.broker.start()
     p = Phase("broker_kill9", "kill -9 of mosquitto under load, restarted 1.0 s later", t0, t1, ["ingest"],
-              notes="known loss window (issue 20 gap 3, fixed on the edgestate branch): the restarted broker "
-                    "lost the daemon's session (last autosave before its subscription) and acknowledges "
-                    "devices with nobody subscribed until the daemon reconnects")
+              notes="the restarted broker may have lost the daemon's session (last autosave before its "
+                    "subscription); plugin_opt_wait_for_gateway keeps devices out until the daemon has "
+                    "subscribed again, so nothing is acknowledged to nobody")
     settle(st)
     return [p]
 

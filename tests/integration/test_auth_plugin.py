@@ -265,10 +265,16 @@ class Peer:
             self.messages.append((msg.topic, msg.payload.decode(errors="replace"), props, content_type))
             self.lock.notify_all()
 
-    def connect(self, timeout=5):
-        """CONNACK reason code (0 = accepted), or 'tls-refused' when TLS did not complete."""
+    def connect(self, timeout=5, session_expiry=None):
+        """CONNACK reason code (0 = accepted), or 'tls-refused' when TLS did not complete.
+        session_expiry (seconds): a persistent session (clean start off), as the daemon's."""
+        kw = {}
+        if session_expiry is not None:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = session_expiry
+            kw = dict(clean_start=False, properties=props)
         try:
-            self.c.connect("127.0.0.1", self.broker.port, keepalive=30)
+            self.c.connect("127.0.0.1", self.broker.port, keepalive=30, **kw)
         except (ssl.SSLError, OSError):
             return "tls-refused"
         # Read the CONNACK in this thread, so a TLS failure surfaces here as an exception
@@ -793,6 +799,45 @@ def test_registry_locked_denies_then_recovers(env):
         record(S, "broker", "still running", "True", f.broker.alive())
     finally:
         f.close()
+
+
+def test_gateway_offline_session_keeps_what_devices_publish(env):
+    """The gateway's persistent session goes on receiving while its connection is down (a
+    daemon restart or kill -9): every delivery to the offline session is an ACL check on a
+    context without a certificate, which the plugin used to refuse, so the broker answered
+    the devices 'no matching subscribers' and dropped their messages. Now the session keeps
+    the identity it was made with and gets them all when the daemon reconnects."""
+    S = "gateway offline: its session keeps the devices' messages"
+    f = Fixture(env, "offline")
+    try:
+        f.cli("register", "dev-0001", "--cert", env.cert("dev-0001")[0])
+        gw = f.peer("gateway", "tidegate-gw-session")
+        assert gw.connect(session_expiry=3600) == 0, f.broker.log_text()[-2000:]
+        assert gw.subscribe("devices/+/telemetry") in (0, 1)
+        gw.close()
+        wait_until(lambda: gw.closed_at is not None, 5)
+        d = f.peer("dev-0001", "dev-0001")
+        assert d.connect() == 0
+        sent = [f"offline-{i}" for i in range(20)]
+        for m in sent:
+            d.publish("devices/dev-0001/telemetry", m)
+        back = f.peer("gateway", "tidegate-gw-session")
+        assert back.connect(session_expiry=3600) == 0
+        got = back.wait_message(lambda m: m[1] == sent[-1], 10)
+        have = {m[1] for m in back.messages if m[0] == "devices/dev-0001/telemetry"}
+        record(S, "dev-0001 -> offline gateway session", "20 publishes, gateway reconnects", "20 delivered",
+               f"{len(have & set(sent))} delivered")
+        assert got and have >= set(sent), (sorted(have), f.broker.log_text()[-3000:])
+        # a second takeover of the session leaves one entry, not one per connection
+        back.close()
+        again = f.peer("gateway", "tidegate-gw-session")
+        assert again.connect(session_expiry=3600) == 0
+        d.publish("devices/dev-0001/telemetry", "after-second-takeover")
+        assert again.wait_message(lambda m: m[1] == "after-second-takeover", 10)
+        assert "refused first access client=tidegate-gw-session" not in f.broker.log_text()
+    finally:
+        f.close()
+        assert f.broker.alive(), "the broker died:\n" + f.broker.log_text()[-3000:]
 
 
 def test_policy_reload_on_sighup(env):

@@ -7,10 +7,10 @@ Asserted, per fault (a message belongs to the phase in which the broker acknowle
   (baseline, uplink outage, black hole, slow uplink, SIGHUP storm, clock jumps);
 - the sinks never disagree: a message in one sink is in all three (what the gateway accepted
   it delivered everywhere, whatever the fault);
-- where devices' messages go missing before the gateway (daemon kill -9, broker stop and kill -9,
-  the disk-full reconnects), the broker's own log shows why: it refused the gateway's offline
-  session (the auth plugin, issue 20 gap 3, on the edgestate branch). A loss without that
-  cause fails here. Tighten to lost == 0 for every fault once that fix is merged;
+- nothing is lost where the gateway's connection goes (daemon kill -9, broker stop and kill -9,
+  the disk-full reconnects): the daemon's persistent session keeps receiving while it is away
+  (the auth plugin keeps the identity the session was made with), and a restarted broker lets
+  no device in before the daemon has subscribed again (plugin_opt_wait_for_gateway);
 - an uplink outage ends within 5 s for Kinesis and S3 with retry_cap at its default 30 s (the
   probe; `make chaos` records the figure, under 2 s when the machine is not shared);
 - a black-holed uplink does not hang a daemon stop; a full disk shows in /metrics and the log
@@ -57,15 +57,14 @@ def test_no_loss_while_the_gateway_stays_connected(result):
 
 
 @pytest.mark.slow
-def test_sinks_agree_and_losses_have_the_brokers_cause(result):
+def test_sinks_agree_and_nothing_is_lost(result):
     lost = {s: v["lost"] for s, v in result["sinks"].items()}
     assert len(set(lost.values())) == 1, lost
     for p in result["phases"]:
         assert len({v["lost"] for v in p["sinks"].values()}) == 1, p
-    unexplained = [p["fault"] for p in result["phases"]
-                   if p["fault"] != "broker_kill9" and p["sinks"]["lake"]["lost"]]
-    if unexplained:
-        assert "refused first access client=tidegate-gateway" in result["broker_log"], unexplained
+    for p in result["phases"]:
+        for s, v in p["sinks"].items():
+            assert v["lost"] == 0, (p["fault"], s, v)
     for s, v in result["sinks"].items():
         assert v["distinct_keys"] >= v["acked"] - v["lost"], (s, v)
     assert result["outbox_integrity"] == "ok"
