@@ -255,6 +255,13 @@ static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames);
 static int wal_restart(outbox *ob, int soft);
 static void abort_group(outbox *ob);
 
+/* A statement of the group failed with SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM: SQLite
+ * then rolls the whole transaction back on its own. The group must end there (abort_group):
+ * carrying on as if it were open ran the next statements in autocommit, each committed at
+ * once, and the group's COMMIT failed with "no transaction is active" while its appends
+ * (and the ids they took) stayed. */
+static int txn_lost(const outbox *ob) { return ob->in_txn && sqlite3_get_autocommit(ob->db); }
+
 /* The group hooks in order; for OUTBOX_GROUP_COMMITTING the first failure stops the round
  * (the caller rolls the group back, and every hook then hears of that). */
 static int run_hooks(outbox *ob, outbox_group_event ev, int64_t now_ms)
@@ -707,21 +714,22 @@ static int pend_delete(sqlite3 *db, sqlite3_stmt *st, const struct pend_del *v, 
 }
 
 /* Writer side: delete the queued runs inside the open transaction; they are counted out
- * when it commits. */
-static void writer_apply(outbox *ob)
+ * when it commits. 0, or TG_EDB when SQLite rolled the whole transaction back (see
+ * txn_lost): the caller aborts the group. */
+static int writer_apply(outbox *ob)
 {
 	if (atomic_load(&ob->pend_rows) == 0)
-		return;
+		return 0;
 	size_t n;
 	struct pend_del *v = pend_take(ob, &n);
 	if (!n) {
 		free(v);
-		return;
+		return 0;
 	}
 	int64_t rows = 0, bytes = 0;
 	if (!ob->applied_delta && !(ob->applied_delta = calloc(1, sizeof *ob->applied_delta))) {
 		pend_putback(ob, v, n);
-		return;
+		return 0;
 	}
 	struct pend_del *all = realloc(ob->applied, (ob->napplied + n) * sizeof *all);
 	if (!all || pend_delete(ob->db, ob->del_range, v, n, &rows, &bytes, ob->applied_delta)) {
@@ -733,7 +741,7 @@ static void writer_apply(outbox *ob)
 		ob->applied_bytes += bytes;
 		LOG_WARN("outbox", "msg=\"deleting delivered rows failed, will retry\" err=\"%s\"", sqlite3_errmsg(ob->db));
 		pend_putback(ob, v, n);
-		return;
+		return txn_lost(ob) ? TG_EDB : 0;
 	}
 	pthread_mutex_lock(&ob->pend_mu); /* outbox_pending reads the list too */
 	ob->applied = all;
@@ -743,6 +751,7 @@ static void writer_apply(outbox *ob)
 	ob->applied_rows += rows;
 	ob->applied_bytes += bytes;
 	free(v);
+	return 0;
 }
 
 static int begin(outbox *ob, int64_t now_ms)
@@ -770,7 +779,10 @@ static int begin(outbox *ob, int64_t now_ms)
 	ob->group_n = ob->group_rows = ob->group_bytes = 0;
 	ob->group_first_ms = now_ms;
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, now_ms);
-	writer_apply(ob);
+	if (writer_apply(ob)) {
+		abort_group(ob);
+		return TG_EDB;
+	}
 	return 0;
 }
 
@@ -823,7 +835,8 @@ static int64_t first_seq(outbox *ob, int64_t sid, int prio)
  * before a working sink loses the few it has not sent yet. */
 static int make_room(outbox *ob, int64_t need_bytes)
 {
-	writer_apply(ob); /* delivered rows go first, and must not count as dropped */
+	if (writer_apply(ob)) /* delivered rows go first, and must not count as dropped */
+		return TG_EDB;
 	int64_t rows = atomic_load(&ob->ctr.rows), bytes = atomic_load(&ob->ctr.bytes);
 	int64_t target_rows = ob->opts.max_rows ? ob->opts.max_rows - ob->opts.max_rows / 20 - 1 : INT64_MAX;
 	int64_t cap = atomic_load(&ob->ctr.record_cap_bytes);
@@ -965,6 +978,8 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	if (id_out)
 		*id_out = id;
 out:
+	if (rc < 0 && txn_lost(ob))
+		abort_group(ob);
 	return rc;
 }
 
@@ -986,8 +1001,11 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
 	sqlite3_bind_blob(st, 7, payload, (int)len, SQLITE_STATIC);
 	rc = sqlite3_step(st) == SQLITE_DONE ? 0 : TG_EDB;
 	sqlite3_reset(st);
-	if (rc)
+	if (rc) {
+		if (txn_lost(ob))
+			abort_group(ob);
 		return rc;
+	}
 	ob->group_n++;
 	atomic_fetch_add(&ob->ctr.quarantined, 1);
 	/* keep the table bounded: ops inspect recent rejects; the full record also goes
@@ -995,8 +1013,12 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
 	if (++ob->quarantine_n % 1024 == 0) {
 		sqlite3_reset(ob->quar_trim);
 		sqlite3_bind_int64(ob->quar_trim, 1, QUARANTINE_KEEP);
-		sqlite3_step(ob->quar_trim);
+		int trc = sqlite3_step(ob->quar_trim);
 		sqlite3_reset(ob->quar_trim);
+		if (trc != SQLITE_DONE && txn_lost(ob)) {
+			abort_group(ob);
+			return TG_EDB;
+		}
 	}
 	return 0;
 }

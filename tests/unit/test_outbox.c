@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -670,6 +671,46 @@ static void test_wal_bounded_during_a_drain(void **state)
 	outbox_close(ob);
 }
 
+/* SQLITE_FULL inside a group (a full disk; here the writer's max_page_count, so the
+ * quarantine row has no page to go to) makes SQLite roll the whole transaction back by
+ * itself. The group must end there. It used to stay "open": the next append ran in
+ * autocommit and was stored at once, and the group's COMMIT then failed with "no
+ * transaction is active" (seen in the chaos run), so the caller left unacknowledged a
+ * record that was stored, and the broker's redelivery stored it again under a new id. */
+static void test_full_inside_group_ends_it(void **state)
+{
+	outbox_opts o = opts();
+	outbox *ob = outbox_open(path, &o, NULL, 0);
+	assert_non_null(ob);
+	assert_int_equal(append(ob, "a", 0, 1), 0);
+	assert_int_equal(outbox_commit(ob), 0);
+	sqlite3 *db = outbox_writer_db(ob);
+	char sql[80];
+	snprintf(sql, sizeof sql, "PRAGMA max_page_count=%lld", (long long)count_rows("PRAGMA page_count"));
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	size_t nbig = 200000;
+	char *big = malloc(nbig);
+	assert_non_null(big);
+	memset(big, 'q', nbig);
+	assert_int_equal(append(ob, "a", 0, 2), 0);
+	assert_true(outbox_quarantine(ob, 1700000000000, "dev-1", "devices/dev-1/telemetry", "schema", "x", "too big", big,
+				      nbig) < 0);
+	free(big);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA max_page_count=1073741823", NULL, NULL, NULL), SQLITE_OK);
+	/* the failed group is over; the next one starts clean and commits */
+	assert_false(outbox_in_txn(ob));
+	json_t *rec = json_pack("{s:s}", "marker", "after");
+	const char *sinks[] = {"a"};
+	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "dev-1", 1700000010000, rec, NULL), 0);
+	json_decref(rec);
+	assert_int_equal(outbox_commit(ob), 0);
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox WHERE CAST(payload AS TEXT) LIKE '%after%'"), 1);
+	/* record 2 went with its group: the caller was told (the quarantine failed) */
+	assert_int_equal(count_rows("SELECT count(*) FROM outbox"), 2);
+	assert_int_equal(atomic_load(&outbox_counters_of(ob)->rows), 2);
+	outbox_close(ob);
+}
+
 static int each(void **state)
 {
 	char cmd[4200];
@@ -704,6 +745,7 @@ int main(void)
 		cmocka_unit_test_setup(test_drained_outbox_shrinks, each),
 		cmocka_unit_test_setup(test_wal_bounded_during_a_drain, each),
 		cmocka_unit_test_setup(test_sink_backlog_and_oldest, each),
+		cmocka_unit_test_setup(test_full_inside_group_ends_it, each),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
