@@ -190,8 +190,8 @@ fuzz-replay: $(FUZZ_BINS)
 integration: $(REL_BINS) $(ASAN_BINS) $(TOOL_BINS) $(B)/rel/bench_sub $(B)/rel/bench_fleet
 	@tests/integration/npm-peers.sh
 	@tests/browser/install.sh
-	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
-	TIDEGATE_BUILD=$(abspath $(B)/asan) TIDEGATE_SANITIZED=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow" tests/integration
+	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider -m "not chaos" tests/integration
+	TIDEGATE_BUILD=$(abspath $(B)/asan) TIDEGATE_SANITIZED=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow and not chaos" tests/integration
 
 valgrind: $(B)/rel/tidegate
 	@tests/run-valgrind.sh $(B)/rel
@@ -217,6 +217,7 @@ CHAOS_SEED ?= 20
 FUZZ_BUDGET_S ?= 60
 chaos: deps all $(LIBFUZZER_BINS)
 	@tests/integration/npm-peers.sh
+	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider -m chaos tests/integration
 	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) tests/chaos/chaos.py --seed $(CHAOS_SEED) \
 	  --fuzz $(abspath $(B)/libfuzzer) --fuzz-budget $(FUZZ_BUDGET_S) --out bench/results/chaos
 

@@ -10,6 +10,7 @@ import harness  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, skipped in the sanitizer pass")
+    config.addinivalue_line("markers", "chaos: the short chaos run, in `make chaos` and not in `make check` (test_chaos.py)")
 
 
 @pytest.fixture(scope="session")

@@ -79,8 +79,11 @@ def run_broker_kill(certs, daemons, tmp_path, extra_args):
 @pytest.mark.slow
 def test_broker_kill9_with_plugin_loses_nothing(certs, daemons, tmp_path):
     db = registry_with_things(certs, tmp_path)
+    # autosave far beyond the run: the restarted broker never has the daemon's session,
+    # whatever the machine's load made the run last (the case wait_for_gateway is for)
     r = run_broker_kill(certs, daemons, tmp_path, ["--plugin", harness.BUILD / "tidegate_auth.so",
-                                                   "--registry", db, "--wait-for-gateway"])
+                                                   "--registry", db, "--wait-for-gateway",
+                                                   "--autosave", "86400"])
     print(f"broker kill -9, plugin + wait_for_gateway: acked {r['acked']} / sent {r['sent']}, "
           f"in the lake {r['distinct']} distinct ({r['lake']} records), lost {r['lost']}, "
           f"daemon's session after the restart: {r['session_after_restart']}")
