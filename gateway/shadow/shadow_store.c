@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/jsonout.h"
 #include "shadow/shadow_sql.h"
+#include "store/outbox.h"
 
 struct shadow_store {
 	sqlite3 *db;
@@ -30,40 +31,13 @@ static int prep(shadow_store *s, sqlite3_stmt **st, const char *sql, char *err, 
 	return 0;
 }
 
-/* The store's schema version: 0 before the tables exist, -1 on error. */
-static int64_t schema_version(sqlite3 *db)
-{
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(db, SHADOW_SQL_GET_VERSION, -1, &st, NULL) != SQLITE_OK)
-		return strncmp(sqlite3_errmsg(db), "no such table", 13) == 0 ? 0 : -1;
-	int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-	sqlite3_finalize(st);
-	return v;
-}
-
+/* Its tables live in outbox.db beside the outbox's (store/outbox.h, substores). */
 static int migrate(sqlite3 *db, char *err, size_t errlen)
 {
-	int64_t v = schema_version(db);
-	if (v < 0)
-		return tg_seterr(err, errlen, TG_EDB, "shadow store: cannot read the schema version: %s", sqlite3_errmsg(db));
-	if (v > SHADOW_SCHEMA_VERSION)
-		return tg_seterr(err, errlen, TG_EDB, "shadow store: schema version %" PRId64 " is newer than this build (%d)",
-				 v, SHADOW_SCHEMA_VERSION);
 	static const char *const steps[SHADOW_SCHEMA_VERSION] = {
 		"BEGIN IMMEDIATE;" SHADOW_SQL_V1 "UPDATE shadow_meta SET value = 1 WHERE key = 'schema_version'; COMMIT;",
 	};
-	for (int64_t step = v; step < SHADOW_SCHEMA_VERSION; step++) {
-		char *msg = NULL;
-		if (sqlite3_exec(db, steps[step], NULL, NULL, &msg) != SQLITE_OK) {
-			tg_seterr(err, errlen, TG_EDB, "shadow store: migration to version %" PRId64 ": %s", step + 1,
-				  msg ? msg : sqlite3_errmsg(db));
-			sqlite3_free(msg);
-			if (!sqlite3_get_autocommit(db))
-				sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-			return TG_EDB;
-		}
-	}
-	return 0;
+	return outbox_substore_migrate(db, SHADOW_SQL_GET_VERSION, steps, SHADOW_SCHEMA_VERSION, "shadow store", err, errlen);
 }
 
 static int prepare_all(shadow_store *s, char *err, size_t errlen)
@@ -109,7 +83,7 @@ shadow_store *shadow_store_open_ro(const char *path, char *err, size_t errlen)
 		goto fail;
 	}
 	sqlite3_busy_timeout(s->db, 5000);
-	int64_t v = schema_version(s->db);
+	int64_t v = outbox_substore_version(s->db, SHADOW_SQL_GET_VERSION);
 	if (v < 0) {
 		tg_seterr(err, errlen, TG_EDB, "%s: %s", path, sqlite3_errmsg(s->db));
 		goto fail;

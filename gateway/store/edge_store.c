@@ -58,34 +58,13 @@ static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen, const ch
 	return TG_EDB;
 }
 
-static int64_t schema_version(sqlite3 *db)
-{
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(db, EDGE_SQL_GET_VERSION, -1, &st, NULL) != SQLITE_OK)
-		return strncmp(sqlite3_errmsg(db), "no such table", 13) == 0 ? 0 : -1;
-	int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-	sqlite3_finalize(st);
-	return v;
-}
-
+/* Its tables live in outbox.db beside the outbox's (store/outbox.h, substores). */
 static int migrate(sqlite3 *db, char *err, size_t errlen)
 {
-	int64_t v = schema_version(db);
-	if (v < 0)
-		return tg_seterr(err, errlen, TG_EDB, "edge state: cannot read the schema version: %s", sqlite3_errmsg(db));
-	if (v > EDGE_SCHEMA_VERSION)
-		return tg_seterr(err, errlen, TG_EDB, "edge state: schema version %" PRId64 " is newer than this build (%d)", v,
-				 EDGE_SCHEMA_VERSION);
 	static const char *const steps[EDGE_SCHEMA_VERSION] = {
 		"BEGIN IMMEDIATE;" EDGE_SQL_V1 "UPDATE edge_meta SET value = 1 WHERE key = 'schema_version'; COMMIT;",
 	};
-	for (int64_t step = v; step < EDGE_SCHEMA_VERSION; step++)
-		if (exec(db, steps[step], err, errlen, "migration")) {
-			if (!sqlite3_get_autocommit(db))
-				sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-			return TG_EDB;
-		}
-	return 0;
+	return outbox_substore_migrate(db, EDGE_SQL_GET_VERSION, steps, EDGE_SCHEMA_VERSION, "edge state", err, errlen);
 }
 
 static int prep(edge_store *es, sqlite3_stmt **st, const char *sql, char *err, size_t errlen)

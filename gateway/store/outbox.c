@@ -1853,3 +1853,38 @@ int64_t outbox_oldest_pending(outbox_reader *r, const char *sink_name)
 	sqlite3_reset(r->oldest);
 	return oldest;
 }
+
+/* ---- stores that keep their own tables in outbox.db ------------------------------------ */
+
+int64_t outbox_substore_version(sqlite3 *db, const char *get_version_sql)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(db, get_version_sql, -1, &st, NULL) != SQLITE_OK)
+		return strncmp(sqlite3_errmsg(db), "no such table", 13) == 0 ? 0 : -1;
+	int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+	sqlite3_finalize(st);
+	return v;
+}
+
+int outbox_substore_migrate(sqlite3 *db, const char *get_version_sql, const char *const *steps, int nsteps,
+			    const char *what, char *err, size_t errlen)
+{
+	int64_t v = outbox_substore_version(db, get_version_sql);
+	if (v < 0)
+		return tg_seterr(err, errlen, TG_EDB, "%s: cannot read the schema version: %s", what, sqlite3_errmsg(db));
+	if (v > nsteps)
+		return tg_seterr(err, errlen, TG_EDB, "%s: schema version %" PRId64 " is newer than this build (%d)", what,
+				 v, nsteps);
+	for (int64_t step = v; step < nsteps; step++) {
+		char *msg = NULL;
+		if (sqlite3_exec(db, steps[step], NULL, NULL, &msg) != SQLITE_OK) {
+			tg_seterr(err, errlen, TG_EDB, "%s: migration to version %" PRId64 ": %s", what, step + 1,
+				  msg ? msg : sqlite3_errmsg(db));
+			sqlite3_free(msg);
+			if (!sqlite3_get_autocommit(db))
+				sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return TG_EDB;
+		}
+	}
+	return 0;
+}

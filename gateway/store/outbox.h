@@ -189,4 +189,16 @@ int outbox_sink_backlog(outbox *ob, const char *sink_name, int64_t *rows, int64_
  * One index seek per priority; reader side. */
 int64_t outbox_oldest_pending(outbox_reader *r, const char *sink_name);
 
+/* ---- stores that keep their own tables in outbox.db (shadows, edge state) ---------------- */
+
+struct sqlite3;
+/* Such a store's schema version, read with get_version_sql: 0 before its tables exist, -1
+ * on error. */
+int64_t outbox_substore_version(struct sqlite3 *db, const char *get_version_sql);
+/* Bring such a store to version nsteps: steps[v] takes version v to v + 1, each a whole
+ * transaction that also records the new version. Refuses a version newer than this build.
+ * what names the store in errors ("shadow store: ..."). 0 or TG_EDB. */
+int outbox_substore_migrate(struct sqlite3 *db, const char *get_version_sql, const char *const *steps, int nsteps,
+			    const char *what, char *err, size_t errlen);
+
 #endif

@@ -252,6 +252,47 @@ static int script_get(int *field)
 	return v;
 }
 
+/* The probe tests' set-up: one record queued for the probed sink "t", and its forwarder
+ * started with the given backoff (sc and cfg are the caller's: the forwarder borrows them). */
+static forwarder *start_probed(outbox *ob, tg_sink_conf *sc, tg_config *cfg, int64_t retry_ms)
+{
+	const char *sinks[] = {"t"};
+	json_t *o = json_pack("{s:i}", "i", 1);
+	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
+	json_decref(o);
+	assert_int_equal(outbox_commit(ob), 0);
+	*sc = (tg_sink_conf){.name = "t", .type = &probed_ops.conf, .retry_base_ms = retry_ms, .retry_cap_ms = retry_ms};
+	*cfg = (tg_config){.gateway_id = "gw", .sinks = sc, .nsinks = 1};
+	char err[256];
+	forwarder *fw = forwarder_start(ob, cfg, err, sizeof err);
+	assert_non_null(fw);
+	return fw;
+}
+
+/* Wait until a probe has seen the endpoint down (so a long backoff is in progress). */
+static void wait_probed_down(void)
+{
+	for (int waited = 0; script_get(&script.probes_down) == 0 && waited < 20000; waited += 10)
+		usleep(10000);
+	assert_true(script_get(&script.probes_down) > 0);
+}
+
+/* The endpoint comes back (stamping up_ms); then wait up to limit_ms for the outbox to
+ * drain through the forwarder. */
+static void endpoint_returns_and_drains(outbox *ob, int limit_ms)
+{
+	pthread_mutex_lock(&script.mu);
+	script.down = 0;
+	script.up_ms = tg_mono_ms();
+	pthread_mutex_unlock(&script.mu);
+	outbox_counters *c = outbox_counters_of(ob);
+	for (int waited = 0; atomic_load(&c->rows) > 0 && waited < limit_ms; waited += 5) {
+		usleep(5000);
+		assert_true(outbox_tick(ob, tg_wall_ms()) >= 0);
+	}
+	assert_int_equal(atomic_load(&c->rows), 0);
+}
+
 /* Issue 20 gap 2: a sink backed off with a 60 s retry_cap resumes within a few probe
  * intervals of its endpoint's return, not when the backoff runs out. The endpoint stays
  * down until a probe has seen it down (so the backoff in progress is a long one), then
@@ -261,31 +302,13 @@ static void test_probe_ends_backoff_when_endpoint_returns(void **state)
 	char *dir;
 	outbox *ob = fixture_start(&dir);
 	script.down = 1;
-	const char *sinks[] = {"t"};
-	json_t *o = json_pack("{s:i}", "i", 1);
-	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
-	json_decref(o);
-	assert_int_equal(outbox_commit(ob), 0);
-	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 60000, .retry_cap_ms = 60000};
-	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
-	char err[256];
-	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
-	assert_non_null(fw);
-	for (int waited = 0; script_get(&script.probes_down) == 0 && waited < 20000; waited += 10)
-		usleep(10000);
-	assert_true(script_get(&script.probes_down) > 0);
+	tg_sink_conf sc;
+	tg_config cfg;
+	forwarder *fw = start_probed(ob, &sc, &cfg, 60000);
+	wait_probed_down();
 	forwarder_sink_stats *st = forwarder_stats(fw, 0);
 	int64_t backoff_left = atomic_load(&st->backoff_until_ms) - tg_wall_ms();
-	pthread_mutex_lock(&script.mu);
-	script.down = 0;
-	script.up_ms = tg_mono_ms();
-	pthread_mutex_unlock(&script.mu);
-	outbox_counters *c = outbox_counters_of(ob);
-	for (int waited = 0; atomic_load(&c->rows) > 0 && waited < 20000; waited += 5) {
-		usleep(5000);
-		assert_true(outbox_tick(ob, tg_wall_ms()) >= 0);
-	}
-	assert_int_equal(atomic_load(&c->rows), 0);
+	endpoint_returns_and_drains(ob, 20000);
 	assert_int_equal(atomic_load(&st->probe_recoveries), 1);
 	assert_int_equal(atomic_load(&st->records_ok), 1);
 	forwarder_stop(fw, 0);
@@ -307,29 +330,11 @@ static void test_endpoint_back_but_warming_up(void **state)
 	outbox *ob = fixture_start(&dir);
 	script.down = 1;
 	script.warmup_fails = 3;
-	const char *sinks[] = {"t"};
-	json_t *o = json_pack("{s:i}", "i", 1);
-	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
-	json_decref(o);
-	assert_int_equal(outbox_commit(ob), 0);
-	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 60000, .retry_cap_ms = 60000};
-	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
-	char err[256];
-	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
-	assert_non_null(fw);
-	for (int waited = 0; script_get(&script.probes_down) == 0 && waited < 20000; waited += 10)
-		usleep(10000);
-	assert_true(script_get(&script.probes_down) > 0);
-	pthread_mutex_lock(&script.mu);
-	script.down = 0;
-	script.up_ms = tg_mono_ms();
-	pthread_mutex_unlock(&script.mu);
-	outbox_counters *c = outbox_counters_of(ob);
-	for (int waited = 0; atomic_load(&c->rows) > 0 && waited < 30000; waited += 5) {
-		usleep(5000);
-		assert_true(outbox_tick(ob, tg_wall_ms()) >= 0);
-	}
-	assert_int_equal(atomic_load(&c->rows), 0);
+	tg_sink_conf sc;
+	tg_config cfg;
+	forwarder *fw = start_probed(ob, &sc, &cfg, 60000);
+	wait_probed_down();
+	endpoint_returns_and_drains(ob, 30000);
 	forwarder_sink_stats *st = forwarder_stats(fw, 0);
 	assert_int_equal(atomic_load(&st->records_ok), 1);
 	assert_int_equal(script_get(&script.warmup_fails), 0);
@@ -350,16 +355,9 @@ static void test_probe_keeps_backoff_when_endpoint_accepts_but_fails(void **stat
 	outbox *ob = fixture_start(&dir);
 	script.down = 1;
 	script.probe_up_always = 1;
-	const char *sinks[] = {"t"};
-	json_t *o = json_pack("{s:i}", "i", 1);
-	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
-	json_decref(o);
-	assert_int_equal(outbox_commit(ob), 0);
-	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 400, .retry_cap_ms = 400};
-	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
-	char err[256];
-	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
-	assert_non_null(fw);
+	tg_sink_conf sc;
+	tg_config cfg;
+	forwarder *fw = start_probed(ob, &sc, &cfg, 400);
 	forwarder_sink_stats *st = forwarder_stats(fw, 0);
 	for (int waited = 0; atomic_load(&st->probes) < 8 && waited < 20000; waited += 10)
 		usleep(10000);
