@@ -144,8 +144,9 @@ static char *render_metrics(const metrics_src *d)
 		  (double)atomic_load(&oc->wal_restart_us) / 1e6);
 	counter(&b, "tidegate_outbox_aborted_total", "Commit groups rolled back because they could not be stored.",
 		atomic_load(&oc->aborted));
-	sb_printf(&b, "# HELP tidegate_outbox_disk_full 1 while the outbox cannot commit because data_dir's disk is full "
-		      "(nothing is acknowledged to the broker meanwhile); 0 again after the next commit.\n"
+	sb_printf(&b, "# HELP tidegate_outbox_disk_full 1 while the outbox takes no records because data_dir's file system "
+		      "is full or nearly so (nothing is acknowledged to the broker meanwhile); 0 again once it takes "
+		      "records and commits.\n"
 		      "# TYPE tidegate_outbox_disk_full gauge\ntidegate_outbox_disk_full %d\n",
 		  atomic_load(&oc->disk_full));
 	counter(&b, "tidegate_outbox_appended_total", "Rows committed to the outbox.", atomic_load(&oc->appended));

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,6 +62,9 @@
 #define MEASURE_MIN_BYTES (1LL << 20)
 /* how long a RESTART checkpoint below the bound may wait for readers */
 #define SOFT_RESTART_WAIT_US 20000
+/* free space kept beyond the WAL's frames (see disk_low), and how often it is looked at */
+#define DISK_MARGIN (4LL << 20)
+#define DISK_CHECK_MS 100
 #define HARD_RESTART_WAIT_US 5000000
 
 /* A delivered run of rows of one (sink, priority), waiting to be deleted. */
@@ -82,6 +86,12 @@ struct outbox {
 	pthread_mutex_t ckpt_mu;
 	pthread_cond_t ckpt_cv;
 	atomic_ullong ckpt_passes; /* passive checkpoints finished (the writer waits for one) */
+	/* Every checkpoint runs while this connection holds the write lock (ckpt_guarded);
+	 * one connection for all threads, used under guard_mu only. */
+	sqlite3 *guard;
+	pthread_mutex_t guard_mu;
+	int guard_mu_init;
+	int64_t guard_until_us; /* under guard_mu: when the guard stops waiting for the lock */
 	int restart_wanted;        /* writer: asked for a pass before its RESTART */
 	uint64_t restart_after;    /* writer: ckpt_passes when it asked */
 	char *path;
@@ -97,9 +107,12 @@ struct outbox {
 	} hooks[OUTBOX_MAX_GROUP_HOOKS];
 	size_t nhooks;
 	int line_valid; /* line holds the last appended record */
+	/* disk_low: the file system's free space, as last looked at */
+	int64_t disk_avail, disk_need, disk_checked_ms;
+	int64_t disk_since; /* record bytes appended since the last look */
+	int disk_checked, disk_low;
 	int64_t page_size, wal_limit, db_budget;
 	int64_t group_wal_max; /* the most WAL one commit has added (the margin under the bound) */
-	int busy_soft;         /* the busy handler gives up after SOFT_RESTART_WAIT_US */
 	int64_t caps_ms;       /* when update_caps last ran while idle */
 	struct {
 		char *name;
@@ -243,17 +256,87 @@ enum { CACHE_WRITER_KIB = 256, CACHE_READER_KIB = 256, CACHE_CHECKPOINT_KIB = 64
 
 static int poll_busy(void *ud, int n)
 {
-	const int *soft = ud;
-	if (n >= 50000 || (soft && *soft && n >= SOFT_RESTART_WAIT_US / 100))
+	(void)ud;
+	if (n >= 50000)
 		return 0;
 	struct timespec ts = {0, 100000};
 	nanosleep(&ts, NULL);
 	return 1;
 }
 
+static int64_t mono_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+/* ---- checkpoints under the write lock ------------------------------------------------
+ * SQLite up to 3.51.2 (Debian 12 ships 3.40.1) has a data race, the "WAL-reset bug"
+ * (sqlite.org/wal.html#walresetbug): when a checkpoint starts just as another has copied
+ * the whole WAL back, and a third connection's commit starts the WAL over at that moment,
+ * the second checkpoint can record frames of the new WAL as copied when they are not; a
+ * later restart of the WAL then loses them and the database is corrupt. The outbox invited
+ * it: the checkpoint thread's passive passes never take the write lock, and a RESTART
+ * checkpoint that cannot get the write lock in time falls back to a passive pass without
+ * it, while the ingest writer and the forwarders commit on their own connections. So no
+ * checkpoint here runs without the write lock: the guard connection takes it (BEGIN
+ * IMMEDIATE, nothing written), the checkpoint runs as a passive pass on the caller's
+ * connection (which needs no write lock of its own), and the guard lets go. No commit,
+ * hence no restart of the WAL, can happen during any checkpoint of this process. What it
+ * costs: a writer waits for a pass (its copy and fsync) instead of committing beside it. */
+static int guard_busy(void *ud, int n)
+{
+	(void)n;
+	outbox *ob = ud;
+	if (mono_us() >= ob->guard_until_us)
+		return 0;
+	struct timespec ts = {0, 100000};
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+/* A checkpoint of db under the guard, waiting up to wait_us for the write lock and, with
+ * whole set, for readers on older snapshots to finish so that every frame is copied (the
+ * RESTART the writers want: the next commit then starts the WAL over). SQLITE_OK (with
+ * whole: everything copied), SQLITE_BUSY (lock or readers not free in time; nothing
+ * unguarded was done) or SQLite's error, readable with sqlite3_errmsg(db). */
+static int ckpt_guarded(outbox *ob, sqlite3 *db, int64_t wait_us, int whole, int *nlog, int *nckpt)
+{
+	int log = 0, ckpt = 0, rc;
+	atomic_fetch_add(&ob->readers_waiting, 1); /* the ingest writer lets the lock go (begin()) */
+	pthread_mutex_lock(&ob->guard_mu);
+	ob->guard_until_us = mono_us() + wait_us;
+	rc = sqlite3_exec(ob->guard, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	atomic_fetch_sub(&ob->readers_waiting, 1);
+	if (rc == SQLITE_OK) {
+		for (;;) {
+			rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &ckpt);
+			if (!whole || (rc != SQLITE_OK && rc != SQLITE_BUSY) || (rc == SQLITE_OK && ckpt >= log))
+				break;
+			if (mono_us() >= ob->guard_until_us) {
+				rc = SQLITE_BUSY;
+				break;
+			}
+			struct timespec ts = {0, 100000};
+			nanosleep(&ts, NULL);
+		}
+		sqlite3_exec(ob->guard, "ROLLBACK", NULL, NULL, NULL);
+	} else if (rc == SQLITE_LOCKED) {
+		rc = SQLITE_BUSY;
+	}
+	pthread_mutex_unlock(&ob->guard_mu);
+	if (nlog)
+		*nlog = log;
+	if (nckpt)
+		*nckpt = ckpt;
+	return rc;
+}
+
 static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames);
 static int wal_restart(outbox *ob, int soft);
 static void abort_group(outbox *ob);
+static int disk_low(outbox *ob);
 
 /* A statement of the group failed with SQLITE_FULL, SQLITE_IOERR or SQLITE_NOMEM: SQLite
  * then rolls the whole transaction back on its own. The group must end there (abort_group):
@@ -275,7 +358,7 @@ static int run_hooks(outbox *ob, outbox_group_event ev, int64_t now_ms)
 }
 
 /* Every connection's commits report the WAL's length (frames since it last restarted). */
-static int open_db(outbox *ob, sqlite3 **out, int cache_kib, int *soft, char *err, size_t errlen)
+static int open_db(outbox *ob, sqlite3 **out, int cache_kib, char *err, size_t errlen)
 {
 	const char *path = ob->path;
 	int sync_full = ob->opts.synchronous_full;
@@ -289,7 +372,7 @@ static int open_db(outbox *ob, sqlite3 **out, int cache_kib, int *soft, char *er
 	/* poll for the lock every 100 us for up to 5 s: SQLite's default handler sleeps for
 	 * growing intervals (up to 100 ms) and, with the ingest writer and the forwarders'
 	 * deletes taking turns every few milliseconds, overslept each turn by milliseconds */
-	sqlite3_busy_handler(db, poll_busy, soft);
+	sqlite3_busy_handler(db, poll_busy, NULL);
 	char sql[320];
 	/* journal_size_limit: a restarted WAL file is cut back to the bound */
 	snprintf(sql, sizeof sql,
@@ -428,7 +511,7 @@ static int backlog_load(outbox *ob, char *err, size_t errlen)
 static int writer_setup(outbox *ob, char *err, size_t errlen)
 {
 	int rc;
-	if ((rc = open_db(ob, &ob->db, CACHE_WRITER_KIB, &ob->busy_soft, err, errlen)))
+	if ((rc = open_db(ob, &ob->db, CACHE_WRITER_KIB, err, errlen)))
 		return rc;
 	if ((rc = migrate(ob->db, err, errlen)))
 		return rc;
@@ -487,7 +570,7 @@ static void *checkpointer(void *arg)
 {
 	outbox *ob = arg;
 	sqlite3 *db = NULL;
-	if (open_db(ob, &db, CACHE_CHECKPOINT_KIB, NULL, NULL, 0)) {
+	if (open_db(ob, &db, CACHE_CHECKPOINT_KIB, NULL, 0)) {
 		LOG_ERROR("outbox", "msg=\"checkpointer cannot open the outbox\" path=%s", ob->path);
 		sqlite3_close(db);
 		return NULL;
@@ -499,15 +582,16 @@ static void *checkpointer(void *arg)
 		if (ob->ckpt_stop)
 			break;
 		pthread_mutex_unlock(&ob->ckpt_mu);
-		/* PASSIVE never blocks the writer or readers; what it cannot copy now it copies next time */
-		int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		/* a passive pass under the guard: what it cannot copy now (a reader's older
+		 * snapshot, the lock not free within a period) it copies next time */
+		int rc = ckpt_guarded(ob, db, CHECKPOINT_EVERY_MS * 1000, 0, NULL, NULL);
 		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
 			LOG_WARN("outbox", "msg=\"checkpoint failed\" err=\"%s\"", sqlite3_errmsg(db));
 		atomic_fetch_add(&ob->ckpt_passes, 1);
 		pthread_mutex_lock(&ob->ckpt_mu);
 	}
 	pthread_mutex_unlock(&ob->ckpt_mu);
-	sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	ckpt_guarded(ob, db, CHECKPOINT_EVERY_MS * 1000, 0, NULL, NULL);
 	sqlite3_close(db);
 	return NULL;
 }
@@ -566,6 +650,13 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 		if (ob->last_id < floor_id)
 			ob->last_id = ob->committed_last_id = floor_id;
 	}
+	pthread_mutex_init(&ob->guard_mu, NULL);
+	ob->guard_mu_init = 1;
+	if (open_db(ob, &ob->guard, CACHE_CHECKPOINT_KIB, why, sizeof why)) {
+		tg_seterr(err, errlen, TG_EDB, "outbox %s: checkpoint guard: %s", path, why);
+		goto fail;
+	}
+	sqlite3_busy_handler(ob->guard, guard_busy, ob);
 	pthread_mutex_init(&ob->ckpt_mu, NULL);
 	tg_cond_init_mono(&ob->ckpt_cv);
 	if (pthread_create(&ob->ckpt_tid, NULL, checkpointer, ob) != 0) {
@@ -622,6 +713,9 @@ void outbox_close(outbox *ob)
 		pthread_cond_destroy(&ob->ckpt_cv);
 		pthread_mutex_destroy(&ob->ckpt_mu);
 	}
+	sqlite3_close(ob->guard);
+	if (ob->guard_mu_init)
+		pthread_mutex_destroy(&ob->guard_mu);
 	writer_finalize(ob);
 	if (ob->db)
 		sqlite3_close(ob->db);
@@ -657,6 +751,8 @@ static struct pend_del *pend_take(outbox *ob, size_t *n)
 /* Append runs to the queue; 0 or TG_ENOMEM (then nothing was added). */
 static int pend_add_locked(outbox *ob, const struct pend_del *v, size_t n)
 {
+	if (n == 0) /* v may be NULL then (an aborted group that had applied nothing) */
+		return 0;
 	if (ob->npend + n > ob->pend_cap) {
 		size_t cap = ob->pend_cap ? ob->pend_cap * 2 : 16;
 		while (cap < ob->npend + n)
@@ -919,6 +1015,11 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 		return 0;
 	if (nsinks > MAX_SINKS || prio < 0 || prio >= NPRIO)
 		return TG_EINVAL;
+	if (disk_low(ob)) { /* the group goes with it: none of it is acknowledged */
+		if (ob->in_txn)
+			abort_group(ob);
+		return TG_EIO;
+	}
 	int64_t id = ob->last_id + 1;
 	/* the line is stored without msg_id; the reader puts "msg_id" first when it hands the
 	 * record to a sink (the id is the row's), so a device's own msg_id must not clash */
@@ -932,6 +1033,7 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	const char *text = ob->line.p;
 	size_t len = ob->line.len;
 	int rc = 0;
+	ob->disk_since += (int64_t)(len * nsinks);
 	if (over_cap(ob, (int64_t)nsinks, (int64_t)(len * nsinks))) {
 		if (ob->opts.full_policy == OUTBOX_REJECT_NEW) {
 			atomic_fetch_add(&ob->ctr.rejected, 1);
@@ -987,6 +1089,11 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
 		      const char *reason, const char *field, const char *detail, const void *payload,
 		      size_t len)
 {
+	if (disk_low(ob)) {
+		if (ob->in_txn)
+			abort_group(ob);
+		return TG_EIO;
+	}
 	int rc = begin(ob, received_ms);
 	if (rc)
 		return rc;
@@ -1021,6 +1128,57 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
 		}
 	}
 	return 0;
+}
+
+/* The outbox must not fill its own file system. Once the disk is full, deleting delivered
+ * rows needs room too (their WAL frames), and so does the checkpoint that copies frames of
+ * new pages into the database file: with the disk full of the outbox's own backlog, neither
+ * could run, nothing was ever freed, and the outbox stayed wedged after the uplink came
+ * back (outbox_stress on a 24 MiB tmpfs). So appends stop while the file system's free space
+ * is below what the checkpoint will add to the database file (the pages the WAL has beyond
+ * the file's end) plus a margin for the deletions' frames (new rows that reuse free pages
+ * inside the file need none): the daemon stops acknowledging (as for a full disk), the forwarders drain, and
+ * appends resume by themselves. A file system filled by something else gets the same
+ * answer, before SQLite's own SQLITE_FULL. */
+static int disk_low(outbox *ob)
+{
+	int64_t now = tg_mono_ms();
+	/* looked at again every DISK_CHECK_MS, and sooner under a fast stream of appends, so that
+	 * what is appended between two looks stays well inside the margin (pages take about
+	 * three times the record bytes) */
+	if (!ob->disk_checked || now - ob->disk_checked_ms >= DISK_CHECK_MS || ob->disk_since * 3 > DISK_MARGIN / 4) {
+		ob->disk_since = 0;
+		struct statvfs sv;
+		ob->disk_checked = 1;
+		ob->disk_checked_ms = now;
+		ob->disk_avail = statvfs(ob->path, &sv) == 0 ? (int64_t)sv.f_bavail * (int64_t)sv.f_frsize : -1;
+		/* the database as the WAL has it (page_count) against the file: what the
+		 * checkpoint will add to the file when it copies the frames back */
+		struct stat st;
+		int64_t pages = step_scalar(ob->page_count);
+		int64_t grow = pages > 0 && stat(ob->path, &st) == 0 ? pages * ob->page_size - (int64_t)st.st_size : 0;
+		/* and the WAL file's own growth up to where the writer restarts it (half its bound) */
+		char wal[4200];
+		snprintf(wal, sizeof wal, "%s-wal", ob->path);
+		int64_t wal_grow = ob->wal_limit / 2 - (stat(wal, &st) == 0 ? (int64_t)st.st_size : 0);
+		ob->disk_need = (grow > 0 ? grow : 0) + (wal_grow > 0 ? wal_grow : 0) + DISK_MARGIN;
+	}
+	int64_t need = ob->disk_need;
+	int low = ob->disk_avail >= 0 && ob->disk_avail < need;
+	if (low != ob->disk_low) {
+		ob->disk_low = low;
+		if (low)
+			LOG_ERROR("outbox", "msg=\"file system nearly full: taking no more records until deliveries free "
+					    "space; nothing is acknowledged meanwhile, the broker keeps the messages\" path=%s "
+					    "avail_bytes=%" PRId64 " need_bytes=%" PRId64,
+				  ob->path, ob->disk_avail, need);
+		else
+			LOG_INFO("outbox", "msg=\"free space back, taking records again\" avail_bytes=%" PRId64,
+				 ob->disk_avail);
+	}
+	if (low)
+		atomic_store(&ob->ctr.disk_full, 1);
+	return low;
 }
 
 /* The open group could not be stored (disk full, I/O error): roll it back and put the
@@ -1083,21 +1241,9 @@ static int wal_restart(outbox *ob, int soft)
 {
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	ob->busy_soft = soft;
-	int nlog = 0, nckpt = 0, rc;
-	int64_t us;
-	/* the busy handler waits for readers; the checkpoint lock, held by the checkpoint
-	 * thread's pass, is not waited for by SQLite (SQLITE_BUSY at once): wait here */
-	for (;;) {
-		rc = sqlite3_wal_checkpoint_v2(ob->db, NULL, SQLITE_CHECKPOINT_RESTART, &nlog, &nckpt);
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		us = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
-		if (rc != SQLITE_BUSY || us >= (soft ? SOFT_RESTART_WAIT_US : HARD_RESTART_WAIT_US))
-			break;
-		struct timespec pause = {0, 200000};
-		nanosleep(&pause, NULL);
-	}
-	ob->busy_soft = 0;
+	int rc = ckpt_guarded(ob, ob->db, soft ? SOFT_RESTART_WAIT_US : HARD_RESTART_WAIT_US, 1, NULL, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	int64_t us = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
 	max_store(&ob->ctr.wal_restart_max_us, us);
 	atomic_fetch_add(&ob->ctr.wal_restart_us, (uint64_t)us);
 	if (rc == SQLITE_OK) {
@@ -1181,7 +1327,7 @@ int outbox_commit(outbox *ob)
 	}
 	atomic_fetch_add(&ob->ctr.appended, (uint64_t)ob->group_rows);
 	atomic_fetch_add(&ob->ctr.commits, 1);
-	if (atomic_exchange(&ob->ctr.disk_full, 0))
+	if (!ob->disk_low && atomic_exchange(&ob->ctr.disk_full, 0))
 		LOG_INFO("outbox", "msg=\"disk space back: commits resumed\" path=%s", ob->path);
 	atomic_store(&ob->ctr.oldest_uncommitted_ms, 0);
 	int64_t now = tg_wall_ms();
@@ -1368,7 +1514,7 @@ outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen)
 		return NULL;
 	}
 	r->ob = ob;
-	if (open_db(ob, &r->db, CACHE_READER_KIB, NULL, err, errlen) ||
+	if (open_db(ob, &r->db, CACHE_READER_KIB, err, errlen) ||
 	    prep(r->db, &r->batch, OUTBOX_SQL_BATCH, err, errlen) || prep(r->db, &r->del, OUTBOX_SQL_DELETE, err, errlen) ||
 	    prep(r->db, &r->del_range, OUTBOX_SQL_DELETE_RANGE, err, errlen) ||
 	    prep(r->db, &r->dead, OUTBOX_SQL_DEAD, err, errlen) || prep(r->db, &r->attempt, OUTBOX_SQL_ATTEMPT, err, errlen) ||
@@ -1649,10 +1795,7 @@ static void reader_wal_restart(outbox_reader *r)
 	outbox *ob = r->ob;
 	if (atomic_load(&ob->ctr.wal_bytes) < ob->wal_limit / 2)
 		return;
-	int nlog = 0, nckpt = 0;
-	atomic_fetch_add(&ob->readers_waiting, 1);
-	int rc = sqlite3_wal_checkpoint_v2(r->db, NULL, SQLITE_CHECKPOINT_RESTART, &nlog, &nckpt);
-	atomic_fetch_sub(&ob->readers_waiting, 1);
+	int rc = ckpt_guarded(ob, r->db, HARD_RESTART_WAIT_US, 1, NULL, NULL);
 	if (rc == SQLITE_OK) {
 		atomic_fetch_add(&ob->ctr.wal_restarts, 1);
 		atomic_store(&ob->ctr.wal_bytes, 0);
@@ -1778,10 +1921,17 @@ int outbox_reclaim(outbox_reader *r)
 		free_pages = sqlite3_column_int64(r->freelist, 0);
 	sqlite3_reset(r->freelist);
 	/* 256 pages of 16 KiB: 4 MiB free before it is worth giving back (a gateway's flash is
-	 * small); a bounded step (32 MiB) so the writer is not stalled for long */
+	 * small); a bounded step (32 MiB) so the writer is not stalled for long, and within a
+	 * quarter of the WAL's bound: a page moved writes a frame or two, and one step of 2048
+	 * took a 4 MiB WAL to 7.9 MiB (outbox_stress --wal-max 4194304) */
 	if (free_pages < 256)
 		return 0;
-	int rc = reader_write(r, "PRAGMA incremental_vacuum(2048)");
+	const outbox *ob = r->ob;
+	int64_t step = ob->page_size > 0 ? ob->wal_limit / 4 / ob->page_size : 2048;
+	step = step < 16 ? 16 : step > 2048 ? 2048 : step;
+	char sql[64];
+	snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%" PRId64 ")", step);
+	int rc = reader_write(r, sql);
 	reader_wal_restart(r);
 	return rc;
 }
