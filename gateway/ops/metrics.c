@@ -142,6 +142,9 @@ static char *render_metrics(const metrics_src *d)
 	sb_printf(&b, "# HELP tidegate_outbox_wal_restart_seconds_total Time the ingest thread spent in restart checkpoints.\n"
 		      "# TYPE tidegate_outbox_wal_restart_seconds_total counter\ntidegate_outbox_wal_restart_seconds_total %.6f\n",
 		  (double)atomic_load(&oc->wal_restart_us) / 1e6);
+	counter(&b, "tidegate_outbox_checkpoints_skipped_total",
+		"Checkpoints not run because the WAL was copied back and its restart not yet done (SQLite's WAL-reset race).",
+		atomic_load(&oc->ckpt_skipped));
 	counter(&b, "tidegate_outbox_aborted_total", "Commit groups rolled back because they could not be stored.",
 		atomic_load(&oc->aborted));
 	sb_printf(&b, "# HELP tidegate_outbox_disk_full 1 while the outbox takes no records because data_dir's file system "

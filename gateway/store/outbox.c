@@ -86,12 +86,14 @@ struct outbox {
 	pthread_mutex_t ckpt_mu;
 	pthread_cond_t ckpt_cv;
 	atomic_ullong ckpt_passes; /* passive checkpoints finished (the writer waits for one) */
-	/* Every checkpoint runs while this connection holds the write lock (ckpt_guarded);
-	 * one connection for all threads, used under guard_mu only. */
-	sqlite3 *guard;
-	pthread_mutex_t guard_mu;
-	int guard_mu_init;
-	int64_t guard_until_us; /* under guard_mu: when the guard stops waiting for the lock */
+	/* ckpt_run: one checkpoint at a time in this process, and none while the WAL may be
+	 * about to start over. wal_commits counts commits (the WAL hook, any connection);
+	 * under ckpt_run_mu, full_at is its value when a checkpoint last copied everything. */
+	pthread_mutex_t ckpt_run_mu;
+	int ckpt_run_mu_init;
+	atomic_ullong wal_commits;
+	int full_pending;
+	uint64_t full_at;
 	int restart_wanted;        /* writer: asked for a pass before its RESTART */
 	uint64_t restart_after;    /* writer: ckpt_passes when it asked */
 	char *path;
@@ -113,6 +115,7 @@ struct outbox {
 	int disk_checked, disk_low;
 	int64_t page_size, wal_limit, db_budget;
 	int64_t group_wal_max; /* the most WAL one commit has added (the margin under the bound) */
+	int busy_soft;         /* the busy handler gives up after SOFT_RESTART_WAIT_US */
 	int64_t caps_ms;       /* when update_caps last ran while idle */
 	struct {
 		char *name;
@@ -211,6 +214,7 @@ static void max_store(_Atomic int64_t *a, int64_t v)
 static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames)
 {
 	outbox *ob = ud;
+	atomic_fetch_add(&ob->wal_commits, 1); /* ckpt_run: a commit has finished */
 	int64_t bytes = frames > 0 ? 32 + (int64_t)frames * ((ob->page_size ? ob->page_size : 16384) + 24) : 0;
 	atomic_store(&ob->ctr.wal_bytes, bytes);
 	max_store(&ob->ctr.wal_peak_bytes, bytes);
@@ -256,8 +260,8 @@ enum { CACHE_WRITER_KIB = 256, CACHE_READER_KIB = 256, CACHE_CHECKPOINT_KIB = 64
 
 static int poll_busy(void *ud, int n)
 {
-	(void)ud;
-	if (n >= 50000)
+	const int *soft = ud;
+	if (n >= 50000 || (soft && *soft && n >= SOFT_RESTART_WAIT_US / 100))
 		return 0;
 	struct timespec ts = {0, 100000};
 	nanosleep(&ts, NULL);
@@ -271,61 +275,50 @@ static int64_t mono_us(void)
 	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
-/* ---- checkpoints under the write lock ------------------------------------------------
+/* ---- checkpoints and SQLite's WAL-reset race ------------------------------------------
  * SQLite up to 3.51.2 (Debian 12 ships 3.40.1) has a data race, the "WAL-reset bug"
- * (sqlite.org/wal.html#walresetbug): when a checkpoint starts just as another has copied
- * the whole WAL back, and a third connection's commit starts the WAL over at that moment,
- * the second checkpoint can record frames of the new WAL as copied when they are not; a
- * later restart of the WAL then loses them and the database is corrupt. The outbox invited
- * it: the checkpoint thread's passive passes never take the write lock, and a RESTART
- * checkpoint that cannot get the write lock in time falls back to a passive pass without
- * it, while the ingest writer and the forwarders commit on their own connections. So no
- * checkpoint here runs without the write lock: the guard connection takes it (BEGIN
- * IMMEDIATE, nothing written), the checkpoint runs as a passive pass on the caller's
- * connection (which needs no write lock of its own), and the guard lets go. No commit,
- * hence no restart of the WAL, can happen during any checkpoint of this process. What it
- * costs: a writer waits for a pass (its copy and fsync) instead of committing beside it. */
-static int guard_busy(void *ud, int n)
+ * (sqlite.org/wal.html#walresetbug): when a checkpoint starts just after another one copied
+ * the whole WAL back, while a third connection's commit is starting the WAL over, the second
+ * checkpoint can record frames of the new WAL as copied when they are not; a later restart
+ * of the WAL loses them and the database is corrupt. The outbox invited it: a checkpoint
+ * thread passing every 250 ms, RESTART checkpoints from the writer and the forwarders (each
+ * copying everything back, the state the race starts from), and commits on four or more
+ * connections. Once a checkpoint has copied everything, the next commit to finish has either
+ * started the WAL over or, with a reader still on an older snapshot, appended to it; in both
+ * cases no restart is pending any more until a checkpoint copies everything again. So every
+ * checkpoint of this process goes through ckpt_run, one at a time, which notes the count of
+ * finished commits (the WAL hook) when a checkpoint copied everything, and starts none until
+ * a commit has finished since: the window of the race never sees a second checkpoint, and
+ * there is nothing to copy in it anyway. No other process writes outbox.db.
+ *
+ * sqlite3_wal_checkpoint_v2(db, mode) when it is safe: SQLITE_OK with *nlog == *nckpt when
+ * everything was already copied and no commit has finished since (nothing run); SQLITE_BUSY
+ * when another checkpoint of this process kept ckpt_run_mu past wait_us. */
+static int ckpt_run(outbox *ob, sqlite3 *db, int mode, int64_t wait_us, int *nlog, int *nckpt)
 {
-	(void)n;
-	outbox *ob = ud;
-	if (mono_us() >= ob->guard_until_us)
-		return 0;
-	struct timespec ts = {0, 100000};
-	nanosleep(&ts, NULL);
-	return 1;
-}
-
-/* A checkpoint of db under the guard, waiting up to wait_us for the write lock and, with
- * whole set, for readers on older snapshots to finish so that every frame is copied (the
- * RESTART the writers want: the next commit then starts the WAL over). SQLITE_OK (with
- * whole: everything copied), SQLITE_BUSY (lock or readers not free in time; nothing
- * unguarded was done) or SQLite's error, readable with sqlite3_errmsg(db). */
-static int ckpt_guarded(outbox *ob, sqlite3 *db, int64_t wait_us, int whole, int *nlog, int *nckpt)
-{
-	int log = 0, ckpt = 0, rc;
-	atomic_fetch_add(&ob->readers_waiting, 1); /* the ingest writer lets the lock go (begin()) */
-	pthread_mutex_lock(&ob->guard_mu);
-	ob->guard_until_us = mono_us() + wait_us;
-	rc = sqlite3_exec(ob->guard, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-	atomic_fetch_sub(&ob->readers_waiting, 1);
-	if (rc == SQLITE_OK) {
-		for (;;) {
-			rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &ckpt);
-			if (!whole || (rc != SQLITE_OK && rc != SQLITE_BUSY) || (rc == SQLITE_OK && ckpt >= log))
-				break;
-			if (mono_us() >= ob->guard_until_us) {
-				rc = SQLITE_BUSY;
-				break;
-			}
-			struct timespec ts = {0, 100000};
-			nanosleep(&ts, NULL);
-		}
-		sqlite3_exec(ob->guard, "ROLLBACK", NULL, NULL, NULL);
-	} else if (rc == SQLITE_LOCKED) {
-		rc = SQLITE_BUSY;
+	int64_t until = mono_us() + wait_us;
+	while (pthread_mutex_trylock(&ob->ckpt_run_mu) != 0) {
+		if (mono_us() >= until)
+			return SQLITE_BUSY;
+		struct timespec ts = {0, 100000};
+		nanosleep(&ts, NULL);
 	}
-	pthread_mutex_unlock(&ob->guard_mu);
+	int log = -1, ckpt = -1, rc = SQLITE_OK;
+	if (ob->full_pending && atomic_load(&ob->wal_commits) == ob->full_at) {
+		log = ckpt = 0; /* copied back, the restart still pending: leave it alone */
+		atomic_fetch_add(&ob->ctr.ckpt_skipped, 1);
+	} else {
+		ob->full_pending = 0;
+		rc = sqlite3_wal_checkpoint_v2(db, NULL, mode, &log, &ckpt);
+		/* whatever rc says (a RESTART that fell back to a passive pass returns BUSY), the
+		 * counts tell whether every frame was copied; the commit count is read after, so a
+		 * commit that finished during the pass only makes the next skip more cautious */
+		if (log > 0 && ckpt >= log) {
+			ob->full_pending = 1;
+			ob->full_at = atomic_load(&ob->wal_commits);
+		}
+	}
+	pthread_mutex_unlock(&ob->ckpt_run_mu);
 	if (nlog)
 		*nlog = log;
 	if (nckpt)
@@ -358,7 +351,7 @@ static int run_hooks(outbox *ob, outbox_group_event ev, int64_t now_ms)
 }
 
 /* Every connection's commits report the WAL's length (frames since it last restarted). */
-static int open_db(outbox *ob, sqlite3 **out, int cache_kib, char *err, size_t errlen)
+static int open_db(outbox *ob, sqlite3 **out, int cache_kib, int *soft, char *err, size_t errlen)
 {
 	const char *path = ob->path;
 	int sync_full = ob->opts.synchronous_full;
@@ -372,7 +365,7 @@ static int open_db(outbox *ob, sqlite3 **out, int cache_kib, char *err, size_t e
 	/* poll for the lock every 100 us for up to 5 s: SQLite's default handler sleeps for
 	 * growing intervals (up to 100 ms) and, with the ingest writer and the forwarders'
 	 * deletes taking turns every few milliseconds, overslept each turn by milliseconds */
-	sqlite3_busy_handler(db, poll_busy, NULL);
+	sqlite3_busy_handler(db, poll_busy, soft);
 	char sql[320];
 	/* journal_size_limit: a restarted WAL file is cut back to the bound */
 	snprintf(sql, sizeof sql,
@@ -511,7 +504,7 @@ static int backlog_load(outbox *ob, char *err, size_t errlen)
 static int writer_setup(outbox *ob, char *err, size_t errlen)
 {
 	int rc;
-	if ((rc = open_db(ob, &ob->db, CACHE_WRITER_KIB, err, errlen)))
+	if ((rc = open_db(ob, &ob->db, CACHE_WRITER_KIB, &ob->busy_soft, err, errlen)))
 		return rc;
 	if ((rc = migrate(ob->db, err, errlen)))
 		return rc;
@@ -570,7 +563,7 @@ static void *checkpointer(void *arg)
 {
 	outbox *ob = arg;
 	sqlite3 *db = NULL;
-	if (open_db(ob, &db, CACHE_CHECKPOINT_KIB, NULL, 0)) {
+	if (open_db(ob, &db, CACHE_CHECKPOINT_KIB, NULL, NULL, 0)) {
 		LOG_ERROR("outbox", "msg=\"checkpointer cannot open the outbox\" path=%s", ob->path);
 		sqlite3_close(db);
 		return NULL;
@@ -582,16 +575,15 @@ static void *checkpointer(void *arg)
 		if (ob->ckpt_stop)
 			break;
 		pthread_mutex_unlock(&ob->ckpt_mu);
-		/* a passive pass under the guard: what it cannot copy now (a reader's older
-		 * snapshot, the lock not free within a period) it copies next time */
-		int rc = ckpt_guarded(ob, db, CHECKPOINT_EVERY_MS * 1000, 0, NULL, NULL);
+		/* PASSIVE never blocks the writer or readers; what it cannot copy now it copies next time */
+		int rc = ckpt_run(ob, db, SQLITE_CHECKPOINT_PASSIVE, CHECKPOINT_EVERY_MS * 1000, NULL, NULL);
 		if (rc != SQLITE_OK && rc != SQLITE_BUSY)
 			LOG_WARN("outbox", "msg=\"checkpoint failed\" err=\"%s\"", sqlite3_errmsg(db));
 		atomic_fetch_add(&ob->ckpt_passes, 1);
 		pthread_mutex_lock(&ob->ckpt_mu);
 	}
 	pthread_mutex_unlock(&ob->ckpt_mu);
-	ckpt_guarded(ob, db, CHECKPOINT_EVERY_MS * 1000, 0, NULL, NULL);
+	ckpt_run(ob, db, SQLITE_CHECKPOINT_PASSIVE, CHECKPOINT_EVERY_MS * 1000, NULL, NULL);
 	sqlite3_close(db);
 	return NULL;
 }
@@ -604,6 +596,8 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 		goto fail;
 	}
 	pthread_mutex_init(&ob->pend_mu, NULL);
+	pthread_mutex_init(&ob->ckpt_run_mu, NULL);
+	ob->ckpt_run_mu_init = 1;
 	ob->opts = *opts;
 	ob->opts.gateway_id = ob->gateway_id;
 	if (ob->opts.commit_max_records <= 0)
@@ -650,13 +644,6 @@ outbox *outbox_open(const char *path, const outbox_opts *opts, char *err, size_t
 		if (ob->last_id < floor_id)
 			ob->last_id = ob->committed_last_id = floor_id;
 	}
-	pthread_mutex_init(&ob->guard_mu, NULL);
-	ob->guard_mu_init = 1;
-	if (open_db(ob, &ob->guard, CACHE_CHECKPOINT_KIB, why, sizeof why)) {
-		tg_seterr(err, errlen, TG_EDB, "outbox %s: checkpoint guard: %s", path, why);
-		goto fail;
-	}
-	sqlite3_busy_handler(ob->guard, guard_busy, ob);
 	pthread_mutex_init(&ob->ckpt_mu, NULL);
 	tg_cond_init_mono(&ob->ckpt_cv);
 	if (pthread_create(&ob->ckpt_tid, NULL, checkpointer, ob) != 0) {
@@ -713,12 +700,11 @@ void outbox_close(outbox *ob)
 		pthread_cond_destroy(&ob->ckpt_cv);
 		pthread_mutex_destroy(&ob->ckpt_mu);
 	}
-	sqlite3_close(ob->guard);
-	if (ob->guard_mu_init)
-		pthread_mutex_destroy(&ob->guard_mu);
 	writer_finalize(ob);
 	if (ob->db)
 		sqlite3_close(ob->db);
+	if (ob->ckpt_run_mu_init)
+		pthread_mutex_destroy(&ob->ckpt_run_mu);
 	for (size_t i = 0; i < ob->nsinks; i++)
 		free(ob->sinks[i].name);
 	for (int i = 0; i < atomic_load(&ob->nbacklog); i++)
@@ -1137,8 +1123,8 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
  * back (outbox_stress on a 24 MiB tmpfs). So appends stop while the file system's free space
  * is below what the checkpoint will add to the database file (the pages the WAL has beyond
  * the file's end) plus a margin for the deletions' frames (new rows that reuse free pages
- * inside the file need none): the daemon stops acknowledging (as for a full disk), the forwarders drain, and
- * appends resume by themselves. A file system filled by something else gets the same
+ * inside the file need none): the daemon stops acknowledging (as for a full disk), the
+ * forwarders drain, and appends resume by themselves. A file system filled by something else gets the same
  * answer, before SQLite's own SQLITE_FULL. */
 static int disk_low(outbox *ob)
 {
@@ -1241,9 +1227,21 @@ static int wal_restart(outbox *ob, int soft)
 {
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	int rc = ckpt_guarded(ob, ob->db, soft ? SOFT_RESTART_WAIT_US : HARD_RESTART_WAIT_US, 1, NULL, NULL);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	int64_t us = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+	ob->busy_soft = soft;
+	int nlog = 0, nckpt = 0, rc;
+	int64_t us = 0, wait = soft ? SOFT_RESTART_WAIT_US : HARD_RESTART_WAIT_US;
+	/* the busy handler waits for readers; another checkpoint of this process (the
+	 * checkpoint thread's pass) is waited for here */
+	for (;;) {
+		rc = ckpt_run(ob, ob->db, SQLITE_CHECKPOINT_RESTART, wait - us, &nlog, &nckpt);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		us = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+		if (rc != SQLITE_BUSY || us >= wait)
+			break;
+		struct timespec pause = {0, 200000};
+		nanosleep(&pause, NULL);
+	}
+	ob->busy_soft = 0;
 	max_store(&ob->ctr.wal_restart_max_us, us);
 	atomic_fetch_add(&ob->ctr.wal_restart_us, (uint64_t)us);
 	if (rc == SQLITE_OK) {
@@ -1514,7 +1512,7 @@ outbox_reader *outbox_open_reader(outbox *ob, char *err, size_t errlen)
 		return NULL;
 	}
 	r->ob = ob;
-	if (open_db(ob, &r->db, CACHE_READER_KIB, err, errlen) ||
+	if (open_db(ob, &r->db, CACHE_READER_KIB, NULL, err, errlen) ||
 	    prep(r->db, &r->batch, OUTBOX_SQL_BATCH, err, errlen) || prep(r->db, &r->del, OUTBOX_SQL_DELETE, err, errlen) ||
 	    prep(r->db, &r->del_range, OUTBOX_SQL_DELETE_RANGE, err, errlen) ||
 	    prep(r->db, &r->dead, OUTBOX_SQL_DEAD, err, errlen) || prep(r->db, &r->attempt, OUTBOX_SQL_ATTEMPT, err, errlen) ||
@@ -1795,7 +1793,10 @@ static void reader_wal_restart(outbox_reader *r)
 	outbox *ob = r->ob;
 	if (atomic_load(&ob->ctr.wal_bytes) < ob->wal_limit / 2)
 		return;
-	int rc = ckpt_guarded(ob, r->db, HARD_RESTART_WAIT_US, 1, NULL, NULL);
+	int nlog = 0, nckpt = 0;
+	atomic_fetch_add(&ob->readers_waiting, 1);
+	int rc = ckpt_run(ob, r->db, SQLITE_CHECKPOINT_RESTART, HARD_RESTART_WAIT_US, &nlog, &nckpt);
+	atomic_fetch_sub(&ob->readers_waiting, 1);
 	if (rc == SQLITE_OK) {
 		atomic_fetch_add(&ob->ctr.wal_restarts, 1);
 		atomic_store(&ob->ctr.wal_bytes, 0);

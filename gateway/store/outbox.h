@@ -64,6 +64,7 @@ typedef struct outbox_counters {
 	_Atomic uint64_t wal_restarts;      /* checkpoints that let the WAL start over */
 	_Atomic uint64_t wal_restart_busy;  /* attempts a reader held up (retried at the next commit) */
 	_Atomic int64_t wal_restart_max_us; /* longest such checkpoint, on the ingest thread */
+	_Atomic uint64_t ckpt_skipped;      /* checkpoints not run: WAL copied back, its restart pending */
 	_Atomic uint64_t wal_restart_us;     /* time spent in them, in all */
 	_Atomic uint64_t aborted;           /* groups rolled back because they could not be stored */
 	_Atomic int disk_full;              /* 1 from a group rolled back for a full disk to the next commit */

@@ -264,6 +264,7 @@ int main(int argc, char **argv)
 	outbox_counters *ctr = outbox_counters_of(sh.ob);
 	unsigned long long restarts = (unsigned long long)atomic_load(&ctr->wal_restarts);
 	long long wal_peak = (long long)atomic_load(&ctr->wal_peak_bytes);
+	long long skipped = (long long)atomic_load(&ctr->ckpt_skipped);
 	json_decref(o);
 	outbox_close(sh.ob);
 
@@ -284,11 +285,11 @@ int main(int argc, char **argv)
 	/* drained: nothing may be left, and nothing counted twice */
 	int books = queued == 0 && delivered + dead == expect && dead_rows == dead;
 	int ok = !atomic_load(&sh.failed) && !strcmp(integrity, "ok") && books;
-	json_t *out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}", "name", "outbox_stress",
+	json_t *out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}", "name", "outbox_stress",
 				"ok", ok, "refused_full", (json_int_t)refused, "appended", (json_int_t)appended, "rows_expected", (json_int_t)expect,
 				"delivered", (json_int_t)delivered, "dead", (json_int_t)dead, "queued",
 				(json_int_t)queued, "dead_rows", (json_int_t)dead_rows, "wal_restarts",
-				(json_int_t)restarts, "wal_peak_bytes", (json_int_t)wal_peak, "integrity", integrity,
+				(json_int_t)restarts, "checkpoints_skipped", (json_int_t)skipped, "wal_peak_bytes", (json_int_t)wal_peak, "integrity", integrity,
 				"error", atomic_load(&sh.failed) ? sh.err : "");
 	char *s = json_dumps(out, JSON_COMPACT);
 	puts(s ? s : "{}");
