@@ -1154,9 +1154,9 @@ static int disk_low(outbox *ob)
 	if (low != ob->disk_low) {
 		ob->disk_low = low;
 		if (low)
-			LOG_ERROR("outbox", "msg=\"file system nearly full: taking no more records until deliveries free "
-					    "space; nothing is acknowledged meanwhile, the broker keeps the messages\" path=%s "
-					    "avail_bytes=%" PRId64 " need_bytes=%" PRId64,
+			LOG_ERROR("outbox", "msg=\"disk full (less free space than the outbox needs to go on): taking no "
+					    "more records until deliveries free space; nothing is acknowledged meanwhile, the "
+					    "broker keeps the messages\" path=%s avail_bytes=%" PRId64 " need_bytes=%" PRId64,
 				  ob->path, ob->disk_avail, need);
 		else
 			LOG_INFO("outbox", "msg=\"free space back, taking records again\" avail_bytes=%" PRId64,

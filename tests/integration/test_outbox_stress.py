@@ -67,7 +67,7 @@ def test_a_backlog_that_fills_the_disk_drains_by_itself(small_fs):
     print(out)
     # the disk did fill: appends were refused (and counted) while it was low
     assert out["refused_full"] > 0, out
-    assert "file system nearly full" in r.stderr, r.stderr[-3000:]
+    assert "disk full (less free space than the outbox needs to go on)" in r.stderr, r.stderr[-3000:]
     assert "free space back, taking records again" in r.stderr, r.stderr[-3000:]
     # SQLite itself never ran out of space: the outbox stopped before it did
     assert "database or disk is full" not in r.stderr, r.stderr[-3000:]
