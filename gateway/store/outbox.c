@@ -350,6 +350,21 @@ static int run_hooks(outbox *ob, outbox_group_event ev, int64_t now_ms)
 	return 0;
 }
 
+/* A record was refused (not stored, so the daemon does not acknowledge it and the broker
+ * delivers it again): the open group goes too, since its messages' acknowledgements are held
+ * and dropped with the connection, and the group hooks hear of a rollback even when no group
+ * was open, so that what a module noted for this record before the append (the dedupe
+ * reading, an aggregate's change) is taken back. Without that, the broker's redelivery was
+ * taken for a duplicate of a message that was never stored (the chaos run's disk_full and
+ * uplink_slow phases each lost one). */
+static void refuse_group(outbox *ob)
+{
+	if (ob->in_txn)
+		abort_group(ob);
+	else
+		run_hooks(ob, OUTBOX_GROUP_ROLLED_BACK, tg_wall_ms());
+}
+
 /* Every connection's commits report the WAL's length (frames since it last restarted). */
 static int open_db(outbox *ob, sqlite3 **out, int cache_kib, int *soft, char *err, size_t errlen)
 {
@@ -1001,9 +1016,8 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 		return 0;
 	if (nsinks > MAX_SINKS || prio < 0 || prio >= NPRIO)
 		return TG_EINVAL;
-	if (disk_low(ob)) { /* the group goes with it: none of it is acknowledged */
-		if (ob->in_txn)
-			abort_group(ob);
+	if (disk_low(ob)) {
+		refuse_group(ob);
 		return TG_EIO;
 	}
 	int64_t id = ob->last_id + 1;
@@ -1066,8 +1080,10 @@ int outbox_append(outbox *ob, const char *const *sinks, size_t nsinks, int prio,
 	if (id_out)
 		*id_out = id;
 out:
-	if (rc < 0 && txn_lost(ob))
-		abort_group(ob);
+	/* TG_EFULL: no room in the outbox's caps, a refusal the caller counts and acknowledges;
+	 * anything else was not stored and is delivered again */
+	if (rc < 0 && (rc != TG_EFULL || txn_lost(ob)))
+		refuse_group(ob);
 	return rc;
 }
 
@@ -1076,8 +1092,7 @@ int outbox_quarantine(outbox *ob, int64_t received_ms, const char *thing, const 
 		      size_t len)
 {
 	if (disk_low(ob)) {
-		if (ob->in_txn)
-			abort_group(ob);
+		refuse_group(ob);
 		return TG_EIO;
 	}
 	int rc = begin(ob, received_ms);

@@ -15,7 +15,9 @@ The second case puts the outbox on a 24 MiB tmpfs and stops the readers for 2 s 
 so the backlog fills the file system: appends must stop (counted as refused, never
 acknowledged) before the disk is so full that the checkpoint and the deletions cannot run,
 and everything must drain once the readers return. Before, the backlog filled the disk, the
-deletions failed for want of WAL space, and nothing was ever freed.
+deletions failed for want of WAL space, and nothing was ever freed. A group hook stands for
+the modules that note something per record before the append (dedupe, aggregates): a
+refused record's note must be taken back.
 """
 import json
 import os
@@ -74,4 +76,7 @@ def test_a_backlog_that_fills_the_disk_drains_by_itself(small_fs):
     assert out["integrity"] == "ok", out
     assert out["ok"] and r.returncode == 0, (out, r.stderr[-4000:])
     assert out["queued"] == 0 and out["delivered"] + out["dead"] == out["rows_expected"], out
+    # what a module noted before each append (dedupe, aggregates) was stored with the record
+    # or taken back: a refused record's note kept made its redelivery a "duplicate" (lost)
+    assert out["notes_committed"] == out["appended"], out
     assert out["wal_peak_bytes"] <= 6 << 20, out  # the bound and one group; a vacuum step once took it to 7.9 MiB

@@ -15,6 +15,10 @@
  * the disk, when appends and commits fail (counted, as the daemon would refuse those
  * messages) and must leave nothing behind. Prints one JSON line; exit 0 only when the
  * integrity check and the books hold and no call failed other than for a full disk.
+ * A group hook plays a module that notes something for each record before appending it (as
+ * dedupe and aggregates do): the note must be made durable with the record's group or taken
+ * back, never kept for a record that was refused (a redelivery would be taken for a
+ * duplicate); notes_committed must equal the rows of committed groups.
  * --small-fs 1 says the file system is meant to fill: failures are then expected of the
  * forwarders' writes too.
  *   outbox_stress --db PATH [--seconds S] [--readers N] [--wal-max BYTES] [--outage-ms N]
@@ -36,6 +40,24 @@
 #define MAX_READERS 4
 
 static const char *const sink_names[MAX_READERS] = {"s0", "s1", "s2", "s3"};
+
+/* the module noting a record before its append (writer thread only) */
+struct notes {
+	long long pending, committed, rollbacks;
+};
+
+static int on_group(void *ud, outbox_group_event ev, int64_t now_ms)
+{
+	(void)now_ms;
+	struct notes *n = ud;
+	if (ev == OUTBOX_GROUP_COMMITTED)
+		n->committed += n->pending;
+	else if (ev == OUTBOX_GROUP_ROLLED_BACK)
+		n->rollbacks++;
+	if (ev != OUTBOX_GROUP_COMMITTING)
+		n->pending = 0;
+	return 0;
+}
 
 struct shared {
 	outbox *ob;
@@ -204,6 +226,12 @@ int main(int argc, char **argv)
 		}
 	}
 	/* the ingest thread: records of ~300 bytes to every sink, as fast as the outbox takes them */
+	struct notes notes = {0};
+	if (outbox_add_group_hook(sh.ob, on_group, &notes)) {
+		fprintf(stderr, "outbox_stress: cannot add the group hook\n");
+		outbox_close(sh.ob);
+		return 1;
+	}
 	json_t *o = json_pack("{s:s, s:i, s:f, s:s}", "thing", "dev-0001", "seq", 0, "temperature", 21.5, "pad",
 			      "........................................................................................"
 			      "........................................................................................");
@@ -215,6 +243,7 @@ int main(int argc, char **argv)
 		int64_t now = wall_ms();
 		json_object_set_new(o, "seq", json_integer(seq++));
 		int64_t id;
+		notes.pending++; /* noted before the append, as ingest's dedupe does */
 		int rc = outbox_append(sh.ob, sink_names, (size_t)nreaders, OUTBOX_PRIO_BULK, "telemetry", "dev-0001", now,
 				       o, &id);
 		if (rc >= 0) {
@@ -283,13 +312,13 @@ int main(int argc, char **argv)
 		delivered += atomic_load(&sh.delivered[i]), dead += atomic_load(&sh.dead[i]);
 	long long expect = appended * nreaders;
 	/* drained: nothing may be left, and nothing counted twice */
-	int books = queued == 0 && delivered + dead == expect && dead_rows == dead;
+	int books = queued == 0 && delivered + dead == expect && dead_rows == dead && notes.committed == appended;
 	int ok = !atomic_load(&sh.failed) && !strcmp(integrity, "ok") && books;
-	json_t *out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}", "name", "outbox_stress",
+	json_t *out = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s}", "name", "outbox_stress",
 				"ok", ok, "refused_full", (json_int_t)refused, "appended", (json_int_t)appended, "rows_expected", (json_int_t)expect,
 				"delivered", (json_int_t)delivered, "dead", (json_int_t)dead, "queued",
 				(json_int_t)queued, "dead_rows", (json_int_t)dead_rows, "wal_restarts",
-				(json_int_t)restarts, "checkpoints_skipped", (json_int_t)skipped, "wal_peak_bytes", (json_int_t)wal_peak, "integrity", integrity,
+				(json_int_t)restarts, "checkpoints_skipped", (json_int_t)skipped, "wal_peak_bytes", (json_int_t)wal_peak, "notes_committed", (json_int_t)notes.committed, "integrity", integrity,
 				"error", atomic_load(&sh.failed) ? sh.err : "");
 	char *s = json_dumps(out, JSON_COMPACT);
 	puts(s ? s : "{}");
