@@ -302,11 +302,16 @@ timeout = 5s
 """
         # retry_base/retry_cap stay at their defaults (250 ms .. 30 s): recovery after an
         # outage must not depend on a short cap (issue 20 gap 2)
+        # dedupe_per_thing: the duplicate memory must reach back as far as a redelivery can.
+        # A broker kill -9 restores its last autosave and delivers again everything in flight
+        # then, up to autosave_interval (30 s) old; at 25 msg/s per device the default 256
+        # readings reach back 10 s, 2048 reach 80 s (README, "Delivery semantics")
         self.daemon = harness.Daemon(self.broker, self.work, sinks=sinks, extra=f"""
 [ingest]
 default_sinks = lake, kin, s3
 rules_dir = {self.rules}
 watch_rules = false
+dedupe_per_thing = 2048
 """)
         self.mount_data_dir()
         self.start_daemon()
