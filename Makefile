@@ -190,7 +190,7 @@ fuzz-replay: $(FUZZ_BINS)
 integration: $(REL_BINS) $(ASAN_BINS) $(TOOL_BINS) $(B)/rel/bench_sub $(B)/rel/bench_fleet
 	@tests/integration/npm-peers.sh
 	@tests/browser/install.sh
-	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider -m "not chaos" tests/integration
+	TIDEGATE_BUILD=$(abspath $(B)/rel) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 	TIDEGATE_BUILD=$(abspath $(B)/asan) TIDEGATE_SANITIZED=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not slow and not chaos" tests/integration
 
 valgrind: $(B)/rel/tidegate
