@@ -92,6 +92,7 @@ struct outbox {
 	pthread_mutex_t ckpt_run_mu;
 	int ckpt_run_mu_init;
 	atomic_ullong wal_commits;
+	atomic_int wal_frames; /* the WAL's length in frames after the last commit */
 	int full_pending;
 	uint64_t full_at;
 	int restart_wanted;        /* writer: asked for a pass before its RESTART */
@@ -214,7 +215,9 @@ static void max_store(_Atomic int64_t *a, int64_t v)
 static int on_wal_commit(void *ud, sqlite3 *db, const char *name, int frames)
 {
 	outbox *ob = ud;
-	atomic_fetch_add(&ob->wal_commits, 1); /* ckpt_run: a commit has finished */
+	/* ckpt_run: the WAL's length after this commit, then that a commit has finished */
+	atomic_store(&ob->wal_frames, frames);
+	atomic_fetch_add(&ob->wal_commits, 1);
 	int64_t bytes = frames > 0 ? 32 + (int64_t)frames * ((ob->page_size ? ob->page_size : 16384) + 24) : 0;
 	atomic_store(&ob->ctr.wal_bytes, bytes);
 	max_store(&ob->ctr.wal_peak_bytes, bytes);
@@ -289,7 +292,13 @@ static int64_t mono_us(void)
  * checkpoint of this process goes through ckpt_run, one at a time, which notes the count of
  * finished commits (the WAL hook) when a checkpoint copied everything, and starts none until
  * a commit has finished since: the window of the race never sees a second checkpoint, and
- * there is nothing to copy in it anyway. No other process writes outbox.db.
+ * there is nothing to copy in it anyway. "Copied everything" must be true of the WAL as it
+ * is, not only of the pass's snapshot: a commit that finished during the pass may have
+ * appended frames the pass did not see (then no restart is pending and the next checkpoint
+ * is safe), so it counts only when the last commit's WAL length is the pass's. Taking a
+ * snapshot's full copy for the WAL's let the writer believe in restarts that never came,
+ * and the WAL passed its bound (test_outbox, test_wal_bounded_during_a_drain, under load).
+ * No other process writes outbox.db.
  *
  * sqlite3_wal_checkpoint_v2(db, mode) when it is safe: SQLITE_OK with *nlog == *nckpt when
  * everything was already copied and no commit has finished since (nothing run); SQLITE_BUSY
@@ -311,11 +320,20 @@ static int ckpt_run(outbox *ob, sqlite3 *db, int mode, int64_t wait_us, int *nlo
 		ob->full_pending = 0;
 		rc = sqlite3_wal_checkpoint_v2(db, NULL, mode, &log, &ckpt);
 		/* whatever rc says (a RESTART that fell back to a passive pass returns BUSY), the
-		 * counts tell whether every frame was copied; the commit count is read after, so a
-		 * commit that finished during the pass only makes the next skip more cautious */
+		 * counts tell whether every frame of the pass's snapshot was copied; the commit
+		 * count and the WAL length are read after it, as a pair */
 		if (log > 0 && ckpt >= log) {
-			ob->full_pending = 1;
-			ob->full_at = atomic_load(&ob->wal_commits);
+			for (int tries = 0; tries < 3; tries++) {
+				uint64_t c = atomic_load(&ob->wal_commits);
+				int frames = atomic_load(&ob->wal_frames);
+				if (atomic_load(&ob->wal_commits) != c)
+					continue;
+				if (frames == log) { /* the WAL as it is: all copied back */
+					ob->full_pending = 1;
+					ob->full_at = c;
+				}
+				break;
+			}
 		}
 	}
 	pthread_mutex_unlock(&ob->ckpt_run_mu);
