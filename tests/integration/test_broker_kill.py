@@ -1,7 +1,7 @@
 """A broker kill -9 under load (issue 20, gap 3): what device_sim had acknowledged against
 what reached the lake.
 
-10 things at 200 msg/s each (2,000 msg/s) publish through mosquitto (mTLS) to the daemon;
+10 things at 200 msg/s each (2,000 msg/s, for 20 s) publish through mosquitto (mTLS) to the daemon;
 the broker is killed with SIGKILL once the load is under way and started again about a
 second later on the same port and persistence folder. device_sim reconnects and resends
 what was in flight; the daemon reconnects at once. lost = acknowledged to a device and not
@@ -54,7 +54,7 @@ def run_broker_kill(certs, daemons, tmp_path, extra_args, wait_for_save=False):
     b = harness.Broker(certs, tmp_path, extra_args=extra_args).start()
     try:
         d = daemons(b)
-        sim, summary = harness.Sim.start(b, tmp_path, "--things", 10, "--rate", 200, "--duration", 8,
+        sim, summary = harness.Sim.start(b, tmp_path, "--things", 10, "--rate", 200, "--duration", 20,
                                          "--qos", 1, "--seed", 20, "--drain-timeout", 60)
         # the load is under way: a good share of it is in the lake, so the daemon's
         # subscription is in the broker from here on
@@ -109,7 +109,9 @@ def test_broker_kill9_with_plugin_loses_nothing(certs, daemons, tmp_path):
           f"daemon's session after the restart: {r['session_after_restart']}")
     assert r["session_after_restart"] is False  # no autosave yet: the session was gone, and still nothing lost
     assert "until the gateway" in r["broker_log"] or "has subscribed" in r["broker_log"], r["broker_log"][-3000:]
-    assert r["acked"] >= 10000
+    # devices were let in again and published well after the restart (the run lasts 20 s so
+    # that a slow re-admission on a loaded machine still leaves seconds of load after it)
+    assert r["acked"] - r["in_lake_at_kill"] >= 4000, r
     assert r["lost"] == 0, r
 
 
@@ -121,7 +123,7 @@ def test_broker_kill9_acl_file_mode(certs, daemons, tmp_path, autosave):
     print(f"broker kill -9, ACL file, autosave_interval {autosave or 30}: acked {r['acked']} / sent {r['sent']}, "
           f"in the lake {r['distinct']} distinct, lost {r['lost']}, "
           f"daemon's session after the restart: {r['session_after_restart']}")
-    assert r["acked"] >= 10000
+    assert r["acked"] - r["in_lake_at_kill"] >= 4000, r
     # the mechanism (issue 20): the restarted broker has the daemon's session exactly when a
     # save after the subscription came before the kill. With autosave_interval 1 the test waits
     # for one; with the shipped 30 s there is none unless this machine took 30 s to get here.
