@@ -18,6 +18,8 @@
 
 #define SESSION_EXPIRY_S (7 * 24 * 3600)
 #define READ_BATCH 128 /* packets read per broker_loop call before the caller's own work */
+/* how long an attempt waits for its CONNACK before it connects again (see broker_loop) */
+#define CONNACK_TIMEOUT_MS 5000
 /* The receive maximum we announce, and the bound mqtt_io keeps itself (the broker does
  * not, see mqtt_io.c): messages received and not yet acknowledged. It must hold a full
  * commit group plus a read round, or reading would wait for a commit that waits for
@@ -46,6 +48,7 @@ struct broker {
 	broker_stats st;
 	int want_connect;
 	int was_up; /* a CONNACK came since the last loss: the next reconnect goes at once */
+	int64_t connecting_ms; /* when the CONNECT of the attempt under way went out (0: none) */
 	int64_t next_attempt_ms;
 	int64_t delay_ms;
 	/* The network loop and its hold (mqtt_io.h). Everything libmosquitto writes — the
@@ -63,6 +66,7 @@ struct broker {
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
 	broker *b = obj;
+	b->connecting_ms = 0;
 	if (rc != 0) {
 		LOG_WARN("broker", "msg=\"connect refused\" reason=\"%s\"", mosquitto_reason_string(rc));
 		return;
@@ -266,6 +270,7 @@ static void try_connect(broker *b)
 		b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
 	} else {
 		b->next_attempt_ms = 0;
+		b->connecting_ms = tg_mono_ms();
 	}
 }
 
@@ -289,9 +294,22 @@ int broker_loop(broker *b, int timeout_ms, int64_t now_ms)
 		try_connect(b);
 		return 0;
 	}
+	/* An attempt whose CONNACK does not come: the immediate reconnect after a broker's
+	 * kill -9 can reach the dying process's listen socket, and the connection then sat
+	 * there until the keepalive (30 s) ran out while the restarted broker kept its devices
+	 * waiting for us (test_broker_kill). Give up on it and connect again. */
+	if (b->connecting_ms && !b->st.connected && tg_mono_ms() - b->connecting_ms > CONNACK_TIMEOUT_MS) {
+		LOG_WARN("broker", "msg=\"no CONNACK, connecting again\" waited_ms=%d retry_ms=%lld", CONNACK_TIMEOUT_MS,
+			 (long long)b->delay_ms);
+		b->connecting_ms = 0;
+		b->next_attempt_ms = tg_mono_ms() + b->delay_ms;
+		b->delay_ms = b->delay_ms * 2 > b->cfg->reconnect_max_ms ? b->cfg->reconnect_max_ms : b->delay_ms * 2;
+		return 0;
+	}
 	int rc = mqtt_io_step(&b->io, timeout_ms, READ_BATCH);
 	if (rc == MOSQ_ERR_SUCCESS)
 		return 0;
+	b->connecting_ms = 0;
 	if (!b->want_connect)
 		return 0;
 	/* lost the connection (or never had it): reconnect with backoff */
