@@ -6,6 +6,13 @@
  * so every request carries that header computed here with OpenSSL. Paths are
  * percent-encoded by us because libcurl signs the path exactly as given and the server
  * canonicalises the decoded key (an '=' in a Hive key must travel as %3D).
+ *
+ * A request that makes no progress for AWS_HEDGE_QUIET_MS probes its endpoint (probe.h)
+ * every AWS_HEDGE_EVERY_MS. When the endpoint, silent to a probe since the last answer
+ * this client had, answers a probe again, the request is on a connection that died with
+ * the outage (a black hole, a middlebox that dropped its state): it is abandoned and sent
+ * once more on a new connection at once, instead of waiting out its timeout. A slow but
+ * live endpoint answers every probe, so its slow answers are never cut short.
  */
 #include "sinks/aws.h"
 
@@ -15,9 +22,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/config.h"
 #include "core/err.h"
+#include "core/log.h"
 #include "sinks/curl_dl.h"
+#include "sinks/probe.h"
+
+/* The hedge (see above): quiet time before the first probe, probe period and budget. */
+#define AWS_HEDGE_QUIET_MS 500
+#define AWS_HEDGE_EVERY_MS 500
+#define AWS_HEDGE_PROBE_MS 300
 
 /* ---- credentials ---------------------------------------------------------------------- */
 
@@ -219,7 +234,41 @@ struct aws_http {
 	size_t max_response;
 	int truncated;
 	char curl_err[CURL_ERROR_SIZE];
+	/* the hedge: the request's URL (borrowed for one send), its last progress and probe
+	 * (monotonic ms), the byte counts last seen, whether a probe found the endpoint silent
+	 * since the last answer, and whether the callback abandoned the transfer */
+	const char *url;
+	int64_t progress_ms, probed_ms;
+	curl_off_t seen_up, seen_down;
+	int silent_seen, hedged;
 };
+
+/* CURLOPT_XFERINFOFUNCTION: called by libcurl while a transfer runs, at least about once a
+ * second when nothing moves. Non-zero abandons the transfer (the hedge, above). */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	aws_http *h = ud;
+	(void)dltotal;
+	(void)ultotal;
+	int64_t now = tg_mono_ms();
+	if (dlnow != h->seen_down || ulnow != h->seen_up) {
+		h->seen_down = dlnow;
+		h->seen_up = ulnow;
+		h->progress_ms = now;
+		return 0;
+	}
+	if (now - h->progress_ms < AWS_HEDGE_QUIET_MS || now - h->probed_ms < AWS_HEDGE_EVERY_MS)
+		return 0;
+	h->probed_ms = now;
+	if (sink_probe_url(h->url, AWS_HEDGE_PROBE_MS) < 0) {
+		h->silent_seen = 1;
+		return 0;
+	}
+	if (!h->silent_seen)
+		return 0;
+	h->hedged = 1;
+	return 1;
+}
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
@@ -280,6 +329,9 @@ aws_http *aws_http_new(const char *service, const char *region, const aws_creds 
 	curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, h->curl_err);
 	curl_easy_setopt(h->curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h->curl, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(h->curl, CURLOPT_XFERINFODATA, h);
+	curl_easy_setopt(h->curl, CURLOPT_NOPROGRESS, 0L);
 	/* Never follow redirects: a 301/307 from S3 means a wrong region or endpoint and
 	 * must surface as an error, and signed requests cannot be replayed elsewhere. */
 	curl_easy_setopt(h->curl, CURLOPT_FOLLOWLOCATION, 0L);
@@ -321,12 +373,6 @@ int aws_http_send(aws_http *h, const char *method, const char *url, const char *
 	CURLcode cc;
 
 	memset(resp, 0, sizeof *resp);
-	tg_buf_reset(&h->resp);
-	if (tg_buf_reserve(&h->resp, 0))
-		goto out;
-	h->truncated = 0;
-	h->curl_err[0] = '\0';
-
 	aws_sha256_hex(body ? body : "", len, sha);
 	snprintf(sha_hdr, sizeof sha_hdr, "x-amz-content-sha256: %s", sha);
 	if (!(tmp = curl_slist_append(list, sha_hdr)))
@@ -352,7 +398,27 @@ int aws_http_send(aws_http *h, const char *method, const char *url, const char *
 	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body ? (const char *)body : "");
 	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 
-	cc = curl_easy_perform(h->curl);
+	h->url = url;
+	for (int hedges = 0;; hedges++) {
+		tg_buf_reset(&h->resp);
+		if (tg_buf_reserve(&h->resp, 0))
+			goto out;
+		h->truncated = 0;
+		h->curl_err[0] = '\0';
+		h->hedged = 0;
+		h->seen_up = h->seen_down = 0;
+		h->progress_ms = h->probed_ms = tg_mono_ms();
+		cc = curl_easy_perform(h->curl);
+		/* once per send: a second quiet attempt waits for its answer or its timeout */
+		if (cc != CURLE_ABORTED_BY_CALLBACK || !h->hedged || hedges > 0)
+			break;
+		h->silent_seen = 0;
+		LOG_INFO("sink", "msg=\"endpoint answers again while a request hung on an old connection: sending it again\" "
+				 "method=%s url=\"%s\"", method, url);
+	}
+	h->url = NULL;
+	if (cc == CURLE_OK)
+		h->silent_seen = 0; /* an answer: earlier silence says nothing about later requests */
 	/* The handle keeps pointers to list and body; clear them before they go away. */
 	curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, NULL);

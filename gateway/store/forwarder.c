@@ -7,7 +7,8 @@
  * clock stepped back an hour must not turn a 2 s backoff into an hour); the wall clock
  * only stamps what the operator reads (last_ok_ms, failing_since_ms) and what sinks send.
  * While a sink backs off, its probe (sink_ops.probe) looks at the endpoint every
- * FORWARDER_PROBE_MS: seen refusing and then accepting again, the endpoint is back, and the
+ * FORWARDER_PROBE_MS: seen down (refusing, or accepting and never answering) and then
+ * answering again, the endpoint is back, and the
  * backoff ends there, so recovery after an outage follows the uplink, not the schedule;
  * the next FORWARDER_RECOVER_TRIES failures (an endpoint back but still warming up) wait
  * at most FORWARDER_RECOVER_MAX_MS each.
@@ -27,9 +28,11 @@
 
 /* How often a forwarder looks up its oldest undelivered record (an index seek per priority). */
 #define OLDEST_EVERY_MS 1000
-/* The probe's connect timeout: well under the probe interval, so a black-holed endpoint
- * (SYNs dropped) costs each probe at most this. */
-#define PROBE_TIMEOUT_MS 200
+/* The probe's budget, connect and answer: a black-holed endpoint (SYNs dropped, or
+ * accepted and never answered) costs each probe this. An uplink whose round trips take
+ * longer than half of it looks down to the probe, and its sinks then wait out their
+ * backoff schedule as they would without one. */
+#define PROBE_TIMEOUT_MS 300
 
 typedef struct fw_thread {
 	forwarder *fw;
@@ -47,6 +50,11 @@ typedef struct fw_thread {
 	forwarder_sink_stats st;
 	char last_err[256]; /* under fw->mu: why the last failed send failed ("" = none yet) */
 	int64_t last_err_ms;
+	/* the probe found the endpoint down since the sink last delivered: kept across backoffs,
+	 * because the endpoint may return while a send is under way (a request hanging on a
+	 * black hole times out after it came back) and the next backoff must still end on the
+	 * first answer. Only the forwarder thread touches it. */
+	int probe_down;
 } fw_thread;
 
 struct forwarder {
@@ -108,15 +116,14 @@ static int sleep_unless_stopped(fw_thread *t, int64_t ms)
 }
 
 /* Sleep a backoff of ms unless stopped (returns 1), ending it early (returns 0, *back = 1)
- * when the sink's probe saw the endpoint refuse and then accept during it. An endpoint that
- * accepts connections but fails requests (a 500, a missing stream, a listener that never
- * answers) never looks down, so it keeps its full backoff and is not hammered. */
+ * when the sink's probe, having seen the endpoint down (refusing, or silent) in this or an
+ * earlier backoff since the last delivery, sees it answering. An endpoint that answers but fails requests (a 500, a missing stream) never
+ * looks down, so it keeps its full backoff and is not hammered. */
 static int backoff_wait(fw_thread *t, int64_t ms, int *back)
 {
 	int (*probe)(sink *, int) = sink_conf_ops(t->conf)->probe;
 	const int64_t every = FORWARDER_PROBE_MS;
 	int64_t until = tg_mono_ms() + ms;
-	int seen_down = 0;
 	*back = 0;
 	for (;;) {
 		int64_t left = until - tg_mono_ms();
@@ -128,8 +135,9 @@ static int backoff_wait(fw_thread *t, int64_t ms, int *back)
 			continue;
 		atomic_fetch_add(&t->st.probes, 1);
 		if (probe(t->s, PROBE_TIMEOUT_MS) < 0) {
-			seen_down = 1;
-		} else if (seen_down) {
+			t->probe_down = 1;
+		} else if (t->probe_down) {
+			t->probe_down = 0;
 			atomic_fetch_add(&t->st.probe_recoveries, 1);
 			*back = 1;
 			return 0;
@@ -294,6 +302,7 @@ static void *run(void *arg)
 				LOG_INFO("forwarder", "msg=\"sink recovered\" sink=%s", t->conf->name);
 			attempt = 0;
 			recover_left = 0;
+			t->probe_down = 0;
 			atomic_store(&t->st.up, 1);
 			atomic_store(&t->st.last_ok_ms, now);
 			atomic_store(&t->st.failing_since_ms, 0);

@@ -6,7 +6,8 @@
  * poison records and keeps the rest for the next batch after an exponential backoff with
  * full jitter. The core owns retry; a sink only reports a status per record. A sink with a
  * probe (sink.h) is probed every FORWARDER_PROBE_MS while it backs off; when the endpoint
- * is seen refusing and then accepting connections, the backoff ends at once, and the next
+ * is seen down (refusing, unreachable, or silent: a black hole) and then answering again,
+ * the backoff ends at once, and the next
  * few failures (an endpoint still warming up) back off at most a second (issue 20: a sink
  * resumes within about a probe interval of its endpoint's readiness, whatever retry_cap).
  *

@@ -81,9 +81,10 @@ typedef struct sink_ops {
 	 * must not reconnect (the next send() does, after the forwarder's backoff). */
 	void (*idle)(sink *s, int64_t now_ms);
 	/* Optional (NULL: plain backoff). Is the endpoint there? 0 when it accepts a TCP
-	 * connection within timeout_ms, < 0 when not. Called by the forwarder thread while the
-	 * sink backs off (forwarder.h): refused then accepted ends the backoff. Must be cheap
-	 * (no request, no TLS) and bounded by timeout_ms beyond name resolution. */
+	 * connection and answers within timeout_ms, < 0 when not (refused, unreachable, or
+	 * silent: a black hole). Called by the forwarder thread while the sink backs off
+	 * (forwarder.h): down then answering ends the backoff. Must be cheap (no signed
+	 * request, no TLS handshake) and bounded by timeout_ms beyond name resolution. */
 	int (*probe)(sink *s, int timeout_ms);
 } sink_ops;
 

@@ -67,7 +67,9 @@ RULE_B = {"sql": "SELECT topic(2) AS thing, humidity FROM 'devices/+/telemetry' 
 class ChaosProxy:
     """127.0.0.1:port -> 127.0.0.1:upstream. Modes: pass; down (the port refuses: the
     listener is closed and open connections cut); blackhole (connections accepted, what
-    they send read and dropped, nothing ever answered); slow (SLOW_BPS each way)."""
+    they send read and dropped, nothing ever answered; connections already open go silent
+    too, and stay silent after the black hole ends, as behind a middlebox that dropped its
+    state); slow (SLOW_BPS each way)."""
 
     def __init__(self, upstream_port):
         self.upstream = upstream_port
@@ -141,15 +143,20 @@ class ChaosProxy:
         with self.lock:
             self.conns.append((c, u))
         peer = {c: u, u: c}
+        dead = False
         try:
             while not self.stopping:
-                r, _, _ = select.select([c, u], [], [], 0.2)
+                dead = dead or self.mode == "blackhole"
+                # a dead connection only drains the client: the upstream's answers and its
+                # close never reach it
+                r, _, _ = select.select([c] if dead else [c, u], [], [], 0.2)
                 for s in r:
                     slow = self.mode == "slow"
                     data = s.recv(512 if slow else 65536)
                     if not data:
                         raise OSError("closed")
-                    peer[s].sendall(data)
+                    if not dead:
+                        peer[s].sendall(data)
                     if slow:
                         time.sleep(len(data) / SLOW_BPS)
         except OSError:

@@ -40,6 +40,8 @@ struct sink {
 	int64_t up_ms;          /* monotonic: when the endpoint came back */
 	int64_t resumed_ms;     /* monotonic: the first successful send after up_ms */
 	int warmup_fails;       /* probe test: sends still failing after the endpoint returned */
+	int return_in_send;     /* probe test: the endpoint returns during send number N (which
+				 * fails anyway, as a request hung on a dead connection does) */
 };
 static struct sink script;
 
@@ -87,6 +89,11 @@ static int p_send(sink *s, const sink_record *recs, size_t n, sink_status *res, 
 	pthread_mutex_lock(&s->mu);
 	s->calls++;
 	int down = s->down;
+	if (down && s->return_in_send && s->calls >= s->return_in_send && s->probes_down > 0) {
+		s->return_in_send = 0;
+		s->down = 0;
+		s->up_ms = tg_mono_ms();
+	}
 	if (!down && s->warmup_fails > 0) { /* accepting again, not serving yet */
 		s->warmup_fails--;
 		down = 1;
@@ -347,8 +354,45 @@ static void test_endpoint_back_but_warming_up(void **state)
 	fixture_end(ob, dir);
 }
 
-/* An endpoint that accepts connections but fails every request (a 500, a listener that
- * never answers) is not "back": the probe never ends its backoff, so it is not hammered. */
+/* The endpoint returns while a send is under way, and that send fails anyway (a request
+ * hung on a black-holed connection times out after the black hole ended): the down the
+ * probe saw in an earlier backoff still counts, so the next backoff (up to 60 s by then)
+ * ends on the first probe that gets an answer. */
+static void test_endpoint_returns_during_a_send(void **state)
+{
+	char *dir;
+	outbox *ob = fixture_start(&dir);
+	script.down = 1;
+	script.return_in_send = 10; /* the backoff after the 10th send: full jitter up to 51 s */
+	const char *sinks[] = {"t"};
+	json_t *o = json_pack("{s:i}", "i", 1);
+	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
+	json_decref(o);
+	assert_int_equal(outbox_commit(ob), 0);
+	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 50, .retry_cap_ms = 60000};
+	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
+	char err[256];
+	forwarder *fw = forwarder_start(ob, &cfg, err, sizeof err);
+	assert_non_null(fw);
+	outbox_counters *c = outbox_counters_of(ob);
+	for (int waited = 0; atomic_load(&c->rows) > 0 && waited < 120000; waited += 5) {
+		usleep(5000);
+		assert_true(outbox_tick(ob, tg_wall_ms()) >= 0);
+	}
+	forwarder_sink_stats *st = forwarder_stats(fw, 0);
+	assert_int_equal(atomic_load(&st->records_ok), 1);
+	assert_int_equal(atomic_load(&st->probe_recoveries), 1);
+	forwarder_stop(fw, 0);
+	int64_t took = script.resumed_ms - script.up_ms;
+	print_message("returned during send %d; resumed %lld ms later\n", script.calls - 1, (long long)took);
+	/* a probe interval and its answer; without the kept down, the rest of a backoff drawn
+	 * from up to 51 s */
+	assert_true(took >= 0 && took < 3000);
+	fixture_end(ob, dir);
+}
+
+/* An endpoint that answers but fails every request (a 500, a missing stream) is not
+ * "back": the probe never ends its backoff, so it is not hammered. */
 static void test_probe_keeps_backoff_when_endpoint_accepts_but_fails(void **state)
 {
 	char *dir;
@@ -368,8 +412,46 @@ static void test_probe_keeps_backoff_when_endpoint_accepts_but_fails(void **stat
 	fixture_end(ob, dir);
 }
 
-/* sink_probe_url against a real loopback listener, then against the same port closed; and
- * the URL forms it understands. */
+/* A loopback endpoint for the probe: answers each connection with the given bytes (none:
+ * closes it at once) after reading the request, for `count` connections. */
+struct answerer {
+	int fd;
+	int count;
+	const char *reply;
+};
+
+static void *answer_loop(void *arg)
+{
+	struct answerer *a = arg;
+	for (int i = 0; i < a->count; i++) {
+		int c = accept(a->fd, NULL, NULL);
+		if (c < 0)
+			break;
+		char buf[512];
+		ssize_t got = recv(c, buf, sizeof buf, 0);
+		if (got > 0 && a->reply[0])
+			(void)!send(c, a->reply, strlen(a->reply), MSG_NOSIGNAL);
+		close(c);
+	}
+	return NULL;
+}
+
+static int listen_loopback(int *port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* sink_probe_url against real loopback listeners: one that answers (an HTTP status line,
+ * or a close as a TLS server gives a request line), one that accepts and never answers
+ * (a black hole: down), a closed port (down); and the URL forms it understands. */
 static void test_probe_url(void **state)
 {
 	char host[64], port[8];
@@ -390,16 +472,23 @@ static void test_probe_url(void **state)
 	assert_true(sink_probe_split("http://", host, sizeof host, port, sizeof port) < 0);
 	assert_true(sink_probe_split("127.0.0.1:80", host, sizeof host, port, sizeof port) < 0);
 
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_true(fd >= 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t al = sizeof a;
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(fd, 4), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+	int lport;
+	int fd = listen_loopback(&lport);
 	char url[64];
-	snprintf(url, sizeof url, "http://127.0.0.1:%d/", ntohs(a.sin_port));
-	assert_int_equal(sink_probe_url(url, 1000), 0);
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/", lport);
+	struct answerer ans = {.fd = fd, .count = 2, .reply = "HTTP/1.1 403 Forbidden\r\n\r\n"};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, answer_loop, &ans), 0);
+	assert_int_equal(sink_probe_url(url, 2000), 0);
+	ans.reply = ""; /* the second one only closes: a live peer too */
+	assert_int_equal(sink_probe_url(url, 2000), 0);
+	pthread_join(th, NULL);
+	/* the kernel still accepts into the backlog, nobody reads or answers: a black hole,
+	 * and the probe gives up within its budget */
+	int64_t t0 = tg_mono_ms();
+	assert_int_equal(sink_probe_url(url, 300), TG_ENET);
+	int64_t took = tg_mono_ms() - t0;
+	assert_true(took >= 250 && took < 2000);
 	close(fd); /* nothing listens there now: refused */
 	assert_int_equal(sink_probe_url(url, 1000), TG_ENET);
 	assert_int_equal(sink_probe_url("gopher://x", 1000), TG_EINVAL);
@@ -462,6 +551,7 @@ int main(void)
 		cmocka_unit_test(test_probe_ends_backoff_when_endpoint_returns),
 		cmocka_unit_test(test_probe_keeps_backoff_when_endpoint_accepts_but_fails),
 		cmocka_unit_test(test_endpoint_back_but_warming_up),
+		cmocka_unit_test(test_endpoint_returns_during_a_send),
 		cmocka_unit_test(test_probe_url),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
