@@ -69,6 +69,12 @@ void tg_buf_reset(tg_buf *b)
 		b->p[0] = '\0';
 }
 
+void tg_buf_shrink(tg_buf *b, size_t keep)
+{
+	if (b && b->cap > keep && b->len < b->cap / 4)
+		tg_buf_free(b);
+}
+
 void tg_buf_free(tg_buf *b)
 {
 	if (!b)

@@ -22,5 +22,11 @@ int tg_buf_puts(tg_buf *b, const char *s);
 int tg_buf_printf(tg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tg_buf_reset(tg_buf *b);  /* len = 0, keeps the memory */
 void tg_buf_free(tg_buf *b);   /* NULL-safe; frees the memory, not b */
+/* Give back memory grown for something big once it is used for small things again: frees
+ * the buffer (as tg_buf_free) when it holds over keep bytes of room and its content fills
+ * under a quarter of it. Buffers sized for a backlog's batches would otherwise hold their
+ * high-water mark for the life of the process. */
+void tg_buf_shrink(tg_buf *b, size_t keep);
+#define TG_BUF_KEEP_BYTES ((size_t)1 << 20) /* the keep of buffers that batches fill */
 
 #endif

@@ -238,6 +238,7 @@ struct aws_http {
 	 * (monotonic ms), the byte counts last seen, whether a probe found the endpoint silent
 	 * since the last answer, and whether the callback abandoned the transfer */
 	const char *url;
+	const _Atomic int *abandon; /* sink.h: set, the request under way fails at once */
 	int64_t progress_ms, probed_ms;
 	curl_off_t seen_up, seen_down;
 	int silent_seen, hedged;
@@ -250,6 +251,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 	aws_http *h = ud;
 	(void)dltotal;
 	(void)ultotal;
+	if (h->abandon && atomic_load(h->abandon))
+		return 1;
 	int64_t now = tg_mono_ms();
 	if (dlnow != h->seen_down || ulnow != h->seen_up) {
 		h->seen_down = dlnow;
@@ -344,6 +347,11 @@ fail:
 	return NULL;
 }
 
+void aws_http_set_abandon(aws_http *h, const _Atomic int *abandon)
+{
+	h->abandon = abandon;
+}
+
 void aws_http_free(aws_http *h)
 {
 	if (!h)
@@ -423,8 +431,10 @@ int aws_http_send(aws_http *h, const char *method, const char *url, const char *
 	curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, NULL);
 	if (cc != CURLE_OK) {
+		int gave_up = cc == CURLE_ABORTED_BY_CALLBACK && h->abandon && atomic_load(h->abandon);
 		rc = tg_seterr(err, errlen, TG_ENET, "%s %s: %s", method, url,
-			       h->curl_err[0] ? h->curl_err : curl_easy_strerror(cc));
+			       gave_up ? "abandoned: the daemon stops and its drain budget is over"
+			       : h->curl_err[0] ? h->curl_err : curl_easy_strerror(cc));
 		goto out;
 	}
 	curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &resp->status);

@@ -12,6 +12,7 @@
 #ifndef TG_SINKS_AWS_H
 #define TG_SINKS_AWS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,6 +80,9 @@ typedef struct aws_response {
 aws_http *aws_http_new(const char *service, const char *region, const aws_creds *creds,
 		       int64_t timeout_ms, size_t max_response, char *err, size_t errlen);
 void aws_http_free(aws_http *h); /* NULL-safe */
+/* The forwarder's abandon flag (sink.h, sink_env): once set, the request under way fails
+ * with "abandoned" at libcurl's next progress call. Borrowed; NULL: never. */
+void aws_http_set_abandon(aws_http *h, const _Atomic int *abandon);
 
 /* Send one signed request. headers is a NULL-terminated list of "Name: value" lines
  * (borrowed); the session token header is added here. x-amz-content-sha256 is always set

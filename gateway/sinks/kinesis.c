@@ -298,6 +298,7 @@ static sink *kinesis_open(const void *opts_, const sink_env *env, sink_limits *l
 			       KINESIS_MAX_RESPONSE, err, errlen);
 	if (!k->http)
 		goto fail;
+	aws_http_set_abandon(k->http, env ? env->abandon : NULL);
 	k->max_records = o->max_records > 0 && o->max_records <= KINESIS_MAX_RECORDS
 				 ? (size_t)o->max_records
 				 : KINESIS_MAX_RECORDS;
@@ -332,6 +333,7 @@ static int put_call(kinesis_sink *k, const sink_record *recs, const size_t *idx,
 	size_t nfailed;
 	int rc;
 
+	tg_buf_shrink(&k->body, TG_BUF_KEEP_BYTES); /* the last body was small: a backlog is over */
 	tg_buf_reset(&k->body);
 	if (sink_kinesis_build_body(&k->body, k->opts->stream, recs, idx, m))
 		return tg_seterr(err, errlen, TG_ENOMEM, "out of memory");

@@ -312,6 +312,7 @@ static sink *s3_open(const void *opts_, const sink_env *env, sink_limits *limits
 			       S3_MAX_RESPONSE, err, errlen);
 	if (!k->http)
 		goto fail;
+	aws_http_set_abandon(k->http, env ? env->abandon : NULL);
 	limits->max_records = o->max_records > 0 ? (size_t)o->max_records : 100000;
 	limits->max_bytes = o->flush_bytes > 0 ? (size_t)o->flush_bytes : 8u * 1024 * 1024;
 	limits->max_age_ms = o->flush_age_ms >= 0 ? o->flush_age_ms : 60000;
@@ -351,6 +352,7 @@ static sink_status put_group(s3_sink *k, const sink_record *recs, const size_t *
 	}
 	tg_buf url = { 0 };
 	sink_status st = SINK_RETRY;
+	tg_buf_shrink(&k->body, TG_BUF_KEEP_BYTES); /* the last object was small: a backlog is over */
 	tg_buf_reset(&k->body);
 	if (sink_s3_object_url(&url, k->url.p, o->bucket, o->path_style, k->key.p) ||
 	    sink_s3_gzip_ndjson(&k->body, recs, idx, m, (int)(o->gzip_level ? o->gzip_level : 6))) {

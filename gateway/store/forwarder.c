@@ -16,6 +16,9 @@
 #include "store/forwarder.h"
 
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +29,11 @@
 #include "core/err.h"
 #include "core/log.h"
 
+/* A batch this big (a backlog being drained) grows the thread's batch arrays and its malloc
+ * arena by up to the sink's max_bytes; when the batches are small again, both are given
+ * back (give_back), so a box's memory returns after an outage instead of staying at the
+ * drain's high-water mark for the life of the process. */
+#define BACKLOG_BATCH_BYTES ((size_t)1 << 20)
 /* How often a forwarder looks up its oldest undelivered record (an index seek per priority). */
 #define OLDEST_EVERY_MS 1000
 /* The probe's budget, connect and answer: a black-holed endpoint (SYNs dropped, or
@@ -55,6 +63,8 @@ typedef struct fw_thread {
 	 * black hole times out after it came back) and the next backoff must still end on the
 	 * first answer. Only the forwarder thread touches it. */
 	int probe_down;
+	int backlog; /* a batch of BACKLOG_BATCH_BYTES or more went out since the last give_back */
+	_Atomic int done; /* run() returned: forwarder_stop joins without waiting */
 } fw_thread;
 
 struct forwarder {
@@ -65,6 +75,7 @@ struct forwarder {
 	uint64_t gen;      /* bumped by notify */
 	int stop;          /* set under mu */
 	int64_t drain_until_ms; /* monotonic */
+	_Atomic int abandon;    /* the drain budget ran out: sinks fail the sends under way (sink.h) */
 	fw_thread *t;
 	size_t n;
 };
@@ -145,6 +156,19 @@ static int backoff_wait(fw_thread *t, int64_t ms, int *back)
 	}
 }
 
+/* After a backlog: free the batch's arrays (outbox_read_batch grows them again as needed)
+ * and hand the free pages of every malloc arena back to the kernel. glibc keeps freed
+ * memory for reuse, and a drain of many small records fragments the forwarder thread's
+ * arena; malloc_trim is the call that returns it (a few ms, once per backlog). */
+static void give_back(fw_thread *t, outbox_batch *b)
+{
+	t->backlog = 0;
+	outbox_batch_free(b);
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
 static int draining(forwarder *fw, int64_t now)
 {
 	pthread_mutex_lock(&fw->mu);
@@ -193,6 +217,8 @@ static void *run(void *arg)
 			int64_t oldest = outbox_oldest_pending(t->reader, t->conf->name);
 			atomic_store(&t->st.oldest_ms, oldest > 0 ? oldest : b.oldest_ms);
 		}
+		if (n == 0 && t->backlog)
+			give_back(t, &b);
 		if (n == 0) {
 			atomic_store(&t->st.oldest_ms, 0);
 			atomic_store(&t->st.pending, 0);
@@ -256,6 +282,10 @@ static void *run(void *arg)
 		}
 		if (settled < 0)
 			break;
+		if (b.bytes >= BACKLOG_BATCH_BYTES)
+			t->backlog = 1;
+		else if (t->backlog)
+			give_back(t, &b);
 		atomic_fetch_add(&t->st.batches, 1);
 		atomic_fetch_add(&t->st.records_ok, ok);
 		atomic_fetch_add(&t->st.records_retry, retry);
@@ -311,6 +341,7 @@ static void *run(void *arg)
 	}
 	outbox_batch_free(&b);
 	free(status);
+	atomic_store(&t->done, 1);
 	return NULL;
 }
 
@@ -330,7 +361,7 @@ forwarder *forwarder_start(outbox *ob, const tg_config *cfg, char *err, size_t e
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 		goto fail;
 	}
-	sink_env env = {.gateway_id = cfg->gateway_id};
+	sink_env env = {.gateway_id = cfg->gateway_id, .abandon = &fw->abandon};
 	for (size_t i = 0; i < cfg->nsinks; i++) {
 		fw_thread *t = &fw->t[fw->n];
 		const tg_sink_conf *sc = &cfg->sinks[i];
@@ -385,10 +416,21 @@ void forwarder_stop(forwarder *fw, int64_t drain_ms)
 	fw->drain_until_ms = drain_ms > 0 ? tg_mono_ms() + drain_ms : 0;
 	pthread_cond_broadcast(&fw->cv);
 	pthread_mutex_unlock(&fw->mu);
+	/* Threads end by themselves within the drain budget unless a send hangs (an uplink that
+	 * accepts and never answers): past the budget, the sends under way are abandoned, so a
+	 * stop takes the budget and not the sinks' request timeouts. */
+	int64_t until = drain_ms > 0 ? tg_mono_ms() + drain_ms : tg_mono_ms();
 	for (size_t i = 0; i < fw->n; i++) {
 		fw_thread *t = &fw->t[i];
-		if (t->started)
-			pthread_join(t->tid, NULL);
+		if (!t->started)
+			continue;
+		while (!atomic_load(&t->done) && !atomic_load(&fw->abandon)) {
+			if (tg_mono_ms() >= until)
+				atomic_store(&fw->abandon, 1);
+			else
+				nanosleep(&(struct timespec){.tv_nsec = 10 * 1000000L}, NULL);
+		}
+		pthread_join(t->tid, NULL);
 		outbox_reader_close(t->reader);
 		sink_conf_ops(t->conf)->close(t->s);
 	}

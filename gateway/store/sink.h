@@ -29,6 +29,7 @@
 #ifndef TG_SINK_H
 #define TG_SINK_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,11 @@ typedef struct sink sink; /* opaque, per type */
 
 typedef struct sink_env {
 	const char *gateway_id;
+	/* Set (non-zero) when the forwarder gives up on the sends under way: a stop whose drain
+	 * budget ran out. A sink that can interrupt a request (the HTTP sinks, from libcurl's
+	 * progress callback) checks it and fails the send at once instead of waiting out its
+	 * timeout (up to a minute for S3). Owned by the forwarder; lives as long as the sink. */
+	const _Atomic int *abandon;
 } sink_env;
 
 typedef struct sink_ops {

@@ -118,3 +118,38 @@ def test_broker_black_hole_connack_timeout(broker, daemons, tmp_path):
         wait_until(lambda: sink_ok(d, "lake") >= 50, 30, what="50 records in the lake")
     finally:
         proxy.close()
+
+
+def test_stop_during_black_hole_takes_the_drain_budget_not_the_timeout(broker, daemons, tmp_path):
+    """A daemon stopped while its S3 sink's request hangs on a black hole (timeout 60 s, the
+    default) stops within its drain budget (10 s, gateway/daemon.c): the forwarder abandons
+    the request (sink_env.abandon). What was not delivered stays in the outbox."""
+    with aws_peers.peers() as (_kin, s3):
+        proxy = chaos.ChaosProxy(int(s3.endpoint.rsplit(":", 1)[1]))
+        try:
+            d = daemons(broker, extra="[ingest]\ndefault_sinks = s3\n", sinks=f"""
+[sink s3]
+type = s3
+bucket = tidegate
+endpoint = http://127.0.0.1:{proxy.port}
+path_style = true
+access_key_id = {aws_peers.S3RVER_KEY}
+secret_access_key = {aws_peers.S3RVER_SECRET}
+flush_age = 1s
+timeout = 60s
+""")
+            proxy.set("blackhole")
+            harness.Sim.run(broker, tmp_path, "--things", 1, "--count", 30, "--max-rate", "--qos", 1, "--seed", 6)
+            # the object is due after flush_age; give the PUT time to go out and hang
+            wait_until(lambda: d.metric("tidegate_outbox_rows", 0) >= 30, 10, what="30 rows in the outbox")
+            time.sleep(2.5)
+            assert sink_ok(d, "s3") == 0
+            t0 = time.monotonic()
+            rc = d.stop()
+            took = time.monotonic() - t0
+            print(f"stop took {took:.1f} s (exit {rc})")
+            assert rc == 0
+            assert took < 15, took
+            assert "abandoned" in d.log()
+        finally:
+            proxy.close()
