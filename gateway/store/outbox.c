@@ -1258,17 +1258,16 @@ static void abort_group(outbox *ob)
  * the WAL will start over, 0 when not (yet). */
 static int wal_restart(outbox *ob, int soft)
 {
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int64_t t0 = mono_us();
 	ob->busy_soft = soft;
 	int nlog = 0, nckpt = 0, rc;
 	int64_t us = 0, wait = soft ? SOFT_RESTART_WAIT_US : HARD_RESTART_WAIT_US;
-	/* the busy handler waits for readers; another checkpoint of this process (the
-	 * checkpoint thread's pass) is waited for here */
+	/* within one budget: ckpt_run waits for another checkpoint of this process (the
+	 * checkpoint thread's pass), the busy handler for readers, and this loop tries again
+	 * while a reader's snapshot still holds the WAL (SQLITE_BUSY) */
 	for (;;) {
 		rc = ckpt_run(ob, ob->db, SQLITE_CHECKPOINT_RESTART, wait - us, &nlog, &nckpt);
-		clock_gettime(CLOCK_MONOTONIC, &t1);
-		us = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+		us = mono_us() - t0;
 		if (rc != SQLITE_BUSY || us >= wait)
 			break;
 		struct timespec pause = {0, 200000};

@@ -736,6 +736,20 @@ def rss_series(poller, t0):
     return out
 
 
+def phase_rss(poller, t_from, t_until):
+    """The daemon's RSS (MiB) over one phase, from its start to the next phase's: the last
+    sample before it, the highest and the last within it, and whether the daemon process
+    changed (a restart starts from a fresh heap)."""
+    before = [s for s in poller.samples if s["t"] < t_from and s["rss_mb"] is not None]
+    inside = [s for s in poller.samples if t_from <= s["t"] < t_until and s["rss_mb"] is not None]
+    if not inside:
+        return None
+    start = before[-1] if before else inside[0]
+    return {"start": round(start["rss_mb"], 1), "max": round(max(s["rss_mb"] for s in inside), 1),
+            "end": round(inside[-1]["rss_mb"], 1),
+            "restarted": len({s["pid"] for s in inside} | {start["pid"]}) > 1}
+
+
 def analyse(phases, poller, recs, acked, t_begin, wall_begin):
     # the wall time of each phase's start (phases are attributed by the device's ack time)
     bounds = [wall_begin * 1000 + (p.t_start - t_begin) * 1000 for p in phases]
@@ -778,10 +792,12 @@ def analyse(phases, poller, recs, acked, t_begin, wall_begin):
     acked_per_phase = collections.Counter(key_phase.values())
     nosub_per_phase = collections.Counter(key_phase[k] for k, (_, rc) in acked.items() if rc == 16)
     for i, p in enumerate(phases):
+        until = phases[i + 1].t_start if i + 1 < len(phases) else float("inf")
+        row_rss = phase_rss(poller, p.t_start, until)
         row = {"fault": p.name, "injected": p.injected, "start_s": round(p.t_start - t_begin, 1),
                "end_s": round(p.t_end - t_begin, 1), "acked": acked_per_phase.get(i, 0),
                "acked_no_subscriber": nosub_per_phase.get(i, 0), "notes": p.notes,
-               **p.extra, "sinks": {}}
+               "rss_mb": row_rss, **p.extra, "sinks": {}}
         for s in SINKS:
             stopped = s in p.affects and (poller.down_between(p.t_start, p.t_end + 1, s) or "ingest" in p.affects)
             rec = poller.first_after(p.t_end, f'tidegate_sink_records_total{{sink="{s}",outcome="ok"}}') \
@@ -831,6 +847,12 @@ def fmt(v):
     return "—" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
 
 
+def fmt_rss(v):
+    if not v:
+        return "—"
+    return f"{v['start']:.1f} / {v['max']:.1f} / {v['end']:.1f}" + (" (restarted)" if v["restarted"] else "")
+
+
 def to_markdown(r, cmd):
     L = [f"# Chaos results ({r['profile']})", "",
          f"Written by `{cmd}`; do not edit by hand. Seed {r['seed']}, {r['things']} devices × "
@@ -844,17 +866,20 @@ def to_markdown(r, cmd):
          "saw them); **dup same / new** = extra copies "
          "under the same msg_id / under another msg_id; **recovery** = seconds from the end of the fault to the "
          "sink's first delivery (sinks the fault stopped; `—`: not stopped by it); ingest = to the first message "
-         "accepted again. A message belongs to the phase in which the broker acknowledged it.", "",
+         "accepted again; **RSS** = the daemon's VmRSS at the phase's start, its highest and its last value before "
+         "the next phase ((restarted): a new daemon process in the phase). A message belongs to the phase in which "
+         "the broker acknowledged it.", "",
          "| fault | injected | at s | acked | lake lost | kin lost | s3 lost | dup same (l/k/s) | dup new (l/k/s) "
-         "| recovery s (l/k/s) | ingest s |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "| recovery s (l/k/s) | ingest s | RSS MiB start / max / end |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in r["phases"]:
         sk = p["sinks"]
         L.append(f"| {p['fault']} | {p['injected']} | {p['start_s']}–{p['end_s']} | {p['acked']} | "
                  + " | ".join(f"{sk[s]['lost']} ({sk[s]['lost_no_subscriber']})" for s in SINKS) + " | "
                  f"{'/'.join(str(sk[s]['dup_same']) for s in SINKS)} | "
                  f"{'/'.join(str(sk[s]['dup_new']) for s in SINKS)} | "
-                 f"{'/'.join(fmt(sk[s]['recovery_s']) for s in SINKS)} | {fmt(p.get('ingest_recovery_s'))} |")
+                 f"{'/'.join(fmt(sk[s]['recovery_s']) for s in SINKS)} | {fmt(p.get('ingest_recovery_s'))} | "
+                 f"{fmt_rss(p.get('rss_mb'))} |")
     L += ["", "| sink | records | distinct device keys | dup same msg_id | dup new msg_id | lost | of which no "
           "subscriber at the broker |", "|---|---|---|---|---|---|---|"]
     for s, v in r["sinks"].items():
