@@ -277,15 +277,21 @@ static int script_get(int *field)
 	return v;
 }
 
-/* The probe tests' set-up: one record queued for the probed sink "t", and its forwarder
- * started with the given backoff (sc and cfg are the caller's: the forwarder borrows them). */
-static forwarder *start_probed(outbox *ob, tg_sink_conf *sc, tg_config *cfg, int64_t retry_ms)
+/* One record queued for the sink "t". */
+static void queue_one(outbox *ob)
 {
 	const char *sinks[] = {"t"};
 	json_t *o = json_pack("{s:i}", "i", 1);
 	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
 	json_decref(o);
 	assert_int_equal(outbox_commit(ob), 0);
+}
+
+/* The probe tests' set-up: one record queued for the probed sink "t", and its forwarder
+ * started with the given backoff (sc and cfg are the caller's: the forwarder borrows them). */
+static forwarder *start_probed(outbox *ob, tg_sink_conf *sc, tg_config *cfg, int64_t retry_ms)
+{
+	queue_one(ob);
 	*sc = (tg_sink_conf){.name = "t", .type = &probed_ops.conf, .retry_base_ms = retry_ms, .retry_cap_ms = retry_ms};
 	*cfg = (tg_config){.gateway_id = "gw", .sinks = sc, .nsinks = 1};
 	char err[256];
@@ -382,11 +388,7 @@ static void test_endpoint_returns_during_a_send(void **state)
 	outbox *ob = fixture_start(&dir);
 	script.down = 1;
 	script.return_in_send = 10; /* the backoff after the 10th send: full jitter up to 51 s */
-	const char *sinks[] = {"t"};
-	json_t *o = json_pack("{s:i}", "i", 1);
-	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
-	json_decref(o);
-	assert_int_equal(outbox_commit(ob), 0);
+	queue_one(ob);
 	tg_sink_conf sc = {.name = "t", .type = &probed_ops.conf, .retry_base_ms = 50, .retry_cap_ms = 60000};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
 	char err[256];
@@ -421,11 +423,7 @@ static void test_stop_abandons_a_hung_send(void **state)
 	char *dir;
 	outbox *ob = fixture_start(&dir);
 	script.hang = 1;
-	const char *sinks[] = {"t"};
-	json_t *o = json_pack("{s:i}", "i", 1);
-	assert_int_equal(outbox_append(ob, sinks, 1, OUTBOX_PRIO_BULK, "telemetry", "k", tg_wall_ms(), o, NULL), 0);
-	json_decref(o);
-	assert_int_equal(outbox_commit(ob), 0);
+	queue_one(ob);
 	tg_sink_conf sc = {.name = "t", .type = &test_ops.conf, .retry_base_ms = 100, .retry_cap_ms = 100};
 	tg_config cfg = {.gateway_id = "gw", .sinks = &sc, .nsinks = 1};
 	char err[256];
