@@ -55,7 +55,10 @@ static const config_option broker_options[] = {
 	{"clean_start", CFG_BOOL, "false", 0, 0, OFF(clean_start), 0,
 	 "Start a fresh session (false keeps a persistent session across reconnects).", NULL},
 	{"reconnect_min", CFG_DURATION, "250ms", 10, 600000, OFF(reconnect_min_ms), 0, "First reconnect delay.", NULL},
-	{"reconnect_max", CFG_DURATION, "10s", 100, 3600000, OFF(reconnect_max_ms), 0, "Reconnect delay cap.", NULL},
+	{"reconnect_max", CFG_DURATION, "1s", 100, 3600000, OFF(reconnect_max_ms), 0,
+	 "Reconnect delay cap. The broker is normally on the same box, where a refused attempt costs next to nothing, "
+	 "and every second without the daemon's subscription is a second its devices wait (wait_for_gateway) or "
+	 "publish to nobody: keep it short.", NULL},
 	{"identity", CFG_ENUM, "topic", 0, 0, OFF(broker_identity), 0,
 	 "Where a message's thing comes from. topic: the topic's second level (devices/<thing>/...), which the "
 	 "broker ACL ties to the device's certificate; a tidegate-thing user property is ignored. stamped: the "
