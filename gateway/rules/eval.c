@@ -466,8 +466,12 @@ static void op_compare(int op, const rules_val *l, const rules_val *r, rules_val
 		c = (l->u.i > r->u.i) - (l->u.i < r->u.i);
 	} else {
 		double x, y;
-		if (rules_to_dec(l, &x) < 0 || rules_to_dec(r, &y) < 0)
+		if (is_num(l->t) && is_num(r->t)) { /* the usual case, without the calls */
+			x = l->t == RV_INT ? (double)l->u.i : l->u.d;
+			y = r->t == RV_INT ? (double)r->u.i : r->u.d;
+		} else if (rules_to_dec(l, &x) < 0 || rules_to_dec(r, &y) < 0) {
 			return;
+		}
 		if (isnan(x) || isnan(y)) {
 			set_bool(o, 0);
 			return;
@@ -481,6 +485,13 @@ static void op_compare(int op, const rules_val *l, const rules_val *r, rules_val
 	case TK_GE: set_bool(o, c >= 0); break;
 	default: break;
 	}
+}
+
+int rules_compare_holds(int op, const rules_val *l, const rules_val *r)
+{
+	rules_val o;
+	op_compare(op, l, r, &o);
+	return o.t == RV_BOOL && o.u.b;
 }
 
 static void set_dec(rules_val *o, double d)

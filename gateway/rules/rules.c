@@ -13,6 +13,19 @@
  * that fails never blocks the others. A per-set scratch context (arena, pcre2 match data)
  * is reused between messages; if two threads ever evaluate the same set at once the
  * second one builds a private context instead of sharing it.
+ *
+ * A site with many rules has many on the same topic, most of them with a WHERE that does
+ * not hold, and in the daemon each message arrives with the caches full of other work: a
+ * rule's tree (statement, query, WHERE nodes, names) is a handful of cache misses to find
+ * out that `temperature > 80` is false. So rules with the same FROM filter form a group,
+ * which is what the trie indexes, and a group keeps its enabled rules' hot record side by
+ * side: the rule's index and, when the WHERE's first conjunct compares a payload field with
+ * a literal (and the rule has no SET and no alert action, so a false WHERE is the end of
+ * it), that comparison. A message looks each such field up once, however many rules read
+ * it, and a rule whose comparison is not true is done with there, as the full evaluation
+ * would be (AND stops at its first operand that is not true; reading a field and comparing
+ * cannot fail). A group counts the messages that reached it, which are its enabled rules'
+ * `evaluated`, so that counter costs one atomic add per group rather than one per rule.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -75,6 +88,7 @@ typedef struct raction {
 typedef struct rule {
 	char *name;
 	int disabled;
+	uint32_t group; /* index in rules_set.groups: the rules with this FROM filter */
 	rules_sql_version ver; /* awsIotSqlVersion: compiles the rule's SQL and evaluates it */
 	rules_stmt *st;
 	raction *acts;
@@ -86,7 +100,8 @@ typedef struct rule {
 
 /* Per-rule counters the console reads from another thread while the ingest thread
  * evaluates: relaxed atomics, and the last error text under the set's err_mu (errors are
- * rare, so the lock is off the usual path). */
+ * rare, so the lock is off the usual path). `evaluated` holds only what a reload carried
+ * over: the messages since are the group's hits (rule_evaluated). */
 typedef struct rule_ctr {
 	_Atomic uint64_t evaluated, matched, actions, action_errors, eval_errors;
 	_Atomic int64_t last_error_ms;
@@ -98,6 +113,26 @@ typedef struct scratch {
 	rules_ctx ctx;
 } scratch;
 
+/* A guard is the WHERE's first conjunct `field op literal`; the fields guards read are
+ * numbered per set so a message's lookups fit a bit mask. */
+#define GUARD_FIELDS 64
+
+/* What evaluation reads of a rule for every message its FROM matches (see the top). */
+typedef struct rule_hot {
+	rules_val glit;    /* the guard's literal (strings borrowed from the rule's tree) */
+	uint32_t id;       /* index in rules_set.rules */
+	uint8_t gop;       /* 0: no guard; else the comparison, TK_EQ .. TK_GE */
+	uint8_t glit_left; /* the literal is the left operand */
+	uint8_t ver;       /* the rule's rules_sql_version: the field is read as the rule reads it */
+	uint8_t gfield;    /* index in rules_set.gfields */
+} rule_hot;
+
+typedef struct rgroup {
+	rule_hot *hot; /* the group's enabled rules, in file-name order */
+	size_t n;
+	_Atomic uint64_t hits; /* messages that reached the group: each enabled rule's `evaluated` */
+} rgroup;
+
 struct rules_set {
 	rule *rules;
 	size_t n, cap;
@@ -107,6 +142,10 @@ struct rules_set {
 	_Atomic int refs; /* rules_set_ref / rules_set_free */
 	rule_ctr *ctr;    /* one per rule */
 	pthread_mutex_t err_mu;
+	rgroup *groups;   /* one per distinct FROM filter; the trie's ids are group indices */
+	size_t ngroups;
+	const char *gfields[GUARD_FIELDS]; /* borrowed from the rules' trees */
+	int ngfields;
 };
 
 /* ---- error reporting --------------------------------------------------------------------- */
@@ -959,15 +998,100 @@ static rules_set *set_new(const rules_env *env)
 	return rs;
 }
 
+/* The guard of rule r into h, when it has one (see the top). */
+static void guard_compile(rules_set *rs, const rule *r, rule_hot *h)
+{
+	const rules_node *w = r->st->q->where;
+	if (!w || r->has_alert || r->st->nvars)
+		return; /* SET may fail and alerts report a false WHERE: the full path decides */
+	while (w->k == RN_AND)
+		w = w->a[0]; /* rules_eval_cond evaluates the leftmost operand first */
+	if (w->k != RN_BIN || w->ival < TK_EQ || w->ival > TK_GE)
+		return;
+	const rules_node *f = w->a[0], *lit = w->a[1];
+	int lit_left = f->k == RN_LIT && lit->k == RN_FIELD;
+	if (lit_left) {
+		f = w->a[1];
+		lit = w->a[0];
+	}
+	if (f->k != RN_FIELD || lit->k != RN_LIT)
+		return;
+	int slot = 0;
+	while (slot < rs->ngfields && strcmp(rs->gfields[slot], f->name) != 0)
+		slot++;
+	if (slot == GUARD_FIELDS)
+		return;
+	if (slot == rs->ngfields)
+		rs->gfields[rs->ngfields++] = f->name;
+	h->glit = lit->lit;
+	h->gop = (uint8_t)w->ival;
+	h->glit_left = (uint8_t)lit_left;
+	h->gfield = (uint8_t)slot;
+}
+
+typedef struct by_filter {
+	const char *filter;
+	uint32_t id;
+} by_filter;
+
+static int cmp_filter(const void *a, const void *b)
+{
+	const by_filter *x = a, *y = b;
+	int c = strcmp(x->filter, y->filter);
+	return c ? c : (x->id > y->id) - (x->id < y->id);
+}
+
+/* Groups of rules by FROM filter, sorted so that building them is n log n at 1,000 rules
+ * (reload time is a target); the trie gets one entry per group. */
+static int groups_build(rules_set *rs)
+{
+	by_filter *bf = malloc(sizeof *bf * (rs->n ? rs->n : 1));
+	rs->groups = calloc(rs->n ? rs->n : 1, sizeof *rs->groups);
+	if (!bf || !rs->groups) {
+		free(bf);
+		return TG_ENOMEM;
+	}
+	for (size_t i = 0; i < rs->n; i++)
+		bf[i] = (by_filter){rs->rules[i].st->q->from_topic, (uint32_t)i};
+	qsort(bf, rs->n, sizeof *bf, cmp_filter);
+	int rc = 0;
+	for (size_t i = 0, j; i < rs->n && rc == 0; i = j) {
+		rgroup *g = &rs->groups[rs->ngroups];
+		size_t enabled = 0;
+		for (j = i; j < rs->n && strcmp(bf[j].filter, bf[i].filter) == 0; j++)
+			enabled += !rs->rules[bf[j].id].disabled;
+		g->hot = calloc(enabled ? enabled : 1, sizeof *g->hot);
+		if (!g->hot) {
+			rc = TG_ENOMEM;
+			break;
+		}
+		atomic_init(&g->hits, 0);
+		for (size_t k = i; k < j; k++) {
+			rule *r = &rs->rules[bf[k].id];
+			r->group = (uint32_t)rs->ngroups;
+			if (r->disabled)
+				continue;
+			rule_hot *h = &g->hot[g->n++];
+			h->id = bf[k].id;
+			h->ver = (uint8_t)r->ver;
+			guard_compile(rs, r, h);
+		}
+		rs->ngroups++;
+		if (rules_trie_add(rs->trie, bf[i].filter, (uint32_t)(rs->ngroups - 1)) < 0)
+			rc = TG_ENOMEM;
+	}
+	free(bf);
+	return rc;
+}
+
 static int set_finish(rules_set *rs)
 {
 	rs->trie = rules_trie_new();
 	rs->ctr = calloc(rs->n ? rs->n : 1, sizeof *rs->ctr);
 	if (!rs->trie || !rs->ctr)
 		return TG_ENOMEM;
-	for (size_t i = 0; i < rs->n; i++)
-		if (rules_trie_add(rs->trie, rs->rules[i].st->q->from_topic, (uint32_t)i) < 0)
-			return TG_ENOMEM;
+	if (groups_build(rs) < 0)
+		return TG_ENOMEM;
 	rs->env.sink_names = NULL; /* borrowed at load only */
 	return 0;
 }
@@ -987,6 +1111,9 @@ void rules_set_free(rules_set *rs)
 		rule_clear(&rs->rules[i]);
 	free(rs->rules);
 	rules_trie_free(rs->trie);
+	for (size_t i = 0; i < rs->ngroups; i++)
+		free(rs->groups[i].hot);
+	free(rs->groups);
 	if (rs->scr) {
 		rules_ctx_free(&rs->scr->ctx);
 		free(rs->scr);
@@ -994,6 +1121,16 @@ void rules_set_free(rules_set *rs)
 	}
 	free(rs->ctr);
 	free(rs);
+}
+
+/* A disabled rule is in its group but never reached: only what it brought from a reload. */
+static uint64_t rule_evaluated(const rules_set *rs, size_t i)
+{
+	const rule *r = &rs->rules[i];
+	uint64_t n = atomic_load_explicit(&rs->ctr[i].evaluated, memory_order_relaxed);
+	if (!r->disabled && rs->groups)
+		n += atomic_load_explicit(&rs->groups[r->group].hits, memory_order_relaxed);
+	return n;
 }
 
 int rules_rule_get(rules_set *rs, size_t i, rules_rule_info *out)
@@ -1007,7 +1144,7 @@ int rules_rule_get(rules_set *rs, size_t i, rules_rule_info *out)
 	out->source = r->source;
 	out->disabled = r->disabled;
 	out->nactions = r->nacts;
-	out->evaluated = atomic_load_explicit(&k->evaluated, memory_order_relaxed);
+	out->evaluated = rule_evaluated(rs, i);
 	out->matched = atomic_load_explicit(&k->matched, memory_order_relaxed);
 	out->actions = atomic_load_explicit(&k->actions, memory_order_relaxed);
 	out->action_errors = atomic_load_explicit(&k->action_errors, memory_order_relaxed);
@@ -1043,7 +1180,7 @@ void rules_set_adopt_counters(rules_set *to, rules_set *from)
 			continue; /* a new rule: its counters start at zero */
 		hint = k + 1;
 		rule_ctr *a = &to->ctr[i], *b = &from->ctr[k];
-		atomic_store(&a->evaluated, atomic_load(&b->evaluated));
+		atomic_store(&a->evaluated, rule_evaluated(from, k));
 		atomic_store(&a->matched, atomic_load(&b->matched));
 		atomic_store(&a->actions, atomic_load(&b->actions));
 		atomic_store(&a->action_errors, atomic_load(&b->action_errors));
@@ -1210,8 +1347,8 @@ fail:
 
 /* ---- evaluation --------------------------------------------------------------------------- */
 typedef struct cands {
-	uint32_t stack[64];
-	uint32_t *ids;
+	uint32_t stack[16];
+	uint32_t *ids; /* group indices */
 	size_t n, cap;
 	int oom;
 } cands;
@@ -1445,7 +1582,6 @@ out:
 		note_error(rs, k, m, "evaluation error", c->errmsg);
 		LOG_WARN(SUB, "msg=\"evaluation error\" rule=%s error=\"%s\"", r->name, c->errmsg);
 	}
-	atomic_fetch_add_explicit(&k->evaluated, st->evaluated - before.evaluated, memory_order_relaxed);
 	if (st->matched != before.matched)
 		atomic_fetch_add_explicit(&k->matched, st->matched - before.matched, memory_order_relaxed);
 	if (st->actions != before.actions)
@@ -1521,11 +1657,48 @@ int rules_run_error_action(const rules_set *rs, const char *rule_name, const tg_
 	return 1;
 }
 
+/* The payload fields guards read, each looked up and converted at most once per message
+ * (again only for a rule of the other SQL version, which may read a number differently). */
+typedef struct cached_field {
+	json_t *j;
+	rules_val v;
+	int ver; /* the version v was read in, -1: not yet */
+} cached_field;
+
+typedef struct field_cache {
+	uint64_t have;
+	cached_field f[GUARD_FIELDS];
+} field_cache;
+
+/* 1 when h's guard holds for m, as rules_eval_cond would find its WHERE's first conjunct. */
+static int guard_holds(rules_ctx *c, const rules_set *rs, const rule_hot *h, const tg_msg *m, field_cache *fc)
+{
+	uint64_t bit = 1ull << h->gfield;
+	cached_field *f = &fc->f[h->gfield];
+	if (!(fc->have & bit)) {
+		f->j = json_is_object(m->json) ? json_object_get(m->json, rs->gfields[h->gfield]) : NULL;
+		f->ver = -1;
+		fc->have |= bit;
+	}
+	if (f->ver != h->ver) {
+		c->ver = (rules_sql_version)h->ver;
+		rules_val_from_json(c, f->j, &f->v);
+		f->ver = h->ver;
+	}
+	return h->glit_left ? rules_compare_holds(h->gop, &h->glit, &f->v) : rules_compare_holds(h->gop, &f->v, &h->glit);
+}
+
+static int cmp_hot(const void *a, const void *b)
+{
+	uint32_t x = (*(const rule_hot *const *)a)->id, y = (*(const rule_hot *const *)b)->id;
+	return (x > y) - (x < y);
+}
+
 int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *ud, rules_stats *st)
 {
 	rules_stats local = {0};
 	cands cs;
-	rules_ctx priv, *c;
+	rules_ctx priv, *c = NULL;
 	int own = 0, matched = 0;
 	if (!rs || !m || !m->topic || !fn)
 		return TG_EINVAL;
@@ -1534,37 +1707,45 @@ int rules_eval(const rules_set *rs, const tg_msg *m, rules_action_fn fn, void *u
 	cs.cap = sizeof cs.stack / sizeof cs.stack[0];
 	cs.oom = 0;
 	rules_trie_match(rs->trie, m->topic, cand_cb, &cs);
-	if (cs.oom) {
-		if (cs.ids != cs.stack)
-			free(cs.ids);
-		return TG_ENOMEM;
-	}
-	if (cs.n == 0)
-		return 0;
-	/* rule order = file-name order, whatever order the trie produced */
-	for (size_t i = 1; i < cs.n; i++) {
-		uint32_t v = cs.ids[i];
-		size_t j = i;
-		while (j > 0 && cs.ids[j - 1] > v) {
-			cs.ids[j] = cs.ids[j - 1];
-			j--;
+	/* one group is already in file-name order; several are merged by rule index */
+	const rule_hot *stack[64], **order = NULL;
+	size_t n = cs.n == 1 ? rs->groups[cs.ids[0]].n : 0;
+	if (cs.n > 1) {
+		for (size_t i = 0; i < cs.n; i++)
+			n += rs->groups[cs.ids[i]].n;
+		order = n <= sizeof stack / sizeof stack[0] ? stack : malloc(sizeof *order * n);
+		if (order) {
+			size_t k = 0;
+			for (size_t i = 0; i < cs.n; i++)
+				for (size_t j = 0; j < rs->groups[cs.ids[i]].n; j++)
+					order[k++] = &rs->groups[cs.ids[i]].hot[j];
+			qsort(order, n, sizeof *order, cmp_hot);
 		}
-		cs.ids[j] = v;
 	}
-	if (!(c = ctx_take(rs, &priv, &own))) {
+	if (cs.oom || (cs.n > 1 && !order) || (n > 0 && !(c = ctx_take(rs, &priv, &own)))) {
+		if (order != stack)
+			free(order);
 		if (cs.ids != cs.stack)
 			free(cs.ids);
 		return TG_ENOMEM;
 	}
-	for (size_t i = 0; i < cs.n; i++) {
-		if (i > 0 && cs.ids[i] == cs.ids[i - 1])
+	/* the set is const to evaluation, its counters are not */
+	for (size_t i = 0; i < cs.n; i++)
+		atomic_fetch_add_explicit(&((rules_set *)rs)->groups[cs.ids[i]].hits, 1, memory_order_relaxed);
+	field_cache fc;
+	fc.have = 0;
+	for (size_t i = 0; i < n; i++) {
+		const rule_hot *h = order ? order[i] : &rs->groups[cs.ids[0]].hot[i];
+		if (h->gop && !guard_holds(c, rs, h, m, &fc)) {
+			local.evaluated++; /* the WHERE cannot hold: nothing else to do */
 			continue;
-		const rule *r = &rs->rules[cs.ids[i]];
-		if (r->disabled)
-			continue;
-		matched += eval_rule(c, rs, r, &rs->ctr[cs.ids[i]], m, fn, ud, &local);
+		}
+		matched += eval_rule(c, rs, &rs->rules[h->id], &rs->ctr[h->id], m, fn, ud, &local);
 	}
-	ctx_give(rs, c, own);
+	if (n > 0)
+		ctx_give(rs, c, own);
+	if (order != stack)
+		free(order);
 	if (cs.ids != cs.stack)
 		free(cs.ids);
 	if (st) {

@@ -292,6 +292,8 @@ int rules_str_to_dec(const char *p, size_t n, double *d);
 int rules_to_str(rules_ctx *c, const rules_val *v, const char **p, size_t *n);
 int rules_to_bool(const rules_val *v, int *b);
 int rules_val_equal(const rules_val *a, const rules_val *b); /* 1, 0; the same in every dialect */
+/* 1 when `l op r` (op TK_EQ .. TK_GE) is Boolean true, as WHERE reads a comparison. */
+int rules_compare_holds(int op, const rules_val *l, const rules_val *r);
 void rules_val_str(rules_val *v, const char *p, size_t n);
 int rules_fmt_double(double d, char *buf, size_t len);
 

@@ -551,7 +551,8 @@ def main():
             for k in ("connections", "registry", "rules", "edge"):
                 if k in prev and not wanted(k):
                     raw[k] = prev[k]
-                    raw.setdefault("kept_rows", {})[k] = prev.get("git")
+                    # a row the last run kept itself was measured where that run says
+                    raw.setdefault("kept_rows", {})[k] = prev.get("kept_rows", {}).get(k, prev.get("git"))
     log(f"fleet benchmark, {SCALE} scale, {F}, RLIMIT_NOFILE {nofile}, work dir {work}")
     if nofile < F["things"] + 256:
         raise SystemExit(f"fleet: RLIMIT_NOFILE {nofile} < {F['things'] + 256}: raise it (ulimit -Hn) or lower FLEET_THINGS")

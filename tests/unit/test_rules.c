@@ -784,6 +784,90 @@ static void test_reload_adopts_counters(void **state)
 	rmdir(dir);
 }
 
+/* Issue 19: rules grouped by FROM filter, and the WHERE's first comparison of a field with a
+ * literal tried from the group before the rule's tree: the same rules fire, in file-name
+ * order across groups, whatever the field's type (a numeric string compares as a number,
+ * a missing field or a payload that is not an object is Undefined), in both SQL versions;
+ * every enabled rule whose FROM matched counts as evaluated, a disabled one does not. */
+static void test_where_guard_groups(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/tg-rules-guard-XXXXXX", p[512], err[1024];
+	assert_non_null(mkdtemp(dir));
+	static const char *const names[] = {"a", "b", "c", "d", "e", "f"};
+	static const char *const files[] = {
+		"{\"sql\": \"SELECT 'a' AS r FROM 'devices/#' WHERE temperature > 20\", \"actions\": [{\"republish\": {\"topic\": \"a\"}}]}",
+		"{\"sql\": \"SELECT 'b' AS r FROM 'devices/+/telemetry' WHERE 20 < temperature AND sensor_id = 's1'\", "
+		"\"actions\": [{\"republish\": {\"topic\": \"b\"}}]}",
+		"{\"sql\": \"SELECT 'c' AS r FROM 'devices/#' WHERE sensor_id = 's1'\", \"actions\": [{\"republish\": {\"topic\": \"c\"}}]}",
+		"{\"sql\": \"SELECT 'd' AS r FROM 'devices/+/telemetry' WHERE temperature > 0\", \"ruleDisabled\": true, "
+		"\"actions\": [{\"republish\": {\"topic\": \"d\"}}]}",
+		"{\"sql\": \"SELECT 'e' AS r FROM 'devices/+/telemetry' WHERE (temperature >= 25 AND temperature <= 25.0) OR sensor_id = 's1'\", "
+		"\"actions\": [{\"republish\": {\"topic\": \"e\"}}]}",
+		"{\"sql\": \"SELECT 'f' AS r FROM 'devices/+/telemetry' WHERE temperature > 20.0\", \"awsIotSqlVersion\": \"2015-10-08\", "
+		"\"actions\": [{\"republish\": {\"topic\": \"f\"}}]}",
+	};
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(p, sizeof p, "%s/%s.json", dir, names[i]);
+		write_file(p, files[i]);
+	}
+	rules_set *rs = rules_load_dir(dir, NULL, err, sizeof err);
+	assert_non_null(rs);
+	static const struct {
+		const char *payload, *fired;
+	} cases[] = {
+		{"{\"temperature\": \"25\", \"sensor_id\": \"s1\"}", "abcef"},
+		{"{\"temperature\": 25, \"sensor_id\": \"s2\"}", "aef"},
+		{"{\"temperature\": 15, \"sensor_id\": \"s1\"}", "ce"},
+		{"{\"sensor_id\": \"s2\"}", ""},
+		{"[1, 2]", ""},
+		{"not json", ""},
+	};
+	rules_stats st = {0};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		recorder R = {0};
+		int n = eval_json(rs, "devices/x/telemetry", cases[i].payload, &R, &st);
+		char got[8] = "";
+		for (int k = 0; k < R.n && k < 7; k++)
+			got[k] = R.r[k].topic[0];
+		got[R.n < 7 ? R.n : 7] = '\0';
+		assert_string_equal(got, cases[i].fired);
+		assert_int_equal(n, (int)strlen(cases[i].fired));
+		rec_clear(&R);
+	}
+	recorder R = {0};
+	assert_int_equal(eval_json(rs, "other/x/telemetry", "{\"temperature\": 99}", &R, &st), 0);
+	assert_int_equal(R.n, 0);
+	assert_int_equal(st.evaluated, 5 * 6); /* a b c e f, six messages; d is disabled */
+	assert_int_equal(st.matched, 5 + 3 + 2);
+	static const uint64_t evaluated[] = {6, 6, 6, 0, 6, 6}, matched[] = {2, 1, 2, 0, 3, 2};
+	for (size_t i = 0; i < 6; i++) {
+		rules_rule_info info;
+		assert_int_equal(rules_rule_get(rs, i, &info), 0);
+		assert_string_equal(info.name, names[i]);
+		assert_int_equal(info.evaluated, evaluated[i]);
+		assert_int_equal(info.matched, matched[i]);
+	}
+	/* a reload carries the counts over and counts on from there */
+	rules_set *nw = rules_load_dir(dir, NULL, err, sizeof err);
+	assert_non_null(nw);
+	rules_set_adopt_counters(nw, rs);
+	eval_json(nw, "devices/y/telemetry", "{\"temperature\": 1}", &R, NULL);
+	rec_clear(&R);
+	for (size_t i = 0; i < 6; i++) {
+		rules_rule_info info;
+		assert_int_equal(rules_rule_get(nw, i, &info), 0);
+		assert_int_equal(info.evaluated, evaluated[i] + (i == 3 ? 0 : 1));
+	}
+	rules_set_free(rs);
+	rules_set_free(nw);
+	for (size_t i = 0; i < 6; i++) {
+		snprintf(p, sizeof p, "%s/%s.json", dir, names[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
 /* Issue 12 item 10: with the daemon's configuration, sink names are checked as the daemon
  * checks them (and its rules_dir is the default); without one, a warning says they were not. */
 static void test_cli_check_sink_names(void **state)
@@ -1291,6 +1375,7 @@ int main(void)
 		cmocka_unit_test(test_republish_headers),
 		cmocka_unit_test(test_deferred_error_action),
 		cmocka_unit_test(test_reload_adopts_counters),
+		cmocka_unit_test(test_where_guard_groups),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
