@@ -101,7 +101,7 @@ struct ops_retention {
 	/* the series cache (under rd_mu), see series_cached() */
 	ser_entry *ser;
 	size_t nser, ser_points;
-	_Atomic int64_t min_live_id; /* smallest id the store holds (INT64_MAX: none) */
+	_Atomic int64_t min_live_id; /* rows with a smaller id were trimmed (0: none yet) */
 	_Atomic uint64_t epoch;      /* bumped when a trim empties the store: ids may start over */
 	/* counters */
 	_Atomic int64_t rows, bytes;
@@ -568,7 +568,7 @@ typedef struct ser_acc {
 static int acc_init(ser_acc *a, int64_t since, int64_t until, int64_t step)
 {
 	*a = (ser_acc){.since = since, .until = until, .step = step};
-	a->nb = (size_t)((until - since + step - 1) / step);
+	a->nb = (size_t)((until - since) / step) + 1; /* the caller checked (until - since) / step */
 	a->mn = malloc(a->nb * sizeof *a->mn);
 	a->mx = malloc(a->nb * sizeof *a->mx);
 	a->sum = calloc(a->nb, sizeof *a->sum);
