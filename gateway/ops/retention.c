@@ -50,7 +50,9 @@
 #define READ_TIMEOUT_MS 2000
 /* The series cache: what the console's page asks for every few seconds (one thing's or
  * every thing's recent window) is read from the store once, then only the rows written
- * since. Bounded in entries and points (24 bytes each, 3 MiB in all); an entry is read
+ * since. Reading the whole window each time cost a pread() and a json_extract per row —
+ * the writer's commits empty a reader's page cache twice a second — and grew with the
+ * window (a mapped file would save the copies, but turn a read error into SIGBUS). Bounded in entries and points (24 bytes each, 3 MiB in all); an entry is read
  * again in full at least every SER_REFRESH_MS, which bounds what a lost update (a wall-
  * clock step back) can leave out. */
 #define SER_MAX_ENTRIES 256
@@ -60,7 +62,6 @@
 #define SER_RECENT_MS 60000 /* a window ending earlier than this before now is not cached */
 #define RET_SQL_SER_ROWS                                                                       \
 	"SELECT id, ts, json_extract(body, ?2) FROM samples WHERE thing = ?1 AND ts >= ?3 AND id > ?4"
-#define RET_READER_MMAP "268435456" /* 256 MiB of address space per reader */
 
 /* One (thing, field) of the series cache: the numeric values of every row of the thing
  * with ts >= lo_ts and id <= hi_id, as they were read. */
@@ -215,11 +216,6 @@ static int reader_open(ops_retention *r, sqlite3 **db, int64_t *deadline, int gu
 		return tg_seterr(err, errlen, TG_EDB, "%s: %s", r->path, *db ? sqlite3_errmsg(*db) : "cannot open");
 	sqlite3_busy_timeout(*db, 200);
 	sqlite3_progress_handler(*db, 1000, query_progress, deadline);
-	/* the writer changes the file every FLUSH_MS, which empties a reader's page cache: a
-	 * series then read every row's page again through pread() (a third of the page's
-	 * polling cost). Mapped, a page is read where it lies. The file never shrinks (no
-	 * vacuum), so the mapping cannot outlive its pages. */
-	sqlite3_exec(*db, "PRAGMA mmap_size=" RET_READER_MMAP, NULL, NULL, NULL);
 	if (guarded) {
 		sqlite3_limit(*db, SQLITE_LIMIT_LENGTH, 1 << 20);
 		sqlite3_limit(*db, SQLITE_LIMIT_SQL_LENGTH, 64 * 1024);
