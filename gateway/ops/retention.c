@@ -48,6 +48,36 @@
 #define FLUSH_ROWS 20000
 #define MAX_BUCKETS 5000
 #define READ_TIMEOUT_MS 2000
+/* The series cache: what the console's page asks for every few seconds (one thing's or
+ * every thing's recent window) is read from the store once, then only the rows written
+ * since. Reading the whole window each time cost a pread() and a json_extract per row —
+ * the writer's commits empty a reader's page cache twice a second — and grew with the
+ * window (a mapped file would save the copies, but turn a read error into SIGBUS). Bounded in entries and points (24 bytes each, 3 MiB in all); an entry is read
+ * again in full at least every SER_REFRESH_MS, which bounds what a lost update (a wall-
+ * clock step back) can leave out. */
+#define SER_MAX_ENTRIES 256
+#define SER_MAX_POINTS 131072
+#define SER_REFRESH_MS 60000
+#define SER_SLACK_MS 5000   /* rows come in at most FLUSH_MS + a group's time after their ts */
+#define SER_RECENT_MS 60000 /* a window ending earlier than this before now is not cached */
+#define RET_SQL_SER_ROWS                                                                       \
+	"SELECT id, ts, json_extract(body, ?2) FROM samples WHERE thing = ?1 AND ts >= ?3 AND id > ?4"
+
+/* One (thing, field) of the series cache: the numeric values of every row of the thing
+ * with ts >= lo_ts and id <= hi_id, as they were read. */
+typedef struct ser_pt {
+	int64_t id, ts;
+	double v;
+} ser_pt;
+
+typedef struct ser_entry {
+	char *thing, *field;
+	int64_t lo_ts, hi_id, hi_ts;
+	int64_t loaded_ms, used_ms; /* monotonic */
+	uint64_t epoch;
+	ser_pt *p;
+	size_t n, cap;
+} ser_entry;
 
 typedef struct pend_row {
 	int64_t ts;
@@ -69,6 +99,11 @@ struct ops_retention {
 	pthread_mutex_t rd_mu, q_mu;
 	sqlite3 *rd, *q;
 	int64_t rd_deadline_ms, q_deadline_ms; /* monotonic; each under its connection's mutex */
+	/* the series cache (under rd_mu), see series_cached() */
+	ser_entry *ser;
+	size_t nser, ser_points;
+	_Atomic int64_t min_live_id; /* rows with a smaller id were trimmed (0: none yet) */
+	_Atomic uint64_t epoch;      /* bumped when a trim empties the store: ids may start over */
 	/* counters */
 	_Atomic int64_t rows, bytes;
 	_Atomic uint64_t written, trimmed, dropped, write_errors;
@@ -142,6 +177,19 @@ static int writer_open(ops_retention *r, char *err, size_t errlen)
 	return 0;
 }
 
+static int64_t min_id(ops_retention *r);
+
+/* After a trim is committed (or rolled back): what readers may still find. A store that
+ * the trim emptied numbers its next rows from 1 again, which the series cache must not
+ * take for rows it has seen. */
+static void live_ids_update(ops_retention *r)
+{
+	int64_t lo = min_id(r);
+	if (lo < 0 && atomic_load(&r->min_live_id) > 0)
+		atomic_fetch_add(&r->epoch, 1);
+	atomic_store(&r->min_live_id, lo < 0 ? 0 : lo);
+}
+
 static int query_progress(void *ud)
 {
 	const int64_t *deadline = ud;
@@ -209,6 +257,10 @@ ops_retention *ops_retention_open(const ops_retention_conf *c, char *err, size_t
 			goto fail;
 		}
 	}
+	{
+		int64_t lo = min_id(r);
+		atomic_store(&r->min_live_id, lo < 0 ? 0 : lo);
+	}
 	if (reader_open(r, &r->rd, &r->rd_deadline_ms, 0, err, errlen) ||
 	    reader_open(r, &r->q, &r->q_deadline_ms, 1, err, errlen))
 		goto fail;
@@ -218,6 +270,14 @@ fail:
 	return NULL;
 }
 
+static void ser_entry_free(ser_entry *e)
+{
+	free(e->thing);
+	free(e->field);
+	free(e->p);
+	*e = (ser_entry){0};
+}
+
 void ops_retention_close(ops_retention *r)
 {
 	if (!r)
@@ -225,6 +285,9 @@ void ops_retention_close(ops_retention *r)
 	if (r->db && r->ncommitted && r->npend == r->ncommitted)
 		flush(r, tg_wall_ms()); /* what the outbox committed last */
 	writer_close(r);
+	for (size_t i = 0; i < r->nser; i++)
+		ser_entry_free(&r->ser[i]);
+	free(r->ser);
 	sqlite3_close(r->rd);
 	sqlite3_close(r->q);
 	pthread_mutex_destroy(&r->rd_mu);
@@ -401,9 +464,12 @@ static void flush(ops_retention *r, int64_t now_ms)
 			}
 			sqlite3_finalize(st);
 		}
+		live_ids_update(r);
 		return;
 	}
 	atomic_fetch_add(&r->written, (uint64_t)n);
+	if (due_trim)
+		live_ids_update(r);
 }
 
 /* ---- readers ------------------------------------------------------------------------- */
@@ -451,28 +517,16 @@ static int field_ok(const char *f)
 	return seg > 0;
 }
 
-json_t *ops_retention_series(ops_retention *r, const char *thing, const char *field, int64_t since_ms,
-			     int64_t until_ms, int64_t step_ms, char *err, size_t errlen)
+/* rd_mu held: the store's own GROUP BY, for a window the cache does not keep. */
+static json_t *series_sql(ops_retention *r, const char *thing, const char *path, int64_t since_ms, int64_t until_ms,
+			  int64_t step_ms, char *err, size_t errlen)
 {
-	if (!field_ok(field)) {
-		tg_seterr(err, errlen, TG_EINVAL, "field: '%s' is not a dotted name of letters, digits and _", field ? field : "");
-		return NULL;
-	}
-	if (step_ms <= 0 || until_ms <= since_ms || (until_ms - since_ms) / step_ms > MAX_BUCKETS) {
-		tg_seterr(err, errlen, TG_EINVAL, "since/until/step: need since < until, step > 0 and at most %d steps",
-			  MAX_BUCKETS);
-		return NULL;
-	}
-	char path[256];
-	snprintf(path, sizeof path, "$.%s", field);
 	json_t *arr = json_array();
 	sqlite3_stmt *st = NULL;
 	if (!arr) {
 		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
 		return NULL;
 	}
-	pthread_mutex_lock(&r->rd_mu);
-	r->rd_deadline_ms = tg_mono_ms() + READ_TIMEOUT_MS;
 	if (sqlite3_prepare_v2(r->rd, RET_SQL_SERIES, -1, &st, NULL) != SQLITE_OK)
 		goto fail;
 	sqlite3_bind_text(st, 1, thing, -1, SQLITE_STATIC);
@@ -491,14 +545,222 @@ json_t *ops_retention_series(ops_retention *r, const char *thing, const char *fi
 	if (rc != SQLITE_DONE)
 		goto fail;
 	sqlite3_finalize(st);
-	pthread_mutex_unlock(&r->rd_mu);
 	return arr;
 fail:
 	tg_seterr(err, errlen, TG_EDB, "%s", sqlite3_errcode(r->rd) == SQLITE_INTERRUPT ? "query took too long" : sqlite3_errmsg(r->rd));
 	sqlite3_finalize(st);
-	pthread_mutex_unlock(&r->rd_mu);
 	json_decref(arr);
 	return NULL;
+}
+
+/* Buckets being filled: what series_sql's GROUP BY computes, from values one at a time. */
+typedef struct ser_acc {
+	int64_t since, until, step;
+	size_t nb;
+	double *mn, *mx, *sum;
+	int64_t *cnt;
+} ser_acc;
+
+static int acc_init(ser_acc *a, int64_t since, int64_t until, int64_t step)
+{
+	*a = (ser_acc){.since = since, .until = until, .step = step};
+	a->nb = (size_t)((until - since) / step) + 1; /* the caller checked (until - since) / step */
+	a->mn = malloc(a->nb * sizeof *a->mn);
+	a->mx = malloc(a->nb * sizeof *a->mx);
+	a->sum = calloc(a->nb, sizeof *a->sum);
+	a->cnt = calloc(a->nb, sizeof *a->cnt);
+	return a->mn && a->mx && a->sum && a->cnt ? 0 : TG_ENOMEM;
+}
+
+static void acc_free(ser_acc *a)
+{
+	free(a->mn);
+	free(a->mx);
+	free(a->sum);
+	free(a->cnt);
+}
+
+static void acc_add(ser_acc *a, int64_t ts, double v)
+{
+	if (ts < a->since || ts >= a->until)
+		return;
+	size_t k = (size_t)((ts - a->since) / a->step);
+	if (!a->cnt[k]++) {
+		a->mn[k] = a->mx[k] = v;
+	} else {
+		if (v < a->mn[k])
+			a->mn[k] = v;
+		if (v > a->mx[k])
+			a->mx[k] = v;
+	}
+	a->sum[k] += v;
+}
+
+static json_t *acc_json(const ser_acc *a)
+{
+	json_t *arr = json_array();
+	for (size_t k = 0; arr && k < a->nb; k++) {
+		if (!a->cnt[k])
+			continue;
+		json_t *b = json_pack("{s:I, s:f, s:f, s:f, s:I}", "t", (json_int_t)(a->since + (int64_t)k * a->step), "min",
+				      a->mn[k], "avg", a->sum[k] / (double)a->cnt[k], "max", a->mx[k], "n", (json_int_t)a->cnt[k]);
+		if (!b || json_array_append_new(arr, b)) {
+			json_decref(arr);
+			return NULL;
+		}
+	}
+	return arr;
+}
+
+static void ser_drop(ops_retention *r, size_t i)
+{
+	r->ser_points -= r->ser[i].n;
+	ser_entry_free(&r->ser[i]);
+	r->ser[i] = r->ser[--r->nser];
+}
+
+/* rd_mu held. The thing's rows with ts >= from_ts and id > after_id into e (numeric values
+ * only, while the cache has room: else *full) and into acc (when given). 0 or TG_EDB. */
+static int ser_scan(ops_retention *r, ser_entry *e, const char *path, int64_t from_ts, int64_t after_id, ser_acc *acc,
+		    int *full, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(r->rd, RET_SQL_SER_ROWS, -1, &st, NULL) != SQLITE_OK)
+		return tg_seterr(err, errlen, TG_EDB, "%s", sqlite3_errmsg(r->rd));
+	sqlite3_bind_text(st, 1, e->thing, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, from_ts);
+	sqlite3_bind_int64(st, 4, after_id);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t id = sqlite3_column_int64(st, 0), ts = sqlite3_column_int64(st, 1);
+		if (id > e->hi_id)
+			e->hi_id = id;
+		if (ts > e->hi_ts)
+			e->hi_ts = ts;
+		int type = sqlite3_column_type(st, 2);
+		if (type != SQLITE_INTEGER && type != SQLITE_FLOAT)
+			continue;
+		double v = sqlite3_column_double(st, 2);
+		if (acc)
+			acc_add(acc, ts, v);
+		if (*full)
+			continue;
+		if (e->n == e->cap) { /* the allocation stays within what SER_MAX_POINTS leaves */
+			size_t room = SER_MAX_POINTS - r->ser_points, grow = e->cap ? e->cap : 256;
+			ser_pt *np = room ? realloc(e->p, (e->cap + (grow < room ? grow : room)) * sizeof *np) : NULL;
+			if (!np) {
+				*full = 1;
+				continue;
+			}
+			e->p = np;
+			e->cap += grow < room ? grow : room;
+		}
+		e->p[e->n++] = (ser_pt){id, ts, v};
+		r->ser_points++;
+	}
+	if (rc != SQLITE_DONE)
+		tg_seterr(err, errlen, TG_EDB, "%s", rc == SQLITE_INTERRUPT ? "query took too long" : sqlite3_errmsg(r->rd));
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : TG_EDB;
+}
+
+/* rd_mu held. The window from the cache: NULL (err empty) when it cannot keep it — the
+ * caller asks the store instead — or NULL with err on a failed read. */
+static json_t *series_cached(ops_retention *r, const char *thing, const char *field, const char *path, int64_t since_ms,
+			     int64_t until_ms, int64_t step_ms, char *err, size_t errlen)
+{
+	int64_t now = tg_mono_ms();
+	uint64_t epoch = atomic_load(&r->epoch);
+	size_t i = 0;
+	while (i < r->nser && (strcmp(r->ser[i].thing, thing) != 0 || strcmp(r->ser[i].field, field) != 0))
+		i++;
+	if (i < r->nser && (r->ser[i].epoch != epoch || since_ms < r->ser[i].lo_ts || now - r->ser[i].loaded_ms > SER_REFRESH_MS))
+		ser_drop(r, i), i = r->nser; /* read it again from the store */
+	if (i == r->nser) {
+		if (r->nser == SER_MAX_ENTRIES) { /* the one used longest ago goes */
+			size_t old = 0;
+			for (size_t k = 1; k < r->nser; k++)
+				if (r->ser[k].used_ms < r->ser[old].used_ms)
+					old = k;
+			ser_drop(r, old);
+		}
+		if (!r->ser && !(r->ser = calloc(SER_MAX_ENTRIES, sizeof *r->ser)))
+			return NULL;
+		i = r->nser;
+		ser_entry *e = &r->ser[i];
+		*e = (ser_entry){.thing = strdup(thing), .field = strdup(field), .lo_ts = since_ms, .loaded_ms = now, .epoch = epoch};
+		if (!e->thing || !e->field) {
+			ser_entry_free(e);
+			return NULL;
+		}
+		r->nser++;
+		ser_acc acc;
+		int full = 0;
+		json_t *out = NULL;
+		if (acc_init(&acc, since_ms, until_ms, step_ms) == 0) {
+			if (ser_scan(r, e, path, since_ms, 0, &acc, &full, err, errlen) == 0)
+				out = acc_json(&acc);
+		}
+		acc_free(&acc);
+		if (!out || full)
+			ser_drop(r, i);
+		else
+			r->ser[i].used_ms = now;
+		if (!out && !err[0])
+			tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+		return out;
+	}
+	ser_entry *e = &r->ser[i];
+	int full = 0;
+	int64_t from = e->hi_ts - SER_SLACK_MS > e->lo_ts ? e->hi_ts - SER_SLACK_MS : e->lo_ts;
+	if (ser_scan(r, e, path, from, e->hi_id, NULL, &full, err, errlen) || full) {
+		ser_drop(r, i);
+		return NULL; /* err set, or empty: the store answers */
+	}
+	e->used_ms = now;
+	ser_acc acc;
+	json_t *out = NULL;
+	int64_t live = atomic_load(&r->min_live_id);
+	if (acc_init(&acc, since_ms, until_ms, step_ms) == 0) {
+		for (size_t k = 0; k < e->n; k++)
+			if (e->p[k].id >= live) /* trimmed rows are gone from the store too */
+				acc_add(&acc, e->p[k].ts, e->p[k].v);
+		out = acc_json(&acc);
+	}
+	acc_free(&acc);
+	if (!out)
+		tg_seterr(err, errlen, TG_ENOMEM, "out of memory");
+	return out;
+}
+
+json_t *ops_retention_series(ops_retention *r, const char *thing, const char *field, int64_t since_ms,
+			     int64_t until_ms, int64_t step_ms, char *err, size_t errlen)
+{
+	if (!field_ok(field)) {
+		tg_seterr(err, errlen, TG_EINVAL, "field: '%s' is not a dotted name of letters, digits and _", field ? field : "");
+		return NULL;
+	}
+	if (step_ms <= 0 || until_ms <= since_ms || (until_ms - since_ms) / step_ms > MAX_BUCKETS) {
+		tg_seterr(err, errlen, TG_EINVAL, "since/until/step: need since < until, step > 0 and at most %d steps",
+			  MAX_BUCKETS);
+		return NULL;
+	}
+	char path[256];
+	snprintf(path, sizeof path, "$.%s", field);
+	char why[512] = "";
+	json_t *out = NULL;
+	pthread_mutex_lock(&r->rd_mu);
+	r->rd_deadline_ms = tg_mono_ms() + READ_TIMEOUT_MS;
+	/* a window reaching the present: what the page polls */
+	if (until_ms >= tg_wall_ms() - SER_RECENT_MS)
+		out = series_cached(r, thing, field, path, since_ms, until_ms, step_ms, why, sizeof why);
+	if (!out && why[0])
+		tg_seterr(err, errlen, TG_EDB, "%s", why);
+	else if (!out)
+		out = series_sql(r, thing, path, since_ms, until_ms, step_ms, err, errlen);
+	pthread_mutex_unlock(&r->rd_mu);
+	return out;
 }
 
 static json_t *column_json(sqlite3_stmt *st, int i)

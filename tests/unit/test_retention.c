@@ -1,7 +1,8 @@
 /*
  * test_retention.c — the console's retention store (gateway/ops/retention.c): rows written
  * only with a committed group and dropped with a rolled-back one, trimming by age and by
- * size in id order, series buckets against a hand computation, and the SQL endpoint's
+ * size in id order, series buckets against a hand computation (read from the store, and
+ * from the series cache as rows come and go), and the SQL endpoint's
  * guard (authorizer, one statement, row cap, time limit). Time is injected.
  */
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -148,6 +150,89 @@ static void test_series_buckets(void **state)
 	ops_retention_close(r);
 }
 
+/* One bucket's figures of a series answer, -1 n when the bucket is not there. */
+static void bucket(json_t *s, int64_t t, double *mn, double *avg, double *mx, int64_t *n)
+{
+	*n = -1;
+	size_t i;
+	json_t *b;
+	json_array_foreach(s, i, b)
+	if (json_integer_value(json_object_get(b, "t")) == t) {
+		*mn = json_real_value(json_object_get(b, "min"));
+		*avg = json_real_value(json_object_get(b, "avg"));
+		*mx = json_real_value(json_object_get(b, "max"));
+		*n = json_integer_value(json_object_get(b, "n"));
+	}
+}
+
+/* A window reaching the present is kept in memory after its first read and brought up to
+ * date with the rows written since: every answer must still be the store's. The same
+ * windows with until an hour back (not cached) are the reference. */
+static void test_series_cache_follows_the_store(void **state)
+{
+	(void)state;
+	ops_retention *r = mk(86400000, 1 << 20);
+	int64_t t0 = (time(NULL) - 100) * 1000, wnow = 1000; /* wnow: the writer's injected clock */
+	char err[256];
+	for (int i = 0; i < 50; i++)
+		add(r, "t", t0 + i * 100, i); /* bucket t0: 0..9, t0+1000: 10..19, ... */
+	add(r, "u", t0, 1000);            /* another thing: not in t's series */
+	ops_retention_add(r, "t", t0 + 50, "{\"temperature\":\"hot\"}", 22);
+	ops_retention_group(r, 1, wnow += 600);
+	int64_t until = t0 + 200000;
+	json_t *s = ops_retention_series(r, "t", "temperature", t0, until, 1000, err, sizeof err);
+	assert_non_null(s);
+	assert_int_equal(json_array_size(s), 5);
+	double mn, avg, mx;
+	int64_t n;
+	bucket(s, t0 + 1000, &mn, &avg, &mx, &n);
+	assert_true(n == 10 && mn == 10 && mx == 19 && avg == 14.5);
+	json_decref(s);
+	/* new rows, one of them in an old bucket; the next answer has them */
+	for (int i = 50; i < 80; i++)
+		add(r, "t", t0 + i * 100, i);
+	add(r, "t", t0 + 1500, -7);
+	ops_retention_group(r, 1, wnow += 600);
+	s = ops_retention_series(r, "t", "temperature", t0, until, 1000, err, sizeof err);
+	assert_int_equal(json_array_size(s), 8);
+	bucket(s, t0 + 1000, &mn, &avg, &mx, &n);
+	assert_true(n == 11 && mn == -7 && mx == 19);
+	bucket(s, t0 + 7000, &mn, &avg, &mx, &n);
+	assert_true(n == 10 && mn == 70 && mx == 79 && avg == 74.5);
+	json_decref(s);
+	/* a narrower window and another step from the same rows */
+	s = ops_retention_series(r, "t", "temperature", t0 + 2000, until, 3000, err, sizeof err);
+	bucket(s, t0 + 2000, &mn, &avg, &mx, &n);
+	assert_true(n == 30 && mn == 20 && mx == 49);
+	json_decref(s);
+	ops_retention_close(r);
+
+	/* trimmed rows leave the cached answer as they leave the store (cap 1 MiB) */
+	r = mk(86400000, 1 << 20);
+	wnow = 1000;
+	for (int i = 0; i < 1000; i++)
+		add(r, "b", t0 + i, 1);
+	ops_retention_group(r, 1, wnow += 600);
+	s = ops_retention_series(r, "b", "temperature", t0, until, 100000, err, sizeof err);
+	bucket(s, t0, &mn, &avg, &mx, &n);
+	assert_int_equal(n, 1000);
+	json_decref(s);
+	for (int g = 0; g < 60; g++) {
+		for (int i = 0; i < 1000; i++)
+			add(r, "b", t0 + 1000 + g * 1000 + i, 2);
+		ops_retention_group(r, 1, wnow += 2000);
+	}
+	ops_retention_stats st;
+	ops_retention_stats_get(r, &st);
+	assert_true(st.trimmed > 1000);
+	s = ops_retention_series(r, "b", "temperature", t0, until, 100000, err, sizeof err);
+	bucket(s, t0, &mn, &avg, &mx, &n);
+	assert_int_equal(n, st.rows);
+	assert_true(mn == 2 && mx == 2); /* the first 1000 (value 1) went first */
+	json_decref(s);
+	ops_retention_close(r);
+}
+
 static void test_query_guard(void **state)
 {
 	(void)state;
@@ -186,6 +271,7 @@ int main(void)
 		cmocka_unit_test(test_groups_commit_and_abort),
 		cmocka_unit_test(test_trim_by_age_and_size),
 		cmocka_unit_test(test_series_buckets),
+		cmocka_unit_test(test_series_cache_follows_the_store),
 		cmocka_unit_test(test_query_guard),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
