@@ -76,6 +76,39 @@ log_timestamp true
         self.stop()
 
 
+_RESILIENT = None
+
+
+def _resilient_client_class():
+    """harness.client_class() whose network thread outlives a broker that cuts a TLS record
+    short. paho 1.6 (Debian 12) lets that ssl.SSLEOFError out of loop_forever (it catches
+    only ConnectionError around its reads), which ended the thread for good: the cloud
+    subscriber of test_cloud_outage_30s_under_load then saw nothing after the cloud broker's
+    restart. Here the thread reconnects, as paho does after any other loss."""
+    global _RESILIENT
+    if _RESILIENT is None:
+        base = harness.client_class()
+
+        class Client(base):
+            def _thread_main(self):
+                while True:
+                    try:
+                        self.loop_forever(retry_first_connection=True)
+                        return
+                    except OSError as e:
+                        self.socket_error = (time.monotonic(), e)
+                        if self._thread_terminate:
+                            return
+                        time.sleep(1)
+                        try:
+                            self.reconnect()
+                        except OSError:
+                            pass
+
+        _RESILIENT = Client
+    return _RESILIENT
+
+
 class CloudSubscriber:
     """A paho MQTT v5 subscriber on the cloud broker (ops identity, QoS 1) with a persistent
     session, so it misses nothing across a broker restart. Keeps every message: topic, the
@@ -90,7 +123,7 @@ class CloudSubscriber:
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         self.topic = topic
-        c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+        c = _resilient_client_class()(client_id=client_id, protocol=mqtt.MQTTv5)
         c.tls_set(ca_certs=str(broker.certs.ca), certfile=str(broker.certs.dir / "ops.crt"),
                   keyfile=str(broker.certs.dir / "ops.key"), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         c.reconnect_delay_set(min_delay=1, max_delay=1)
