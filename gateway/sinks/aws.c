@@ -409,8 +409,10 @@ int aws_http_send(aws_http *h, const char *method, const char *url, const char *
 	h->url = url;
 	for (int hedges = 0;; hedges++) {
 		tg_buf_reset(&h->resp);
-		if (tg_buf_reserve(&h->resp, 0))
-			goto out;
+		if (tg_buf_reserve(&h->resp, 0)) {
+			cc = CURLE_OUT_OF_MEMORY; /* reported below, once the handle lets go of list */
+			break;
+		}
 		h->truncated = 0;
 		h->curl_err[0] = '\0';
 		h->hedged = 0;
