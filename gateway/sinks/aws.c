@@ -7,12 +7,8 @@
  * percent-encoded by us because libcurl signs the path exactly as given and the server
  * canonicalises the decoded key (an '=' in a Hive key must travel as %3D).
  *
- * A request that makes no progress for AWS_HEDGE_QUIET_MS probes its endpoint (probe.h)
- * every AWS_HEDGE_EVERY_MS. When the endpoint, silent to a probe since the last answer
- * this client had, answers a probe again, the request is on a connection that died with
- * the outage (a black hole, a middlebox that dropped its state): it is abandoned and sent
- * once more on a new connection at once, instead of waiting out its timeout. A slow but
- * live endpoint answers every probe, so its slow answers are never cut short.
+ * A request hung on a connection that died with an outage is sent again on a new one, and a
+ * stop past its drain budget abandons it (hedge.h).
  */
 #include "sinks/aws.h"
 
@@ -27,12 +23,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "sinks/curl_dl.h"
-#include "sinks/probe.h"
-
-/* The hedge (see above): quiet time before the first probe, probe period and budget. */
-#define AWS_HEDGE_QUIET_MS 500
-#define AWS_HEDGE_EVERY_MS 500
-#define AWS_HEDGE_PROBE_MS 300
+#include "sinks/hedge.h"
 
 /* ---- credentials ---------------------------------------------------------------------- */
 
@@ -234,44 +225,8 @@ struct aws_http {
 	size_t max_response;
 	int truncated;
 	char curl_err[CURL_ERROR_SIZE];
-	/* the hedge: the request's URL (borrowed for one send), its last progress and probe
-	 * (monotonic ms), the byte counts last seen, whether a probe found the endpoint silent
-	 * since the last answer, and whether the callback abandoned the transfer */
-	const char *url;
-	const _Atomic int *abandon; /* sink.h: set, the request under way fails at once */
-	int64_t progress_ms, probed_ms;
-	curl_off_t seen_up, seen_down;
-	int silent_seen, hedged;
+	sink_hedge hedge; /* hedge.h: a dead connection, a stop */
 };
-
-/* CURLOPT_XFERINFOFUNCTION: called by libcurl while a transfer runs, at least about once a
- * second when nothing moves. Non-zero abandons the transfer (the hedge, above). */
-static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
-{
-	aws_http *h = ud;
-	(void)dltotal;
-	(void)ultotal;
-	if (h->abandon && atomic_load(h->abandon))
-		return 1;
-	int64_t now = tg_mono_ms();
-	if (dlnow != h->seen_down || ulnow != h->seen_up) {
-		h->seen_down = dlnow;
-		h->seen_up = ulnow;
-		h->progress_ms = now;
-		return 0;
-	}
-	if (now - h->progress_ms < AWS_HEDGE_QUIET_MS || now - h->probed_ms < AWS_HEDGE_EVERY_MS)
-		return 0;
-	h->probed_ms = now;
-	if (sink_probe_url(h->url, AWS_HEDGE_PROBE_MS) < 0) {
-		h->silent_seen = 1;
-		return 0;
-	}
-	if (!h->silent_seen)
-		return 0;
-	h->hedged = 1;
-	return 1;
-}
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
@@ -332,9 +287,7 @@ aws_http *aws_http_new(const char *service, const char *region, const aws_creds 
 	curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, h->curl_err);
 	curl_easy_setopt(h->curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h->curl, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(h->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(h->curl, CURLOPT_XFERINFODATA, h);
-	curl_easy_setopt(h->curl, CURLOPT_NOPROGRESS, 0L);
+	sink_hedge_attach(h->curl, &h->hedge);
 	/* Never follow redirects: a 301/307 from S3 means a wrong region or endpoint and
 	 * must surface as an error, and signed requests cannot be replayed elsewhere. */
 	curl_easy_setopt(h->curl, CURLOPT_FOLLOWLOCATION, 0L);
@@ -349,7 +302,7 @@ fail:
 
 void aws_http_set_abandon(aws_http *h, const _Atomic int *abandon)
 {
-	h->abandon = abandon;
+	h->hedge.abandon = abandon;
 }
 
 void aws_http_free(aws_http *h)
@@ -406,8 +359,8 @@ int aws_http_send(aws_http *h, const char *method, const char *url, const char *
 	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, body ? (const char *)body : "");
 	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
 
-	h->url = url;
-	for (int hedges = 0;; hedges++) {
+	sink_hedge_begin(&h->hedge, url);
+	for (;;) {
 		tg_buf_reset(&h->resp);
 		if (tg_buf_reserve(&h->resp, 0)) {
 			cc = CURLE_OUT_OF_MEMORY; /* reported below, once the handle lets go of list */
@@ -415,25 +368,17 @@ int aws_http_send(aws_http *h, const char *method, const char *url, const char *
 		}
 		h->truncated = 0;
 		h->curl_err[0] = '\0';
-		h->hedged = 0;
-		h->seen_up = h->seen_down = 0;
-		h->progress_ms = h->probed_ms = tg_mono_ms();
+		sink_hedge_attempt(&h->hedge);
 		cc = curl_easy_perform(h->curl);
-		/* once per send: a second quiet attempt waits for its answer or its timeout */
-		if (cc != CURLE_ABORTED_BY_CALLBACK || !h->hedged || hedges > 0)
+		if (!sink_hedge_again(&h->hedge, cc, method))
 			break;
-		h->silent_seen = 0;
-		LOG_INFO("sink", "msg=\"endpoint answers again while a request hung on an old connection: sending it again\" "
-				 "method=%s url=\"%s\"", method, url);
 	}
-	h->url = NULL;
-	if (cc == CURLE_OK)
-		h->silent_seen = 0; /* an answer: earlier silence says nothing about later requests */
+	sink_hedge_end(&h->hedge, cc == CURLE_OK);
 	/* The handle keeps pointers to list and body; clear them before they go away. */
 	curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, NULL);
 	if (cc != CURLE_OK) {
-		int gave_up = cc == CURLE_ABORTED_BY_CALLBACK && h->abandon && atomic_load(h->abandon);
+		int gave_up = sink_hedge_abandoned(&h->hedge, cc);
 		rc = tg_seterr(err, errlen, TG_ENET, "%s %s: %s", method, url,
 			       gave_up ? "abandoned: the daemon stops and its drain budget is over"
 			       : h->curl_err[0] ? h->curl_err : curl_easy_strerror(cc));

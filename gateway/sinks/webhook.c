@@ -9,6 +9,8 @@
  * errors are retried with the forwarder's backoff. After the first retryable failure the
  * rest of the batch is not tried, so a dead receiver costs one timeout per batch. Each
  * request carries X-Tidegate-Msg-Id so the receiver can dedupe the at-least-once stream.
+ * A POST hung on a connection that died with an outage is sent again on a new one, and a
+ * stop past its drain budget abandons it (hedge.h), as for the AWS sinks.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -19,6 +21,7 @@
 #include "core/jsonout.h"
 #include "core/log.h"
 #include "sinks/curl_dl.h"
+#include "sinks/hedge.h"
 #include "store/sink.h"
 
 typedef struct webhook_opts {
@@ -37,6 +40,7 @@ static const config_option webhook_options[] = {
 struct sink {
 	const webhook_opts *o;
 	CURL *curl;
+	sink_hedge hedge;
 };
 
 static size_t discard(char *p, size_t size, size_t n, void *ud) { return size * n; }
@@ -52,6 +56,7 @@ static sink *webhook_open(const void *opts, const sink_env *env, sink_limits *li
 		return NULL;
 	}
 	s->o = opts;
+	s->hedge.abandon = env ? env->abandon : NULL;
 	limits->max_records = (size_t)s->o->max_records;
 	limits->max_bytes = 4u << 20;
 	limits->max_age_ms = 0;
@@ -102,14 +107,24 @@ static sink_status post_one(sink *s, const sink_record *r, char *err, size_t err
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)s->o->timeout_ms);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
-	CURLcode cc = curl_easy_perform(c);
+	curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+	sink_hedge_attach(c, &s->hedge);
+	CURLcode cc;
+	sink_hedge_begin(&s->hedge, url);
+	do {
+		sink_hedge_attempt(&s->hedge);
+		cc = curl_easy_perform(c);
+	} while (sink_hedge_again(&s->hedge, cc, "POST"));
+	sink_hedge_end(&s->hedge, cc == CURLE_OK);
 	long status = 0;
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	curl_slist_free_all(hdrs);
 	free(text);
 	sink_status st;
 	if (cc != CURLE_OK) {
-		tg_seterr(err, errlen, TG_ENET, "POST %s: %s", url, curl_easy_strerror(cc));
+		tg_seterr(err, errlen, TG_ENET, "POST %s: %s", url,
+			  sink_hedge_abandoned(&s->hedge, cc) ? "abandoned: the daemon stops and its drain budget is over"
+							      : curl_easy_strerror(cc));
 		st = SINK_RETRY;
 	} else if (status >= 200 && status < 300) {
 		st = SINK_OK;
