@@ -704,6 +704,23 @@ int registry_data_version(registry *reg, int64_t *out, char *err, size_t errlen)
 	return rc == SQLITE_ROW ? 0 : db_err(reg, err, errlen, rc, "reading data_version");
 }
 
+int registry_read_begin(registry *reg, char *err, size_t errlen)
+{
+	sqlite3_stmt *s = stmt(reg, RS_READ_BEGIN);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : db_err(reg, err, errlen, rc, "starting a read");
+}
+
+void registry_read_end(registry *reg)
+{
+	if (sqlite3_get_autocommit(reg->db))
+		return; /* nothing open (an error may have rolled it back) */
+	sqlite3_stmt *s = stmt(reg, RS_READ_END);
+	sqlite3_step(s);
+	sqlite3_reset(s);
+}
+
 static const char *col_text(sqlite3_stmt *s, int i)
 {
 	const char *t = (const char *)sqlite3_column_text(s, i);

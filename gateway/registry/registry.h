@@ -123,6 +123,10 @@ int registry_lookup(registry *reg, const char *fingerprint, registry_ident *out,
 /* A counter that changes whenever another connection committed a change to the database
  * (SQLite's data_version); compare successive values to know when to re-check. */
 int registry_data_version(registry *reg, int64_t *out, char *err, size_t errlen);
+/* Look-ups between these two see one snapshot of the database and share one read
+ * transaction (cheaper than one per statement). 0, or a TG_E* code with the reason. */
+int registry_read_begin(registry *reg, char *err, size_t errlen);
+void registry_read_end(registry *reg);
 
 /* Iteration. The strings passed to callbacks are borrowed for the duration of the call.
  * A callback returning non-zero stops the walk; that value is returned. */

@@ -13,6 +13,7 @@ Every attempt and its outcome is collected and printed as a table at the end of 
 Brokers are always stopped (fixture finalizers), and their logs are attached to failures.
 """
 import json
+import re
 import os
 import shutil
 import socket
@@ -731,6 +732,10 @@ def test_bad_plugin_options_refuse_to_start(env):
         env.broker("badopt", env.tmp / "x.db", {"no_such_option": "1"})
     assert "unknown option plugin_opt_no_such_option" in str(e.value)
     record("config errors", "plugin_opt_no_such_option", "broker start", "refused", "refused")
+    with pytest.raises(AssertionError) as e:
+        env.broker("badslice", env.tmp / "x.db", {"revalidate_slice_ms": "0"})
+    assert "revalidate_slice_ms must be 1..1000" in str(e.value)
+    record("config errors", "plugin_opt_revalidate_slice_ms 0", "broker start", "refused", "refused")
 
 
 def test_service_identity_has_its_own_policy(env):
@@ -753,6 +758,38 @@ def test_service_identity_has_its_own_policy(env):
         record(S, "tidegate-ops", "receive devices/dev-0001/t", "['dev-0001']",
                seen[0][2].get(IDENTITY) if seen else "lost", "stamped thing identity")
         record(S, "tidegate-ops", "publish devices/dev-0001/x", "not delivered", "delivered" if got else "not delivered")
+    finally:
+        f.close()
+
+
+def test_recheck_runs_in_slices_and_finds_the_changed_thing(env):
+    """After a registry change the plugin re-checks every connected thing a slice per broker
+    tick (revalidate_batch 1 here: one thing a slice): the deactivated one is disconnected,
+    the others stay connected and keep publishing, and the pass reports itself."""
+    S = "re-check in slices"
+    f = Fixture(env, "slices", {"revalidate_batch": 1, "revalidate_slice_ms": 1})
+    try:
+        names = [f"dev-000{i}" for i in range(1, 8)]
+        peers = {}
+        for n in names:
+            f.cli("register", n, "--cert", env.cert(n)[0])
+        for n in names:
+            peers[n] = f.peer(n, n)
+            assert peers[n].connect() == 0, f.broker.log_text()[-2000:]
+        f.cli("deactivate", "dev-0005")
+        closed = wait_until(lambda: peers["dev-0005"].closed_at is not None, 5)
+        record(S, "dev-0005 (7 connected)", "disconnected after `device deactivate`", "yes", "yes" if closed else "no")
+        line = wait_until(lambda: "re-checked 7 connected things, disconnected 1" in f.broker.log_text(), 5)
+        log = f.broker.log_text()
+        assert line, log[-3000:]
+        m = re.search(r"re-checked 7 connected things, disconnected 1; [0-9.]+ ms of work in ([0-9]+) slices", log)
+        assert m and int(m.group(1)) >= 7, log[-3000:]
+        record(S, "plugin", "slices for 7 things at one a slice", ">= 7", f">= 7" if int(m.group(1)) >= 7 else m.group(1))
+        still = [n for n in names if n != "dev-0005" and peers[n].closed_at is None]
+        record(S, "the other 6", "still connected", 6, len(still))
+        got = sum(f.delivered(peers[n], f"devices/{n}/telemetry") for n in still)
+        record(S, "the other 6", "publishes delivered", 6, got)
+        assert len(still) == 6 and got == 6
     finally:
         f.close()
 
