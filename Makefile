@@ -29,6 +29,7 @@ SYSCONFDIR ?= /etc
 # the package puts units where Debian 12's systemd looks first; /usr/local keeps its own
 UNITDIR  ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
 PYTHON   ?= /usr/bin/python3
+NPROC    ?= $(shell nproc 2>/dev/null || echo 2)
 PKGS     := libmosquitto jansson sqlite3 libpcre2-8 libcurl zlib libmicrohttpd openssl libsystemd
 # The version's one home: the top entry of the Debian changelog (`tidegate version`).
 VERSION  := $(shell head -n1 packaging/debian/changelog | cut -d' ' -f2 | tr -d '()')
@@ -167,10 +168,12 @@ certs: deps
 demo: deps all certs
 	@B=$(B) packaging/demo.sh
 
+# The builds run in parallel (every core: the rel and asan objects are independent); the
+# tests run one suite after another, never beside each other (they time real servers).
 check: deps
 	$(MAKE) --no-print-directory check-layout
-	$(MAKE) --no-print-directory all asan
-	$(MAKE) --no-print-directory unit fuzz-replay integration
+	$(MAKE) --no-print-directory -j$(NPROC) all asan $(TOOL_BINS) $(B)/rel/bench_sub $(B)/rel/bench_fleet
+	$(MAKE) --no-print-directory -j1 unit fuzz-replay integration
 	$(MAKE) --no-print-directory check-packaging
 
 # Includes follow the data path one way (the stage order is written down in the script).

@@ -109,7 +109,7 @@ SPECIAL = {("wrong_type", "ts_string"): "bad_timestamp"}
 def test_hostile_payloads_all_quarantined_with_reasons(broker, daemons, tmp_path):
     d = daemons(broker, extra=f"[ingest]\nschemas_dir = {SCHEMAS}\n")
     log = tmp_path / "hostile.log"
-    summary = harness.Sim.run(broker, tmp_path, "--things", 3, "--hostile-only", 60, "--qos", 1, "--seed", 4,
+    summary = harness.Sim.run(broker, tmp_path, "--things", 3, "--hostile-only", 60, "--rate", 10, "--qos", 1, "--seed", 4,
                               "--hostile-log", log)
     hostile = [json.loads(x) for x in log.read_text().splitlines()]
     assert len(hostile) == summary["hostile"] == 180
