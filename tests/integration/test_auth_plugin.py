@@ -776,15 +776,22 @@ def test_recheck_runs_in_slices_and_finds_the_changed_thing(env):
         for n in names:
             peers[n] = f.peer(n, n)
             assert peers[n].connect() == 0, f.broker.log_text()[-2000:]
+        time.sleep(0.5)  # a pass the registrations started ends (7 slices, a tick each)
+        before = len(f.broker.log_text())
         f.cli("deactivate", "dev-0005")
         closed = wait_until(lambda: peers["dev-0005"].closed_at is not None, 5)
         record(S, "dev-0005 (7 connected)", "disconnected after `device deactivate`", "yes", "yes" if closed else "no")
-        line = wait_until(lambda: "re-checked 7 connected things, disconnected 1" in f.broker.log_text(), 5)
-        log = f.broker.log_text()
-        assert line, log[-3000:]
-        m = re.search(r"re-checked 7 connected things, disconnected 1; [0-9.]+ ms of work in ([0-9]+) slices", log)
-        assert m and int(m.group(1)) >= 7, log[-3000:]
-        record(S, "plugin", "slices for 7 things at one a slice", ">= 7", f">= 7" if int(m.group(1)) >= 7 else m.group(1))
+        # SQLite's checkpoint when the CLI closes can move data_version once more, which starts
+        # the pass again: the pass that completes may be that second one, over the 6 left
+        pat = r"re-checked ([67]) connected things, disconnected [01]; [0-9.]+ ms of work in ([0-9]+) slices"
+        m = wait_until(lambda: re.search(pat, f.broker.log_text()[before:]), 5)
+        log = f.broker.log_text()[before:]
+        assert m, log[-3000:]
+        assert 'disconnecting client=dev-0005 thing=dev-0005 reason="certificate is now INACTIVE"' in log, log[-3000:]
+        things, slices = int(m.group(1)), int(m.group(2))
+        record(S, "plugin", f"slices for {things} things at one a slice", f">= {things}",
+               f">= {things}" if slices >= things else slices)
+        assert slices >= things, log[-3000:]
         still = [n for n in names if n != "dev-0005" and peers[n].closed_at is None]
         record(S, "the other 6", "still connected", 6, len(still))
         got = sum(f.delivered(peers[n], f"devices/{n}/telemetry") for n in still)
