@@ -7,6 +7,7 @@ packages, Debian's hardening flags), its unit tests built there without sanitize
 under /usr/lib/aarch64-linux-gnu.
 """
 import json
+import time
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -59,8 +60,17 @@ schemas_dir = {REPO / 'rules' / 'schemas'}
 """, exe=ARM / "tidegate", wrapper=QEMU).start()
     try:
         # ... the load is the host's own simulator (harness.SIM_BUILD is the host build)
+        # device_sim's temperatures follow the time of day (warmest at 15:00 UTC, 4 C colder at
+        # 03:00): readings from the last 15:00 UTC, within the schema's 24 h skew, so the
+        # 'warm' rule has readings above 22 at whatever hour the test runs (at 23:00 UTC it
+        # had none, and the test failed)
+        day = 86400000
+        now = int(time.time() * 1000)
+        start = now // day * day + 15 * 3600000
+        if start > now:
+            start -= day
         summary = harness.Sim.run(broker, tmp_path, "--things", 4, "--count", 100, "--rate", 50, "--qos", 1,
-                                  "--seed", 11, "--hostile-rate", 0.05)
+                                  "--seed", 11, "--hostile-rate", 0.05, "--start-ts", start)
         sent = summary["sent"]
         assert sent == 400 and summary["failed"] == 0, summary
         received = lambda: d.metric("tidegate_messages_received_total", 0)  # noqa: E731
