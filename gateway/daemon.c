@@ -564,6 +564,7 @@ int daemon_run(const char *config_path, volatile sig_atomic_t *stop, volatile si
 			.max_inflight = d.cfg->shadow_max_inflight,
 			.tombstone_ms = d.cfg->shadow_tombstone_ms,
 			.response_qos = (int)d.cfg->shadow_response_qos,
+			.documents_qos = (int)d.cfg->shadow_documents_qos,
 			.sinks = (const char *const *)d.cfg->default_sink_list,
 			.nsinks = d.cfg->ndefault_sinks,
 			.publish = shadow_publish,

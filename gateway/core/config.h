@@ -166,6 +166,7 @@ typedef struct tg_config {
 	int64_t shadow_max_state_bytes;
 	int64_t shadow_max_inflight;
 	int64_t shadow_response_qos;
+	int64_t shadow_documents_qos;
 	int64_t shadow_tombstone_ms;
 	/* [default] route when no rule claims a message */
 	char *default_sinks;   /* comma-separated sinks every accepted record goes to; "" = none */

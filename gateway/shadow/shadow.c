@@ -46,6 +46,7 @@ typedef struct pending {
 	char *topic;   /* owned; the payload follows it in the same allocation */
 	char *payload;
 	size_t len;
+	int qos;
 	flight *fl;    /* on a request's last response: its in-flight count */
 } pending;
 
@@ -137,6 +138,13 @@ static int on_group_end(void *ud, outbox_group_event ev, int64_t now_ms)
 	return 0;
 }
 
+/* /documents is the change feed (its durable copy is the "shadows" record); everything else
+ * answers a request or tells a device what to change. */
+static int qos_of(const shadow_svc *s, const char *suffix)
+{
+	return strcmp(suffix, "/documents") == 0 ? s->conf.documents_qos : s->conf.response_qos;
+}
+
 static int queue_push(shadow_svc *s, const char *topic, const char *suffix, const char *text, size_t len, flight *fl)
 {
 	if (s->head > 0 && s->n == s->cap) { /* reuse the published front before growing */
@@ -161,7 +169,8 @@ static int queue_push(shadow_svc *s, const char *topic, const char *suffix, cons
 	memcpy(mem + tl, suffix, sl + 1);
 	memcpy(mem + tl + sl + 1, text, len);
 	mem[tl + sl + 1 + len] = '\0';
-	s->q[s->n++] = (pending){.topic = mem, .payload = mem + tl + sl + 1, .len = len, .fl = fl};
+	s->q[s->n++] = (pending){.topic = mem, .payload = mem + tl + sl + 1, .len = len,
+				     .qos = qos_of(s, suffix), .fl = fl};
 	if (!outbox_in_txn(s->ob)) /* nothing of it waits for a commit */
 		s->ready = s->n;
 	update_waiting(s);
@@ -177,7 +186,7 @@ int shadow_release(shadow_svc *s)
 	int n = 0;
 	while (s->head < s->ready) {
 		pending *p = &s->q[s->head++];
-		if (s->conf.publish(s->conf.ud, p->topic, p->payload, p->len, s->conf.response_qos) == 0)
+		if (s->conf.publish(s->conf.ud, p->topic, p->payload, p->len, p->qos) == 0)
 			atomic_fetch_add(&s->stats.published, 1);
 		else
 			atomic_fetch_add(&s->stats.publish_errors, 1);
@@ -223,7 +232,7 @@ static int render(shadow_svc *s, const shadow_topic *t, const char *topic, const
 		snprintf(full, sizeof full, "%s%s", topic, r[i].suffix);
 		tg_msg m = {.topic = full, .thing = t->thing, .client_id = t->thing, .principal = t->thing,
 			    .payload = s->text[i].p, .payloadlen = s->text[i].len, .json = r[i].doc,
-			    .received_ms = now_ms, .qos = s->conf.response_qos};
+			    .received_ms = now_ms, .qos = qos_of(s, r[i].suffix)};
 		s->conf.rules(s->conf.ud, &m);
 	}
 	return 0;

@@ -44,7 +44,8 @@ typedef struct shadow_conf {
 	int64_t max_payload_bytes; /* a request as received (413) */
 	int64_t max_inflight;      /* requests of one thing waiting for their responses (429) */
 	int64_t tombstone_ms;      /* how long a deleted shadow's version counter is kept */
-	int response_qos;          /* QoS of the responses the service publishes */
+	int response_qos;          /* QoS of accepted, rejected and delta */
+	int documents_qos;         /* QoS of update/documents, the change feed */
 	const char *const *sinks;  /* the sinks of the "shadows" records (borrowed, may be empty) */
 	size_t nsinks;
 	/* Publish one response (the daemon: broker_publish). 0 or < 0. */

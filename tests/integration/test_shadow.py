@@ -37,6 +37,7 @@ class Observer:
 
     def __init__(self, broker, cert, key, client_id, subs=("$aws/things/+/shadow/#",)):
         self.msgs = []
+        self.qos = []  # the QoS each message arrived with, by index
         self.cv = threading.Condition()
         self.subacks = {}
         self.pubacks = {}
@@ -56,6 +57,7 @@ class Observer:
     def _on_message(self, c, u, m):
         with self.cv:
             self.msgs.append((m.topic, bytes(m.payload)))
+            self.qos.append(m.qos)
             self.cv.notify_all()
 
     def _on_subscribe(self, c, u, mid, granted, props=None):
@@ -574,6 +576,36 @@ def test_kill9_every_accepted_update_is_durable(broker, daemons, tmp_path):
         recs.setdefault(r["thing"], {})[r["version"]] = r["current"]["state"]["reported"]["n"]
     lost = [(thing, v, n) for thing, acks in seen.items() for v, n in acks if recs.get(thing, {}).get(v) != n]
     assert not lost, f"accepted but not durable: {lost[:10]}"
+
+
+def answers_qos(broker, thing, obs):
+    """One update that changes desired: the QoS /accepted, /delta and /documents arrive with
+    at a subscriber that asked for QoS 1 (the broker delivers the lower of the two)."""
+    pfx = prefix(thing)
+    start = obs.mark()
+    obs.publish(f"{pfx}/update", json.dumps({"state": {"desired": {"on": True}}, "clientToken": "q1"}).encode())
+    got = {}
+    for suffix in ("accepted", "delta", "documents"):
+        i, _, doc = obs.wait(lambda i, t, d: i >= start and t == f"{pfx}/update/{suffix}", 15, f"{pfx}/update/{suffix}")
+        assert doc["clientToken"] == "q1"
+        got[suffix] = obs.qos[i]
+    return got
+
+
+def test_answer_qos_defaults(env):
+    """Answers to a request and /delta at QoS 1 (response_qos), the change feed /documents at
+    QoS 0 (documents_qos: the durable copy of every change is its "shadows" record)."""
+    b, d, obs = env
+    assert answers_qos(b, "qos-default", obs) == {"accepted": 1, "delta": 1, "documents": 0}
+
+
+def test_answer_qos_options(broker, daemons):
+    d = daemons(broker, extra="[shadow]\nresponse_qos = 0\ndocuments_qos = 1\n")
+    obs = ops_observer(broker, "qos-opts")
+    try:
+        assert answers_qos(broker, "qos-opts", obs) == {"accepted": 0, "delta": 0, "documents": 1}
+    finally:
+        obs.close()
 
 
 def test_disabled(broker, daemons):
