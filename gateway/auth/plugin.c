@@ -133,19 +133,14 @@ typedef struct tg_auth {
 	uint64_t held; /* connections closed while waiting */
 } tg_auth;
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t mono_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+static int64_t mono_ms(void) { return mono_us() / 1000; }
 
 static int64_t wall_ms(void)
 {

@@ -716,7 +716,7 @@ void registry_read_end(registry *reg)
 {
 	if (sqlite3_get_autocommit(reg->db))
 		return; /* nothing open (an error may have rolled it back) */
-	sqlite3_stmt *s = stmt(reg, RS_READ_END);
+	sqlite3_stmt *s = stmt(reg, RS_COMMIT);
 	sqlite3_step(s);
 	sqlite3_reset(s);
 }

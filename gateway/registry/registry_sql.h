@@ -60,7 +60,6 @@ enum registry_stmt {
 	RS_ROLLBACK,
 	RS_DATA_VERSION,
 	RS_READ_BEGIN,
-	RS_READ_END,
 	RS_THING_INSERT,
 	RS_THING_GET,
 	RS_THING_TOUCH,
@@ -85,9 +84,8 @@ static const char *const REGISTRY_SQL[RS__COUNT] = {
 	[RS_COMMIT] = REGISTRY_SQL_TX_COMMIT,
 	[RS_ROLLBACK] = REGISTRY_SQL_TX_ROLLBACK,
 	[RS_DATA_VERSION] = "PRAGMA data_version",
-	/* a reader's snapshot over many look-ups (the plugin's re-check after a change) */
+	/* a reader's snapshot over many look-ups (the plugin's re-check after a change); RS_COMMIT ends it */
 	[RS_READ_BEGIN] = "BEGIN DEFERRED",
-	[RS_READ_END] = "COMMIT",
 	[RS_THING_INSERT] = "INSERT INTO thing(name, created_ms, updated_ms) VALUES (?1, ?2, ?2)",
 	[RS_THING_GET] = "SELECT id, created_ms, updated_ms FROM thing WHERE name = ?1",
 	[RS_THING_TOUCH] = "UPDATE thing SET updated_ms = ?2 WHERE id = ?1",

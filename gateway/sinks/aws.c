@@ -378,10 +378,8 @@ int aws_http_send(aws_http *h, const char *method, const char *url, const char *
 	curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, NULL);
 	if (cc != CURLE_OK) {
-		int gave_up = sink_hedge_abandoned(&h->hedge, cc);
 		rc = tg_seterr(err, errlen, TG_ENET, "%s %s: %s", method, url,
-			       gave_up ? "abandoned: the daemon stops and its drain budget is over"
-			       : h->curl_err[0] ? h->curl_err : curl_easy_strerror(cc));
+			       sink_hedge_why(&h->hedge, cc, h->curl_err[0] ? h->curl_err : curl_easy_strerror(cc)));
 		goto out;
 	}
 	curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &resp->status);

@@ -83,3 +83,8 @@ int sink_hedge_abandoned(const sink_hedge *h, int cc)
 {
 	return cc == CURLE_ABORTED_BY_CALLBACK && h->abandon && atomic_load(h->abandon);
 }
+
+const char *sink_hedge_why(const sink_hedge *h, int cc, const char *curl_words)
+{
+	return sink_hedge_abandoned(h, cc) ? "abandoned: the daemon stops and its drain budget is over" : curl_words;
+}

@@ -46,5 +46,7 @@ int sink_hedge_again(sink_hedge *h, int cc, const char *method);
 void sink_hedge_end(sink_hedge *h, int ok);
 /* Whether a transfer that ended with curl code cc was abandoned because the daemon stops. */
 int sink_hedge_abandoned(const sink_hedge *h, int cc);
+/* Why a transfer that ended with curl code cc failed: the abandon, or else curl's words. */
+const char *sink_hedge_why(const sink_hedge *h, int cc, const char *curl_words);
 
 #endif

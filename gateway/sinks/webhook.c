@@ -122,9 +122,7 @@ static sink_status post_one(sink *s, const sink_record *r, char *err, size_t err
 	free(text);
 	sink_status st;
 	if (cc != CURLE_OK) {
-		tg_seterr(err, errlen, TG_ENET, "POST %s: %s", url,
-			  sink_hedge_abandoned(&s->hedge, cc) ? "abandoned: the daemon stops and its drain budget is over"
-							      : curl_easy_strerror(cc));
+		tg_seterr(err, errlen, TG_ENET, "POST %s: %s", url, sink_hedge_why(&s->hedge, cc, curl_easy_strerror(cc)));
 		st = SINK_RETRY;
 	} else if (status >= 200 && status < 300) {
 		st = SINK_OK;

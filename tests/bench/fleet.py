@@ -313,7 +313,8 @@ def run_connections(work, db):
             f" {a['broker_cpu_ms_per_connect']:.2f} ms/connect, {a['broker_cpu_s_per_1m']:.1f} s/1M; plugin "
             f"{p['fleet']['connacks_per_s']:.0f} CONNACKs/s, p99 {p['fleet']['connect_ms']['p99']:.1f} ms, "
             f"{p['broker_cpu_ms_per_connect']:.2f} ms/connect, {p['broker_cpu_s_per_1m']:.1f} s/1M")
-    # the rep of each kind whose CONNECT p99 is the median stands for it in the table's first rows
+    # the rep of each kind whose CONNECT p99 is the middle one (of an even count, the lower of
+    # the two middle ones) stands for it in the table's first rows
     def median_rep(reps):
         return sorted(reps, key=lambda r: r["fleet"]["connect_ms"]["p99"])[(len(reps) - 1) // 2]
     res["acl"], res["plugin"] = median_rep(res["acl_reps"]), median_rep(res["plugin_reps"])
@@ -570,7 +571,7 @@ def write_results(raw):
                   f"**{fmt(c['ratio_e2e'], 3)}** ({fmt(t['msgs_per_s'], 0)} / {fmt(p['msgs_per_s'], 0)} msg/s, complete "
                   f"{t['complete']}) — goal ≥ 0.95: {verdict(c['ratio_e2e'] >= 0.95 if c['ratio_e2e'] else None)}",
               f"- CONNECT p99 with the plugin: {fmt(p99)} ms at {c['connect_rate']:.0f} connects/s"
-              f"{' (the median of ' + str(len(reps)) + ' reps)' if len(reps) > 1 else ''}; with the ACL file "
+              f"{' (the middle of ' + str(len(reps)) + ' reps, the lower middle of an even count)' if len(reps) > 1 else ''}; with the ACL file "
               f"{fmt(a['fleet']['connect_ms']['p99'])} ms — goal ≤ 20 ms: "
               f"{verdict(p99 <= 20 if p99 is not None and p99 >= 0 else None)}",
               f"- broker CPU per connect: ACL file {fmt(a['broker_cpu_ms_per_connect'], 2)} ms (the TLS handshake, nearly "
