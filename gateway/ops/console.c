@@ -4,7 +4,7 @@
  * rates and a "stats" event every second, the job queue that runs rule reloads and
  * dead-letter requeues on the daemon's thread, the router with its bearer-token check,
  * the SSE stream, the static page and the console's own /metrics lines. The endpoints
- * live in api_rules.c and api_data.c.
+ * live in api_rules.c, api_data.c and api_shadows.c.
  */
 #include "ops/console_int.h"
 
@@ -25,6 +25,7 @@
 #include "core/hash.h"
 #include "core/jsonout.h"
 #include "core/log.h"
+#include "shadow/shadow_store.h"
 
 #define SUB "console"
 #define QUARANTINE_EVENTS_PER_S 20
@@ -660,6 +661,8 @@ static int route(ops_console *c, const http_req *req, http_resp *r)
 		return ops_api_sinks(c, req, r, rest + 5);
 	if (strncmp(rest, "things/", 7) == 0)
 		return get ? ops_api_things(c, req, r, rest + 6) : ops_error(r, 405, "method_not_allowed", "takes GET");
+	if (strcmp(rest, "shadows") == 0 || strncmp(rest, "shadows/", 8) == 0)
+		return get ? ops_api_shadows(c, req, r, rest + 7) : ops_error(r, 405, "method_not_allowed", "takes GET");
 	if (strcmp(rest, "series") == 0)
 		return get ? ops_api_series(c, req, r) : ops_error(r, 405, "method_not_allowed", "takes GET");
 	if (strcmp(rest, "query") == 0)
@@ -847,6 +850,7 @@ void ops_console_free(ops_console *c)
 	free(c->www_dir);
 	sqlite3_close(c->obdb);
 	sqlite3_close(c->aldb);
+	shadow_store_close(c->shadows);
 	registry_close(c->reg);
 	pthread_mutex_destroy(&c->mu);
 	pthread_mutex_destroy(&c->job_mu);

@@ -1,6 +1,6 @@
 /*
  * console_int.h — what the console's files (console.c: state, routing, auth, stream, page;
- * api_rules.c; api_data.c) share. Not for use outside gateway/ops/.
+ * api_rules.c; api_data.c; api_shadows.c) share. Not for use outside gateway/ops/.
  */
 #ifndef TG_OPS_CONSOLE_INT_H
 #define TG_OPS_CONSOLE_INT_H
@@ -80,6 +80,7 @@ struct ops_console {
 	/* read-only handles, opened on first use, under db_mu */
 	pthread_mutex_t db_mu;
 	sqlite3 *obdb, *aldb;
+	struct shadow_store *shadows; /* api_shadows.c */
 	int64_t db_deadline_ms;
 	registry *reg;
 	json_t *backlog_cache; /* name -> {rows, bytes, oldest_ms, dead} */
@@ -118,6 +119,9 @@ int ops_api_sinks(ops_console *c, const http_req *req, http_resp *r, const char 
 int ops_api_things(ops_console *c, const http_req *req, http_resp *r, const char *rest);
 int ops_api_series(ops_console *c, const http_req *req, http_resp *r);
 int ops_api_query(ops_console *c, const http_req *req, http_resp *r);
+
+/* api_shadows.c */
+int ops_api_shadows(ops_console *c, const http_req *req, http_resp *r, const char *rest);
 /* The thing's entry (mu held by the caller) or NULL. */
 ops_thing *ops_thing_find(ops_console *c, const char *name);
 json_t *ops_thing_json(const ops_thing *t, int64_t now_ms, int with_latest);

@@ -1435,7 +1435,7 @@ def console_watcher(http, token, stop, stats):
         s.close()
 
     def poll():
-        paths = ["/api/devices", "/api/sinks", "/api/alerts", "/api/rules", "/api/status",
+        paths = ["/api/devices", "/api/sinks", "/api/alerts", "/api/rules", "/api/status", "/api/shadows?limit=50",
                  "/api/series?thing=dev-0001&field=temperature&since=-5m&step=10s"]
         while not stop.is_set():
             t0 = time.monotonic()

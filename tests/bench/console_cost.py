@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench as b  # noqa: E402
 
 TCK = os.sysconf("SC_CLK_TCK")
-PATHS = ["/api/devices", "/api/sinks", "/api/alerts", "/api/rules", "/api/status",
+PATHS = ["/api/devices", "/api/sinks", "/api/alerts", "/api/rules", "/api/status", "/api/shadows?limit=50",
          "/api/series?thing=dev-0001&field=temperature&since=-5m&step=10s", "/metrics"]
 
 

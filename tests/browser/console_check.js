@@ -3,6 +3,8 @@
 // against a running stack; it does what an operator does and writes what it saw to
 // OUT/result.json (the Python side asserts on it and on what reached the broker):
 //   1. open the page with the token in the URL fragment; the fleet table fills and its values change
+//   1b. click dev-0001 in the fleet table: the Shadows table shows its shadow (desired,
+//      reported, delta) and no other thing's
 //   2. write OUT/ready, then wait for the alert the Python side injects (a temperature spike):
 //      record when the row appeared (page clock) and when the gateway raised it
 //   3. in the rule editor: a broken rule is refused with line/column, a good one tests and saves
@@ -53,6 +55,18 @@ async function main() {
     result.things_shown = await page.$$eval("#fleet tbody tr[data-thing]", (rs) => rs.map((r) => r.dataset.thing));
     result.stats_events = await page.evaluate(() => window.tg.events);
     step("values_updated", { before: first, after: await snap() });
+
+    // the shadows of one thing: a click on its name in the fleet table
+    await page.click('#fleet tbody tr[data-thing="dev-0001"] td.thing');
+    const shadowRow = '#shadows tbody tr[data-shadow="dev-0001|"]';
+    await page.waitForFunction((s) => {
+      const rows = [...document.querySelectorAll("#shadows tbody tr[data-shadow]")];
+      return document.querySelector(s) && rows.every((r) => r.dataset.shadow.startsWith("dev-0001|"));
+    }, shadowRow, { timeout: 15000 });
+    result.shadow_filter = await page.inputValue("#s-thing");
+    result.shadow_rows = await page.$$eval("#shadows tbody tr[data-shadow]", (rs) => rs.map((r) =>
+      [...r.children].map((td) => td.textContent)));
+    step("shadows_shown", { rows: result.shadow_rows });
 
     // the alert: the Python side starts the spike once it sees this file
     fs.writeFileSync(path.join(out, "ready"), String(Date.now()));

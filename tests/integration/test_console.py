@@ -511,3 +511,56 @@ def test_devices_merges_registry_and_traffic(broker, daemons, tmp_path, certs):
     assert st == 200 and one["registered"] is True and one["attributes"] == {"site": "plant-9"}
     st, one, _ = c.get("/api/devices/dev-0002")
     assert st == 200 and one["registered"] is False and one["messages_today"] == 30
+
+
+def test_shadows_api(broker, daemons, tmp_path):
+    """GET /api/shadows[/{thing}]: each live shadow with its document as a get answers it,
+    after changes made over MQTT by the CLI (through the daemon); a deleted one is gone; bad
+    parameters get a JSON 400; the console writes nothing."""
+    c = Console(broker, daemons, tmp_path)
+    cli = [str(harness.BUILD / "tidegate"), "shadow", "-c", str(c.d.conf)]
+
+    def shadow(*args):
+        r = subprocess.run(cli + list(args), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    st, body, _ = c.get("/api/shadows")
+    assert st == 200 and body["shadows"] == [] and body["enabled"] is True and body["truncated"] is False
+    shadow("update", "dev-0001", "--desired", '{"led": "on", "cfg": {"rate": 5}}')
+    shadow("update", "dev-0001", "--reported", '{"led": "off", "cfg": {"rate": 5}}')
+    shadow("update", "dev-0001", "--name", "fw", "--reported", '{"version": "1.2.3"}')
+    shadow("update", "dev-0002", "--reported", '{"led": "off"}')
+    shadow("update", "dev-0003", "--name", "gone", "--desired", '{"x": 1}')
+    shadow("delete", "dev-0003", "--name", "gone")
+    st, body, _ = c.get("/api/shadows/dev-0001")
+    assert st == 200 and body["thing"] == "dev-0001"
+    by = {s["name"]: s for s in body["shadows"]}
+    assert list(by) == ["", "fw"]
+    classic = by[""]
+    assert classic["version"] == 2 and classic["state"]["desired"] == {"led": "on", "cfg": {"rate": 5}}
+    assert classic["state"]["reported"] == {"led": "off", "cfg": {"rate": 5}}
+    assert classic["state"]["delta"] == {"led": "on"}  # what the device is still asked to change
+    assert isinstance(classic["metadata"]["desired"]["led"]["timestamp"], int)
+    assert 0 < classic["created_ms"] <= classic["updated_ms"] and classic["state_bytes"] > 0
+    assert by["fw"]["version"] == 1 and by["fw"]["state"] == {"reported": {"version": "1.2.3"}}
+    # the same through ?thing=, and the whole list in (thing, name) order, the deleted one absent
+    st, same, _ = c.get("/api/shadows?thing=dev-0001")
+    assert st == 200 and same["shadows"] == body["shadows"]
+    st, body, _ = c.get("/api/shadows")
+    assert [(s["thing"], s["name"]) for s in body["shadows"]] == [("dev-0001", ""), ("dev-0001", "fw"), ("dev-0002", "")]
+    st, body, _ = c.get("/api/shadows?limit=2")
+    assert len(body["shadows"]) == 2 and body["truncated"] is True
+    st, body, _ = c.get("/api/shadows/dev-0009")
+    assert st == 200 and body["shadows"] == []
+    for bad in ("/api/shadows?limit=0", "/api/shadows?limit=x", "/api/shadows?thing=a/b"):
+        st, body, _ = c.get(bad)
+        assert st == 400 and body["error"] == "bad_request", (bad, body)
+    st, body, _ = c.call("POST", "/api/shadows/dev-0001", body={"state": {"desired": {"led": "off"}}})
+    assert st == 405
+    st, body, _ = c.get("/api/shadows", token="wrong")
+    assert st == 401
+    # after a change the page's next poll sees it
+    shadow("update", "dev-0001", "--reported", '{"led": "on"}')
+    st, body, _ = c.get("/api/shadows/dev-0001")
+    classic = body["shadows"][0]
+    assert classic["version"] == 3 and "delta" not in classic["state"]

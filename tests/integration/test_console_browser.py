@@ -2,6 +2,8 @@
 pinned playwright-core (tests/browser/, nothing downloaded) against broker + daemon +
 device_sim on 127.0.0.1. The page loads with the token, its values update, an injected
 spike raises an alert that shows on the page within a second of the gateway raising it, a
+thing's Device Shadows (made over MQTT by `tidegate shadow update`) show when its name is
+clicked, a
 rule written in the page's editor takes effect (its republishes reach a real MQTT
 subscriber), and a screenshot is saved in the test's folder."""
 import json
@@ -32,6 +34,13 @@ def test_console_page_in_chromium(broker, daemons, tmp_path):
     node = None
     try:
         wait_until(lambda: c.d.metric("tidegate_messages_accepted_total", 0) >= 12, 20, what="first messages")
+        # shadows for the page: dev-0001's classic one with a delta, and a named one of dev-0002
+        for args in (["update", "dev-0001", "--desired", '{"led": "on"}'],
+                     ["update", "dev-0001", "--reported", '{"led": "off"}'],
+                     ["update", "dev-0002", "--name", "fw", "--reported", '{"version": "1.2.3"}']):
+            r = subprocess.run([harness.BUILD / "tidegate", "shadow", "-c", c.d.conf, *args], capture_output=True,
+                               text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
         node = subprocess.Popen(["node", DRIVER, f"http://127.0.0.1:{c.d.http_port}", c.token, out, "dev-0004",
                                  "console-tap"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 cwd=DRIVER.parent)
@@ -47,6 +56,12 @@ def test_console_page_in_chromium(broker, daemons, tmp_path):
         # token read from the fragment and removed from the address bar; nothing fetched elsewhere
         assert "token" not in result["address_bar"] and result["foreign_requests"] == []
         assert sorted(result["things_shown"])[:3] == ["dev-0001", "dev-0002", "dev-0003"]
+        # the shadows table after the click: dev-0001's classic shadow only, version 2, its delta
+        assert result["shadow_filter"] == "dev-0001"
+        assert len(result["shadow_rows"]) == 1, result["shadow_rows"]
+        thing, name, version, _, desired, reported, delta = result["shadow_rows"][0]
+        assert (thing, name, version) == ("dev-0001", "(classic)", "2")
+        assert (json.loads(desired), json.loads(reported), json.loads(delta)) == ({"led": "on"}, {"led": "off"}, {"led": "on"})
         # the alert on the page within a second of the gateway raising it (same clock)
         a = result["alert"]
         assert a["key"] == "high-temperature-alert|high-temperature|dev-0004"

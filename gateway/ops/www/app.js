@@ -173,7 +173,8 @@ async function loadFleet() {
     spark.append(sparkline(series[d.thing]));
     return el("tr", { "data-thing": d.thing },
       el("td", {}, el("span", { class: "dot" + (d.online ? " on" : ""), title: body.online_basis || "" })),
-      el("td", { class: "thing", text: d.thing, title: d.registered ? "registered" : "not in the registry" }),
+      el("td", { class: "thing", text: d.thing, title: (d.registered ? "registered" : "not in the registry") + "; click: its shadows",
+        onclick: () => { $("s-thing").value = d.thing; loadShadows().catch(() => {}); } }),
       el("td", { text: ago(d.last_seen_ms) }), el("td", { class: "num", text: d.messages_today }),
       el("td", { class: "num", text: d.quarantined_today }), vals, spark);
   });
@@ -227,6 +228,27 @@ async function loadQuarantine() {
     el("td", { text: it.field || "" }), el("td", { text: it.detail || "" }),
     el("td", { class: "payload", text: typeof it.payload === "string" ? it.payload : "hex " + (it.payload && it.payload.hex), title: `${it.payload_bytes} bytes` }))));
   $("quarantine-empty").hidden = body.items.length > 0;
+}
+
+// ---- shadows -----------------------------------------------------------------------------
+// Read-only: a change goes over MQTT like any app's (tidegate shadow update), not through here.
+async function loadShadows() {
+  const q = new URLSearchParams({ limit: "50" });
+  if ($("s-thing").value) q.set("thing", $("s-thing").value.trim());
+  const { status, body } = await api("/api/shadows?" + q);
+  if (status !== 200 || !body) return;
+  const js = (v) => (v === undefined ? "" : JSON.stringify(v));
+  const cell = (v) => el("td", { class: "payload", text: js(v), title: js(v) });
+  $("shadows-count").textContent = body.shadows.length + (body.truncated ? "+" : "");
+  $("shadows").tBodies[0].replaceChildren(...body.shadows.map((s) => {
+    const st = s.state || {};
+    return el("tr", { "data-shadow": `${s.thing}|${s.name}` },
+      el("td", { class: "thing", text: s.thing }), el("td", { text: s.name || "(classic)" }),
+      el("td", { class: "num", text: s.version }), el("td", { text: ago(s.updated_ms) }),
+      cell(st.desired), cell(st.reported), cell(st.delta));
+  }));
+  $("shadows-empty").hidden = body.shadows.length > 0;
+  $("shadows-empty").textContent = body.note ? "No shadows: " + body.note : body.enabled === false ? "Shadows are off ([shadow] enabled = false)." : "No shadows.";
 }
 
 // ---- rules -------------------------------------------------------------------------------
@@ -382,13 +404,14 @@ async function start() {
   $("login").hidden = true;
   $("app").hidden = false;
   stream();
-  await Promise.all([loadAlerts(), loadFleet(), loadSinks(), loadQuarantine(), loadRules()].map((p) => p.catch(() => {})));
+  await Promise.all([loadAlerts(), loadFleet(), loadSinks(), loadQuarantine(), loadShadows(), loadRules()].map((p) => p.catch(() => {})));
   await loadSeries().catch(() => {});
   await loadFleet().catch(() => {});
   tg.ready = true;
   setInterval(safe(loadFleet), 2000);
   setInterval(safe(loadSinks), 3000);
   setInterval(safe(loadQuarantine), 5000);
+  setInterval(safe(loadShadows), 5000);
   setInterval(safe(loadRules), 5000);
   setInterval(safe(loadAlerts), 10000);
   setInterval(safe(loadSeries), 5000);
@@ -405,6 +428,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("window").addEventListener("change", () => loadSeries().then(loadFleet));
   $("q-thing").addEventListener("change", loadQuarantine);
   $("q-reason").addEventListener("change", loadQuarantine);
+  $("s-thing").addEventListener("change", loadShadows);
   $("rule-new").addEventListener("click", () => openEditor(""));
   $("ed-name").addEventListener("input", () => ($("ed-file").textContent = ruleName() || "…"));
   $("ed-validate").addEventListener("click", () => putRule(true));
